@@ -40,7 +40,9 @@ class Checkpoint {
 
 // Writes a release-layout folder atomically (a temporary sibling folder, fsync,
 // rename): config.json and model.safetensors with every tensor F32 (integer tensors
-// I64), plus `extra_files` (name → contents, e.g. tokenizer.json) verbatim.
+// I64), plus `extra_files` (name → contents, e.g. tokenizer.json) verbatim. An integer
+// tensor named `*.tid2eid` is stored [vocab_size, num_experts_per_tok], any other 1-D.
+// An existing `dir` is replaced only if it is empty or holds a config.json.
 void save_checkpoint(const std::string& dir, const ModelConfig& config,
                      const std::map<std::string, Tensor>& tensors,
                      const std::map<std::string, std::vector<int64_t>>& int_tensors,

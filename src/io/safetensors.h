@@ -66,4 +66,16 @@ TensorBlob blob_i64(const std::vector<int64_t>& v, Shape shape);
 void write_safetensors(const std::string& path, const std::map<std::string, TensorBlob>& tensors,
                        const std::map<std::string, std::string>& metadata = {});
 
+// The same without copying: each view points at `nbytes` little-endian bytes of `dtype`
+// that stay alive during the call.
+struct TensorView {
+  DType dtype = DType::F32;
+  Shape shape;
+  const void* data = nullptr;
+  size_t nbytes = 0;
+};
+void write_safetensors_views(const std::string& path,
+                             const std::map<std::string, TensorView>& tensors,
+                             const std::map<std::string, std::string>& metadata = {});
+
 }  // namespace dsv4
