@@ -1,0 +1,73 @@
+#include "model/state.h"
+
+namespace dsv4 {
+
+namespace {
+// The sizes a block's state uses: one definition for allocation and accounting.
+struct BlockLayout {
+  int64_t window_floats, entry_floats, idx_entry_floats, pending_rows, pending_width, idx_pending_width;
+};
+BlockLayout block_layout(const ModelConfig& c, int m) {
+  BlockLayout b{};
+  b.window_floats = static_cast<int64_t>(c.sliding_window) * c.head_dim;
+  if (m > 0) {
+    b.entry_floats = c.head_dim;
+    b.pending_rows = m == 4 ? 2 * m : m;  // at most: previous block + the incomplete one
+    b.pending_width = (m == 4 ? 2 : 1) * c.head_dim;
+  }
+  if (m == 4) {
+    b.idx_entry_floats = c.index_head_dim;
+    b.idx_pending_width = 2 * c.index_head_dim;
+  }
+  return b;
+}
+}  // namespace
+
+size_t AttnState::bytes() const {
+  size_t floats = window.size() + entries.size() + idx_entries.size() + comp.u.size() + comp.z.size() +
+                  idx_comp.u.size() + idx_comp.z.size();
+  return floats * sizeof(float);
+}
+
+SequenceState SequenceState::create(const ModelConfig& c) {
+  SequenceState s;
+  auto make = [&](int m) {
+    AttnState a;
+    a.window.assign(block_layout(c, m).window_floats, 0.0f);
+    return a;
+  };
+  for (int l = 0; l < c.num_hidden_layers; ++l) s.layers.push_back(make(c.ratio(l)));
+  for (int i = 0; i < c.num_nextn_predict_layers; ++i) s.mtp.push_back(make(c.ratio(c.num_hidden_layers + i)));
+  return s;
+}
+
+size_t SequenceState::bytes() const {
+  size_t b = 0;
+  for (const AttnState& a : layers) b += a.bytes();
+  for (const AttnState& a : mtp) b += a.bytes();
+  return b;
+}
+
+StateFootprint state_footprint(const ModelConfig& c) {
+  StateFootprint f;
+  for (int l = 0; l < c.num_hidden_layers; ++l) {
+    const int m = c.ratio(l);
+    BlockLayout b = block_layout(c, m);
+    f.fixed_bytes += sizeof(float) * (b.window_floats + b.pending_rows * 2 * (b.pending_width + b.idx_pending_width));
+    if (m > 0) f.bytes_per_token += sizeof(float) * double(b.entry_floats + b.idx_entry_floats) / m;
+  }
+  return f;
+}
+
+size_t StateFootprint::total(int64_t tokens, const ModelConfig& c) const {
+  size_t grows = 0;
+  for (int l = 0; l < c.num_hidden_layers; ++l) {
+    const int m = c.ratio(l);
+    if (m == 0) continue;
+    BlockLayout b = block_layout(c, m);
+    grows += sizeof(float) * (tokens / m) * (b.entry_floats + b.idx_entry_floats);
+  }
+  return fixed_bytes + grows;
+}
+
+}  // namespace dsv4

@@ -1,0 +1,14 @@
+// Quantization simulation (model.md §8) and the Hadamard rotation (§7). In place.
+//   fp8_sim: blocks of B values: s = 2^ceil(log2(max(amax, 1e-4)/448)); x = e4m3(clamp(x/s)) · s
+//   fp4_sim: blocks of 32:       s = 2^ceil(log2(max(amax, 6·2^-126)/6)); x = e2m1(clamp(x/s)) · s
+//   hadamard: x [d] <- (x · H_d) · d^(-1/2), H_d the Sylvester ±1 matrix (d a power of two)
+#pragma once
+#include <cstdint>
+
+namespace dsv4::ops {
+
+void fp8_sim(float* x, int64_t n, int64_t block);
+void fp4_sim(float* x, int64_t n, int64_t block = 32);
+void hadamard(float* x, int64_t d);
+
+}  // namespace dsv4::ops
