@@ -48,26 +48,38 @@ size_t SequenceState::bytes() const {
   return b;
 }
 
+// Rows a compressor keeps after `tokens` tokens: the incomplete block, plus the last
+// complete one when blocks overlap (m = 4).
+static int64_t pending_rows(int m, int64_t tokens) {
+  int64_t rows = tokens % m;
+  if (m == 4 && tokens >= m) rows += m;
+  return rows;
+}
+
 StateFootprint state_footprint(const ModelConfig& c) {
   StateFootprint f;
+  f.config = &c;
   for (int l = 0; l < c.num_hidden_layers; ++l) {
     const int m = c.ratio(l);
     BlockLayout b = block_layout(c, m);
-    f.fixed_bytes += sizeof(float) * (b.window_floats + b.pending_rows * 2 * (b.pending_width + b.idx_pending_width));
+    f.window_bytes += sizeof(float) * b.window_floats;
+    f.max_pending_bytes += sizeof(float) * b.pending_rows * 2 * (b.pending_width + b.idx_pending_width);
     if (m > 0) f.bytes_per_token += sizeof(float) * double(b.entry_floats + b.idx_entry_floats) / m;
   }
   return f;
 }
 
-size_t StateFootprint::total(int64_t tokens, const ModelConfig& c) const {
-  size_t grows = 0;
+size_t StateFootprint::total(int64_t tokens) const {
+  const ModelConfig& c = *config;
+  size_t bytes = window_bytes;
   for (int l = 0; l < c.num_hidden_layers; ++l) {
     const int m = c.ratio(l);
     if (m == 0) continue;
     BlockLayout b = block_layout(c, m);
-    grows += sizeof(float) * (tokens / m) * (b.entry_floats + b.idx_entry_floats);
+    bytes += sizeof(float) * (tokens / m) * (b.entry_floats + b.idx_entry_floats);
+    bytes += sizeof(float) * pending_rows(m, tokens) * 2 * (b.pending_width + b.idx_pending_width);
   }
-  return fixed_bytes + grows;
+  return bytes;
 }
 
 }  // namespace dsv4

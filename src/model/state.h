@@ -33,12 +33,15 @@ struct SequenceState {
   size_t bytes() const;  // what this state holds now (capacity excluded)
 };
 
-// Bytes a sequence state of `tokens` tokens holds in the main model's blocks, from the
-// same bookkeeping the state uses (fixed part + the part that grows with the context).
+// Bytes a sequence state holds in the main model's blocks after `tokens` tokens, from
+// the same layout the state uses: the window rings (fixed), the compressors' pending
+// rows (bounded), and the compressed entries, which grow with the context.
 struct StateFootprint {
-  size_t fixed_bytes = 0;      // window rings and pending compressor rows
-  double bytes_per_token = 0;  // compressed entries (main + indexer), amortized per token
-  size_t total(int64_t tokens, const ModelConfig& c) const;
+  size_t window_bytes = 0;       // all window rings
+  size_t max_pending_bytes = 0;  // compressor rows of incomplete (and, for m = 4, previous) blocks
+  double bytes_per_token = 0;    // compressed entries (main + indexer), amortized per token
+  size_t total(int64_t tokens) const;  // exact, as SequenceState::bytes() of the main blocks
+  const ModelConfig* config = nullptr;
 };
 StateFootprint state_footprint(const ModelConfig& c);
 
