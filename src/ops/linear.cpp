@@ -4,18 +4,42 @@
 
 namespace dsv4::ops {
 
-static void gemm(const float* x, int64_t T, int64_t in, const float* W, int64_t out, float* y, float beta) {
-  if (T == 0 || out == 0) return;
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(T), static_cast<int>(out),
-              static_cast<int>(in), 1.0f, x, static_cast<int>(in), W, static_cast<int>(in), beta, y,
-              static_cast<int>(out));
+namespace {
+
+// C [M, N] = alpha · op(A) · op(B) + beta · C, row-major.
+void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
+          int64_t ldb, float beta, float* C, int64_t ldc) {
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, static_cast<int>(M),
+              static_cast<int>(N), static_cast<int>(K), 1.0f, A, static_cast<int>(lda), B, static_cast<int>(ldb), beta,
+              C, static_cast<int>(ldc));
+}
+void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const double* A, int64_t lda, const double* B,
+          int64_t ldb, double beta, double* C, int64_t ldc) {
+  cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, static_cast<int>(M),
+              static_cast<int>(N), static_cast<int>(K), 1.0, A, static_cast<int>(lda), B, static_cast<int>(ldb), beta,
+              C, static_cast<int>(ldc));
 }
 
-void linear(const float* x, int64_t T, int64_t in, const float* W, int64_t out, float* y) {
-  gemm(x, T, in, W, out, y, 0.0f);
+}  // namespace
+
+template <class S>
+void linear(const S* x, int64_t T, int64_t in, const Same<S>* W, int64_t out, S* y) {
+  if (T == 0 || out == 0) return;
+  gemm(false, true, T, out, in, x, in, W, in, S(0), y, out);
 }
-void linear_acc(const float* x, int64_t T, int64_t in, const float* W, int64_t out, float* y) {
-  gemm(x, T, in, W, out, y, 1.0f);
+
+template <class S>
+void linear_acc(const S* x, int64_t T, int64_t in, const Same<S>* W, int64_t out, S* y) {
+  if (T == 0 || out == 0) return;
+  gemm(false, true, T, out, in, x, in, W, in, S(1), y, out);
+}
+
+template <class S>
+void linear_backward(const S* x, int64_t T, int64_t in, const Same<S>* W, int64_t out, const Same<S>* dy,
+                     Same<S>* dx, Same<S>* dW) {
+  if (T == 0 || out == 0 || in == 0) return;
+  if (dx) gemm(false, false, T, in, out, dy, out, W, in, S(1), dx, in);    // dx += dy · W
+  if (dW) gemm(true, false, out, in, T, dy, out, x, in, S(1), dW, in);     // dW += dyᵀ · x
 }
 
 Tensor linear(const Tensor& x, const Tensor& W) {
@@ -28,5 +52,12 @@ Tensor linear(const Tensor& x, const Tensor& W) {
   linear(x.ptr(), T, in, W.ptr(), out, y.ptr());
   return y;
 }
+
+#define DSV4_LINEAR(S)                                                                                          \
+  template void linear<S>(const S*, int64_t, int64_t, const S*, int64_t, S*);                                   \
+  template void linear_acc<S>(const S*, int64_t, int64_t, const S*, int64_t, S*);                               \
+  template void linear_backward<S>(const S*, int64_t, int64_t, const S*, int64_t, const S*, S*, S*);
+DSV4_LINEAR(float)
+DSV4_LINEAR(double)
 
 }  // namespace dsv4::ops

@@ -31,18 +31,22 @@ void fp4_sim(float* x, int64_t n, int64_t block) {
   }
 }
 
-void hadamard(float* x, int64_t d) {
+template <class S>
+void hadamard(S* x, int64_t d) {
   DSV4_CHECK(d > 0 && (d & (d - 1)) == 0, "hadamard", "size ", d, " is not a power of two");
   // Fast Walsh–Hadamard transform in Sylvester order: x · H_d (H_d is symmetric).
   for (int64_t h = 1; h < d; h *= 2)
     for (int64_t i = 0; i < d; i += 2 * h)
       for (int64_t j = i; j < i + h; ++j) {
-        float a = x[j], b = x[j + h];
+        S a = x[j], b = x[j + h];
         x[j] = a + b;
         x[j + h] = a - b;
       }
-  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
+  const S scale = static_cast<S>(1.0 / std::sqrt(static_cast<double>(d)));
   for (int64_t i = 0; i < d; ++i) x[i] *= scale;
 }
+
+template void hadamard<float>(float*, int64_t);
+template void hadamard<double>(double*, int64_t);
 
 }  // namespace dsv4::ops

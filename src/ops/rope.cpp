@@ -30,21 +30,28 @@ std::vector<float> rope_frequencies(int R, float base, const YarnParams& yarn) {
   return f;
 }
 
-void rope_apply(float* x, int R, const float* freqs, int64_t pos, bool inverse) {
+template <class S>
+void rope_apply(S* x, int R, const float* freqs, int64_t pos, bool inverse) {
   const float t = static_cast<float>(pos);
   for (int i = 0; i < R / 2; ++i) {
     float theta = t * freqs[i];  // one float32 rounding, as the reference
-    float c = std::cos(theta), s = std::sin(theta);
+    S c = std::cos(static_cast<S>(theta)), s = std::sin(static_cast<S>(theta));
     if (inverse) s = -s;
-    float re = x[2 * i], im = x[2 * i + 1];
+    S re = x[2 * i], im = x[2 * i + 1];
     x[2 * i] = re * c - im * s;
     x[2 * i + 1] = re * s + im * c;
   }
 }
 
-void rope_apply_heads(float* x, int64_t count, int64_t stride, int64_t offset, int R,
+template <class S>
+void rope_apply_heads(S* x, int64_t count, int64_t stride, int64_t offset, int R,
                       const float* freqs, int64_t pos, bool inverse) {
   for (int64_t h = 0; h < count; ++h) rope_apply(x + h * stride + offset, R, freqs, pos, inverse);
 }
+
+template void rope_apply<float>(float*, int, const float*, int64_t, bool);
+template void rope_apply<double>(double*, int, const float*, int64_t, bool);
+template void rope_apply_heads<float>(float*, int64_t, int64_t, int64_t, int, const float*, int64_t, bool);
+template void rope_apply_heads<double>(double*, int64_t, int64_t, int64_t, int, const float*, int64_t, bool);
 
 }  // namespace dsv4::ops
