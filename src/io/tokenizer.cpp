@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "io/tokenizer_added.h"
 #include "io/tokenizer_bpe.h"
+#include "io/tokenizer_json.h"
 #include "io/tokenizer_pretok.h"
 #include "io/tokenizer_utf8.h"
 
@@ -88,10 +89,16 @@ struct Tokenizer::Impl {
   std::vector<Template> templates;
   bool byte_level_decoder = false;
 
-  // Per id: the token's text, whether it exists, whether it is special, its decoded bytes.
-  std::vector<std::string> token_text;
-  std::vector<std::string> token_bytes;
+  // Per id: the token's text (a view into the model's or the added tokens' tables),
+  // whether it exists, whether it is special, and where its decoded bytes end in `bytes`.
+  std::vector<std::string_view> token_text;
   std::vector<uint8_t> exists, special;
+  std::string bytes;
+  std::vector<size_t> bytes_end;
+  std::string_view bytes_of(int32_t id) const {
+    size_t begin = id == 0 ? 0 : bytes_end[id - 1];
+    return std::string_view(bytes).substr(begin, bytes_end[id] - begin);
+  }
 
   // Words seen before, by their raw bytes. Hugging Face keeps such a cache too: it changes
   // speed, never ids.
@@ -154,12 +161,8 @@ Tokenizer Tokenizer::from_file(const std::string& path) {
 }
 
 Tokenizer Tokenizer::from_json(std::string_view json_text, const std::string& where) {
-  json root;
-  try {
-    root = json::parse(json_text);
-  } catch (const json::parse_error& e) {
-    throw Error(where, str("not a tokenizer.json: not valid JSON (", e.what(), ")"));
-  }
+  TokenizerFile file = read_tokenizer_json(json_text, where);
+  const json& root = file.root;
   DSV4_CHECK(root.is_object(), where, "not a tokenizer.json: the top level is not an object");
   DSV4_CHECK(root.contains("model") && root["model"].is_object(), where,
              "not a tokenizer.json: it has no \"model\" object");
@@ -170,16 +173,18 @@ Tokenizer Tokenizer::from_json(std::string_view json_text, const std::string& wh
   std::string model_type = model.value("type", std::string("BPE"));
   DSV4_CHECK(model_type == "BPE", where, "model type '", model_type,
              "' is not supported (only BPE, the byte-level BPE that DeepSeek uses)");
+  const json null;
+  auto part = [&](const char* key) -> const json& { return root.contains(key) ? root[key] : null; };
   try {
-    impl->model = std::make_unique<BpeModel>(model, where);
-    check_normalizer(root.value("normalizer", json()), "normalizer", where);
-    impl->pre_tokenizer = std::make_unique<PreTokenizer>(root.value("pre_tokenizer", json()), where);
-    impl->added = std::make_unique<AddedVocabulary>(root.value("added_tokens", json()), *impl->model, where);
-    add_post_processor(root.value("post_processor", json()), "post_processor", where, impl->templates);
+    impl->model = std::make_unique<BpeModel>(model, file.bpe, where);
+    check_normalizer(part("normalizer"), "normalizer", where);
+    impl->pre_tokenizer = std::make_unique<PreTokenizer>(part("pre_tokenizer"), where);
+    impl->added = std::make_unique<AddedVocabulary>(part("added_tokens"), *impl->model, where);
+    add_post_processor(part("post_processor"), "post_processor", where, impl->templates);
   } catch (const json::exception& e) {  // a value of the wrong JSON type somewhere
     throw Error(where, str("malformed tokenizer.json: ", e.what()));
   }
-  const json decoder = root.value("decoder", json());
+  const json& decoder = part("decoder");
   if (!decoder.is_null()) {
     std::string type = type_of(decoder, "decoder", where);
     DSV4_CHECK(type == "ByteLevel", where, "decoder type '", type,
@@ -191,19 +196,19 @@ Tokenizer Tokenizer::from_json(std::string_view json_text, const std::string& wh
   int32_t size = 0;
   for (const auto& [token, id] : impl->model->vocab()) size = std::max(size, id + 1);
   for (const auto& [id, token] : impl->added->by_id()) size = std::max(size, id + 1);
-  impl->token_text.resize(size);
+  impl->token_text.assign(size, std::string_view());
   impl->exists.assign(size, 0);
   impl->special.assign(size, 0);
   for (const auto& [token, id] : impl->model->vocab()) impl->token_text[id] = token, impl->exists[id] = 1;
   for (const auto& [id, token] : impl->added->by_id()) impl->token_text[id] = token.content, impl->exists[id] = 1;
-  impl->token_bytes.resize(size);
+  impl->bytes_end.assign(size, 0);
   for (int32_t id = 0; id < size; ++id) {
-    if (!impl->exists[id]) continue;
-    const std::string& text = impl->token_text[id];
-    impl->special[id] = impl->added->is_special(text);
-    if (!impl->byte_level_decoder || !byte_level_unmap(text, impl->token_bytes[id])) {
-      impl->token_bytes[id] = text;
+    std::string_view text = impl->token_text[id];
+    if (impl->exists[id]) {
+      impl->special[id] = impl->added->is_special(text);
+      if (!impl->byte_level_decoder || !byte_level_unmap(text, impl->bytes)) impl->bytes.append(text);
     }
+    impl->bytes_end[id] = impl->bytes.size();
   }
   return Tokenizer(std::move(impl));
 }
@@ -248,7 +253,7 @@ std::string Tokenizer::decode(std::span<const int32_t> ids, bool skip_special) c
     if (skip_special && m.special[id]) continue;
     if (!first) out += separator();
     first = false;
-    out += m.token_bytes[id];
+    out += m.bytes_of(id);
   }
   return out;
 }
@@ -267,7 +272,7 @@ int32_t Tokenizer::require_id(std::string_view token) const {
 
 std::optional<std::string> Tokenizer::id_to_token(int32_t id) const {
   if (id < 0 || id >= vocab_size() || !impl_->exists[id]) return std::nullopt;
-  return impl_->token_text[id];
+  return std::string(impl_->token_text[id]);
 }
 
 bool Tokenizer::is_special(int32_t id) const {
@@ -278,7 +283,7 @@ int32_t Tokenizer::vocab_size() const { return static_cast<int32_t>(impl_->exist
 
 std::string_view Tokenizer::token_bytes(int32_t id) const {
   impl_->check_id(id);
-  return impl_->token_bytes[id];
+  return impl_->bytes_of(id);
 }
 
 std::string_view Tokenizer::separator() const { return impl_->byte_level_decoder ? "" : " "; }

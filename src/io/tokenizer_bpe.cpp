@@ -26,16 +26,13 @@ bool optional_bool(const nlohmann::json& model, const char* key, const std::stri
 
 }  // namespace
 
-BpeModel::BpeModel(const nlohmann::json& model, const std::string& where) {
-  DSV4_CHECK(model.contains("vocab") && model["vocab"].is_object(), where,
-             "model.vocab is missing or is not an object of token -> id");
-  DSV4_CHECK(model.contains("merges") && model["merges"].is_array(), where,
-             "model.merges is missing or is not an array");
-  vocab_.reserve(model["vocab"].size());
-  for (const auto& [token, id] : model["vocab"].items()) {
-    DSV4_CHECK(id.is_number_integer() && id.get<int64_t>() >= 0 && id.get<int64_t>() <= INT32_MAX,
-               where, "model.vocab['", token, "']: the id must be an integer in [0, 2^31)");
-    vocab_.emplace(token, id.get<int32_t>());
+BpeModel::BpeModel(const nlohmann::json& model, const BpeData& data, const std::string& where) {
+  DSV4_CHECK(data.has_vocab, where, "model.vocab is missing or is not an object of token -> id");
+  DSV4_CHECK(data.has_merges, where, "model.merges is missing or is not an array");
+  vocab_.reserve(data.vocab.size());
+  for (const BpeData::Entry& entry : data.vocab) {
+    DSV4_CHECK(entry.id >= 0, where, "model.vocab['", entry.token, "']: the id must be an integer in [0, 2^31)");
+    vocab_.emplace(entry.token, static_cast<int32_t>(entry.id));
   }
 
   if (model.contains("dropout") && !model["dropout"].is_null()) {
@@ -54,25 +51,23 @@ BpeModel::BpeModel(const nlohmann::json& model, const std::string& where) {
     unk_id_ = *id;
   }
 
-  const auto& merges = model["merges"];
-  merges_.reserve(merges.size());
+  merges_.reserve(data.merges.size());
   uint32_t rank = 0;
-  for (size_t i = 0; i < merges.size(); ++i) {
-    const auto& m = merges[i];
-    std::string a, b;
-    if (m.is_string()) {
-      const std::string& line = m.get_ref<const std::string&>();
-      if (line.rfind("#version", 0) == 0) continue;  // a merges.txt header, not a merge
+  std::string merged;
+  for (size_t i = 0; i < data.merges.size(); ++i) {
+    const BpeData::Merge& m = data.merges[i];
+    std::string_view a = m.first, b = m.second;
+    if (m.kind == BpeData::Merge::Line) {
+      std::string_view line = m.first;
+      if (line.substr(0, 8) == "#version") continue;  // a merges.txt header, not a merge
       size_t space = line.find(' ');
-      DSV4_CHECK(space != std::string::npos && line.find(' ', space + 1) == std::string::npos,
+      DSV4_CHECK(space != std::string_view::npos && line.find(' ', space + 1) == std::string_view::npos,
                  where, "model.merges[", i, "] = '", line, "': expected two tokens separated by one space");
       a = line.substr(0, space);
       b = line.substr(space + 1);
     } else {
-      DSV4_CHECK(m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string(), where,
-                 "model.merges[", i, "]: expected \"a b\" or [\"a\", \"b\"]");
-      a = m[0].get<std::string>();
-      b = m[1].get<std::string>();
+      DSV4_CHECK(m.kind == BpeData::Merge::Pair, where, "model.merges[", i,
+                 "]: expected \"a b\" or [\"a\", \"b\"]");
     }
     auto a_id = token_to_id(a);
     auto b_id = token_to_id(b);
@@ -82,7 +77,8 @@ BpeModel::BpeModel(const nlohmann::json& model, const std::string& where) {
     size_t prefix = continuing_subword_prefix_.size();
     DSV4_CHECK(b.size() >= prefix, where, "model.merges[", i, "]: token '", b,
                "' is shorter than the continuing_subword_prefix");
-    std::string merged = a + b.substr(prefix);
+    merged.assign(a);
+    merged.append(b.substr(prefix));
     auto new_id = token_to_id(merged);
     DSV4_CHECK(new_id.has_value(), where, "model.merges[", i, "]: the merged token '", merged,
                "' is not in the vocabulary");

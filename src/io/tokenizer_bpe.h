@@ -22,12 +22,31 @@ struct StringHash {
 };
 using StringIdMap = std::unordered_map<std::string, int32_t, StringHash, std::equal_to<>>;
 
+// A BPE model's vocab and merges as the file has them (see tokenizer_json.h); checked by
+// BpeModel.
+struct BpeData {
+  bool has_vocab = false;   // model.vocab was an object
+  bool has_merges = false;  // model.merges was an array
+  struct Entry {
+    std::string token;
+    int64_t id;  // -1: the value was not an integer in [0, 2^31)
+  };
+  std::vector<Entry> vocab;
+  struct Merge {
+    enum Kind { Line, Pair, Malformed } kind;
+    std::string first;   // Line: the whole "a b" string
+    std::string second;
+  };
+  std::vector<Merge> merges;
+};
+
 class BpeModel {
  public:
-  // model: the "model" object of a tokenizer.json, of type "BPE". vocab and merges are
-  // required; merges are "a b" strings or ["a", "b"] pairs. A merge naming a token that is
-  // not in the vocabulary, or whose result is not, is an Error naming the merge.
-  BpeModel(const nlohmann::json& model, const std::string& where);
+  // model: the "model" object of a tokenizer.json, of type "BPE" (its options); data: its
+  // vocab and merges, both required; merges are "a b" strings or ["a", "b"] pairs. A merge
+  // naming a token that is not in the vocabulary, or whose result is not, is an Error
+  // naming the merge.
+  BpeModel(const nlohmann::json& model, const BpeData& data, const std::string& where);
 
   // Appends the ids of one word (in the model's alphabet) to out. Characters with no token
   // become the unk token when there is one (or bytes <0xXX> with byte_fallback), else are
