@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "io/safetensors.h"
+#include "model/backend.h"
 #include "model/model.h"
 
 namespace dsv4 {
@@ -101,7 +102,12 @@ std::vector<ParityCase> run_parity(const std::string& dir, bool trace, const Mod
     owned = std::make_unique<Model>(Model::load(dir));
     model = owned.get();
   }
-  const ModelConfig& c = model->config();
+  std::unique_ptr<Backend> cpu = make_backend(Device::Cpu, *model, Precision::F32);
+  return run_parity(dir, trace, *cpu);
+}
+
+std::vector<ParityCase> run_parity(const std::string& dir, bool trace, Backend& backend, bool fast) {
+  const ModelConfig& c = backend.config();
   std::ifstream cf(dir + "/cases.json");
   DSV4_CHECK(cf, "parity", "cannot open ", dir, "/cases.json");
   nlohmann::json cases;
@@ -116,6 +122,7 @@ std::vector<ParityCase> run_parity(const std::string& dir, bool trace, const Mod
   std::vector<ParityCase> results;
   for (const auto& jc : cases.at("cases")) {
     ParityCase pc;
+    pc.fast = fast;
     pc.name = jc.at("name").get<std::string>();
     pc.batch = jc.at("batch").get<int64_t>();
     pc.prefill = jc.at("prefill").get<int64_t>();
@@ -130,20 +137,20 @@ std::vector<ParityCase> run_parity(const std::string& dir, bool trace, const Mod
                B * T * V);
 
     // Prefill of ids[:, :P], then one decode step per position p >= P.
-    std::vector<SequenceState> states;
-    for (int64_t b = 0; b < B; ++b) states.push_back(model->new_state());
-    std::vector<Chunk> prefill;
+    std::vector<int> seqs;
+    for (int64_t b = 0; b < B; ++b) seqs.push_back(backend.new_sequence(T));
+    std::vector<SeqChunk> prefill;
     for (int64_t b = 0; b < B; ++b)
-      prefill.push_back({&states[b], std::vector<int64_t>(ids.begin() + b * T, ids.begin() + b * T + P)});
+      prefill.push_back({seqs[b], std::vector<int64_t>(ids.begin() + b * T, ids.begin() + b * T + P)});
     ForwardTrace tr;
-    ForwardOut pre = model->forward(prefill, true, trace ? &tr : nullptr);
+    ForwardOut pre = backend.forward(prefill, true, trace ? &tr : nullptr);
     Tensor got({B, T, V});
     for (int64_t b = 0; b < B; ++b)
       std::copy(pre.logits.ptr() + b * P * V, pre.logits.ptr() + (b + 1) * P * V, got.ptr() + b * T * V);
     for (int64_t p = P; p < T; ++p) {
-      std::vector<Chunk> step;
-      for (int64_t b = 0; b < B; ++b) step.push_back({&states[b], {ids[b * T + p]}});
-      ForwardOut o = model->forward(step);
+      std::vector<SeqChunk> step;
+      for (int64_t b = 0; b < B; ++b) step.push_back({seqs[b], {ids[b * T + p]}});
+      ForwardOut o = backend.forward(step);
       for (int64_t b = 0; b < B; ++b) std::copy(o.logits.ptr() + b * V, o.logits.ptr() + (b + 1) * V, got.ptr() + (b * T + p) * V);
     }
     pc.logits = compare_logits(got.ptr(), want.ptr(), B * T, V);
@@ -166,14 +173,13 @@ std::vector<ParityCase> run_parity(const std::string& dir, bool trace, const Mod
       Tensor mwant = exp.read_f32(pc.name + ".mtp_logits");
       DSV4_CHECK(static_cast<int64_t>(mids.size()) == B * P && mwant.numel() == B * P * V, "parity", pc.name,
                  ": mtp_ids / mtp_logits do not have batch × prefill rows");
-      std::vector<SequenceState> mstates;
-      for (int64_t b = 0; b < B; ++b) mstates.push_back(model->new_state());
-      std::vector<Chunk> mchunks;
+      std::vector<SeqChunk> mchunks;
       for (int64_t b = 0; b < B; ++b)
-        mchunks.push_back({&mstates[b], std::vector<int64_t>(mids.begin() + b * P, mids.begin() + (b + 1) * P)});
+        mchunks.push_back({backend.new_sequence(P), std::vector<int64_t>(mids.begin() + b * P, mids.begin() + (b + 1) * P)});
       Tensor streams({B * P, nD});
       std::copy(pre.streams.data.begin(), pre.streams.data.end(), streams.data.begin());
-      ForwardOut mo = model->mtp_forward(mchunks, streams);
+      ForwardOut mo = backend.mtp_forward(mchunks, streams);
+      for (const SeqChunk& ch : mchunks) backend.free_sequence(ch.seq);
       pc.mtp = compare_logits(mo.logits.ptr(), mwant.ptr(), B * P, V);
     }
     if (trace) {
@@ -189,6 +195,7 @@ std::vector<ParityCase> run_parity(const std::string& dir, bool trace, const Mod
       }
       pc.trace.push_back(steps);
     }
+    for (int sq : seqs) backend.free_sequence(sq);
     results.push_back(std::move(pc));
   }
   return results;

@@ -160,6 +160,7 @@ Checkpoint::Checkpoint(const std::string& dir) : dir_(dir) {
 }
 
 bool Checkpoint::has(const std::string& name) const { return where_.count(name) != 0; }
+const TensorInfo* Checkpoint::find(const std::string& name) const { return has(name) ? &info(name) : nullptr; }
 
 std::vector<std::string> Checkpoint::names() const {
   std::vector<std::string> out;

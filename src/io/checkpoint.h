@@ -23,6 +23,8 @@ class Checkpoint {
   const ModelConfig& config() const { return config_; }
 
   bool has(const std::string& name) const;
+  // The stored tensor (dtype, stored shape, raw bytes in the mapping), or null when absent.
+  const TensorInfo* find(const std::string& name) const;
   // Every stored tensor name (`.scale` companions included).
   std::vector<std::string> names() const;
   // The tensor as float32 with `logical_shape`; errors name the tensor and say what

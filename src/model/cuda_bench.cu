@@ -1,0 +1,240 @@
+// dsv4 bench on the GPU (cuda_bench.h). Every number comes from this run: the ceilings (a
+// device-to-device copy, a cuBLASLt bf16 8192³ GEMM) are measured before the model is timed.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <random>
+
+#include "model/cuda_bench.h"
+#include "model/cuda_model_impl.cuh"
+
+namespace dsv4 {
+
+namespace {
+
+using namespace dsv4::cuda;
+
+struct Timer {
+  cudaEvent_t a, b;
+  cudaStream_t s;
+  explicit Timer(cudaStream_t st) : s(st) {
+    DSV4_CUDA_CHECK(cudaEventCreate(&a));
+    DSV4_CUDA_CHECK(cudaEventCreate(&b));
+    DSV4_CUDA_CHECK(cudaEventRecord(a, s));
+  }
+  double ms() {
+    DSV4_CUDA_CHECK(cudaEventRecord(b, s));
+    DSV4_CUDA_CHECK(cudaEventSynchronize(b));
+    float t = 0;
+    DSV4_CUDA_CHECK(cudaEventElapsedTime(&t, a, b));
+    cudaEventDestroy(a);
+    cudaEventDestroy(b);
+    return t;
+  }
+};
+
+// Bytes read + written per second by cudaMemcpy of 2 GiB, best of 5 after a warm-up.
+double copy_bandwidth(cudaStream_t s) {
+  const size_t n = size_t(2) << 30;
+  DeviceArray<char> a(n), b(n);
+  DSV4_CUDA_CHECK(cudaMemsetAsync(a.get(), 1, n, s));
+  double best = 1e30;
+  for (int i = 0; i < 6; ++i) {
+    Timer t(s);
+    DSV4_CUDA_CHECK(cudaMemcpyAsync(b.get(), a.get(), n, cudaMemcpyDeviceToDevice, s));
+    const double ms = t.ms();
+    if (i > 0) best = std::min(best, ms);
+  }
+  return 2.0 * n / (best * 1e-3);
+}
+
+// bf16 × bf16 -> f32 GEMM, M = N = K = 8192, random data; median of 10 after 3 warm-ups.
+double bf16_peak(Blas& blas, cudaStream_t s) {
+  const int64_t n = 8192;
+  DeviceArray<bf16> x(n * n), w(n * n);
+  DeviceArray<float> y(n * n);
+  fill_normal_bf16_cuda(x.get(), n * n, 1.0f, 1, s);
+  fill_normal_bf16_cuda(w.get(), n * n, 1.0f, 2, s);
+  GemmArgs g{GemmKind::BF16, n, n, n, x.get(), n, nullptr, w.get(), n, nullptr, y.get(), n};
+  std::vector<double> times;
+  for (int i = 0; i < 13; ++i) {
+    Timer t(s);
+    blas.gemm(g, s);
+    const double ms = t.ms();
+    if (i >= 3) times.push_back(ms);
+  }
+  std::sort(times.begin(), times.end());
+  return 2.0 * n * n * n / (times[times.size() / 2] * 1e-3);
+}
+
+size_t tensor_bytes(const DTensor& t) { return t.bytes(); }
+
+// Weight bytes one decode step reads: every dense matrix of every main block, the head, and
+// the routed experts a batch of B tokens touches (expected distinct experts per layer with
+// k of E picked per token: E · (1 − (1 − k/E)^B)).
+double decode_weight_bytes(const DModel& w, const ModelConfig& c, int B) {
+  double b = static_cast<double>(w.head.bytes()) + w.hc_head.fn.bytes();
+  const double E = c.n_routed_experts, k = c.num_experts_per_tok;
+  const double touched = E * (1.0 - std::pow(1.0 - k / E, B));
+  for (const DBlock& l : w.layers) {
+    const DAttn& a = l.attn;
+    for (const DTensor* t : {&a.wq_a, &a.wq_b, &a.wkv, &a.wo_a, &a.wo_b, &a.idx_wq_b, &a.idx_wproj, &a.comp.wkv,
+                             &a.comp.wgate, &a.idx_comp.wkv, &a.idx_comp.wgate, &l.moe.gate, &l.moe.sw1, &l.moe.sw2,
+                             &l.moe.sw3})
+      b += tensor_bytes(*t);
+    b += l.hc_attn.fn.bytes() + l.hc_ffn.fn.bytes();
+    b += touched * (l.moe.w1.bytes() + l.moe.w2.bytes() + l.moe.w3.bytes()) / E;
+  }
+  return b;
+}
+
+// Cache bytes one decode step reads per sequence at context C (model.md §5, §7): the window,
+// every HCA entry, every indexer entry (all are scored) and the K selected CSA entries.
+double decode_cache_bytes(const ModelConfig& c, int64_t C, bool compact) {
+  double b = 0;
+  for (int l = 0; l < c.num_hidden_layers; ++l) {
+    const int m = c.ratio(l);
+    const CacheLayout L = cache_layout(c, m, C, compact);
+    b += std::min<int64_t>(C + 1, c.sliding_window) * L.kv_row;
+    if (m == 4) b += (C / 4) * L.idx_row + std::min<int64_t>(c.index_topk, C / 4) * L.kv_row;
+    else if (m > 0) b += (C / m) * L.kv_row;
+  }
+  return b;
+}
+
+double theory_bytes_per_token(const ModelConfig& c, bool compact) {
+  double b = 0;
+  for (int l = 0; l < c.num_hidden_layers; ++l) b += cache_layout(c, c.ratio(l), 0, compact).bytes_per_token(c.ratio(l));
+  return b;
+}
+
+std::vector<int64_t> random_tokens(std::mt19937& rng, int64_t n, int V) {
+  std::vector<int64_t> ids(n);
+  for (auto& i : ids) i = static_cast<int64_t>(rng() % static_cast<uint32_t>(V));
+  return ids;
+}
+
+}  // namespace
+
+void run_cuda_bench(const BenchOptions& o) {
+  cudaDeviceProp prop{};
+  DSV4_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+  std::printf("device: %s, %d SMs, %.1f GiB\n", prop.name, prop.multiProcessorCount, prop.totalGlobalMem / 1073741824.0);
+  std::vector<std::string> table;
+  std::string json = "{";
+  auto add = [&](const std::string& key, double v) {
+    char buf[96];
+    std::snprintf(buf, sizeof buf, "%s\"%s\": %.6g", json.size() > 1 ? ", " : "", key.c_str(), v);
+    json += buf;
+  };
+
+  cudaStream_t s0;
+  DSV4_CUDA_CHECK(cudaStreamCreate(&s0));
+  const double bw = copy_bandwidth(s0);
+  double peak = 0;
+  {
+    Blas blas;
+    peak = bf16_peak(blas, s0);
+  }
+  std::printf("ceilings: copy %.0f GB/s (read + write), bf16 GEMM 8192^3 %.0f TFLOP/s\n", bw / 1e9, peak / 1e12);
+  add("copy_GBps", bw / 1e9);
+  add("bf16_peak_TFLOPs", peak / 1e12);
+
+  const ModelConfig full = flash_config(43, 256);
+  const double kv_full = theory_bytes_per_token(full, true);
+  std::printf("KV cache, V4-Flash 43 layers: %.0f bytes/token compact (float32 caches: %.0f); theory 3.85 KB\n",
+              kv_full, theory_bytes_per_token(full, false));
+  add("kv_bytes_per_token_flash43", kv_full);
+
+  const ModelConfig c = flash_config(o.layers, o.experts);
+  const auto t0 = std::chrono::steady_clock::now();
+  CudaModel model(c, nullptr, nullptr, Precision::Fast, 7);
+  const double init_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("synthetic model: %d layers (Flash pattern, first %d of 43), %d experts: %s (init %.1f s)\n", o.layers,
+              o.layers, o.experts, model.describe().c_str(), init_s);
+  const double layer_scale = 43.0 / o.layers;
+  std::mt19937 rng(5);
+  cudaStream_t s = model.stream();
+
+  if (o.prefill) {
+    const int64_t P = o.prefill_tokens;
+    const int warm = model.new_sequence(1024);
+    model.forward_on_device({{warm, random_tokens(rng, 1024, c.vocab_size)}});
+    model.free_sequence(warm);
+    const int seq = model.new_sequence(P);
+    std::vector<int64_t> ids = random_tokens(rng, P, c.vocab_size);
+    model.set_profiling(true);
+    DSV4_CUDA_CHECK(cudaStreamSynchronize(s));
+    Timer t(s);
+    model.forward_on_device({{seq, ids}});
+    const double ms = t.ms();
+    model.set_profiling(false);
+    const CudaModel::Profile p = model.take_profile();
+    model.free_sequence(seq);
+    const double tps = P / (ms * 1e-3);
+    const double dense_tf = p.gemm_flop / (p.gemm_ms * 1e-3) / 1e12, exp_tf = p.expert_flop / (p.expert_ms * 1e-3) / 1e12;
+    std::printf(
+        "prefill %lld tokens: %.1f ms, %.0f tokens/s (%.0f tokens/s scaled to 43 layers); dense linears %.1f ms at %.0f "
+        "TFLOP/s (%.0f%% of the bf16 peak); routed experts %.1f ms at %.0f TFLOP/s (%.0f%%); other %.1f ms\n",
+        static_cast<long long>(P), ms, tps, tps / layer_scale, p.gemm_ms, dense_tf, 100 * dense_tf * 1e12 / peak,
+        p.expert_ms, exp_tf, 100 * exp_tf * 1e12 / peak, ms - p.gemm_ms - p.expert_ms);
+    char row[200];
+    std::snprintf(row, sizeof row, "| prefill | %lld | 1 | %.0f | %.0f | dense %.0f TF/s (%.0f%%), experts %.0f TF/s (%.0f%%) |",
+                  static_cast<long long>(P), tps, tps / layer_scale, dense_tf, 100 * dense_tf * 1e12 / peak, exp_tf,
+                  100 * exp_tf * 1e12 / peak);
+    table.push_back(row);
+    add("prefill_tokens_per_s", tps);
+    add("prefill_dense_TFLOPs", dense_tf);
+    add("prefill_expert_TFLOPs", exp_tf);
+  }
+
+  if (o.decode) {
+    for (int64_t C : o.contexts)
+      for (int B : o.batches) {
+        std::vector<int> seqs;
+        for (int b = 0; b < B; ++b) {
+          seqs.push_back(model.new_sequence(C + o.decode_steps + 4));
+          model.fake_context(seqs.back(), C, 100 + b);
+        }
+        auto step = [&] {
+          std::vector<SeqChunk> batch;
+          for (int id : seqs) batch.push_back({id, {static_cast<int64_t>(rng() % c.vocab_size)}});
+          model.forward_on_device(batch);
+        };
+        step();
+        step();
+        DSV4_CUDA_CHECK(cudaStreamSynchronize(s));
+        Timer t(s);
+        for (int i = 0; i < o.decode_steps; ++i) step();
+        const double ms = t.ms() / o.decode_steps;
+        const double bytes = decode_weight_bytes(model.weights(), c, B) + B * decode_cache_bytes(c, C, true);
+        const double tps = B / (ms * 1e-3), frac = bytes / (ms * 1e-3) / (bw / 2);
+        std::printf("decode B=%d C=%lld: %.2f ms/step, %.0f tokens/s (%.0f scaled to 43 layers), %.2f GB read/step, "
+                    "%.0f%% of the copy bandwidth (read-only: half of read + write)\n",
+                    B, static_cast<long long>(C), ms, tps, tps / layer_scale, bytes / 1e9, 100 * frac);
+        char row[200];
+        std::snprintf(row, sizeof row, "| decode | %lld | %d | %.0f | %.0f | %.2f ms/step, %.2f GB/step, %.0f%% of HBM |",
+                      static_cast<long long>(C), B, tps, tps / layer_scale, ms, bytes / 1e9, 100 * frac);
+        table.push_back(row);
+        add(str("decode_tps_B", B, "_C", C), tps);
+        add(str("decode_ms_B", B, "_C", C), ms);
+        add(str("decode_GB_B", B, "_C", C), bytes / 1e9);
+        if (B == o.batches.front()) {
+          const double measured = static_cast<double>(model.sequence_bytes(seqs[0]) - model.cache_fixed_bytes()) / C;
+          std::printf("  caches of one sequence at %lld tokens: %.0f bytes/token (the code's accounting, %d layers)\n",
+                      static_cast<long long>(C), measured, o.layers);
+        }
+        for (int id : seqs) model.free_sequence(id);
+      }
+  }
+  json += "}";
+  if (!o.json.empty()) std::ofstream(o.json) << json << "\n";
+  std::printf("\n| phase | context | batch | tokens/s (%d layers) | tokens/s scaled to 43 | notes |\n|---|---|---|---|---|---|\n",
+              o.layers);
+  for (const std::string& r : table) std::printf("%s\n", r.c_str());
+  cudaStreamDestroy(s0);
+}
+
+}  // namespace dsv4

@@ -1,0 +1,32 @@
+// `dsv4 bench`: the CUDA forward on a synthetic model with DeepSeek-V4-Flash shapes and layer
+// pattern (random weights in the release formats: FP8 with 128×128 scales, packed FP4
+// experts): decode tokens/s per batch and context with the bytes each step reads against a
+// copy kernel's measured bandwidth, prefill tokens/s with the linears' TFLOP/s against a
+// measured bf16 GEMM peak, and the compact caches' bytes per token against the theory.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "io/config.h"
+
+namespace dsv4 {
+
+struct BenchOptions {
+  int layers = 20;     // the first `layers` of Flash's pattern (43 do not fit one H200 with 256 experts)
+  int experts = 256;
+  std::vector<int> batches = {1, 8, 64};
+  std::vector<int64_t> contexts = {4096, 65536};
+  int64_t prefill_tokens = 8192;
+  int decode_steps = 8;
+  bool prefill = true, decode = true;
+  std::string json;  // where to write the numbers as JSON ("" = nowhere)
+};
+
+// V4-Flash (checkpoint.md) with `layers` main blocks (the pattern truncated) and `experts` routed experts.
+ModelConfig flash_config(int layers = 43, int experts = 256);
+
+// Prints the results (a table last); throws a dsv4::Error in a build without CUDA.
+void run_cuda_bench(const BenchOptions& o);
+
+}  // namespace dsv4

@@ -1,0 +1,442 @@
+// The CUDA model (cuda_model.h): the whole forward of model.md on the GPU, in the order of
+// the CPU model (model.cpp, block.cpp); the attention and MoE sub-layers are in cuda_layers.cu.
+#include <cmath>
+#include <set>
+
+#include "model/block.h"
+#include "model/cuda_model.h"
+#include "model/cuda_model_impl.cuh"
+
+namespace dsv4 {
+
+std::unique_ptr<Backend> make_cuda_backend(const Model& model, Precision precision, const std::string& checkpoint_dir) {
+  std::unique_ptr<Checkpoint> ck;
+  if (precision == Precision::Fast && !checkpoint_dir.empty()) ck = std::make_unique<Checkpoint>(checkpoint_dir);
+  return std::make_unique<cuda::CudaModel>(model.config(), &model.params(), ck.get(), precision);
+}
+
+}  // namespace dsv4
+
+namespace dsv4::cuda {
+
+// ---- caches -----------------------------------------------------------------------------------
+
+namespace {
+constexpr int64_t kAlign = 256;
+int64_t aligned(int64_t b) { return (b + kAlign - 1) / kAlign * kAlign; }
+
+// Carves one block's caches from `base` (null: only counts), returning the bytes used.
+int64_t carve(const ModelConfig& c, const CacheLayout& L, bool compact, uint8_t* base, LayerCache* out) {
+  int64_t used = 0;
+  auto take = [&](int64_t bytes) -> uint8_t* {
+    uint8_t* p = base ? base + used : nullptr;
+    used += aligned(bytes);
+    return bytes ? p : nullptr;
+  };
+  const int64_t Dh = c.head_dim, R = c.qk_rope_head_dim, N = Dh - R, DI = c.index_head_dim;
+  auto kv_rows = [&](int64_t rows, CacheRows& r) {
+    if (rows == 0) return;
+    if (!compact) r.f32 = reinterpret_cast<float*>(take(rows * Dh * 4));
+    else {
+      r.codes = take(rows * N);
+      r.scales = take(rows * ((N + 63) / 64));
+      r.rope = reinterpret_cast<bf16*>(take(rows * R * 2));
+    }
+  };
+  auto idx_rows = [&](int64_t rows, CacheRows& r) {
+    if (rows == 0) return;
+    if (!compact) r.f32 = reinterpret_cast<float*>(take(rows * DI * 4));
+    else {
+      r.codes = take(rows * DI / 2);
+      r.scales = take(rows * DI / 32);
+    }
+  };
+  LayerCache lc;
+  kv_rows(L.window_rows, lc.window);
+  kv_rows(L.entry_rows, lc.entries);
+  idx_rows(L.idx_rows, lc.idx_entries);
+  lc.comp_u = reinterpret_cast<float*>(take(L.ring_rows * L.ring_width * 4));
+  lc.comp_z = reinterpret_cast<float*>(take(L.ring_rows * L.ring_width * 4));
+  lc.idx_u = reinterpret_cast<float*>(take(L.ring_rows * L.idx_ring_width * 4));
+  lc.idx_z = reinterpret_cast<float*>(take(L.ring_rows * L.idx_ring_width * 4));
+  if (out) *out = lc;
+  return used;
+}
+}  // namespace
+
+CacheLayout cache_layout(const ModelConfig& c, int m, int64_t cap, bool compact) {
+  const int64_t Dh = c.head_dim, R = c.qk_rope_head_dim, N = Dh - R, DI = c.index_head_dim;
+  CacheLayout L;
+  L.kv_row = compact ? N + (N + 63) / 64 + 2 * R : 4 * Dh;
+  L.idx_row = compact ? DI / 2 + DI / 32 : 4 * DI;
+  L.window_rows = c.sliding_window;
+  if (m > 0) {
+    L.entry_rows = cap / m;
+    L.ring_rows = m == 4 ? 2 * m : m;
+    L.ring_width = (m == 4 ? 2 : 1) * Dh;
+  }
+  if (m == 4) {
+    L.idx_rows = cap / 4;
+    L.idx_ring_width = 2 * DI;
+  }
+  return L;
+}
+
+double CacheLayout::bytes_per_token(int m) const {
+  if (m == 0) return 0.0;
+  return static_cast<double>(kv_row) / m + (m == 4 ? static_cast<double>(idx_row) / 4 : 0.0);
+}
+
+size_t Scratch::bytes() const {
+  size_t b = 0;
+  for (const auto& [name, buf] : bufs_) b += buf.bytes();
+  return b;
+}
+
+// ---- the backend --------------------------------------------------------------------------------
+
+CudaModel::CudaModel(const ModelConfig& c, const Params* params, const Checkpoint* ck, Precision p, uint64_t seed)
+    : c_(c), prec_(p), compact_(p == Precision::Fast) {
+  int devices = 0;
+  cudaError_t e = cudaGetDeviceCount(&devices);
+  DSV4_CHECK(e == cudaSuccess && devices > 0, "cuda",
+             "no usable CUDA device (", cudaGetErrorString(e), "); use --device cpu");
+  DSV4_CHECK(params || p == Precision::Fast, "cuda", "a synthetic model has the fast precision only");
+  DSV4_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  blas_ = std::make_unique<Blas>();
+  const bool fp8_ok = p == Precision::Fast && blas_->fp8_block_supported();
+  w_ = load_model(c_, params, ck, p, fp8_ok, seed, stream_);
+  RopeTables rope = RopeTables::make(c_);
+  w_.rope_window.assign(rope.window);
+  w_.rope_compressed.assign(rope.compressed);
+  scratch_ = std::make_unique<Scratch>(stream_);
+  batch_ = std::make_unique<BatchDesc>();
+}
+
+CudaModel::~CudaModel() {
+  seqs_.clear();
+  scratch_.reset();
+  if (stream_) cudaStreamDestroy(stream_);
+}
+
+std::string CudaModel::describe() const {
+  return str("cuda ", precision_name(prec_), " (", w_.formats, "; caches ", compact_ ? "compact" : "float32", "; ",
+             w_.bytes() >> 20, " MiB of weights)");
+}
+
+Sequence& CudaModel::seq(int id) const {
+  auto it = seqs_.find(id);
+  DSV4_CHECK(it != seqs_.end(), "cuda", "no sequence ", id);
+  return *it->second;
+}
+
+int CudaModel::new_sequence(int64_t max_tokens) {
+  DSV4_CHECK(max_tokens > 0, "cuda", "a sequence needs room for at least one token");
+  auto s = std::make_unique<Sequence>();
+  s->cap = max_tokens;
+  const int L = c_.num_hidden_layers, M = c_.num_nextn_predict_layers;
+  int64_t total = 0;
+  for (int l = 0; l < L + M; ++l) total += carve(c_, cache_layout(c_, c_.ratio(l), max_tokens, compact_), compact_, nullptr, nullptr);
+  s->mem.resize(total);
+  DSV4_CUDA_CHECK(cudaMemsetAsync(s->mem.get(), 0, total, stream_));
+  int64_t off = 0;
+  for (int l = 0; l < L + M; ++l) {
+    LayerCache lc;
+    off += carve(c_, cache_layout(c_, c_.ratio(l), max_tokens, compact_), compact_, s->mem.get() + off, &lc);
+    (l < L ? s->layers : s->mtp).push_back(lc);
+  }
+  seqs_.emplace(next_seq_, std::move(s));
+  return next_seq_++;
+}
+
+void CudaModel::free_sequence(int id) {
+  DSV4_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  seqs_.erase(id);
+}
+
+size_t CudaModel::sequence_bytes(int id) const {
+  const Sequence& s = seq(id);
+  size_t b = 0;
+  for (int l = 0; l < c_.num_hidden_layers + c_.num_nextn_predict_layers; ++l) {
+    const int m = c_.ratio(l);
+    const int64_t pos = l < c_.num_hidden_layers ? s.pos : s.mtp_pos;
+    const CacheLayout L = cache_layout(c_, m, s.cap, compact_);
+    b += L.window_rows * L.kv_row + 2 * 4 * L.ring_rows * (L.ring_width + L.idx_ring_width);
+    if (m > 0) b += (pos / m) * L.kv_row;
+    if (m == 4) b += (pos / 4) * L.idx_row;
+  }
+  return b;
+}
+
+void CudaModel::fake_context(int id, int64_t tokens, uint64_t seed) {
+  Sequence& s = seq(id);
+  DSV4_CHECK(tokens <= s.cap, "cuda", "sequence ", id, " holds ", s.cap, " tokens, not ", tokens);
+  fill_cache_bytes_cuda(s.mem.get(), s.mem.size(), seed, stream_);
+  s.pos = s.mtp_pos = tokens;
+}
+
+double CudaModel::cache_bytes_per_token() const {
+  double b = 0;
+  for (int l = 0; l < c_.num_hidden_layers; ++l) b += cache_layout(c_, c_.ratio(l), 0, compact_).bytes_per_token(c_.ratio(l));
+  return b;
+}
+
+size_t CudaModel::cache_fixed_bytes() const {
+  size_t b = 0;
+  for (int l = 0; l < c_.num_hidden_layers; ++l) {
+    const CacheLayout L = cache_layout(c_, c_.ratio(l), 0, compact_);
+    b += L.window_rows * L.kv_row + 2 * 4 * L.ring_rows * (L.ring_width + L.idx_ring_width);
+  }
+  return b;
+}
+
+// Per-forward descriptors: rows (ids, slots, positions), sequences, the cache table of every
+// block, and per ratio the compressed entries this step completes.
+void CudaModel::prepare(const std::vector<SeqChunk>& batch, bool mtp) {
+  BatchDesc& b = *batch_;
+  b = BatchDesc{};
+  std::map<int, std::vector<CompressJob>> jobs;
+  const int nblocks = mtp ? c_.num_nextn_predict_layers : c_.num_hidden_layers;
+  std::set<int> ratios;
+  for (int l = 0; l < nblocks; ++l)
+    if (int m = c_.ratio(mtp ? c_.num_hidden_layers + l : l); m > 0) ratios.insert(m);
+  for (const SeqChunk& ch : batch) {
+    Sequence& s = seq(ch.seq);
+    const int64_t p0 = mtp ? s.mtp_pos : s.pos, T = static_cast<int64_t>(ch.ids.size());
+    DSV4_CHECK(T > 0, "cuda", "sequence ", ch.seq, ": an empty chunk");
+    DSV4_CHECK(p0 + T <= s.cap, "cuda", "sequence ", ch.seq, " was created for ", s.cap, " tokens; this chunk ends at ",
+               p0 + T, " (ask new_sequence for more)");
+    const int slot = b.nseq++;
+    b.handles.push_back(ch.seq);
+    b.seqs.push_back({static_cast<int32_t>(b.rows), static_cast<int32_t>(T), static_cast<int32_t>(p0)});
+    for (int64_t t = 0; t < T; ++t) {
+      DSV4_CHECK(ch.ids[t] >= 0 && ch.ids[t] < c_.vocab_size, "cuda", "token id ", ch.ids[t],
+                 " outside the vocabulary [0, ", c_.vocab_size, ")");
+      b.ids.push_back(static_cast<int32_t>(ch.ids[t]));
+      b.slot.push_back(slot);
+      b.pos.push_back(static_cast<int32_t>(p0 + t));
+    }
+    b.rows += T;
+    b.max_pos_end = std::max<int>(b.max_pos_end, static_cast<int>(p0 + T));
+    for (int m : ratios)
+      for (int64_t i = p0 / m; i < (p0 + T) / m; ++i) jobs[m].push_back({slot, static_cast<int32_t>(i)});
+  }
+  std::vector<LayerCache> table;
+  for (int l = 0; l < nblocks; ++l)
+    for (int h : b.handles) table.push_back(mtp ? seq(h).mtp[l] : seq(h).layers[l]);
+  b.d_ids = scratch_->get<int32_t>("batch.ids", b.rows);
+  b.d_slot = scratch_->get<int32_t>("batch.slot", b.rows);
+  b.d_pos = scratch_->get<int32_t>("batch.pos", b.rows);
+  b.d_seqs = scratch_->get<SeqRows>("batch.seqs", b.nseq);
+  b.d_caches = scratch_->get<LayerCache>("batch.caches", table.size());
+  upload(b.d_ids, b.ids.data(), b.rows, stream_);
+  upload(b.d_slot, b.slot.data(), b.rows, stream_);
+  upload(b.d_pos, b.pos.data(), b.rows, stream_);
+  upload(b.d_seqs, b.seqs.data(), b.nseq, stream_);
+  upload(b.d_caches, table.data(), table.size(), stream_);
+  for (auto& [m, list] : jobs) {
+    CompressJob* d = scratch_->get<CompressJob>("batch.jobs." + std::to_string(m), std::max<size_t>(1, list.size()));
+    upload(d, list.data(), list.size(), stream_);
+    b.jobs[m] = {d, static_cast<int>(list.size())};
+  }
+}
+
+void CudaModel::gemm(const DTensor& W, int64_t w_row0, int64_t nrows, Act& x, int64_t x_col0, float* y, int64_t ldy,
+                     float beta) {
+  GemmArgs g;
+  g.kind = W.kind;
+  g.M = x.M;
+  g.N = nrows;
+  g.K = W.cols;
+  g.ldx = x.K;
+  g.ldw = W.cols;
+  g.y = y;
+  g.ldy = ldy;
+  g.beta = beta;
+  switch (W.kind) {
+    case GemmKind::F32:
+      g.x = x.f32 + x_col0;
+      g.w = W.f32.get() + w_row0 * W.cols;
+      break;
+    case GemmKind::BF16:
+      if (!x.b) {
+        x.b = scratch_->get<bf16>(x.name + "/bf16", x.M * x.K);
+        to_bf16_cuda(x.f32, x.M * x.K, x.b, stream_);
+      }
+      g.x = x.b + x_col0;
+      g.w = W.bf.get() + w_row0 * W.cols;
+      break;
+    case GemmKind::FP8Block:
+      if (!x.q) {
+        x.q = scratch_->get<uint8_t>(x.name + "/fp8", x.M * x.K);
+        x.qs = scratch_->get<float>(x.name + "/fp8s", x.M * (x.K / 128));
+        quantize_fp8_1x128_cuda(x.f32, x.M, x.K, x.q, x.qs, stream_);
+      }
+      g.x = x.q + x_col0;
+      g.x_scale = x.qs + (x_col0 / 128) * x.M;
+      g.w = W.fp8.get() + w_row0 * W.cols;
+      g.w_scale = W.scale.get() + (w_row0 / 128) * ((W.cols + 127) / 128);
+      break;
+  }
+  cudaEvent_t t = tic(false, 2.0 * g.M * g.N * g.K);
+  blas_->gemm(g, stream_);
+  toc(t);
+}
+
+cudaEvent_t CudaModel::tic(bool expert, double flop) {
+  if (!profiling_) return nullptr;
+  Timed t{nullptr, nullptr, flop, expert};
+  DSV4_CUDA_CHECK(cudaEventCreate(&t.start));
+  DSV4_CUDA_CHECK(cudaEventCreate(&t.stop));
+  DSV4_CUDA_CHECK(cudaEventRecord(t.start, stream_));
+  timed_.push_back(t);
+  return t.start;
+}
+void CudaModel::toc(cudaEvent_t start) {
+  if (!start) return;
+  DSV4_CUDA_CHECK(cudaEventRecord(timed_.back().stop, stream_));
+}
+
+CudaModel::Profile CudaModel::take_profile() {
+  DSV4_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  Profile p;
+  for (Timed& t : timed_) {
+    float ms = 0;
+    DSV4_CUDA_CHECK(cudaEventElapsedTime(&ms, t.start, t.stop));
+    (t.expert ? p.expert_ms : p.gemm_ms) += ms;
+    (t.expert ? p.expert_flop : p.gemm_flop) += t.flop;
+    cudaEventDestroy(t.start);
+    cudaEventDestroy(t.stop);
+  }
+  timed_.clear();
+  return p;
+}
+
+void CudaModel::linear_f32(const float* x, int64_t M, int64_t K, const float* W, int64_t N, float* y, int64_t ldy) {
+  GemmArgs g;
+  g.kind = GemmKind::F32;
+  g.M = M, g.N = N, g.K = K, g.x = x, g.ldx = K, g.w = W, g.ldw = K, g.y = y, g.ldy = ldy;
+  blas_->gemm(g, stream_);
+}
+
+// One block (block.cpp): two mHC-wrapped sub-layers. X [rows, n, D] moves between two buffers.
+void CudaModel::run_block(const DBlock& blk, int table_row, float*& X, std::vector<int32_t>* topk_rows) {
+  const int64_t rows = batch_->rows, n = c_.hc_mult, D = c_.hidden_size;
+  float* x0 = scratch_->get<float>("X0", rows * n * D);
+  float* x1 = scratch_->get<float>("X1", rows * n * D);
+  auto sublayer = [&](const DHc& hc, const DeviceArray<float>& norm, auto&& body) {
+    float* mix = scratch_->get<float>("hc.mix", rows * hc.rows);
+    linear_f32(X, rows, n * D, hc.fn.get(), hc.rows, mix, hc.rows);
+    float* a = scratch_->get<float>("hc.a", rows * D);
+    float* post = scratch_->get<float>("hc.post", rows * n);
+    float* comb = scratch_->get<float>("hc.comb", rows * n * n);
+    hc_pre_cuda(X, mix, rows, static_cast<int>(n), D, hc.base.get(), hc.scale.get(), c_.rms_norm_eps, c_.hc_eps,
+                c_.hc_sinkhorn_iters, false, norm.get(), a, post, comb, stream_);
+    float* o = scratch_->get<float>("hc.o", rows * D);
+    body(a, o);
+    float* Xn = X == x0 ? x1 : x0;
+    hc_post_cuda(X, o, post, comb, rows, static_cast<int>(n), D, Xn, stream_);
+    X = Xn;
+  };
+  sublayer(blk.hc_attn, blk.attn_norm, [&](const float* a, float* o) { attention(blk, table_row, a, o, topk_rows); });
+  sublayer(blk.hc_ffn, blk.ffn_norm, [&](const float* a, float* o) { moe(blk.moe, a, o); });
+}
+
+// logits [rows, V] = Head · RMSNorm_norm(HcHead(X)) into logits_.
+void CudaModel::head(const float* X, const DHc& hc, const DeviceArray<float>& norm) {
+  const int64_t rows = batch_->rows, n = c_.hc_mult, D = c_.hidden_size, V = c_.vocab_size;
+  float* mix = scratch_->get<float>("head.mix", rows * n);
+  linear_f32(X, rows, n * D, hc.fn.get(), n, mix, n);
+  float* y = scratch_->get<float>("head.y", rows * D);
+  hc_pre_cuda(X, mix, rows, static_cast<int>(n), D, hc.base.get(), hc.scale.get(), c_.rms_norm_eps, c_.hc_eps,
+              c_.hc_sinkhorn_iters, true, norm.get(), y, nullptr, nullptr, stream_);
+  logits_ = scratch_->get<float>("logits", rows * V);
+  Act ya = act("head.y", y, rows, D);
+  linear(w_.head, ya, logits_);
+}
+
+float* CudaModel::run_main(ForwardTrace* trace) {
+  const int64_t rows = batch_->rows, n = c_.hc_mult, D = c_.hidden_size;
+  float* X = scratch_->get<float>("X0", rows * n * D);
+  embed_rows_cuda(w_.embed, batch_->d_ids, rows, static_cast<int>(n), X, stream_);
+  if (trace) {
+    trace->hidden.clear();
+    trace->topk.assign(c_.num_hidden_layers, {});
+  }
+  for (int l = 0; l < c_.num_hidden_layers; ++l) {
+    std::vector<int32_t> sel;
+    run_block(w_.layers[l], l, X, trace ? &sel : nullptr);
+    if (!trace) continue;
+    Tensor h({rows, n, D});
+    download(h.ptr(), X, h.data.size(), stream_);
+    DSV4_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    trace->hidden.push_back(std::move(h));
+    if (!sel.empty()) {
+      const int64_t K = c_.index_topk;
+      TopkTrace& tk = trace->topk[l];
+      tk.assign(rows, {});
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t k = 0; k < K; ++k)
+          if (sel[r * K + k] >= 0) tk[r].push_back(sel[r * K + k]);
+    }
+  }
+  return X;
+}
+
+ForwardOut CudaModel::finish(int64_t rows, bool want_streams, const float* X) {
+  ForwardOut out;
+  out.logits = Tensor({rows, static_cast<int64_t>(c_.vocab_size)});
+  download(out.logits.ptr(), logits_, out.logits.data.size(), stream_);
+  if (want_streams) {
+    out.streams = Tensor({rows, static_cast<int64_t>(c_.hc_mult), static_cast<int64_t>(c_.hidden_size)});
+    download(out.streams.ptr(), X, out.streams.data.size(), stream_);
+  }
+  DSV4_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  return out;
+}
+
+ForwardOut CudaModel::forward(const std::vector<SeqChunk>& batch, bool want_streams, ForwardTrace* trace) {
+  prepare(batch, false);
+  float* X = run_main(trace);
+  head(X, w_.hc_head, w_.norm);
+  ForwardOut out = finish(batch_->rows, want_streams, X);
+  for (const SeqChunk& ch : batch) seq(ch.seq).pos += static_cast<int64_t>(ch.ids.size());
+  return out;
+}
+
+void CudaModel::forward_on_device(const std::vector<SeqChunk>& batch) {
+  prepare(batch, false);
+  float* X = run_main(nullptr);
+  head(X, w_.hc_head, w_.norm);
+  for (const SeqChunk& ch : batch) seq(ch.seq).pos += static_cast<int64_t>(ch.ids.size());
+}
+
+ForwardOut CudaModel::mtp_forward(const std::vector<SeqChunk>& batch, const Tensor& streams) {
+  DSV4_CHECK(!w_.mtp.empty(), "cuda", "this model has no MTP block");
+  prepare(batch, true);
+  const DMtp& m = w_.mtp[0];
+  const int64_t rows = batch_->rows, n = c_.hc_mult, D = c_.hidden_size;
+  DSV4_CHECK(streams.numel() == rows * n * D, "cuda", "MTP streams hold ", streams.numel(), " values, expected ",
+             rows * n * D);
+  // e = RMSNorm_enorm(Embed[id]); X[j] = W_e e + W_h RMSNorm_hnorm(X[j])   (model.md §10)
+  float* e = scratch_->get<float>("mtp.e", rows * D);
+  embed_rows_cuda(w_.embed, batch_->d_ids, rows, 1, e, stream_);
+  rmsnorm_cuda(e, rows, D, m.enorm.get(), c_.rms_norm_eps, e, stream_);
+  float* ep = scratch_->get<float>("mtp.ep", rows * D);
+  Act ea = act("mtp.e", e, rows, D);
+  linear(m.e_proj, ea, ep);
+  float* hn = scratch_->get<float>("mtp.hn", rows * n * D);
+  upload(hn, streams.ptr(), rows * n * D, stream_);
+  rmsnorm_cuda(hn, rows * n, D, m.hnorm.get(), c_.rms_norm_eps, hn, stream_);
+  float* X = scratch_->get<float>("X0", rows * n * D);
+  Act ha = act("mtp.hn", hn, rows * n, D);
+  linear(m.h_proj, ha, X);
+  add_to_streams_cuda(X, ep, rows, static_cast<int>(n), D, stream_);
+  run_block(m.block, 0, X, nullptr);
+  head(X, m.hc_head, m.norm);
+  ForwardOut out = finish(rows, false, X);
+  for (const SeqChunk& ch : batch) seq(ch.seq).mtp_pos += static_cast<int64_t>(ch.ids.size());
+  return out;
+}
+
+}  // namespace dsv4::cuda

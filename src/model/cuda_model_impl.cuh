@@ -1,0 +1,243 @@
+// The CUDA model's internals (not a public header): weights on the GPU, per-sequence caches,
+// per-forward batch descriptors, and the CudaModel backend whose forward reads like the CPU
+// model (model.cpp, block.cpp, attention_layer.cpp, moe_layer.cpp), step by named step.
+#pragma once
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cuda/blas.h"
+#include "cuda/buffer.h"
+#include "io/checkpoint.h"
+#include "model/backend.h"
+#include "ops/cuda_ops.h"
+
+namespace dsv4::cuda {
+
+// ---- weights --------------------------------------------------------------------------------
+// A projection W [rows, cols] in the form its GEMM reads (blas.h).
+struct DTensor {
+  GemmKind kind = GemmKind::F32;
+  int64_t rows = 0, cols = 0;
+  DeviceArray<float> f32;    // F32
+  DeviceArray<bf16> bf;      // BF16
+  DeviceArray<uint8_t> fp8;  // FP8Block: e4m3 codes [rows, cols]
+  DeviceArray<float> scale;  // FP8Block: [⌈rows/128⌉, ⌈cols/128⌉]
+  size_t bytes() const { return f32.bytes() + bf.bytes() + fp8.bytes() + scale.bytes(); }
+};
+
+// One layer's routed experts, one matrix name (w1, w2 or w3), stacked [E, rows, cols].
+struct DExperts {
+  int E = 0, rows = 0, cols = 0;
+  DeviceArray<float> f32;              // F32 precision
+  DeviceArray<uint8_t> codes, scales;  // packed FP4 + E8M0 per 32 (fast, stored as FP4)
+  DeviceArray<bf16> bf;                // bf16 (fast, stored otherwise)
+  ExpertMatrix view() const;
+  size_t bytes() const { return f32.bytes() + codes.bytes() + scales.bytes() + bf.bytes(); }
+};
+
+struct DHc {
+  DeviceArray<float> fn, base, scale;
+  int rows = 0;  // (2+n)n for a sub-layer, n for a head
+};
+struct DCompressor {
+  DTensor wkv, wgate;
+  DeviceArray<float> ape, norm;
+};
+struct DAttn {
+  DTensor wq_a, wq_b, wkv, wo_a, wo_b, idx_wq_b, idx_wproj;
+  DeviceArray<float> q_norm, kv_norm, sink;
+  DCompressor comp, idx_comp;
+};
+struct DMoe {
+  DTensor gate, sw1, sw2, sw3;
+  DeviceArray<float> bias;
+  DeviceArray<int32_t> tid2eid;
+  DExperts w1, w2, w3;
+};
+struct DBlock {
+  int ratio = 0;
+  DeviceArray<float> attn_norm, ffn_norm;
+  DHc hc_attn, hc_ffn;
+  DAttn attn;
+  DMoe moe;
+};
+struct DMtp {
+  DBlock block;
+  DTensor e_proj, h_proj;
+  DeviceArray<float> enorm, hnorm, norm;
+  DHc hc_head;
+};
+struct DModel {
+  DTensor embed, head;
+  DeviceArray<float> norm;
+  DHc hc_head;
+  std::vector<DBlock> layers;
+  std::vector<DMtp> mtp;
+  DeviceArray<float> rope_window, rope_compressed;  // RoPE frequencies [R/2]
+  const float* freqs(int m) const { return m > 0 ? rope_compressed.get() : rope_window.get(); }
+  size_t bytes() const;
+  std::string formats;  // a one-line summary of the GEMM kinds in use
+};
+
+// Weights from a loaded model (params, plus the checkpoint's stored FP8/FP4 bytes when ck is
+// given and the precision is fast), or random synthetic weights (params null) drawn on the GPU
+// with the tensor table's storage and initialization.
+DModel load_model(const ModelConfig& c, const Params* params, const Checkpoint* ck, Precision p, bool fp8_ok,
+                  uint64_t seed, cudaStream_t s);
+
+// ---- small model kernels (cuda_model_kernels.cu) ----------------------------------------------
+// X [rows, n, D]: each of the n streams = table[ids[r]] (float32 or bf16 table); n = 1 for a plain gather.
+void embed_rows_cuda(const DTensor& table, const int32_t* ids, int64_t rows, int n, float* X, cudaStream_t s);
+// X [rows, n, D] += e [rows, D] on every stream.
+void add_to_streams_cuda(float* X, const float* e, int64_t rows, int n, int64_t D, cudaStream_t s);
+// Random fills from (seed, index) hashes: normal(0, std) as float32 / bf16; FP8 codes with one
+// block scale 2^⌈log2(4·std/448)⌉; FP4 codes with one scale 2^⌈log2(3·std/6)⌉ per 32; hash tables.
+void fill_normal_cuda(float* x, int64_t n, float std, uint64_t seed, cudaStream_t s);
+void fill_const_cuda(float* x, int64_t n, float v, cudaStream_t s);
+void fill_normal_bf16_cuda(bf16* x, int64_t n, float std, uint64_t seed, cudaStream_t s);
+void fill_fp8_cuda(uint8_t* codes, int64_t n, float* scales, int64_t nscales, float std, uint64_t seed, cudaStream_t s);
+void fill_fp4_cuda(uint8_t* codes, uint8_t* scales, int64_t n, float std, uint64_t seed, cudaStream_t s);
+void fill_tid2eid_cuda(int32_t* t, int64_t V, int k, int E, uint64_t seed, cudaStream_t s);
+// Bytes 0x30..0x3F: valid in every cache form (e4m3 ≈ 0.5–1, small E8M0 scales, bf16/f32 ≈ 0.2–0.8).
+void fill_cache_bytes_cuda(uint8_t* p, size_t n, uint64_t seed, cudaStream_t s);
+
+// ---- sequences ------------------------------------------------------------------------------
+// One sequence's caches for every block (main, then MTP), carved from one allocation.
+struct Sequence {
+  int64_t cap = 0, pos = 0, mtp_pos = 0;
+  DeviceArray<uint8_t> mem;
+  std::vector<LayerCache> layers, mtp;
+};
+
+// Bytes of one cache row and of one block's caches (the single source for allocation and accounting).
+struct CacheLayout {
+  int64_t kv_row = 0, idx_row = 0;          // bytes per window/entry row, per indexer row
+  int64_t window_rows = 0, entry_rows = 0, idx_rows = 0, ring_rows = 0, ring_width = 0, idx_ring_width = 0;
+  int64_t bytes() const;                     // the whole block, with alignment
+  double bytes_per_token(int m) const;       // entries only, amortized
+};
+CacheLayout cache_layout(const ModelConfig& c, int m, int64_t cap, bool compact);
+
+// ---- scratch ----------------------------------------------------------------------------------
+// Named device buffers that grow on demand (contents are temporaries of one forward).
+class Scratch {
+ public:
+  explicit Scratch(cudaStream_t s) : stream_(s) {}
+  template <typename T>
+  T* get(const std::string& name, size_t n) {
+    DeviceArray<char>& b = bufs_[name];
+    if (n * sizeof(T) > b.bytes()) {
+      DSV4_CUDA_CHECK(cudaStreamSynchronize(stream_));  // an earlier launch may still read the old buffer
+      b.resize(n * sizeof(T));
+    }
+    return reinterpret_cast<T*>(b.get());
+  }
+  size_t bytes() const;
+
+ private:
+  cudaStream_t stream_;
+  std::map<std::string, DeviceArray<char>> bufs_;
+};
+
+// An activation matrix x [M, K] and the GEMM-input forms made from it on demand.
+struct Act {
+  std::string name;
+  const float* f32;
+  int64_t M, K;
+  bf16* b = nullptr;
+  uint8_t* q = nullptr;
+  float* qs = nullptr;
+};
+
+// Per-forward descriptors on the GPU (CudaModel::prepare).
+struct BatchDesc {
+  int64_t rows = 0;
+  int nseq = 0;
+  std::vector<int> handles;
+  std::vector<SeqRows> seqs;
+  std::vector<int32_t> ids, slot, pos;
+  int32_t *d_ids = nullptr, *d_slot = nullptr, *d_pos = nullptr;
+  SeqRows* d_seqs = nullptr;
+  LayerCache* d_caches = nullptr;  // [blocks][nseq]
+  std::map<int, std::pair<const CompressJob*, int>> jobs;  // per ratio m
+  int max_pos_end = 0;  // max over sequences of pos0 + T
+};
+
+// ---- the backend --------------------------------------------------------------------------------
+class CudaModel : public Backend {
+ public:
+  // params null: a synthetic model (fast precision only) for benchmarks.
+  CudaModel(const ModelConfig& c, const Params* params, const Checkpoint* ck, Precision p, uint64_t seed = 1);
+  ~CudaModel() override;
+
+  const ModelConfig& config() const override { return c_; }
+  std::string describe() const override;
+  int new_sequence(int64_t max_tokens) override;
+  void free_sequence(int seq) override;
+  ForwardOut forward(const std::vector<SeqChunk>& batch, bool want_streams, ForwardTrace* trace) override;
+  ForwardOut mtp_forward(const std::vector<SeqChunk>& batch, const Tensor& streams) override;
+  size_t sequence_bytes(int seq) const override;
+
+  // For benchmarks: the forward without copying logits back (they stay in logits_device()).
+  void forward_on_device(const std::vector<SeqChunk>& batch);
+  const float* logits_device() const { return logits_; }
+  cudaStream_t stream() const { return stream_; }
+  Blas& blas() { return *blas_; }
+  size_t weight_bytes() const { return w_.bytes(); }
+  const DModel& weights() const { return w_; }
+  // Bytes of caches per token of context (entries of all main blocks), and the fixed part per sequence.
+  double cache_bytes_per_token() const;
+  size_t cache_fixed_bytes() const;
+  // Benchmarks: a sequence that has "seen" `tokens` tokens, its caches filled with valid random
+  // bytes (decode cost does not depend on the cached values).
+  void fake_context(int seq, int64_t tokens, uint64_t seed);
+  // Benchmarks: time every dense GEMM and every routed-expert product with events.
+  struct Profile {
+    double gemm_ms = 0, gemm_flop = 0, expert_ms = 0, expert_flop = 0;
+  };
+  void set_profiling(bool on) { profiling_ = on; }
+  Profile take_profile();
+
+ private:
+  void prepare(const std::vector<SeqChunk>& batch, bool mtp);
+  float* run_main(ForwardTrace* trace);
+  void run_block(const DBlock& b, int table_row, float*& X, std::vector<int32_t>* topk_rows);
+  void attention(const DBlock& b, int table_row, const float* a, float* out, std::vector<int32_t>* topk_rows);
+  void compress(const DCompressor& w, int m, const RowFormat& f, const float* u, float* z, int table_row, int which);
+  void moe(const DMoe& w, const float* a, float* out);
+  void head(const float* X, const DHc& hc, const DeviceArray<float>& norm);
+  ForwardOut finish(int64_t rows, bool want_streams, const float* X);
+
+  Act act(const std::string& name, const float* x, int64_t M, int64_t K) { return Act{name, x, M, K}; }
+  // y [M, nrows] (ld ldy) (+)= x[:, x_col0 : x_col0 + W.cols] · W[w_row0 : w_row0 + nrows]ᵀ
+  void gemm(const DTensor& W, int64_t w_row0, int64_t nrows, Act& x, int64_t x_col0, float* y, int64_t ldy,
+            float beta = 0.0f);
+  void linear(const DTensor& W, Act& x, float* y) { gemm(W, 0, W.rows, x, 0, y, W.rows); }
+  void linear_f32(const float* x, int64_t M, int64_t K, const float* W, int64_t N, float* y, int64_t ldy);
+  Sequence& seq(int id) const;
+
+  ModelConfig c_;
+  Precision prec_;
+  bool compact_;
+  cudaStream_t stream_ = nullptr;
+  std::unique_ptr<Blas> blas_;
+  DModel w_;
+  std::map<int, std::unique_ptr<Sequence>> seqs_;
+  int next_seq_ = 0;
+  std::unique_ptr<Scratch> scratch_;
+  std::unique_ptr<BatchDesc> batch_;
+  float* logits_ = nullptr;
+  struct Timed {
+    cudaEvent_t start, stop;
+    double flop;
+    bool expert;
+  };
+  bool profiling_ = false;
+  std::vector<Timed> timed_;
+  cudaEvent_t tic(bool expert, double flop);
+  void toc(cudaEvent_t start);
+};
+
+}  // namespace dsv4::cuda

@@ -1,0 +1,220 @@
+// CUDA sparse attention with the sink (contract in attention.h / cuda_ops.h). One block per
+// (query row, group of kHeads heads); the attended rows (window, then compressed entries)
+// stream through shared memory in tiles with an online softmax whose initial state is the
+// sink (m = sink, l = 1, o = 0): the sink enters only the denominator, it has no value vector.
+// Float32 arithmetic throughout (both cache forms decode to float32).
+#include "cuda/check.h"
+#include "ops/cuda_device.cuh"
+
+namespace dsv4::cuda {
+
+namespace {
+
+struct AttnConfig {
+  static constexpr int kHeads = 16;     // heads per block
+  static constexpr int kThreads = 128;  // 4 warps
+  static constexpr int kTile = 32;      // attended rows per tile (one per lane when scoring)
+  static constexpr int kMaxDh = 512;
+  static constexpr int kDimsPerThread = kMaxDh / kThreads;
+  static_assert(kTile == 32, "scores assign one attended row per lane");
+  static_assert(kHeads % (kThreads / 32) == 0, "heads split evenly over the warps");
+};
+
+// Row `j` of the attended list of query row r: its source (chunk kv row, window ring row, entry row).
+struct KeySource {
+  const float* chunk;  // float32 row of this chunk, or null
+  const CacheRows* cache;
+  int64_t row;
+};
+
+__global__ void __launch_bounds__(AttnConfig::kThreads)
+sparse_attention_kernel(const float* q, const float* kv, const float* sink, AttnShape a, const int32_t* slot,
+                        const int32_t* pos, const SeqRows* seqs, const LayerCache* caches, const int32_t* selected,
+                        float* o) {
+  using C = AttnConfig;
+  extern __shared__ float smem[];
+  const int Dh = a.Dh, ldk = Dh + 1;  // +1: the lane-per-row score loop is free of bank conflicts
+  const int hb = min(C::kHeads, a.H);
+  float* qs = smem;                    // [hb, Dh]
+  float* ks = qs + hb * Dh;            // [kTile, Dh + 1]
+  float* ps = ks + C::kTile * ldk;     // [hb, kTile]
+  float* alpha = ps + hb * C::kTile;   // [hb]
+  float* lsum = alpha + hb;            // [hb]
+
+  const int64_t r = blockIdx.x;
+  const int h0 = blockIdx.y * hb;
+  const int p = pos[r];
+  const int sl = slot[r];
+  const SeqRows seq = seqs[sl];
+  const LayerCache& cache = caches[sl];
+  const int lo = max(0, p - a.W + 1);
+  const int nwin = p - lo + 1;
+  int nent = 0;
+  if (a.m > 0) {
+    const int count = (p + 1) / a.m;
+    nent = selected ? min(a.K, count) : count;
+  }
+  const int nkeys = nwin + nent;
+  const RowFormat kvf{Dh, a.R, a.compact, false};
+
+  for (int i = threadIdx.x; i < hb * Dh; i += blockDim.x) qs[i] = q[(r * a.H + h0) * Dh + i];
+
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+  float m_run[C::kHeads / 4], l_run[C::kHeads / 4];  // per warp: heads warp, warp + 4, ...
+#pragma unroll
+  for (int i = 0; i < C::kHeads / 4; ++i) {
+    const int h = warp + i * nwarps;
+    m_run[i] = h < hb ? sink[h0 + h] : 0.0f;
+    l_run[i] = 1.0f;
+  }
+  float acc[C::kHeads][C::kDimsPerThread];
+#pragma unroll
+  for (int h = 0; h < C::kHeads; ++h)
+#pragma unroll
+    for (int c = 0; c < C::kDimsPerThread; ++c) acc[h][c] = 0.0f;
+
+  for (int t0 = 0; t0 < nkeys; t0 += C::kTile) {
+    __syncthreads();
+    // Load the tile: one warp per row, lanes over the dims.
+    for (int j = warp; j < C::kTile; j += nwarps) {
+      const int key = t0 + j;
+      float* dst = ks + j * ldk;
+      if (key >= nkeys) {
+        for (int i = lane; i < Dh; i += 32) dst[i] = 0.0f;
+        continue;
+      }
+      KeySource src{nullptr, nullptr, 0};
+      if (key < nwin) {
+        const int kp = lo + key;
+        if (kp >= seq.pos0) src.chunk = kv + static_cast<int64_t>(seq.row0 + kp - seq.pos0) * Dh;
+        else src.cache = &cache.window, src.row = kp % a.W;
+      } else {
+        const int e = key - nwin;
+        src.cache = &cache.entries;
+        src.row = selected ? selected[r * a.K + e] : e;
+      }
+      if (src.chunk)
+        for (int i = lane; i < Dh; i += 32) dst[i] = src.chunk[i];
+      else
+        for (int i = lane; i < Dh; i += 32) dst[i] = dev::cache_value(*src.cache, kvf, src.row, i);
+    }
+    __syncthreads();
+    // Scores: lane = attended row, warp = heads warp, warp + 4, ...; online softmax per head.
+#pragma unroll
+    for (int i = 0; i < C::kHeads / 4; ++i) {
+      const int h = warp + i * nwarps;
+      if (h >= hb) break;
+      const float* qh = qs + h * Dh;
+      const float* kj = ks + lane * ldk;
+      float dot = 0.0f;
+      for (int d = 0; d < Dh; ++d) dot += qh[d] * kj[d];
+      const bool valid = t0 + lane < nkeys;
+      const float sc = valid ? dot * a.scale : -INFINITY;
+      const float m_new = fmaxf(m_run[i], dev::warp_max(sc));
+      const float pj = valid ? expf(sc - m_new) : 0.0f;
+      const float al = expf(m_run[i] - m_new);
+      l_run[i] = l_run[i] * al + dev::warp_sum(pj);
+      m_run[i] = m_new;
+      ps[h * C::kTile + lane] = pj;
+      if (lane == 0) alpha[h] = al;
+    }
+    __syncthreads();
+    // Values: thread owns dims threadIdx.x + c·128 of every head.
+#pragma unroll
+    for (int h = 0; h < C::kHeads; ++h) {
+      if (h >= hb) break;
+      const float al = alpha[h];
+#pragma unroll
+      for (int c = 0; c < C::kDimsPerThread; ++c) acc[h][c] *= al;
+    }
+    for (int j = 0; j < C::kTile; ++j) {
+#pragma unroll
+      for (int c = 0; c < C::kDimsPerThread; ++c) {
+        const int d = threadIdx.x + c * C::kThreads;
+        if (d >= Dh) break;
+        const float v = ks[j * ldk + d];
+#pragma unroll
+        for (int h = 0; h < C::kHeads; ++h) {
+          if (h >= hb) break;
+          acc[h][c] += ps[h * C::kTile + j] * v;
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < C::kHeads / 4; ++i) {
+    const int h = warp + i * nwarps;
+    if (h < hb && lane == 0) lsum[h] = l_run[i];
+  }
+  __syncthreads();
+#pragma unroll
+  for (int h = 0; h < C::kHeads; ++h) {
+    if (h >= hb) break;
+    const float inv = 1.0f / lsum[h];
+#pragma unroll
+    for (int c = 0; c < C::kDimsPerThread; ++c) {
+      const int d = threadIdx.x + c * C::kThreads;
+      if (d < Dh) o[(r * a.H + h0 + h) * Dh + d] = acc[h][c] * inv;
+    }
+  }
+}
+
+// One block per (sequence, ring slot j of the last W rows); the row is re-encoded from its
+// float32 values (already FP8-simulated on the nope dims: their block scales are recomputed,
+// which reproduces the same values exactly).
+__global__ void window_keep_kernel(const float* kv, RowFormat f, int W, const SeqRows* seqs, const LayerCache* caches) {
+  const SeqRows seq = seqs[blockIdx.x];
+  const int p = seq.pos0 + seq.T - W + static_cast<int>(blockIdx.y);
+  if (p < seq.pos0 || p < 0) return;
+  const CacheRows& c = caches[blockIdx.x].window;
+  const float* src = kv + static_cast<int64_t>(seq.row0 + p - seq.pos0) * f.d;
+  const int64_t row = p % W;
+  if (!f.compact) {
+    for (int i = threadIdx.x; i < f.d; i += blockDim.x) c.f32[row * f.d + i] = src[i];
+    return;
+  }
+  const int N = f.d - f.R, nblocks = (N + 63) / 64;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+  for (int b = warp; b < nblocks; b += nwarps) {
+    const int b0 = b * 64, b1 = min(N, b0 + 64);
+    float amax = 0.0f;
+    for (int i = b0 + lane; i < b1; i += 32) amax = fmaxf(amax, fabsf(src[i]));
+    amax = dev::warp_max(amax);
+    const int k = dev::fp8_scale_exp(amax);
+    const float s = ldexpf(1.0f, k);
+    for (int i = b0 + lane; i < b1; i += 32) c.codes[row * N + i] = dev::e4m3_code(src[i] / s);
+    if (lane == 0) c.scales[row * nblocks + b] = static_cast<uint8_t>(k + 127);
+  }
+  for (int i = N + threadIdx.x; i < f.d; i += blockDim.x) c.rope[row * f.R + (i - N)] = __float2bfloat16_rn(src[i]);
+}
+
+}  // namespace
+
+void sparse_attention_cuda(const float* q, const float* kv, const float* sink, const AttnShape& a,
+                           const int32_t* slot, const int32_t* pos, int64_t rows, const SeqRows* seqs,
+                           const LayerCache* caches, const int32_t* selected, float* o, cudaStream_t s) {
+  using C = AttnConfig;
+  DSV4_CHECK(a.Dh <= C::kMaxDh, "attention", "head_dim ", a.Dh, " above the kernel's ", C::kMaxDh);
+  const int hb = std::min(C::kHeads, a.H);
+  DSV4_CHECK(a.H % hb == 0, "attention", "num_attention_heads ", a.H, " is not a multiple of ", hb);
+  if (rows == 0) return;
+  const size_t smem = (hb * a.Dh + C::kTile * (a.Dh + 1) + hb * C::kTile + 2 * hb) * sizeof(float);
+  static size_t raised = 0;
+  if (smem > 48 * 1024 && smem > raised) {
+    DSV4_CUDA_CHECK(cudaFuncSetAttribute(sparse_attention_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(smem)));
+    raised = smem;
+  }
+  dim3 grid(static_cast<unsigned>(rows), static_cast<unsigned>(a.H / hb));
+  sparse_attention_kernel<<<grid, C::kThreads, smem, s>>>(q, kv, sink, a, slot, pos, seqs, caches, selected, o);
+  DSV4_CUDA_LAUNCHED("sparse_attention_kernel");
+}
+
+void window_keep_cuda(const float* kv, RowFormat f, int W, const SeqRows* seqs, int nseq, const LayerCache* caches,
+                      cudaStream_t s) {
+  if (nseq == 0) return;
+  window_keep_kernel<<<dim3(nseq, W), 128, 0, s>>>(kv, f, W, seqs, caches);
+  DSV4_CUDA_LAUNCHED("window_keep_kernel");
+}
+
+}  // namespace dsv4::cuda

@@ -1,0 +1,176 @@
+// CUDA compressor (contract in compressor.h / cuda_ops.h), fused per entry: softmax pooling
+// over the block's rows (§6), RMSNorm, RoPE at the block's first position, quantization
+// (FP8 on the nope dims, or Hadamard + FP4 for the indexer) and the cache write.
+#include "cuda/check.h"
+#include "ops/cuda_device.cuh"
+
+namespace dsv4::cuda {
+
+namespace {
+
+constexpr int kThreads = 256;
+
+// Writes a quantized kv row (values already simulated except the nope dims, which are quantized
+// here with block scales of 64): float32 or compact. `e` in shared memory.
+__device__ void write_kv_row(float* e, const RowFormat& f, const CacheRows& c, int64_t row) {
+  const int N = f.d - f.R, nblocks = (N + 63) / 64;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+  for (int b = warp; b < nblocks; b += nwarps) {
+    const int b0 = b * 64, b1 = min(N, b0 + 64);
+    float amax = 0.0f;
+    for (int i = b0 + lane; i < b1; i += 32) amax = fmaxf(amax, fabsf(e[i]));
+    amax = dev::warp_max(amax);
+    const int k = dev::fp8_scale_exp(amax);
+    const float s = ldexpf(1.0f, k);
+    for (int i = b0 + lane; i < b1; i += 32) {
+      const float v = dev::fp8_sim_value(e[i], s);
+      if (f.compact) c.codes[row * N + i] = dev::e4m3_code(v / s);
+      else c.f32[row * f.d + i] = v;
+    }
+    if (f.compact && lane == 0) c.scales[row * nblocks + b] = static_cast<uint8_t>(k + 127);
+  }
+  for (int i = N + threadIdx.x; i < f.d; i += blockDim.x) {
+    if (f.compact) c.rope[row * f.R + (i - N)] = __float2bfloat16_rn(e[i]);
+    else c.f32[row * f.d + i] = e[i];
+  }
+}
+
+// Indexer row: FP4 simulation in blocks of 32 (one warp per block), float32 or packed codes.
+__device__ void write_indexer_row(float* e, const RowFormat& f, const CacheRows& c, int64_t row) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+  for (int b = warp; b < f.d / 32; b += nwarps) {
+    const float x = e[b * 32 + lane];
+    const float amax = dev::warp_max(fabsf(x));
+    const int k = dev::fp4_scale_exp(amax);
+    const float s = ldexpf(1.0f, k);
+    const float v = dev::fp4_sim_value(x, s);
+    if (!f.compact) {
+      c.f32[row * f.d + b * 32 + lane] = v;
+      continue;
+    }
+    const uint8_t code = dev::e2m1_code(v / s);
+    const uint8_t hi = static_cast<uint8_t>(__shfl_down_sync(0xffffffffu, code, 1));
+    if ((lane & 1) == 0) c.codes[row * (f.d / 2) + (b * 32 + lane) / 2] = static_cast<uint8_t>(code | (hi << 4));
+    if (lane == 0) c.scales[row * (f.d / 32) + b] = static_cast<uint8_t>(k + 127);
+  }
+}
+
+__global__ void compress_entries_kernel(const float* u, const float* z, int m, RowFormat f, const float* norm, float eps,
+                                        const float* freqs, const CompressJob* jobs, const SeqRows* seqs,
+                                        const LayerCache* caches, int which) {
+  extern __shared__ float e[];
+  __shared__ float scratch[33];
+  const CompressJob job = jobs[blockIdx.x];
+  const SeqRows seq = seqs[job.slot];
+  const LayerCache& cache = caches[job.slot];
+  const bool overlap = m == 4;
+  const int d = f.d, width = (overlap ? 2 : 1) * d, ring_rows = overlap ? 2 * m : m;
+  const float* ring_u = which ? cache.idx_u : cache.comp_u;
+  const float* ring_z = which ? cache.idx_z : cache.comp_z;
+  auto row_of = [&](const float* chunk, const float* ring, int p) {
+    return p >= seq.pos0 ? chunk + static_cast<int64_t>(seq.row0 + p - seq.pos0) * width
+                         : ring + static_cast<int64_t>(p % ring_rows) * width;
+  };
+  const int i = job.entry;
+  const bool has_prev = overlap && i > 0;
+  for (int feat = threadIdx.x; feat < d; feat += blockDim.x) {
+    const int cf = overlap ? d + feat : feat;
+    float mx = -INFINITY;
+    for (int r = 0; r < m; ++r) mx = fmaxf(mx, row_of(z, ring_z, i * m + r)[cf]);
+    if (has_prev)
+      for (int r = 0; r < m; ++r) mx = fmaxf(mx, row_of(z, ring_z, (i - 1) * m + r)[feat]);
+    float num = 0.0f, den = 0.0f;
+    if (has_prev)
+      for (int r = 0; r < m; ++r) {
+        const int p = (i - 1) * m + r;
+        const float w = expf(row_of(z, ring_z, p)[feat] - mx);
+        den += w;
+        num += w * row_of(u, ring_u, p)[feat];
+      }
+    for (int r = 0; r < m; ++r) {
+      const int p = i * m + r;
+      const float w = expf(row_of(z, ring_z, p)[cf] - mx);
+      den += w;
+      num += w * row_of(u, ring_u, p)[cf];
+    }
+    e[feat] = num / den;
+  }
+  float ss = 0.0f;
+  for (int feat = threadIdx.x; feat < d; feat += blockDim.x) ss += e[feat] * e[feat];
+  ss = dev::block_sum(ss, scratch);  // (synchronizes)
+  const float inv = 1.0f / sqrtf(ss / static_cast<float>(d) + eps);
+  for (int feat = threadIdx.x; feat < d; feat += blockDim.x) e[feat] = norm[feat] * (e[feat] * inv);
+  __syncthreads();
+  for (int k = threadIdx.x; k < f.R / 2; k += blockDim.x)
+    dev::rope_pair(e[d - f.R + 2 * k], e[d - f.R + 2 * k + 1], freqs[k], i * m, false);
+  __syncthreads();
+  if (!f.indexer) {
+    write_kv_row(e, f, cache.entries, i);
+    return;
+  }
+  // Hadamard rotation of all d dims (the CPU's butterfly order), then FP4.
+  for (int h = 1; h < d; h *= 2) {
+    for (int t = threadIdx.x; t < d / 2; t += blockDim.x) {
+      const int j = (t / h) * 2 * h + (t % h);
+      const float a = e[j], b = e[j + h];
+      e[j] = a + b;
+      e[j + h] = a - b;
+    }
+    __syncthreads();
+  }
+  const float hs = static_cast<float>(1.0 / sqrt(static_cast<double>(d)));
+  for (int feat = threadIdx.x; feat < d; feat += blockDim.x) e[feat] *= hs;
+  __syncthreads();
+  write_indexer_row(e, f, cache.idx_entries, i);
+}
+
+__global__ void compressor_keep_kernel(const float* u, const float* z, int width, int ring_rows, const SeqRows* seqs,
+                                       const LayerCache* caches, int which) {
+  const SeqRows seq = seqs[blockIdx.x];
+  const int p = seq.pos0 + seq.T - ring_rows + static_cast<int>(blockIdx.y);
+  if (p < seq.pos0 || p < 0) return;
+  const LayerCache& cache = caches[blockIdx.x];
+  float* ru = (which ? cache.idx_u : cache.comp_u) + static_cast<int64_t>(p % ring_rows) * width;
+  float* rz = (which ? cache.idx_z : cache.comp_z) + static_cast<int64_t>(p % ring_rows) * width;
+  const int64_t src = static_cast<int64_t>(seq.row0 + p - seq.pos0) * width;
+  for (int j = threadIdx.x; j < width; j += blockDim.x) {
+    ru[j] = u[src + j];
+    rz[j] = z[src + j];
+  }
+}
+
+__global__ void add_ape_kernel(float* z, int64_t rows, int width, const float* ape, int m, const int32_t* pos) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= rows * width) return;
+  const int64_t r = i / width;
+  z[i] += ape[static_cast<int64_t>(pos[r] % m) * width + i % width];
+}
+
+}  // namespace
+
+void compress_entries_cuda(const float* u, const float* z, int m, RowFormat f, const float* norm, float eps,
+                           const float* freqs, const CompressJob* jobs, int njobs, const SeqRows* seqs,
+                           const LayerCache* caches, int which, cudaStream_t s) {
+  if (njobs == 0) return;
+  DSV4_CHECK(!f.indexer || (f.d % 32 == 0 && (f.d & (f.d - 1)) == 0), "compressor", "indexer width ", f.d,
+             " must be a power of two (Hadamard) and a multiple of 32");
+  compress_entries_kernel<<<njobs, kThreads, f.d * sizeof(float), s>>>(u, z, m, f, norm, eps, freqs, jobs, seqs, caches,
+                                                                       which);
+  DSV4_CUDA_LAUNCHED("compress_entries_kernel");
+}
+
+void compressor_keep_cuda(const float* u, const float* z, int width, int ring_rows, const SeqRows* seqs, int nseq,
+                          const LayerCache* caches, int which, cudaStream_t s) {
+  if (nseq == 0) return;
+  compressor_keep_kernel<<<dim3(nseq, ring_rows), 128, 0, s>>>(u, z, width, ring_rows, seqs, caches, which);
+  DSV4_CUDA_LAUNCHED("compressor_keep_kernel");
+}
+
+void add_ape_cuda(float* z, int64_t rows, int width, const float* ape, int m, const int32_t* pos, cudaStream_t s) {
+  const int64_t n = rows * width;
+  if (n == 0) return;
+  add_ape_kernel<<<static_cast<unsigned>((n + 255) / 256), 256, 0, s>>>(z, rows, width, ape, m, pos);
+  DSV4_CUDA_LAUNCHED("add_ape_kernel");
+}
+
+}  // namespace dsv4::cuda

@@ -1,0 +1,140 @@
+// Device helpers shared by the CUDA ops: reductions, the number formats of the
+// quantization simulation (bit-for-bit the CPU rules of core/dtype.cpp), RoPE pairs and
+// cache-row encoding. Header-only, included by src/ops/*.cu.
+#pragma once
+#include <cstdint>
+
+#include <cuda_bf16.h>
+
+#include "ops/cuda_ops.h"
+
+namespace dsv4::cuda::dev {
+
+constexpr int kWarp = 32;
+
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Sum over the block (any blockDim multiple of 32, ≤ 1024); every thread gets the result.
+// `scratch` holds 33 floats of shared memory.
+__device__ __forceinline__ float block_sum(float v, float* scratch) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+  v = warp_sum(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    float t = lane < nwarps ? scratch[lane] : 0.0f;
+    t = warp_sum(t);
+    if (lane == 0) scratch[32] = t;
+  }
+  __syncthreads();
+  return scratch[32];
+}
+__device__ __forceinline__ float block_max(float v, float* scratch) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+  v = warp_max(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    float t = lane < nwarps ? scratch[lane] : -INFINITY;
+    t = warp_max(t);
+    if (lane == 0) scratch[32] = t;
+  }
+  __syncthreads();
+  return scratch[32];
+}
+
+// Nearest value with `mbits` mantissa bits and smallest normal exponent `emin`, ties to even
+// (round_minifloat of core/dtype.cpp).
+__device__ __forceinline__ float round_minifloat(float v, int mbits, int emin) {
+  if (v == 0.0f || !isfinite(v)) return v;
+  int e;
+  frexpf(v, &e);
+  const int exponent = max(e - 1, emin);
+  const float step = ldexpf(1.0f, exponent - mbits);
+  return rintf(v / step) * step;
+}
+__device__ __forceinline__ float round_e4m3(float v) { return round_minifloat(v, 3, -6); }
+__device__ __forceinline__ float round_e2m1(float v) { return round_minifloat(v, 1, 0); }
+
+// 2^ceil(log2(x)) from the float32 bits (pow2_ceil of core/dtype.cpp), as an exponent k.
+__device__ __forceinline__ int pow2_ceil_exp(float x) {
+  const uint32_t u = __float_as_uint(x);
+  int e = static_cast<int>((u >> 23) & 0xff) - 127;
+  if (u & 0x7fffffu) e += 1;
+  return e;
+}
+
+// FP8 simulation scale exponent of a block with absolute maximum amax (model.md §8).
+__device__ __forceinline__ int fp8_scale_exp(float amax) { return pow2_ceil_exp(fmaxf(amax, 1e-4f) * (1.0f / 448.0f)); }
+__device__ __forceinline__ int fp4_scale_exp(float amax) {
+  return pow2_ceil_exp(fmaxf(amax, 6.0f * 1.17549435e-38f) * (1.0f / 6.0f));
+}
+__device__ __forceinline__ float fp8_sim_value(float x, float s) {
+  return round_e4m3(fminf(fmaxf(x / s, -448.0f), 448.0f)) * s;
+}
+__device__ __forceinline__ float fp4_sim_value(float x, float s) {
+  return round_e2m1(fminf(fmaxf(x / s, -6.0f), 6.0f)) * s;
+}
+
+// Codes of values already on the grid (|r| ≤ 448 resp. ≤ 6, r = round_*(r)).
+__device__ __forceinline__ uint8_t e4m3_code(float r) {
+  const uint8_t sign = signbit(r) ? 0x80 : 0;
+  const float a = fabsf(r);
+  if (a == 0.0f) return sign;
+  if (a < 0.015625f) return sign | static_cast<uint8_t>(a * 512.0f);  // subnormal: steps of 2^-9
+  int e;
+  const float m = frexpf(a, &e);  // a = m · 2^e, m in [0.5, 1)
+  return sign | static_cast<uint8_t>((e - 1 + 7) << 3) | static_cast<uint8_t>((m * 2.0f - 1.0f) * 8.0f);
+}
+__device__ __forceinline__ float e4m3_value(uint8_t b) {
+  const int exp = (b >> 3) & 0xf, man = b & 7;
+  const float v = exp == 0 ? ldexpf(static_cast<float>(man), -9) : ldexpf(static_cast<float>(man | 8), exp - 10);
+  return (b & 0x80) ? -v : v;
+}
+__device__ __forceinline__ uint8_t e2m1_code(float r) {
+  const uint8_t sign = signbit(r) ? 8 : 0;
+  const float a = fabsf(r);
+  // grid {0, 0.5, 1, 1.5, 2, 3, 4, 6} -> index 0..7
+  const uint8_t idx = a < 2.0f ? static_cast<uint8_t>(a * 2.0f) : a < 4.0f ? static_cast<uint8_t>(a + 2.0f) : a < 6.0f ? 6 : 7;
+  return sign | idx;
+}
+__device__ __forceinline__ float e2m1_value(uint8_t nib) {
+  const int i = nib & 7;
+  const float v = i < 4 ? 0.5f * i : i == 4 ? 2.0f : i == 5 ? 3.0f : i == 6 ? 4.0f : 6.0f;
+  return (nib & 8) ? -v : v;
+}
+__device__ __forceinline__ float e8m0_value(uint8_t b) { return ldexpf(1.0f, static_cast<int>(b) - 127); }
+
+// RoPE on one pair (re, im) with frequency f at position pos: θ = fp32(fp32(pos) · f).
+__device__ __forceinline__ void rope_pair(float& re, float& im, float f, int pos, bool inverse) {
+  const float theta = __fmul_rn(static_cast<float>(pos), f);
+  float sn, cs;
+  sincosf(theta, &sn, &cs);
+  if (inverse) sn = -sn;
+  const float a = re, b = im;
+  re = a * cs - b * sn;
+  im = a * sn + b * cs;
+}
+
+// One value of cache row `row`, dim `i` (format f).
+__device__ __forceinline__ float cache_value(const CacheRows& c, const RowFormat& f, int64_t row, int i) {
+  if (!f.compact) return c.f32[row * f.d + i];
+  if (f.indexer) {
+    const uint8_t byte = c.codes[row * (f.d / 2) + i / 2];
+    return e2m1_value((i & 1) ? byte >> 4 : byte & 0xf) * e8m0_value(c.scales[row * (f.d / 32) + i / 32]);
+  }
+  const int N = f.d - f.R;
+  if (i >= N) return __bfloat162float(c.rope[row * f.R + (i - N)]);
+  return e4m3_value(c.codes[row * N + i]) * e8m0_value(c.scales[row * ((N + 63) / 64) + i / 64]);
+}
+
+}  // namespace dsv4::cuda::dev

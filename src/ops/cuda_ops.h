@@ -1,0 +1,182 @@
+// The CUDA versions of the forward ops (src/ops/<op>.cu, next to each CPU op). Each launcher
+// states the same contract as its CPU twin (the oracle, see the CPU headers) on device
+// pointers, plus what the GPU version adds: per-row positions, batched sequences, caches.
+// All pointers are device pointers; every launch is checked (DSV4_CUDA_LAUNCHED).
+#pragma once
+#include <cstdint>
+
+#include <cuda_bf16.h>
+#include <cuda_runtime_api.h>
+
+#include "io/config.h"
+
+namespace dsv4::cuda {
+
+using bf16 = __nv_bfloat16;
+
+// ---- caches (model.md §5–§7, §11) ------------------------------------------------------
+// Rows of width d kept for attention or the indexer, in one of two forms:
+//   float32:  f32 [cap, d]
+//   compact:  kv rows (window and main entries): e4m3 codes of the first N = d − R dims
+//             (codes [cap, N]) with one E8M0 scale per 64 (scales [cap, ⌈N/64⌉]) and the
+//             last R dims in bf16 (rope [cap, R]). Exact for the nope dims: the spec already
+//             rounds them to e4m3 × 2^k (§8); the RoPE dims lose float32 → bf16.
+//             indexer rows: e2m1 codes of all d dims, two per byte (codes [cap, d/2], element
+//             2j in the low nibble) with one E8M0 scale per 32 (scales [cap, d/32]). Exact.
+struct CacheRows {
+  float* f32 = nullptr;
+  uint8_t* codes = nullptr;
+  uint8_t* scales = nullptr;
+  bf16* rope = nullptr;
+};
+
+// One sequence's caches in one layer.
+struct LayerCache {
+  CacheRows window;        // ring of W rows, slot = position mod W
+  CacheRows entries;       // main compressed entries (m > 0)
+  CacheRows idx_entries;   // indexer entries (m = 4)
+  float *comp_u = nullptr, *comp_z = nullptr;  // compressor's pending rows, ring [ring_rows, width]
+  float *idx_u = nullptr, *idx_z = nullptr;    // the indexer compressor's (m = 4)
+};
+
+// Where one sequence's rows sit in the batch: rows [row0, row0 + T) at positions pos0 + i.
+struct SeqRows {
+  int32_t row0, T, pos0;
+};
+
+// Widths of a cache row: d (row width), R (rope dims at the end; kv rows only).
+struct RowFormat {
+  int d, R;
+  bool compact, indexer;
+};
+
+// ---- rmsnorm.cu ----
+// x [T, D] -> y [T, D] = w ⊙ x / sqrt(mean(x²) + ε) (w null: 1). y may equal x.
+void rmsnorm_cuda(const float* x, int64_t T, int64_t D, const float* w, float eps, float* y, cudaStream_t s);
+
+// ---- rope.cu ----
+// For each row r and head h < heads: rotates the R dims at x + r·ld + h·stride + offset by θ_i(pos[r])
+// (−θ when inverse); θ_i(t) = fp32(fp32(t) · f_i), freqs [R/2].
+void rope_cuda(float* x, int64_t rows, int64_t heads, int64_t ld, int64_t stride, int64_t offset, int R,
+               const float* freqs, const int32_t* pos, bool inverse, cudaStream_t s);
+
+// ---- quant.cu ----
+// fp8_sim / fp4_sim of the first n values of each of `rows` rows (stride ld), in blocks of `block` (model.md §8).
+void fp8_sim_cuda(float* x, int64_t rows, int64_t n, int64_t ld, int64_t block, cudaStream_t s);
+void fp4_sim_cuda(float* x, int64_t rows, int64_t n, int64_t ld, cudaStream_t s);
+// hadamard: `count` contiguous vectors of d (a power of two, ≤ 1024): x <- (x · H_d) · d^(−1/2).
+void hadamard_cuda(float* x, int64_t count, int64_t d, cudaStream_t s);
+// Rounds the last R dims of each row (stride ld) to bf16 and back (what a compact cache keeps).
+void round_rope_bf16_cuda(float* x, int64_t rows, int64_t ld, int R, cudaStream_t s);
+// GEMM inputs of the fast path: x [M, K] -> bf16; or e4m3 in 1×128 blocks with power-of-two
+// scales (the official FP8 inference's activation rounding): q [M, K], scale [K/128][M].
+void to_bf16_cuda(const float* x, int64_t n, bf16* y, cudaStream_t s);
+void quantize_fp8_1x128_cuda(const float* x, int64_t M, int64_t K, uint8_t* q, float* scale, cudaStream_t s);
+
+// ---- mhc.cu ----
+// hc_pre + the sub-layer's RMSNorm, per token t (model.md §3):
+//   mix [T, (2+n)n] = fn · vec(X[t]) (from a float32 GEMM, not yet divided by the RMS of x)
+//   -> a [T, D] = RMSNorm_norm(Σ_j pre_j X[j]), post [T, n], comb [T, n, n]
+// head = true: the HcHead reduction (mix [T, n], scale [1], no Sinkhorn, no post/comb).
+void hc_pre_cuda(const float* X, const float* mix, int64_t T, int n, int64_t D, const float* base, const float* scale,
+                 float eps, float hc_eps, int sinkhorn_iters, bool head, const float* norm, float* a, float* post,
+                 float* comb, cudaStream_t s);
+// hc_post: X' [t, k] = post_k · o[t] + Σ_j comb_jk X[t, j] -> Xout [T, n, D] (Xout ≠ X).
+void hc_post_cuda(const float* X, const float* o, const float* post, const float* comb, int64_t T, int n, int64_t D,
+                  float* Xout, cudaStream_t s);
+
+// ---- compressor.cu ----
+// A compressed entry to make this step: entry `entry` of the sequence in batch slot `slot`.
+struct CompressJob {
+  int32_t slot, entry;
+};
+// For each job: pool the block's rows (§6; rows before the chunk from the pending ring),
+// RMSNorm_norm, RoPE at entry·m, then FP8 simulation of the first d − R dims (main) or
+// Hadamard + FP4 simulation of all d dims (indexer), and write the row of the entry cache.
+// u, z: [rows, c·d] (z with ape added). `which`: 0 = main compressor, 1 = the indexer's.
+void compress_entries_cuda(const float* u, const float* z, int m, RowFormat f, const float* norm, float eps,
+                           const float* freqs, const CompressJob* jobs, int njobs, const SeqRows* seqs,
+                           const LayerCache* caches, int which, cudaStream_t s);
+// Keeps the last ring_rows rows of each sequence's chunk in its pending ring (after compress_entries).
+void compressor_keep_cuda(const float* u, const float* z, int width, int ring_rows, const SeqRows* seqs, int nseq,
+                          const LayerCache* caches, int which, cudaStream_t s);
+// z[r] += ape[pos[r] mod m] for all rows.
+void add_ape_cuda(float* z, int64_t rows, int width, const float* ape, int m, const int32_t* pos, cudaStream_t s);
+
+// ---- indexer.cu ----
+// score [rows, ld]: for row r (sequence slot[r], position pos[r]) and entry i < (pos+1)/4 of its
+// sequence: Σ_h (w[r, h] · w_scale) · ReLU(qI[r, h] · k_i). qI [rows, HI·DI] must be FP4-simulated (then the
+// bf16 tensor-core products are exact, as the entries are); entries past the count are not written.
+void indexer_scores_cuda(const float* qI, const float* w, float w_scale, int64_t rows, int HI, int DI, const int32_t* slot,
+                         const int32_t* pos, const LayerCache* caches, bool compact, float* score, int64_t ld,
+                         int64_t max_count, cudaStream_t s);
+// topk: for each row, the min(K, count_r) highest of score[r, :count_r] (count_r = (pos[r]+1)/ratio),
+// ties to the lower index; idx [rows, K] ascending, then −1.
+void topk_cuda(const float* score, int64_t ld, int64_t rows, const int32_t* pos, int ratio, int K, int32_t* idx,
+               cudaStream_t s);
+
+// ---- attention.cu ----
+// Sparse attention with the sink (model.md §5) for each row r of the batch: the window positions
+// max(0, p−W+1)..p (rows of this chunk from kv [rows, Dh], older ones from the window ring), then
+// the compressed entries: all (pos+1)/m of them (HCA, selected = null) or the selected ones
+// (CSA, selected [rows, K], −1 = none). o [rows, H, Dh] (before the inverse RoPE).
+struct AttnShape {
+  int H, Dh, R, W, m, K;
+  float scale;
+  bool compact;
+};
+void sparse_attention_cuda(const float* q, const float* kv, const float* sink, const AttnShape& a,
+                           const int32_t* slot, const int32_t* pos, int64_t rows, const SeqRows* seqs,
+                           const LayerCache* caches, const int32_t* selected, float* o, cudaStream_t s);
+// Writes the last W rows of each sequence's chunk into its window ring.
+void window_keep_cuda(const float* kv, RowFormat f, int W, const SeqRows* seqs, int nseq, const LayerCache* caches,
+                      cudaStream_t s);
+
+// ---- moe.cu ----
+// Routing per token (model.md §9): p = score_func(logits), top k of p + bias (ties to the lower
+// index) or tid2eid[id] (hash layers), weights normalized (unless softmax) and scaled.
+void moe_route_cuda(const float* logits, int64_t T, int E, int k, ScoringFunc f, const float* bias,
+                    const int32_t* tid2eid, const int32_t* ids, float routed_scale, int32_t* experts, float* weights,
+                    cudaStream_t s);
+// Groups the T·k assignments by expert, stably (assignment order within an expert):
+// counts [E], offsets [E+1], perm [T·k] (sorted position -> assignment t·k+i), inv [T·k].
+// Also lists the tiles of `tile_rows` rows of each expert for the grouped GEMMs: tiles [max_tiles]
+// as (expert, first sorted row), ntiles [1]. counts must be zero on entry.
+void moe_group_cuda(const int32_t* experts, int64_t T, int k, int E, int32_t* counts, int32_t* offsets, int32_t* perm,
+                    int32_t* inv, int tile_rows, int2* tiles, int32_t* ntiles, cudaStream_t s);
+// xs [T·k, D] = x[perm / k] (float32 or bf16 output).
+void moe_gather_cuda(const float* x, int64_t D, const int32_t* perm, int64_t n, int k, float* xs_f32, bf16* xs_bf16,
+                     cudaStream_t s);
+// h [rows, F] = silu(min(g, λ)) ⊙ clamp(u, ±λ) (· weight[perm[r]] when given); λ = 0: no clamp.
+void swiglu_cuda(const float* g, const float* u, int64_t rows, int64_t F, float limit, const float* weight,
+                 const int32_t* perm, float* h, cudaStream_t s);
+// Expert weights for the grouped GEMMs: per expert, rows × cols; packed FP4 (codes [E, rows, cols/2],
+// E8M0 scales [E, rows, cols/32]) or bf16 [E, rows, cols].
+struct ExpertMatrix {
+  const uint8_t* codes = nullptr;
+  const uint8_t* scales = nullptr;
+  const bf16* w = nullptr;
+  int rows = 0, cols = 0;
+};
+// Grouped expert GEMMs over the tiles of moe_group_cuda (bf16 inputs, float32 accumulation):
+//   swiglu:  h [n, F] (bf16) = swiglu(xs · W1_eᵀ, xs · W3_eᵀ) · weight[perm[r]]
+//   down:    y [n, D] (float32) = h · W2_eᵀ
+void moe_grouped_swiglu_cuda(const bf16* xs, const ExpertMatrix& w1, const ExpertMatrix& w3, const int2* tiles,
+                             const int32_t* ntiles, int max_tiles, int tile_rows, const int32_t* offsets,
+                             float limit, const float* weight, const int32_t* perm, bf16* h, cudaStream_t s);
+void moe_grouped_down_cuda(const bf16* h, const ExpertMatrix& w2, const int2* tiles, const int32_t* ntiles,
+                           int max_tiles, int tile_rows, const int32_t* offsets, float* y, cudaStream_t s);
+// Few rows per expert (decode): one warp per output row streams the expert's weights once per
+// group of 4 rows; float32 activations. Tiles: one per active expert (moe_group_cuda with a
+// tile_rows of at least T·k).
+//   h [n, F] (float32) = swiglu(xs · W1_eᵀ, xs · W3_eᵀ) · weight[perm[r]];   y [n, D] = h · W2_eᵀ
+void moe_gemv_swiglu_cuda(const float* xs, const ExpertMatrix& w1, const ExpertMatrix& w3, const int2* tiles,
+                          const int32_t* ntiles, int max_tiles, const int32_t* offsets, float limit,
+                          const float* weight, const int32_t* perm, float* h, cudaStream_t s);
+void moe_gemv_down_cuda(const float* h, const ExpertMatrix& w2, const int2* tiles, const int32_t* ntiles,
+                        int max_tiles, const int32_t* offsets, float* y, cudaStream_t s);
+// out [T, D] = shared [T, D] + Σ_i ys[inv[t·k + i]] (i in order).
+void moe_combine_cuda(const float* ys, const int32_t* inv, const float* shared, int64_t T, int k, int64_t D, float* out,
+                      cudaStream_t s);
+
+}  // namespace dsv4::cuda

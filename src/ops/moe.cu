@@ -1,0 +1,213 @@
+// CUDA MoE routing and bookkeeping (contracts in moe.h / cuda_ops.h): scores, top-k with the
+// tie rule, the stable grouping of assignments by expert, gather, SwiGLU and the combine.
+// The expert products are in moe_experts.cu.
+#include <cub/block/block_scan.cuh>
+
+#include "cuda/check.h"
+#include "ops/cuda_device.cuh"
+
+namespace dsv4::cuda {
+
+namespace {
+
+constexpr int kRouteThreads = 256;
+
+// Block-wide argmax with the tie rule (larger value, then lower index). `sv`, `si`: 33 entries.
+__device__ void block_argmax(float& v, int& i, float* sv, int* si) {
+  for (int o = 16; o > 0; o >>= 1) {
+    const float ov = __shfl_xor_sync(0xffffffffu, v, o);
+    const int oi = __shfl_xor_sync(0xffffffffu, i, o);
+    if (ov > v || (ov == v && oi < i)) v = ov, i = oi;
+  }
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+  __syncthreads();
+  if (lane == 0) sv[warp] = v, si[warp] = i;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int w = 1; w < nwarps; ++w)
+      if (sv[w] > sv[0] || (sv[w] == sv[0] && si[w] < si[0])) sv[0] = sv[w], si[0] = si[w];
+  }
+  __syncthreads();
+  v = sv[0];
+  i = si[0];
+}
+
+__global__ void moe_route_kernel(const float* logits, int E, int k, int func, const float* bias, const int32_t* tid2eid,
+                                 const int32_t* ids, float routed_scale, int32_t* experts, float* weights) {
+  extern __shared__ float sh[];
+  float* p = sh;           // [E]
+  float* biased = sh + E;  // [E]
+  __shared__ float sv[33], scratch[33];
+  __shared__ int si[33];
+  const int64_t t = blockIdx.x;
+  const float* l = logits + t * E;
+  if (func == static_cast<int>(ScoringFunc::Softmax)) {
+    float mx = -INFINITY;
+    for (int e = threadIdx.x; e < E; e += blockDim.x) mx = fmaxf(mx, l[e]);
+    mx = dev::block_max(mx, scratch);
+    float sum = 0.0f;
+    for (int e = threadIdx.x; e < E; e += blockDim.x) sum += (p[e] = expf(l[e] - mx));
+    sum = dev::block_sum(sum, scratch);
+    for (int e = threadIdx.x; e < E; e += blockDim.x) p[e] /= sum;
+  } else if (func == static_cast<int>(ScoringFunc::Sigmoid)) {
+    for (int e = threadIdx.x; e < E; e += blockDim.x) p[e] = 1.0f / (1.0f + expf(-l[e]));
+  } else {
+    for (int e = threadIdx.x; e < E; e += blockDim.x) {
+      const float x = l[e];
+      p[e] = sqrtf(x > 20.0f ? x : log1pf(expf(x)));
+    }
+  }
+  __syncthreads();
+  int32_t* ex = experts + t * k;
+  if (tid2eid) {
+    for (int i = threadIdx.x; i < k; i += blockDim.x) ex[i] = tid2eid[static_cast<int64_t>(ids[t]) * k + i];
+  } else {
+    for (int e = threadIdx.x; e < E; e += blockDim.x) biased[e] = p[e] + (bias ? bias[e] : 0.0f);
+    __syncthreads();
+    for (int i = 0; i < k; ++i) {  // in order of decreasing biased score, ties to the lower index
+      float v = -INFINITY;
+      int idx = 0x7fffffff;
+      for (int e = threadIdx.x; e < E; e += blockDim.x)
+        if (biased[e] > v || (biased[e] == v && e < idx)) v = biased[e], idx = e;
+      block_argmax(v, idx, sv, si);
+      if (threadIdx.x == 0) {
+        ex[i] = idx;
+        biased[idx] = -INFINITY;
+      }
+      __syncthreads();
+    }
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float* w = weights + t * k;
+    float sum = 0.0f;
+    for (int i = 0; i < k; ++i) sum += (w[i] = p[ex[i]]);
+    for (int i = 0; i < k; ++i) {
+      if (func != static_cast<int>(ScoringFunc::Softmax)) w[i] /= sum;
+      w[i] *= routed_scale;
+    }
+  }
+}
+
+__global__ void moe_count_kernel(const int32_t* experts, int64_t n, int32_t* counts) {
+  const int64_t a = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (a < n) atomicAdd(&counts[experts[a]], 1);
+}
+
+// One thread: offsets (exclusive scan of counts) and the tile list.
+__global__ void moe_offsets_kernel(const int32_t* counts, int E, int tile_rows, int32_t* offsets, int2* tiles,
+                                   int32_t* ntiles) {
+  int off = 0, nt = 0;
+  for (int e = 0; e < E; ++e) {
+    offsets[e] = off;
+    for (int r0 = 0; r0 < counts[e]; r0 += tile_rows) tiles[nt++] = make_int2(e, off + r0);
+    off += counts[e];
+  }
+  offsets[E] = off;
+  *ntiles = nt;
+}
+
+constexpr int kScatterThreads = 256;
+
+// One block per expert: its assignments in order, by a block scan over all assignments.
+__global__ void moe_scatter_kernel(const int32_t* experts, int64_t n, const int32_t* offsets, int32_t* perm,
+                                   int32_t* inv) {
+  using Scan = cub::BlockScan<int, kScatterThreads>;
+  __shared__ typename Scan::TempStorage tmp;
+  const int e = blockIdx.x;
+  int base = offsets[e];
+  for (int64_t a0 = 0; a0 < n; a0 += blockDim.x) {
+    const int64_t a = a0 + threadIdx.x;
+    const int flag = (a < n && experts[a] == e) ? 1 : 0;
+    int rank, total;
+    Scan(tmp).ExclusiveSum(flag, rank, total);
+    __syncthreads();
+    if (flag) {
+      perm[base + rank] = static_cast<int32_t>(a);
+      inv[a] = base + rank;
+    }
+    base += total;
+  }
+}
+
+__global__ void moe_gather_kernel(const float* x, int64_t D, const int32_t* perm, int64_t n, int k, float* xs,
+                                  bf16* xb) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= n * D) return;
+  const int64_t r = i / D;
+  const float v = x[static_cast<int64_t>(perm[r] / k) * D + i % D];
+  if (xs) xs[i] = v;
+  else xb[i] = __float2bfloat16_rn(v);
+}
+
+__global__ void swiglu_kernel(const float* g, const float* u, int64_t rows, int64_t F, float limit, const float* weight,
+                              const int32_t* perm, float* h) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= rows * F) return;
+  float gi = g[i], ui = u[i];
+  if (limit > 0.0f) {
+    ui = fminf(fmaxf(ui, -limit), limit);
+    gi = fminf(gi, limit);
+  }
+  float v = gi / (1.0f + expf(-gi)) * ui;
+  if (weight) v *= weight[perm ? perm[i / F] : i / F];
+  h[i] = v;
+}
+
+__global__ void moe_combine_kernel(const float* ys, const int32_t* inv, const float* shared, int64_t T, int k, int64_t D,
+                                   float* out) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= T * D) return;
+  const int64_t t = i / D, d = i % D;
+  float v = 0.0f;
+  for (int j = 0; j < k; ++j) v += ys[static_cast<int64_t>(inv[t * k + j]) * D + d];
+  out[i] = shared[i] + v;
+}
+
+unsigned grid_for(int64_t n, int threads) { return static_cast<unsigned>((n + threads - 1) / threads); }
+
+}  // namespace
+
+void moe_route_cuda(const float* logits, int64_t T, int E, int k, ScoringFunc f, const float* bias,
+                    const int32_t* tid2eid, const int32_t* ids, float routed_scale, int32_t* experts, float* weights,
+                    cudaStream_t s) {
+  if (T == 0) return;
+  moe_route_kernel<<<static_cast<unsigned>(T), kRouteThreads, 2 * E * sizeof(float), s>>>(
+      logits, E, k, static_cast<int>(f), bias, tid2eid, ids, routed_scale, experts, weights);
+  DSV4_CUDA_LAUNCHED("moe_route_kernel");
+}
+
+void moe_group_cuda(const int32_t* experts, int64_t T, int k, int E, int32_t* counts, int32_t* offsets, int32_t* perm,
+                    int32_t* inv, int tile_rows, int2* tiles, int32_t* ntiles, cudaStream_t s) {
+  const int64_t n = T * static_cast<int64_t>(k);
+  if (n == 0) return;
+  moe_count_kernel<<<grid_for(n, 256), 256, 0, s>>>(experts, n, counts);
+  DSV4_CUDA_LAUNCHED("moe_count_kernel");
+  moe_offsets_kernel<<<1, 1, 0, s>>>(counts, E, tile_rows, offsets, tiles, ntiles);
+  DSV4_CUDA_LAUNCHED("moe_offsets_kernel");
+  moe_scatter_kernel<<<E, kScatterThreads, 0, s>>>(experts, n, offsets, perm, inv);
+  DSV4_CUDA_LAUNCHED("moe_scatter_kernel");
+}
+
+void moe_gather_cuda(const float* x, int64_t D, const int32_t* perm, int64_t n, int k, float* xs_f32, bf16* xs_bf16,
+                     cudaStream_t s) {
+  if (n == 0) return;
+  moe_gather_kernel<<<grid_for(n * D, 256), 256, 0, s>>>(x, D, perm, n, k, xs_f32, xs_bf16);
+  DSV4_CUDA_LAUNCHED("moe_gather_kernel");
+}
+
+void swiglu_cuda(const float* g, const float* u, int64_t rows, int64_t F, float limit, const float* weight,
+                 const int32_t* perm, float* h, cudaStream_t s) {
+  if (rows * F == 0) return;
+  swiglu_kernel<<<grid_for(rows * F, 256), 256, 0, s>>>(g, u, rows, F, limit, weight, perm, h);
+  DSV4_CUDA_LAUNCHED("swiglu_kernel");
+}
+
+void moe_combine_cuda(const float* ys, const int32_t* inv, const float* shared, int64_t T, int k, int64_t D, float* out,
+                      cudaStream_t s) {
+  if (T * D == 0) return;
+  moe_combine_kernel<<<grid_for(T * D, 256), 256, 0, s>>>(ys, inv, shared, T, k, D, out);
+  DSV4_CUDA_LAUNCHED("moe_combine_kernel");
+}
+
+}  // namespace dsv4::cuda

@@ -1,0 +1,128 @@
+// CUDA quantization simulation, Hadamard rotation and the fast path's GEMM-input rounding
+// (contracts in quant.h / cuda_ops.h). Values follow the CPU rules bit for bit.
+#include <cmath>
+
+#include "cuda/check.h"
+#include "ops/cuda_device.cuh"
+
+namespace dsv4::cuda {
+
+namespace {
+
+// One warp per block of `block` values (block ≤ 1024): amax, scale, rounding.
+template <bool kFp4>
+__global__ void block_sim_kernel(float* x, int64_t rows, int64_t n, int64_t ld, int64_t block) {
+  const int64_t nblocks = (n + block - 1) / block;
+  const int64_t w = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32;
+  const int lane = threadIdx.x & 31;
+  if (w >= rows * nblocks) return;
+  const int64_t r = w / nblocks, b0 = (w % nblocks) * block, b1 = min(n, b0 + block);
+  float* xr = x + r * ld;
+  float amax = 0.0f;
+  for (int64_t i = b0 + lane; i < b1; i += 32) amax = fmaxf(amax, fabsf(xr[i]));
+  amax = dev::warp_max(amax);
+  const float s = ldexpf(1.0f, kFp4 ? dev::fp4_scale_exp(amax) : dev::fp8_scale_exp(amax));
+  for (int64_t i = b0 + lane; i < b1; i += 32) xr[i] = kFp4 ? dev::fp4_sim_value(xr[i], s) : dev::fp8_sim_value(xr[i], s);
+}
+
+// One block per vector, d/2 threads: the butterfly stages of the fast Walsh–Hadamard transform
+// in the CPU's order (h = 1, 2, 4, ...), then the scale.
+__global__ void hadamard_kernel(float* x, int d, float scale) {
+  extern __shared__ float v[];
+  float* xv = x + blockIdx.x * static_cast<int64_t>(d);
+  for (int i = threadIdx.x; i < d; i += blockDim.x) v[i] = xv[i];
+  __syncthreads();
+  for (int h = 1; h < d; h *= 2) {
+    for (int t = threadIdx.x; t < d / 2; t += blockDim.x) {
+      const int j = (t / h) * 2 * h + (t % h);
+      const float a = v[j], b = v[j + h];
+      v[j] = a + b;
+      v[j + h] = a - b;
+    }
+    __syncthreads();
+  }
+  for (int i = threadIdx.x; i < d; i += blockDim.x) xv[i] = v[i] * scale;
+}
+
+__global__ void round_rope_bf16_kernel(float* x, int64_t rows, int64_t ld, int R) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= rows * R) return;
+  float* p = x + (i / R) * ld + (ld - R) + (i % R);
+  *p = __bfloat162float(__float2bfloat16_rn(*p));
+}
+
+__global__ void to_bf16_kernel(const float* x, int64_t n, bf16* y) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i < n) y[i] = __float2bfloat16_rn(x[i]);
+}
+
+// One warp per 1×128 block: 4 values per lane.
+__global__ void quantize_fp8_kernel(const float* x, int64_t M, int64_t K, uint8_t* q, float* scale) {
+  const int64_t w = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32;
+  const int lane = threadIdx.x & 31;
+  const int64_t kb = K / 128;
+  if (w >= M * kb) return;
+  const int64_t r = w / kb, b = w % kb;
+  const float4 v = *reinterpret_cast<const float4*>(x + r * K + b * 128 + lane * 4);
+  float amax = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
+  amax = dev::warp_max(amax);
+  const int e = dev::fp8_scale_exp(amax);
+  const float s = ldexpf(1.0f, e);
+  uchar4 c;
+  c.x = dev::e4m3_code(dev::round_e4m3(fminf(fmaxf(v.x / s, -448.0f), 448.0f)));
+  c.y = dev::e4m3_code(dev::round_e4m3(fminf(fmaxf(v.y / s, -448.0f), 448.0f)));
+  c.z = dev::e4m3_code(dev::round_e4m3(fminf(fmaxf(v.z / s, -448.0f), 448.0f)));
+  c.w = dev::e4m3_code(dev::round_e4m3(fminf(fmaxf(v.w / s, -448.0f), 448.0f)));
+  *reinterpret_cast<uchar4*>(q + r * K + b * 128 + lane * 4) = c;
+  if (lane == 0) scale[b * M + r] = s;
+}
+
+unsigned blocks_for(int64_t threads_total, int per_block) {
+  return static_cast<unsigned>((threads_total + per_block - 1) / per_block);
+}
+
+}  // namespace
+
+void fp8_sim_cuda(float* x, int64_t rows, int64_t n, int64_t ld, int64_t block, cudaStream_t s) {
+  const int64_t warps = rows * ((n + block - 1) / block);
+  if (warps == 0) return;
+  block_sim_kernel<false><<<blocks_for(warps * 32, 256), 256, 0, s>>>(x, rows, n, ld, block);
+  DSV4_CUDA_LAUNCHED("block_sim_kernel<fp8>");
+}
+
+void fp4_sim_cuda(float* x, int64_t rows, int64_t n, int64_t ld, cudaStream_t s) {
+  const int64_t warps = rows * ((n + 31) / 32);
+  if (warps == 0) return;
+  block_sim_kernel<true><<<blocks_for(warps * 32, 256), 256, 0, s>>>(x, rows, n, ld, 32);
+  DSV4_CUDA_LAUNCHED("block_sim_kernel<fp4>");
+}
+
+void hadamard_cuda(float* x, int64_t count, int64_t d, cudaStream_t s) {
+  DSV4_CHECK(d > 0 && (d & (d - 1)) == 0 && d <= 1024, "hadamard", "size ", d, " is not a power of two <= 1024");
+  if (count == 0) return;
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
+  const int threads = static_cast<int>(std::max<int64_t>(32, std::min<int64_t>(512, d / 2)));
+  hadamard_kernel<<<static_cast<unsigned>(count), threads, d * sizeof(float), s>>>(x, static_cast<int>(d), scale);
+  DSV4_CUDA_LAUNCHED("hadamard_kernel");
+}
+
+void round_rope_bf16_cuda(float* x, int64_t rows, int64_t ld, int R, cudaStream_t s) {
+  if (rows * R == 0) return;
+  round_rope_bf16_kernel<<<blocks_for(rows * R, 256), 256, 0, s>>>(x, rows, ld, R);
+  DSV4_CUDA_LAUNCHED("round_rope_bf16_kernel");
+}
+
+void to_bf16_cuda(const float* x, int64_t n, bf16* y, cudaStream_t s) {
+  if (n == 0) return;
+  to_bf16_kernel<<<blocks_for(n, 256), 256, 0, s>>>(x, n, y);
+  DSV4_CUDA_LAUNCHED("to_bf16_kernel");
+}
+
+void quantize_fp8_1x128_cuda(const float* x, int64_t M, int64_t K, uint8_t* q, float* scale, cudaStream_t s) {
+  DSV4_CHECK(K % 128 == 0, "quantize_fp8", "K = ", K, " is not a multiple of 128");
+  if (M == 0) return;
+  quantize_fp8_kernel<<<blocks_for(M * (K / 128) * 32, 256), 256, 0, s>>>(x, M, K, q, scale);
+  DSV4_CUDA_LAUNCHED("quantize_fp8_kernel");
+}
+
+}  // namespace dsv4::cuda

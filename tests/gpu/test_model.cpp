@@ -1,0 +1,172 @@
+// The CUDA model against the CPU oracle and the golden fixtures:
+//   - float32 precision passes the fixture tolerance rule (fixtures/README.md) on both fixtures,
+//     logits and MTP logits, and matches the CPU backend on random tiny models of many shapes;
+//   - the fast precision (bf16 / FP8 / FP4, compact caches) keeps argmax agreement >= 95%
+//     with the float32 logits, and reports its mean |Δ|;
+//   - decode equals prefill on the GPU (chunked prefill, decode steps, batches of different lengths).
+#include <gtest/gtest.h>
+
+#include <cstdio>
+
+#include "../model_test_util.h"
+#include "infer/parity.h"
+#include "model/backend.h"
+#include "model/model.h"
+
+using namespace dsv4;
+using namespace dsv4::testing_util;
+
+namespace {
+
+const std::string kFixtures = DSV4_FIXTURES;
+
+// Feeds ids in chunks of the given sizes (the last size repeats); all logits [T, V].
+Tensor run_chunks(Backend& b, const std::vector<int64_t>& ids, std::vector<int64_t> sizes) {
+  const int64_t V = b.config().vocab_size, T = static_cast<int64_t>(ids.size());
+  const int seq = b.new_sequence(T);
+  Tensor out({T, V});
+  int64_t p = 0;
+  size_t k = 0;
+  while (p < T) {
+    const int64_t n = std::min(sizes[std::min(k++, sizes.size() - 1)], T - p);
+    ForwardOut o = b.forward({{seq, std::vector<int64_t>(ids.begin() + p, ids.begin() + p + n)}});
+    std::copy(o.logits.data.begin(), o.logits.data.end(), out.ptr() + p * V);
+    p += n;
+  }
+  b.free_sequence(seq);
+  return out;
+}
+
+// The fixture rule (float32), or the fast path's rule: the fast path's products change with the
+// row count (cuBLASLt algorithms, the MoE's gemv vs grouped kernels), so prefill and decode agree
+// to its precision, not to float32's.
+void expect_close(const Tensor& got, const Tensor& want, int64_t V, const std::string& what, bool fast = false) {
+  LogitStats s = compare_logits(got.ptr(), want.ptr(), got.numel() / V, V);
+  std::printf("  %-44s mean|d| %.3g max|d| %.3g argmax %.2f%%\n", what.c_str(), s.mean_abs, s.max_abs,
+              100 * s.argmax_agree);
+  EXPECT_TRUE(fast ? s.passes_fast() : s.passes())
+      << what << ": mean " << s.mean_abs << " max " << s.max_abs << " argmax " << s.argmax_agree;
+}
+
+}  // namespace
+
+class FixtureOnGpu : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(FixtureOnGpu, Float32PassesTheFixtureRule) {
+  const std::string dir = kFixtures + "/" + GetParam();
+  Model m = Model::load(dir);
+  auto b = make_backend(Device::Cuda, m, Precision::F32);
+  for (const ParityCase& pc : run_parity(dir, false, *b)) {
+    std::printf("  %-6s logits mean|d| %.3g max|d| %.3g argmax %.2f%% | mtp mean|d| %.3g max|d| %.3g argmax %.2f%%\n",
+                pc.name.c_str(), pc.logits.mean_abs, pc.logits.max_abs, 100 * pc.logits.argmax_agree,
+                pc.mtp.mean_abs, pc.mtp.max_abs, 100 * pc.mtp.argmax_agree);
+    EXPECT_TRUE(pc.passes()) << GetParam() << " case " << pc.name;
+  }
+}
+
+TEST_P(FixtureOnGpu, FastPathKeepsTheArgmax) {
+  const std::string dir = kFixtures + "/" + GetParam();
+  Model m = Model::load(dir);
+  auto b = make_backend(Device::Cuda, m, Precision::Fast, dir);
+  std::printf("  backend: %s\n", b->describe().c_str());
+  for (const ParityCase& pc : run_parity(dir, false, *b, true)) {
+    std::printf("  %-6s fast: logits mean|d| %.3g max|d| %.3g argmax %.2f%% | mtp mean|d| %.3g argmax %.2f%%\n",
+                pc.name.c_str(), pc.logits.mean_abs, pc.logits.max_abs, 100 * pc.logits.argmax_agree, pc.mtp.mean_abs,
+                100 * pc.mtp.argmax_agree);
+    EXPECT_TRUE(pc.passes()) << GetParam() << " case " << pc.name << ": argmax " << pc.logits.argmax_agree;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, FixtureOnGpu, ::testing::Values("tiny-fp32", "tiny-fp8"),
+                         [](const auto& info) { return info.param == "tiny-fp32" ? std::string("fp32") : std::string("fp8"); });
+
+struct Shape_ {
+  const char* name;
+  TinyOptions o;
+};
+class TinyShapes : public ::testing::TestWithParam<Shape_> {};
+
+// Prefill 23 then decode, and the MTP block on the prefill's streams: GPU float32 = CPU.
+TEST_P(TinyShapes, GpuMatchesCpu) {
+  ModelConfig c = tiny_config(GetParam().o);
+  Model m(c, random_params(c, 7));
+  auto cpu = make_backend(Device::Cpu, m, Precision::F32);
+  auto gpu = make_backend(Device::Cuda, m, Precision::F32);
+  std::vector<int64_t> ids = random_ids(c, 70, 11);
+  const int64_t V = c.vocab_size;
+  expect_close(run_chunks(*gpu, ids, {23, 1}), run_chunks(*cpu, ids, {23, 1}), V, "prefill 23 + decode, gpu vs cpu");
+  // MTP on the prefill's streams
+  auto mtp_logits = [&](Backend& b) {
+    const int s = b.new_sequence(40), t = b.new_sequence(40);
+    ForwardOut pre = b.forward({{s, std::vector<int64_t>(ids.begin(), ids.begin() + 40)}}, true);
+    ForwardOut mo = b.mtp_forward({{t, std::vector<int64_t>(ids.begin() + 1, ids.begin() + 41)}}, pre.streams);
+    b.free_sequence(s);
+    b.free_sequence(t);
+    return mo.logits;
+  };
+  expect_close(mtp_logits(*gpu), mtp_logits(*cpu), V, "mtp, gpu vs cpu");
+}
+
+TEST_P(TinyShapes, DecodeEqualsPrefillOnGpu) {
+  ModelConfig c = tiny_config(GetParam().o);
+  Model m(c, random_params(c, 7));
+  std::vector<int64_t> ids = random_ids(c, 70, 11);
+  for (Precision p : {Precision::F32, Precision::Fast}) {
+    auto gpu = make_backend(Device::Cuda, m, p);
+    Tensor full = run_chunks(*gpu, ids, {70});
+    const bool fast = p == Precision::Fast;
+    const std::string tag = fast ? " (fast)" : " (f32)";
+    expect_close(run_chunks(*gpu, ids, {23, 1}), full, c.vocab_size, "prefill 23 + decode" + tag, fast);
+    expect_close(run_chunks(*gpu, ids, {5, 13, 7, 2}), full, c.vocab_size, "uneven chunks" + tag, fast);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, TinyShapes,
+    ::testing::Values(Shape_{"flash_like", {}},
+                      Shape_{"hc1_softmax", {1, ScoringFunc::Softmax, {4, 0, 8}, 1, true, 8, 4}},
+                      Shape_{"hc3_sigmoid_noyarn", {3, ScoringFunc::Sigmoid, {8, 4, 4}, 2, false, 6, 3}},
+                      Shape_{"csa_first_window_large", {2, ScoringFunc::SqrtSoftplus, {4, 16}, 0, true, 32, 8}}),
+    [](const auto& info) { return std::string(info.param.name); });
+
+TEST(CudaModel, BatchOfDifferentLengthsEqualsSeparateRuns) {
+  Model m = Model::load(kFixtures + "/tiny-fp32");
+  const ModelConfig& c = m.config();
+  const int64_t V = c.vocab_size;
+  auto gpu = make_backend(Device::Cuda, m, Precision::F32);
+  std::vector<std::vector<int64_t>> seqs = {random_ids(c, 1, 1), random_ids(c, 33, 2), random_ids(c, 17, 3)};
+  std::vector<std::vector<int64_t>> more = {random_ids(c, 6, 4), random_ids(c, 6, 5), random_ids(c, 6, 6)};
+  std::vector<int> h;
+  std::vector<SeqChunk> pre;
+  for (size_t b = 0; b < seqs.size(); ++b) {
+    h.push_back(gpu->new_sequence(64));
+    pre.push_back({h[b], seqs[b]});
+  }
+  ForwardOut po = gpu->forward(pre);
+  std::vector<Tensor> dec;
+  for (int step = 0; step < 6; ++step) {
+    std::vector<SeqChunk> batch;
+    for (size_t b = 0; b < seqs.size(); ++b) batch.push_back({h[b], {more[b][step]}});
+    dec.push_back(gpu->forward(batch).logits);
+  }
+  int64_t row0 = 0;
+  for (size_t b = 0; b < seqs.size(); ++b) {
+    std::vector<int64_t> all = seqs[b];
+    all.insert(all.end(), more[b].begin(), more[b].end());
+    Tensor alone = run_chunks(*gpu, all, {static_cast<int64_t>(all.size())});
+    const int64_t P = static_cast<int64_t>(seqs[b].size());
+    Tensor got({static_cast<int64_t>(all.size()), V});
+    std::copy(po.logits.ptr() + row0 * V, po.logits.ptr() + (row0 + P) * V, got.ptr());
+    for (int step = 0; step < 6; ++step)
+      std::copy(dec[step].ptr() + b * V, dec[step].ptr() + (b + 1) * V, got.ptr() + (P + step) * V);
+    expect_close(got, alone, V, "batched vs alone, sequence " + std::to_string(b));
+    row0 += P;
+  }
+}
+
+TEST(CudaModel, SequenceCapacityIsChecked) {
+  Model m = Model::load(kFixtures + "/tiny-fp32");
+  auto gpu = make_backend(Device::Cuda, m, Precision::F32);
+  const int s = gpu->new_sequence(4);
+  EXPECT_THROW(gpu->forward({{s, {1, 2, 3, 4, 5}}}), Error);
+}

@@ -1,0 +1,663 @@
+// Every CUDA op against its CPU oracle (src/ops), one parametrized test: random inputs, the
+// same inputs to both, and the comparison rule of gpu_test_util.h. Ops whose outputs are
+// exactly representable and computed by the same sequence of float operations (the
+// quantization simulations, the Hadamard butterfly, the top-k) must agree bit for bit; ops
+// with a quantization after a reduction may flip a rounding in a few elements (≤ 1%).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <functional>
+#include <numeric>
+#include <set>
+
+#include "core/dtype.h"
+#include "cuda/blas.h"
+#include "gpu_test_util.h"
+#include "ops/attention.h"
+#include "ops/compressor.h"
+#include "ops/cuda_ops.h"
+#include "ops/indexer.h"
+#include "ops/linear.h"
+#include "ops/mhc.h"
+#include "ops/moe.h"
+#include "ops/quant.h"
+#include "ops/rmsnorm.h"
+#include "ops/rope.h"
+
+using namespace dsv4;
+using namespace dsv4::cuda;
+using namespace dsv4::testing_gpu;
+
+namespace {
+
+struct Check {
+  std::string what;
+  Diff d;
+  double tol;           // bound on ‖Δ‖/‖ref‖ (when no far elements are allowed)
+  double far_frac = 0;  // allowed fraction of elements beyond float32 noise (rounding flips)
+};
+Check check(const std::string& what, const std::vector<float>& got, const std::vector<float>& want, double tol,
+            double far_frac = 0) {
+  return {what, diff(got, want, far_frac > 0 || tol == 0 ? tol : tol * 1e3), tol, far_frac};
+}
+
+using OpFn = std::function<std::vector<Check>(std::mt19937&)>;
+struct OpCase {
+  const char* name;
+  OpFn run;
+};
+
+constexpr float kEps = 1e-6f;
+
+// ---- host encoders of the compact cache rows (the CPU rules of core/dtype) ------------------------
+int exp_of_pow2(float s) {
+  int e;
+  std::frexp(s, &e);
+  return e - 1;
+}
+// kv row of d values (first N = d − R FP8-simulated in blocks of 64): codes, scales, bf16 rope.
+void encode_kv_row(const float* v, int d, int R, uint8_t* codes, uint8_t* scales, uint16_t* rope) {
+  const int N = d - R;
+  for (int b = 0; b * 64 < N; ++b) {
+    float amax = 1e-4f;
+    for (int i = b * 64; i < std::min(N, b * 64 + 64); ++i) amax = std::max(amax, std::fabs(v[i]));
+    const float s = pow2_ceil(amax * (1.0f / 448.0f));
+    scales[b] = static_cast<uint8_t>(exp_of_pow2(s) + 127);
+    for (int i = b * 64; i < std::min(N, b * 64 + 64); ++i) codes[i] = f32_to_e4m3(v[i] / s);
+  }
+  for (int i = 0; i < R; ++i) rope[i] = f32_to_bf16(v[N + i]);
+}
+float decode_kv(const uint8_t* codes, const uint8_t* scales, const uint16_t* rope, int d, int R, int i) {
+  const int N = d - R;
+  return i < N ? e4m3_to_f32(codes[i]) * e8m0_to_f32(scales[i / 64]) : bf16_to_f32(rope[i - N]);
+}
+void encode_idx_row(const float* v, int d, uint8_t* codes, uint8_t* scales) {
+  for (int b = 0; b < d / 32; ++b) {
+    float amax = 6.0f * std::ldexp(1.0f, -126);
+    for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(v[b * 32 + i]));
+    const float s = pow2_ceil(amax * (1.0f / 6.0f));
+    scales[b] = static_cast<uint8_t>(exp_of_pow2(s) + 127);
+    for (int i = 0; i < 32; i += 2)
+      codes[(b * 32 + i) / 2] = static_cast<uint8_t>(f32_to_e2m1(v[b * 32 + i] / s) | (f32_to_e2m1(v[b * 32 + i + 1] / s) << 4));
+  }
+}
+float decode_idx(const uint8_t* codes, const uint8_t* scales, int i) {
+  const uint8_t byte = codes[i / 2];
+  return e2m1_to_f32((i & 1) ? byte >> 4 : byte & 0xf) * e8m0_to_f32(scales[i / 32]);
+}
+
+// Device rows of a cache in either form, built from float32 values (already on the grid).
+struct HostRows {
+  int rows = 0, d = 0, R = 0;
+  bool compact = false, indexer = false;
+  DeviceArray<float> f32;
+  DeviceArray<uint8_t> codes, scales;
+  DeviceArray<bf16> rope;
+  CacheRows view() {
+    return {f32.get(), codes.get(), scales.get(), rope.get()};
+  }
+};
+HostRows make_rows(const std::vector<float>& v, int rows, int d, int R, bool compact, bool indexer) {
+  HostRows h{rows, d, R, compact, indexer};
+  if (!compact) {
+    h.f32 = dev(v);
+    return h;
+  }
+  if (indexer) {
+    std::vector<uint8_t> c(rows * d / 2), s(rows * d / 32);
+    for (int r = 0; r < rows; ++r) encode_idx_row(&v[r * d], d, &c[r * d / 2], &s[r * d / 32]);
+    h.codes = dev(c);
+    h.scales = dev(s);
+    return h;
+  }
+  const int N = d - R, nb = (N + 63) / 64;
+  std::vector<uint8_t> c(rows * N), s(rows * nb);
+  std::vector<uint16_t> rp(rows * R);
+  for (int r = 0; r < rows; ++r) encode_kv_row(&v[r * d], d, R, &c[r * N], &s[r * nb], &rp[r * R]);
+  h.codes = dev(c);
+  h.scales = dev(s);
+  h.rope = DeviceArray<bf16>(rows * R);
+  DSV4_CUDA_CHECK(cudaMemcpy(h.rope.get(), rp.data(), rp.size() * 2, cudaMemcpyHostToDevice));
+  return h;
+}
+// The float32 values a cache row holds (what the CPU reference must attend).
+std::vector<float> cache_values(const std::vector<float>& v, int rows, int d, int R, bool compact, bool indexer) {
+  if (!compact) return v;
+  std::vector<float> out(v.size());
+  if (indexer) {
+    std::vector<uint8_t> c(d / 2), s(d / 32);
+    for (int r = 0; r < rows; ++r) {
+      encode_idx_row(&v[r * d], d, c.data(), s.data());
+      for (int i = 0; i < d; ++i) out[r * d + i] = decode_idx(c.data(), s.data(), i);
+    }
+    return out;
+  }
+  const int N = d - R;
+  std::vector<uint8_t> c(N), s((N + 63) / 64);
+  std::vector<uint16_t> rp(R);
+  for (int r = 0; r < rows; ++r) {
+    encode_kv_row(&v[r * d], d, R, c.data(), s.data(), rp.data());
+    for (int i = 0; i < d; ++i) out[r * d + i] = decode_kv(c.data(), s.data(), rp.data(), d, R, i);
+  }
+  return out;
+}
+std::vector<float> download_rows(HostRows& h, int rows) {
+  std::vector<float> out(static_cast<size_t>(rows) * h.d);
+  if (!h.compact) {
+    std::vector<float> all = host(h.f32);
+    std::copy(all.begin(), all.begin() + out.size(), out.begin());
+    return out;
+  }
+  std::vector<uint8_t> c = host(h.codes), s = host(h.scales);
+  if (h.indexer) {
+    for (int r = 0; r < rows; ++r)
+      for (int i = 0; i < h.d; ++i) out[r * h.d + i] = decode_idx(&c[r * h.d / 2], &s[r * h.d / 32], i);
+    return out;
+  }
+  std::vector<uint16_t> rp(h.rope.size());
+  DSV4_CUDA_CHECK(cudaMemcpy(rp.data(), h.rope.get(), rp.size() * 2, cudaMemcpyDeviceToHost));
+  const int N = h.d - h.R, nb = (N + 63) / 64;
+  for (int r = 0; r < rows; ++r)
+    for (int i = 0; i < h.d; ++i) out[r * h.d + i] = decode_kv(&c[r * N], &s[r * nb], &rp[r * h.R], h.d, h.R, i);
+  return out;
+}
+std::vector<float> fp8_sim_rows(std::vector<float> v, int rows, int d, int N) {
+  for (int r = 0; r < rows; ++r) ops::fp8_sim(&v[r * d], N, 64);
+  return v;
+}
+
+// ---- the cases -------------------------------------------------------------------------------------
+
+std::vector<Check> op_rmsnorm(std::mt19937& rng) {
+  std::vector<Check> out;
+  for (auto [T, D, weighted] : {std::tuple{37, 4096, true}, std::tuple{512, 512, false}}) {
+    std::vector<float> x = randn(rng, T * D, 3.0f), w = randn(rng, D), ref(T * D);
+    ops::rmsnorm(x.data(), T, D, weighted ? w.data() : nullptr, kEps, ref.data());
+    auto dx = dev(x), dw = dev(w);
+    DeviceArray<float> dy(T * D);
+    rmsnorm_cuda(dx.get(), T, D, weighted ? dw.get() : nullptr, kEps, dy.get(), 0);
+    out.push_back(check(str("D=", D), host(dy), ref, f32_rule(D)));
+  }
+  return out;
+}
+
+std::vector<Check> op_rope(std::mt19937& rng) {
+  const int rows = 5, heads = 8, stride = 576, offset = 448, R = 64, ld = heads * stride;
+  const std::vector<float> freqs = ops::rope_frequencies(R, 160000.0f, {16.0f, 32.0f, 1.0f, 65536});
+  const std::vector<int32_t> pos = {0, 1, 4095, 65537, 1000000};
+  std::vector<Check> out;
+  for (bool inverse : {false, true}) {
+    std::vector<float> x = randn(rng, rows * ld), ref = x;
+    for (int r = 0; r < rows; ++r) ops::rope_apply_heads(&ref[r * ld], heads, stride, offset, R, freqs.data(), pos[r], inverse);
+    auto dx = dev(x), df = dev(freqs);
+    auto dp = dev(pos);
+    rope_cuda(dx.get(), rows, heads, ld, stride, offset, R, df.get(), dp.get(), inverse, 0);
+    out.push_back(check(inverse ? "inverse" : "forward", host(dx), ref, f32_rule(1)));
+  }
+  return out;
+}
+
+std::vector<Check> op_quant(std::mt19937& rng) {
+  std::vector<Check> out;
+  {  // FP8 simulation: rows of very different magnitudes (subnormal codes, the 1e-4 floor, saturation)
+    const int rows = 9, n = 448, ld = 512;
+    std::vector<float> x = randn(rng, rows * ld);
+    for (int r = 0; r < rows; ++r)
+      for (int i = 0; i < ld; ++i) x[r * ld + i] *= std::pow(10.0f, static_cast<float>(r - 5));
+    std::vector<float> ref = x;
+    for (int r = 0; r < rows; ++r) ops::fp8_sim(&ref[r * ld], n, 64);
+    auto dx = dev(x);
+    fp8_sim_cuda(dx.get(), rows, n, ld, 64, 0);
+    out.push_back(check("fp8_sim", host(dx), ref, 0));
+  }
+  {
+    const int rows = 3, n = 4096;
+    std::vector<float> x = randn(rng, rows * n), ref = x;
+    for (int r = 0; r < rows; ++r) ops::fp4_sim(&ref[r * n], n, 32);
+    auto dx = dev(x);
+    fp4_sim_cuda(dx.get(), rows, n, n, 0);
+    out.push_back(check("fp4_sim", host(dx), ref, 0));
+  }
+  {
+    const int count = 64, d = 128;
+    std::vector<float> x = randn(rng, count * d), ref = x;
+    for (int c = 0; c < count; ++c) ops::hadamard(&ref[c * d], d);
+    auto dx = dev(x);
+    hadamard_cuda(dx.get(), count, d, 0);
+    out.push_back(check("hadamard", host(dx), ref, 0));
+  }
+  {  // GEMM-input rounding of the fast path = FP8 simulation in blocks of 128
+    const int M = 5, K = 1024;
+    std::vector<float> x = randn(rng, M * K, 0.1f), ref = x;
+    for (int r = 0; r < M; ++r) ops::fp8_sim(&ref[r * K], K, 128);
+    auto dx = dev(x);
+    DeviceArray<uint8_t> q(M * K);
+    DeviceArray<float> s(M * K / 128);
+    quantize_fp8_1x128_cuda(dx.get(), M, K, q.get(), s.get(), 0);
+    std::vector<uint8_t> qh = host(q);
+    std::vector<float> sh = host(s), got(M * K);
+    for (int r = 0; r < M; ++r)
+      for (int k = 0; k < K; ++k) got[r * K + k] = e4m3_to_f32(qh[r * K + k]) * sh[(k / 128) * M + r];
+    out.push_back(check("quantize_fp8_1x128", got, ref, 0));
+  }
+  return out;
+}
+
+std::vector<Check> op_mhc(std::mt19937& rng) {
+  const int T = 7, n = 4, D = 1024, nD = n * D, rows = (2 + n) * n;
+  const ops::HcShape s{n, D, kEps, kEps, 20};
+  std::vector<float> X = randn(rng, T * nD), fn = randn(rng, rows * nD, 1.0f / std::sqrt(static_cast<float>(nD)));
+  std::vector<float> base = randn(rng, rows), scale = {0.7f, 0.4f, 0.9f}, norm = randn(rng, D);
+  std::vector<float> mix(T * rows);
+  ops::linear(X.data(), T, nD, fn.data(), rows, mix.data());
+  std::vector<float> y(T * D), pre(T * n), post(T * n), comb(T * n * n), a(T * D);
+  ops::hc_pre(X.data(), T, s, fn.data(), base.data(), scale.data(), y.data(), pre.data(), post.data(), comb.data());
+  ops::rmsnorm(y.data(), T, D, norm.data(), kEps, a.data());
+  auto dX = dev(X), dmix = dev(mix), dbase = dev(base), dscale = dev(scale), dnorm = dev(norm);
+  DeviceArray<float> da(T * D), dpost(T * n), dcomb(T * n * n);
+  hc_pre_cuda(dX.get(), dmix.get(), T, n, D, dbase.get(), dscale.get(), kEps, kEps, 20, false, dnorm.get(), da.get(),
+              dpost.get(), dcomb.get(), 0);
+  std::vector<Check> out;
+  out.push_back(check("hc_pre a", host(da), a, f32_rule(nD)));
+  out.push_back(check("hc_pre post", host(dpost), post, f32_rule(nD)));
+  out.push_back(check("hc_pre comb", host(dcomb), comb, f32_rule(nD)));
+  // hc_post on the same streams
+  std::vector<float> o = randn(rng, T * D), Xo(T * nD);
+  ops::hc_post(X.data(), o.data(), post.data(), comb.data(), T, s, Xo.data());
+  auto dO = dev(o), dP = dev(post), dC = dev(comb);
+  DeviceArray<float> dXo(T * nD);
+  hc_post_cuda(dX.get(), dO.get(), dP.get(), dC.get(), T, n, D, dXo.get(), 0);
+  out.push_back(check("hc_post", host(dXo), Xo, f32_rule(n)));
+  // HcHead + the final norm
+  std::vector<float> hfn = randn(rng, n * nD, 1.0f / std::sqrt(static_cast<float>(nD))), hbase = randn(rng, n),
+                     hscale = {0.5f}, hmix(T * n), hy(T * D);
+  ops::linear(X.data(), T, nD, hfn.data(), n, hmix.data());
+  ops::hc_head(X.data(), T, s, hfn.data(), hbase.data(), hscale.data(), hy.data());
+  ops::rmsnorm(hy.data(), T, D, norm.data(), kEps, hy.data());
+  auto dhmix = dev(hmix), dhbase = dev(hbase), dhscale = dev(hscale);
+  DeviceArray<float> dhy(T * D);
+  hc_pre_cuda(dX.get(), dhmix.get(), T, n, D, dhbase.get(), dhscale.get(), kEps, kEps, 20, true, dnorm.get(), dhy.get(),
+              nullptr, nullptr, 0);
+  out.push_back(check("hc_head", host(dhy), hy, f32_rule(nD)));
+  return out;
+}
+
+// Two chunks of one sequence through add_ape + compress_entries + compressor_keep, against the
+// CPU pooling, norm, RoPE and quantization of every entry (as attention_layer.cpp does them).
+std::vector<Check> op_compressor(std::mt19937& rng) {
+  struct Shape_ { int m, d; bool indexer, compact; };
+  const int R = 64, T1 = 13, T2 = 22, T = T1 + T2;
+  const std::vector<float> freqs = ops::rope_frequencies(R, 160000.0f, {16.0f, 32.0f, 1.0f, 65536});
+  std::vector<Check> out;
+  for (Shape_ sh : {Shape_{4, 512, false, false}, Shape_{4, 512, false, true}, Shape_{4, 128, true, false},
+                    Shape_{4, 128, true, true}, Shape_{16, 512, false, true}}) {
+    const int m = sh.m, d = sh.d, width = (m == 4 ? 2 : 1) * d, ring_rows = m == 4 ? 8 : m, count = T / m;
+    std::vector<float> u = randn(rng, T * width), z = randn(rng, T * width), ape = randn(rng, m * width, 0.5f);
+    std::vector<float> norm = randn(rng, d);
+    // CPU
+    std::vector<float> zf = z, ref(count * d);
+    for (int t = 0; t < T; ++t)
+      for (int f = 0; f < width; ++f) zf[t * width + f] += ape[(t % m) * width + f];
+    for (int i = 0; i < count; ++i) {
+      float* e = &ref[i * d];
+      const bool prev = m == 4 && i > 0;
+      ops::compress_pool(&u[i * m * width], &zf[i * m * width], prev ? &u[(i - 1) * m * width] : nullptr,
+                         prev ? &zf[(i - 1) * m * width] : nullptr, m, d, m == 4, e);
+      ops::rmsnorm(e, 1, d, norm.data(), kEps, e);
+      ops::rope_apply(e + d - R, R, freqs.data(), static_cast<int64_t>(i) * m);
+      if (sh.indexer) {
+        ops::hadamard(e, d);
+        ops::fp4_sim(e, d, 32);
+      } else {
+        ops::fp8_sim(e, d - R, 64);
+      }
+    }
+    // GPU: a sequence with an entry cache and the pending ring
+    HostRows entries = make_rows(std::vector<float>(count * d, 0.0f), count, d, R, sh.compact, sh.indexer);
+    DeviceArray<float> ru(ring_rows * width), rz(ring_rows * width);
+    LayerCache lc;
+    (sh.indexer ? lc.idx_entries : lc.entries) = entries.view();
+    (sh.indexer ? lc.idx_u : lc.comp_u) = ru.get();
+    (sh.indexer ? lc.idx_z : lc.comp_z) = rz.get();
+    DeviceArray<LayerCache> dlc(std::vector<LayerCache>{lc});
+    auto dfreqs = dev(freqs), dape = dev(ape), dnorm = dev(norm);
+    int p0 = 0;
+    for (int Tc : {T1, T2}) {
+      std::vector<float> uc(u.begin() + p0 * width, u.begin() + (p0 + Tc) * width);
+      std::vector<float> zc(z.begin() + p0 * width, z.begin() + (p0 + Tc) * width);
+      std::vector<int32_t> pos(Tc);
+      std::iota(pos.begin(), pos.end(), p0);
+      std::vector<CompressJob> jobs;
+      for (int i = p0 / m; i < (p0 + Tc) / m; ++i) jobs.push_back({0, i});
+      auto du = dev(uc), dz = dev(zc);
+      auto dpos = dev(pos);
+      DeviceArray<SeqRows> dseq(std::vector<SeqRows>{{0, Tc, p0}});
+      DeviceArray<CompressJob> djobs(jobs.empty() ? std::vector<CompressJob>{{0, 0}} : jobs);
+      add_ape_cuda(dz.get(), Tc, width, dape.get(), m, dpos.get(), 0);
+      compress_entries_cuda(du.get(), dz.get(), m, RowFormat{d, R, sh.compact, sh.indexer}, dnorm.get(), kEps,
+                            dfreqs.get(), djobs.get(), static_cast<int>(jobs.size()), dseq.get(), dlc.get(),
+                            sh.indexer ? 1 : 0, 0);
+      compressor_keep_cuda(du.get(), dz.get(), width, ring_rows, dseq.get(), 1, dlc.get(), sh.indexer ? 1 : 0, 0);
+      DSV4_CUDA_CHECK(cudaDeviceSynchronize());
+      p0 += Tc;
+    }
+    out.push_back(check(str("m=", m, " d=", d, sh.indexer ? " indexer" : " main", sh.compact ? " compact" : " f32"),
+                        download_rows(entries, count), ref, f32_rule(m * 2 + d), 0.01));
+  }
+  return out;
+}
+
+std::vector<Check> op_indexer(std::mt19937& rng) {
+  const int HI = 64, DI = 128, K = 512;
+  const std::vector<int32_t> pos = {3, 40, 999, 2047, 2047};
+  const int count_max = 512;
+  std::vector<Check> out;
+  for (bool compact : {false, true}) {
+    std::vector<float> k = randn(rng, count_max * DI);
+    for (int i = 0; i < count_max; ++i) ops::fp4_sim(&k[i * DI], DI, 32);
+    const int rows = static_cast<int>(pos.size());
+    std::vector<float> q = randn(rng, rows * HI * DI), w = randn(rng, rows * HI);
+    for (int r = 0; r < rows; ++r) ops::fp4_sim(&q[r * HI * DI], HI * DI, 32);
+    const float wscale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(DI) * HI));
+    std::vector<float> ref, got;
+    HostRows rowsk = make_rows(k, count_max, DI, 0, compact, true);
+    LayerCache lc;
+    lc.idx_entries = rowsk.view();
+    DeviceArray<LayerCache> dlc(std::vector<LayerCache>{lc});
+    std::vector<int32_t> slot(rows, 0);
+    auto dq = dev(q), dw = dev(w);
+    auto dslot = dev(slot), dpos = dev(pos);
+    DeviceArray<float> score(rows * count_max);
+    indexer_scores_cuda(dq.get(), dw.get(), wscale, rows, HI, DI, dslot.get(), dpos.get(), dlc.get(), compact,
+                        score.get(), count_max, count_max, 0);
+    std::vector<float> sh = host(score);
+    for (int r = 0; r < rows; ++r) {
+      const int count = (pos[r] + 1) / 4;
+      std::vector<float> ws(HI), sc(count);
+      for (int h = 0; h < HI; ++h) ws[h] = w[r * HI + h] * wscale;
+      ops::indexer_scores(&q[r * HI * DI], ws.data(), HI, DI, k.data(), count, sc.data());
+      ref.insert(ref.end(), sc.begin(), sc.end());
+      got.insert(got.end(), sh.begin() + r * count_max, sh.begin() + r * count_max + count);
+    }
+    out.push_back(check(compact ? "scores (compact entries)" : "scores", got, ref, f32_rule(HI * DI)));
+    // top-k on the same scores (the GPU's), with many ties: bit-equal selections.
+    std::vector<float> tied = sh;
+    for (float& v : tied) v = std::round(v * 4.0f) / 4.0f;
+    if (!compact)
+      for (int i = 0; i < count_max; ++i) tied[4 * count_max + i] = 1.0f;  // a row of equal scores
+    auto dt = dev(tied);
+    DeviceArray<int32_t> idx(rows * K);
+    topk_cuda(dt.get(), count_max, rows, dpos.get(), 4, K, idx.get(), 0);
+    std::vector<int32_t> ih = host(idx);
+    std::vector<float> gsel, rsel;
+    for (int r = 0; r < rows; ++r) {
+      const int count = (pos[r] + 1) / 4;
+      std::vector<int32_t> want = ops::topk_lower_index(&tied[r * count_max], count, K);
+      for (int i = 0; i < K; ++i) {
+        gsel.push_back(static_cast<float>(ih[r * K + i]));
+        rsel.push_back(i < static_cast<int>(want.size()) ? static_cast<float>(want[i]) : -1.0f);
+      }
+    }
+    out.push_back(check(compact ? "topk (ties)" : "topk (ties, equal row)", gsel, rsel, 0));
+  }
+  return out;
+}
+
+// One sequence: a window ring and compressed entries in the cache, a chunk of rows after them.
+std::vector<Check> op_attention(std::mt19937& rng) {
+  const int H = 64, Dh = 512, R = 64, N = Dh - R, W = 128, T = 5, pos0 = 300, K = 16;
+  std::vector<Check> out;
+  for (auto [m, compact] : {std::pair{0, false}, std::pair{128, true}, std::pair{4, false}, std::pair{4, true}}) {
+    const int ent_rows = (pos0 + T) / std::max(m, 1) + 1;
+    std::vector<float> ring = fp8_sim_rows(randn(rng, W * Dh), W, Dh, N);
+    std::vector<float> ent = fp8_sim_rows(randn(rng, ent_rows * Dh), ent_rows, Dh, N);
+    std::vector<float> kv = fp8_sim_rows(randn(rng, T * Dh), T, Dh, N);
+    if (compact)
+      for (int r = 0; r < T; ++r)
+        for (int i = N; i < Dh; ++i) kv[r * Dh + i] = bf16_to_f32(f32_to_bf16(kv[r * Dh + i]));
+    std::vector<float> q = randn(rng, T * H * Dh, 0.05f), sink = randn(rng, H);
+    const std::vector<float> ring_v = cache_values(ring, W, Dh, R, compact, false);
+    const std::vector<float> ent_v = cache_values(ent, ent_rows, Dh, R, compact, false);
+    std::vector<int32_t> sel(T * K, -1), pos(T), slot(T, 0);
+    std::vector<float> ref(T * H * Dh);
+    const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(Dh)));
+    for (int t = 0; t < T; ++t) {
+      const int p = pos0 + t;
+      pos[t] = p;
+      std::vector<float> keys;
+      for (int kp = std::max(0, p - W + 1); kp <= p; ++kp) {
+        const float* src = kp >= pos0 ? &kv[(kp - pos0) * Dh] : &ring_v[(kp % W) * Dh];
+        keys.insert(keys.end(), src, src + Dh);
+      }
+      if (m > 0) {
+        const int count = (p + 1) / m;
+        std::vector<int32_t> chosen(count);
+        std::iota(chosen.begin(), chosen.end(), 0);
+        if (m == 4) {
+          std::shuffle(chosen.begin(), chosen.end(), rng);
+          chosen.resize(std::min(K, count));
+          std::sort(chosen.begin(), chosen.end());
+          std::copy(chosen.begin(), chosen.end(), &sel[t * K]);
+        }
+        for (int i : chosen) keys.insert(keys.end(), &ent_v[i * Dh], &ent_v[(i + 1) * Dh]);
+      }
+      ops::sink_attention(&q[t * H * Dh], H, Dh, keys.data(), static_cast<int64_t>(keys.size()) / Dh, sink.data(),
+                          scale, &ref[t * H * Dh]);
+    }
+    HostRows dring = make_rows(ring, W, Dh, R, compact, false), dent = make_rows(ent, ent_rows, Dh, R, compact, false);
+    LayerCache lc;
+    lc.window = dring.view();
+    lc.entries = dent.view();
+    DeviceArray<LayerCache> dlc(std::vector<LayerCache>{lc});
+    DeviceArray<SeqRows> dseq(std::vector<SeqRows>{{0, T, pos0}});
+    auto dq = dev(q), dkv = dev(kv), dsink = dev(sink);
+    auto dpos = dev(pos), dslot = dev(slot), dsel = dev(sel);
+    DeviceArray<float> o(T * H * Dh);
+    const AttnShape shape{H, Dh, R, W, m, K, scale, compact};
+    sparse_attention_cuda(dq.get(), dkv.get(), dsink.get(), shape, dslot.get(), dpos.get(), T, dseq.get(), dlc.get(),
+                          m == 4 ? dsel.get() : nullptr, o.get(), 0);
+    out.push_back(check(str("m=", m, compact ? " compact" : " f32"), host(o), ref, f32_rule(Dh + W + ent_rows)));
+  }
+  return out;
+}
+
+std::vector<Check> op_moe_route(std::mt19937& rng) {
+  const int T = 9, E = 256, k = 6, V = 50;
+  std::vector<Check> out;
+  for (ScoringFunc f : {ScoringFunc::SqrtSoftplus, ScoringFunc::Softmax, ScoringFunc::Sigmoid}) {
+    for (bool hash : {false, true}) {
+      std::vector<float> logits = randn(rng, T * E), bias = randn(rng, E, 0.1f);
+      for (float& v : logits) v = std::round(v * 8.0f) / 8.0f;  // ties between experts
+      std::vector<int32_t> ids(T), table(V * k);
+      for (int t = 0; t < T; ++t) ids[t] = static_cast<int32_t>(rng() % V);
+      for (int v = 0; v < V; ++v)
+        for (int i = 0; i < k; ++i) table[v * k + i] = (v * 7 + i * 37) % E;
+      std::vector<float> rw(T * k), p(E);
+      std::vector<int32_t> re(T * k);
+      for (int t = 0; t < T; ++t) {
+        ops::moe_scores(&logits[t * E], E, f, p.data());
+        std::vector<int64_t> h(k);
+        for (int i = 0; i < k; ++i) h[i] = table[ids[t] * k + i];
+        ops::moe_route(p.data(), hash ? nullptr : bias.data(), E, k, hash ? h.data() : nullptr, f, 1.5f, &re[t * k],
+                       &rw[t * k]);
+      }
+      auto dl = dev(logits), db = dev(bias);
+      auto dids = dev(ids), dtab = dev(table);
+      DeviceArray<int32_t> ex(T * k);
+      DeviceArray<float> wt(T * k);
+      moe_route_cuda(dl.get(), T, E, k, f, hash ? nullptr : db.get(), hash ? dtab.get() : nullptr, dids.get(), 1.5f,
+                     ex.get(), wt.get(), 0);
+      std::vector<int32_t> eh = host(ex);
+      std::vector<float> ge(eh.begin(), eh.end()), rex(re.begin(), re.end());
+      const std::string name = str(static_cast<int>(f), hash ? " hash" : " learned");
+      out.push_back(check(name + " experts", ge, rex, 0));
+      out.push_back(check(name + " weights", host(wt), rw, f32_rule(E)));
+    }
+  }
+  return out;
+}
+
+// The routed experts of one layer through grouping, the two expert-product paths and the combine.
+std::vector<Check> op_moe_experts(std::mt19937& rng) {
+  const int T = 40, E = 8, k = 2, D = 256, F = 128;
+  const float limit = 10.0f;
+  std::vector<int32_t> experts(T * k);
+  for (int t = 0; t < T; ++t) {
+    experts[t * k] = static_cast<int32_t>(rng() % E);
+    experts[t * k + 1] = (experts[t * k] + 1 + static_cast<int32_t>(rng() % (E - 1))) % E;
+  }
+  std::vector<float> weights = randn(rng, T * k, 0.5f), x = randn(rng, T * D), shared = randn(rng, T * D);
+  // FP4 weights with random scales, and their float32 values.
+  auto make_fp4 = [&](int rows, int cols, std::vector<uint8_t>& codes, std::vector<uint8_t>& scales) {
+    codes.resize(static_cast<size_t>(E) * rows * cols / 2);
+    scales.resize(static_cast<size_t>(E) * rows * cols / 32);
+    for (auto& c : codes) c = static_cast<uint8_t>(rng() & 0xff);
+    for (auto& s : scales) s = static_cast<uint8_t>(127 - 6 + rng() % 3);
+    std::vector<float> w(static_cast<size_t>(E) * rows * cols);
+    for (size_t i = 0; i < w.size(); ++i)
+      w[i] = e2m1_to_f32((i & 1) ? codes[i / 2] >> 4 : codes[i / 2] & 0xf) * e8m0_to_f32(scales[i / 32]);
+    return w;
+  };
+  std::vector<uint8_t> c1, s1, c3, s3, c2, s2;
+  std::vector<float> w1 = make_fp4(F, D, c1, s1), w3 = make_fp4(F, D, c3, s3), w2 = make_fp4(D, F, c2, s2);
+  // CPU reference with optional bf16 rounding of the expert inputs (x and h), as the grouped path.
+  auto reference = [&](bool bf16_inputs) {
+    auto rnd = [&](float v) { return bf16_inputs ? bf16_to_f32(f32_to_bf16(v)) : v; };
+    std::vector<float> out = shared, g(F), u(F), h(F), y(D), xr(D);
+    for (int t = 0; t < T; ++t)
+      for (int i = 0; i < k; ++i) {
+        const int e = experts[t * k + i];
+        for (int d = 0; d < D; ++d) xr[d] = rnd(x[t * D + d]);
+        ops::linear(xr.data(), 1, D, &w1[static_cast<size_t>(e) * F * D], F, g.data());
+        ops::linear(xr.data(), 1, D, &w3[static_cast<size_t>(e) * F * D], F, u.data());
+        ops::swiglu(g.data(), u.data(), F, limit, h.data());
+        for (int f = 0; f < F; ++f) h[f] = rnd(h[f] * weights[t * k + i]);
+        ops::linear(h.data(), 1, F, &w2[static_cast<size_t>(e) * D * F], D, y.data());
+        for (int d = 0; d < D; ++d) out[t * D + d] += y[d];
+      }
+    return out;
+  };
+  auto dex = dev(experts);
+  auto dw = dev(weights), dx = dev(x), dsh = dev(shared);
+  auto dc1 = dev(c1), ds1 = dev(s1), dc3 = dev(c3), ds3 = dev(s3), dc2 = dev(c2), ds2 = dev(s2);
+  ExpertMatrix m1{dc1.get(), ds1.get(), nullptr, F, D}, m3{dc3.get(), ds3.get(), nullptr, F, D},
+      m2{dc2.get(), ds2.get(), nullptr, D, F};
+  std::vector<Check> out;
+  for (bool grouped : {false, true}) {
+    const int n = T * k, tile_rows = grouped ? 64 : 1 << 30;
+    const int max_tiles = grouped ? n / 64 + E : E;
+    DeviceArray<int32_t> counts(E), offsets(E + 1), perm(n), inv(n), ntiles(1);
+    DeviceArray<int2> tiles(max_tiles);
+    DSV4_CUDA_CHECK(cudaMemset(counts.get(), 0, E * sizeof(int32_t)));
+    moe_group_cuda(dex.get(), T, k, E, counts.get(), offsets.get(), perm.get(), inv.get(), tile_rows, tiles.get(),
+                   ntiles.get(), 0);
+    DeviceArray<float> ys(n * D), result(T * D);
+    if (grouped) {
+      DeviceArray<bf16> xs(n * D), h(n * F);
+      moe_gather_cuda(dx.get(), D, perm.get(), n, k, nullptr, xs.get(), 0);
+      moe_grouped_swiglu_cuda(xs.get(), m1, m3, tiles.get(), ntiles.get(), max_tiles, tile_rows, offsets.get(), limit,
+                              dw.get(), perm.get(), h.get(), 0);
+      moe_grouped_down_cuda(h.get(), m2, tiles.get(), ntiles.get(), max_tiles, tile_rows, offsets.get(), ys.get(), 0);
+    } else {
+      DeviceArray<float> xs(n * D), h(n * F);
+      moe_gather_cuda(dx.get(), D, perm.get(), n, k, xs.get(), nullptr, 0);
+      moe_gemv_swiglu_cuda(xs.get(), m1, m3, tiles.get(), ntiles.get(), max_tiles, offsets.get(), limit, dw.get(),
+                           perm.get(), h.get(), 0);
+      moe_gemv_down_cuda(h.get(), m2, tiles.get(), ntiles.get(), max_tiles, offsets.get(), ys.get(), 0);
+    }
+    moe_combine_cuda(ys.get(), inv.get(), dsh.get(), T, k, D, result.get(), 0);
+    // grouped: bf16 inputs on both sides; a tiny float32 difference can still move h across a bf16
+    // rounding boundary (2^-8 relative), so a few elements may differ by that much.
+    out.push_back(grouped ? check("grouped wmma (bf16 inputs)", host(result), reference(true), 4e-3, 0.05)
+                          : check("gemv (float32 inputs)", host(result), reference(false), f32_rule(D + F)));
+  }
+  return out;
+}
+
+std::vector<Check> op_gemm(std::mt19937& rng) {
+  const int M = 37, N = 256, K = 1024;
+  Blas blas;
+  std::vector<Check> out;
+  std::vector<float> x = randn(rng, M * K), w = randn(rng, N * K, 0.03f);
+  {
+    std::vector<float> ref(M * N);
+    ops::linear(x.data(), M, K, w.data(), N, ref.data());
+    auto dx = dev(x), dw = dev(w);
+    DeviceArray<float> y(M * N);
+    GemmArgs g{GemmKind::F32, M, N, K, dx.get(), K, nullptr, dw.get(), K, nullptr, y.get(), N};
+    blas.gemm(g, 0);
+    out.push_back(check("f32", host(y), ref, f32_rule(K)));
+  }
+  {
+    std::vector<float> xr = x, wr = w, ref(M * N);
+    std::vector<uint16_t> xb(M * K), wb(N * K);
+    for (size_t i = 0; i < xr.size(); ++i) xr[i] = bf16_to_f32(xb[i] = f32_to_bf16(x[i]));
+    for (size_t i = 0; i < wr.size(); ++i) wr[i] = bf16_to_f32(wb[i] = f32_to_bf16(w[i]));
+    ops::linear(xr.data(), M, K, wr.data(), N, ref.data());
+    DeviceArray<bf16> dx(M * K), dw(N * K);
+    DSV4_CUDA_CHECK(cudaMemcpy(dx.get(), xb.data(), xb.size() * 2, cudaMemcpyHostToDevice));
+    DSV4_CUDA_CHECK(cudaMemcpy(dw.get(), wb.data(), wb.size() * 2, cudaMemcpyHostToDevice));
+    DeviceArray<float> y(M * N);
+    GemmArgs g{GemmKind::BF16, M, N, K, dx.get(), K, nullptr, dw.get(), K, nullptr, y.get(), N};
+    blas.gemm(g, 0);
+    out.push_back(check("bf16 (exact bf16 products)", host(y), ref, f32_rule(K)));
+  }
+  if (blas.fp8_block_supported()) {
+    // W = e4m3 codes × a different power-of-two scale per 128×128 block; x rounded in 1×128 blocks.
+    std::vector<uint8_t> codes(N * K);
+    std::vector<float> scales((N / 128) * (K / 128)), wq(N * K), xq = x, ref(M * N);
+    for (float& s : scales) s = std::ldexp(1.0f, -12 + static_cast<int>(rng() % 6));
+    for (int r = 0; r < N; ++r)
+      for (int c = 0; c < K; ++c) {
+        const float s = scales[(r / 128) * (K / 128) + c / 128];
+        codes[r * K + c] = f32_to_e4m3(std::clamp(w[r * K + c] / s, -448.0f, 448.0f));
+        wq[r * K + c] = e4m3_to_f32(codes[r * K + c]) * s;
+      }
+    for (int r = 0; r < M; ++r) ops::fp8_sim(&xq[r * K], K, 128);
+    ops::linear(xq.data(), M, K, wq.data(), N, ref.data());
+    auto dx = dev(x), dsc = dev(scales);
+    auto dcodes = dev(codes);
+    DeviceArray<uint8_t> q(M * K);
+    DeviceArray<float> qs(M * K / 128), y(M * N);
+    quantize_fp8_1x128_cuda(dx.get(), M, K, q.get(), qs.get(), 0);
+    GemmArgs g{GemmKind::FP8Block, M, N, K, q.get(), K, qs.get(), dcodes.get(), K, dsc.get(), y.get(), N};
+    blas.gemm(g, 0);
+    // Hopper's FP8 MMA accumulates within a 128-wide block in reduced precision before the
+    // float32 promotion of the block-scaled sum: ~1e-4 relative, bounded here by 1e-3.
+    out.push_back(check("fp8 block-scaled", host(y), ref, 1e-3));
+  } else {
+    std::printf("  [fp8 block-scaled GEMM: not offered by this cuBLASLt; the fast path uses bf16]\n");
+  }
+  return out;
+}
+
+const OpCase kCases[] = {
+    {"rmsnorm", op_rmsnorm},     {"rope", op_rope},           {"quant", op_quant},
+    {"mhc", op_mhc},             {"compressor", op_compressor}, {"indexer", op_indexer},
+    {"attention", op_attention}, {"moe_route", op_moe_route}, {"moe_experts", op_moe_experts},
+    {"gemm", op_gemm},
+};
+
+}  // namespace
+
+class CudaVsCpu : public ::testing::TestWithParam<OpCase> {};
+
+TEST_P(CudaVsCpu, MatchesTheOracle) {
+  std::mt19937 rng(1234);
+  for (const Check& c : GetParam().run(rng)) {
+    const double far_allowed = c.far_frac * static_cast<double>(c.d.n);
+    std::printf("  %-12s %-34s rel %.3g (bound %.3g) max|d| %.3g far %lld/%lld\n", GetParam().name, c.what.c_str(),
+                c.d.rel, c.tol, c.d.max_abs, static_cast<long long>(c.d.far), static_cast<long long>(c.d.n));
+    EXPECT_TRUE(c.d.finite) << c.what << ": NaN or Inf";
+    if (c.tol == 0) {
+      EXPECT_EQ(c.d.far, 0) << c.what << ": must be bit-equal";
+    } else if (c.far_frac > 0) {
+      EXPECT_LE(static_cast<double>(c.d.far), far_allowed) << c.what;
+    } else {
+      EXPECT_LE(c.d.rel, c.tol) << c.what;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Ops, CudaVsCpu, ::testing::ValuesIn(kCases),
+                         [](const auto& info) { return std::string(info.param.name); });

@@ -1,0 +1,32 @@
+// dsv4 bench [--layers L] [--experts E] [--batches 1,8,64] [--contexts 4096,65536] [--prefill N]
+// [--steps S] [--json FILE]: the CUDA forward on a synthetic V4-Flash-shaped model.
+#include <CLI/CLI.hpp>
+
+#include "cli.h"
+#include "model/cuda_bench.h"
+
+namespace {
+
+int run(int argc, char** argv) {
+  CLI::App app{"Benchmark the CUDA forward (prefill and decode) on a synthetic DeepSeek-V4-Flash-shaped model"};
+  dsv4::BenchOptions o;
+  bool no_prefill = false, no_decode = false;
+  app.add_option("--layers", o.layers, "main blocks (Flash's pattern truncated)")->capture_default_str();
+  app.add_option("--experts", o.experts, "routed experts per layer")->capture_default_str();
+  app.add_option("--batches", o.batches, "decode batch sizes")->delimiter(',');
+  app.add_option("--contexts", o.contexts, "decode context lengths")->delimiter(',');
+  app.add_option("--prefill", o.prefill_tokens, "prefill length")->capture_default_str();
+  app.add_option("--steps", o.decode_steps, "timed decode steps per point")->capture_default_str();
+  app.add_option("--json", o.json, "write the numbers to this JSON file");
+  app.add_flag("--no-prefill", no_prefill, "skip the prefill benchmark");
+  app.add_flag("--no-decode", no_decode, "skip the decode benchmarks");
+  CLI11_PARSE(app, argc, argv);
+  o.prefill = !no_prefill;
+  o.decode = !no_decode;
+  dsv4::run_cuda_bench(o);
+  return 0;
+}
+
+}  // namespace
+
+DSV4_COMMAND(bench, "bench", "benchmark the CUDA forward on a synthetic V4-Flash-shaped model", run);
