@@ -190,6 +190,26 @@ TEST(Tokenizer, BrokenFilesAreClearErrors) {
                                            R"("decoder": {"type": "WordPiece"})"))
                 .find("decoder type 'WordPiece'"),
             std::string::npos);
+  // vocab and merges are read outside the JSON tree: their malformed shapes too.
+  auto with_model = [](const std::string& vocab, const std::string& merges) {
+    return R"({"model": {"type": "BPE", "vocab": )" + vocab + R"(, "merges": )" + merges + "}}";
+  };
+  EXPECT_NE(message_of(with_model("[]", "[]")).find("model.vocab is missing or is not an object"), std::string::npos);
+  EXPECT_NE(message_of(R"({"model": {"merges": []}})").find("model.vocab is missing"), std::string::npos);
+  EXPECT_NE(message_of(with_model(R"({"a": "x"})", "[]")).find("model.vocab['a']: the id must be"), std::string::npos);
+  EXPECT_NE(message_of(with_model(R"({"a": {"b": 1}})", "[]")).find("model.vocab['a']"), std::string::npos);
+  EXPECT_NE(message_of(with_model(R"({"a": 0})", "{}")).find("model.merges is missing or is not an array"),
+            std::string::npos);
+  for (const char* merges : {R"([["a"]])", R"([{"a": 1}])", R"([["a", ["b"]]])", R"([["a", "a", "a"]])", "[1]"}) {
+    EXPECT_NE(message_of(with_model(R"({"a": 0, "aa": 1})", merges)).find("model.merges[0]: expected"),
+              std::string::npos) << merges;
+  }
+  // A "vocab" key outside the model is ordinary JSON.
+  EXPECT_EQ(Tokenizer::from_json(R"({"truncation": {"vocab": {"x": [1]}, "merges": 3},
+                                     "model": {"vocab": {"a": 0, "aa": 1}, "merges": [["a", "a"]]}})")
+                .encode("aaa"),
+            ids({1, 0}));
+  EXPECT_NE(message_of("").find("not valid JSON"), std::string::npos);
   EXPECT_THROW(Tokenizer::from_file("/nonexistent/tokenizer.json"), Error);
   Tokenizer t = Tokenizer::from_json(tiny_json());
   EXPECT_THROW(t.decode(ids({0, 99})), Error);
