@@ -2,7 +2,9 @@
 // GPT-2 pattern), run by PCRE2 with Oniguruma's meaning, which is what Hugging Face
 // tokenizers uses: UTF-8 + Unicode properties (UCP), ^/$ at line breaks, \s = the Unicode
 // White_Space property (PCRE2's \s also takes U+180E), \h = a hex digit, (?m) = dot-all.
-// Text that is not valid UTF-8 is searched too: an invalid byte never matches anything.
+// \w, \d and \b keep PCRE2's Unicode meanings, which agree with Oniguruma's but for rare
+// characters (no tokenizer.json we know uses them). Text that is not valid UTF-8 is
+// searched too: an invalid byte never matches anything.
 #pragma once
 #include <cstddef>
 #include <string>
