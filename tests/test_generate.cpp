@@ -271,6 +271,21 @@ TEST(Generate, ThinkingModeRePrefillsBecauseEarlierReasoningIsDropped) {
   EXPECT_EQ(second.prefilled_tokens, second.prompt_tokens);
 }
 
+TEST(Generate, ThinkingModeKeepingReasoningReusesTheState) {
+  Model m = tiny_model();
+  for (int max_tokens : {3, 12}) {  // short replies end inside the reasoning, longer ones may not
+    Generator g(m, byte_tokenizer(), greedy(max_tokens));
+    ChatEncodeOptions keep;
+    keep.drop_thinking = false;
+    ChatSession chat(g, byte_tokenizer(), ChatMode::Thinking, "", keep);
+    GenerateResult first = chat.reply("Question one");
+    GenerateResult second = chat.reply("Question two");
+    EXPECT_EQ(second.prompt_tokens - second.prefilled_tokens,
+              first.prompt_tokens + static_cast<int64_t>(first.ids.size()) - 1)
+        << "max tokens " << max_tokens;
+  }
+}
+
 TEST(Generate, FailedTurnLeavesTheConversationUsable) {
   Model m = tiny_model();
   GenerateOptions o = greedy(4);

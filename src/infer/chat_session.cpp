@@ -1,6 +1,9 @@
 #include "infer/chat_session.h"
 
+#include <string_view>
+
 #include "core/error.h"
+#include "io/chat_tokens.h"
 
 namespace dsv4 {
 
@@ -23,24 +26,23 @@ void ChatSession::reset() {
 }
 
 ordered_json ChatSession::assistant_message(const GenerateResult& r) const {
-  // The completion as generated (special tokens included, raw bytes, not the lossy UTF-8
-  // shown) parses into reasoning and content; after a stop string only what was shown exists.
-  const std::string raw = r.reason == StopReason::StopString ? r.text : tokenizer_.decode(r.ids);
+  // The reply is stored verbatim (raw bytes, not the lossy UTF-8 shown), split at the first
+  // </think> in thinking mode: the format renders it back as [reasoning</think>]content<EOS>,
+  // exactly what was generated, so the next prompt extends what the model consumed. (A
+  // parse with parse_completion would drop what an untrained model puts out of place,
+  // such as a task token, and with it the reuse.) After a stop string only what was shown
+  // exists.
   std::vector<int32_t> body = r.ids;
   if (r.reason == StopReason::Eos) body.pop_back();
-  try {
-    ParsedCompletion parsed = parse_completion(raw, mode_);
-    if (parsed.tool_calls.empty()) {
-      ordered_json msg = {{"role", "assistant"}, {"content", parsed.content}};
-      if (mode_ == ChatMode::Thinking) msg["reasoning_content"] = parsed.reasoning;
-      return msg;
-    }
-  } catch (const Error&) {
-    // A reply that breaks the format (an untrained model's) is kept verbatim as content,
-    // so that the next prompt still extends what the model consumed.
-  }
+  const std::string text = r.reason == StopReason::StopString ? r.text : tokenizer_.decode(body);
+  if (mode_ == ChatMode::Chat) return {{"role", "assistant"}, {"content", text}};
+  const std::string_view think_end = chat_tokens::kThinkEnd;
+  const size_t end = text.find(think_end);
+  if (end == std::string::npos)  // the reply ended inside its reasoning
+    return {{"role", "assistant"}, {"content", ""}, {"reasoning_content", text}};
   return {{"role", "assistant"},
-          {"content", r.reason == StopReason::StopString ? r.text : tokenizer_.decode(body)}};
+          {"content", text.substr(end + think_end.size())},
+          {"reasoning_content", text.substr(0, end)}};
 }
 
 GenerateResult ChatSession::reply(const std::string& user_text, const TextSink& on_text) {

@@ -10,8 +10,9 @@
 //   and their "<think>" becomes "</think>", so the prompt changes before the last reply and
 //   every turn re-prefills the whole conversation. With drop_thinking = false the
 //   reasoning is kept and the state is reused as in chat mode.
-// Either way it also re-prefills when the reply's text does not encode back to the same
-// ids (a non-canonical BPE split, a stop string cut, a completion that breaks the format).
+// Replies are stored verbatim (not parsed), so even an untrained model's garbage renders
+// back to what it generated. It still re-prefills when the reply's text does not encode
+// back to the same ids (a non-canonical BPE split) or was cut by a stop string.
 #pragma once
 #include <string>
 

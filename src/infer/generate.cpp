@@ -118,8 +118,10 @@ GenerateResult Generator::generate(std::span<const int32_t> prompt, const TextSi
   const int64_t P = static_cast<int64_t>(prompt.size());
   DSV4_CHECK(P > 0, kWhere, "the prompt is empty");
   DSV4_CHECK(P < ctx_, kWhere, "the prompt is ", P, " tokens but the context holds ", ctx_,
-             " tokens (--ctx; the model allows up to ", c.max_position_embeddings,
-             "): no room to generate. Shorten the prompt or raise --ctx");
+             " tokens, which leaves no room to generate: ",
+             ctx_ < c.max_position_embeddings
+                 ? str("shorten the prompt or raise --ctx (the model allows up to ", c.max_position_embeddings, ")")
+                 : std::string("shorten the prompt (that is the model's max_position_embeddings)"));
   for (int64_t i = 0; i < P; ++i)
     DSV4_CHECK(prompt[i] >= 0 && prompt[i] < c.vocab_size, kWhere, "prompt token ", i, " has id ", prompt[i],
                ", outside the model's vocabulary [0, ", c.vocab_size, ")");
