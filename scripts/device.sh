@@ -23,7 +23,7 @@ note() { echo "$*" | tee -a "$SUMMARY"; }
   echo "== machine"; uname -a; grep PRETTY /etc/os-release; nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv
   nvcc --version | tail -2; cmake --version | head -1; g++ --version | head -1
   python3 -c 'import torch; print("torch", torch.__version__, torch.cuda.is_available())'
-} >"$OUT/machine.txt" 2>&1
+} >>"$SUMMARY" 2>&1
 mkdir -p "$DEPS"
 for f in .deps/debs/*.deb; do
   if command -v dpkg-deb >/dev/null; then dpkg-deb -x "$f" "$DEPS"
@@ -43,8 +43,8 @@ cmake -S . -B build-dev -G "$GEN" -DCMAKE_BUILD_TYPE=Release -DDSV4_CUDA=ON \
   -DCMAKE_PREFIX_PATH="$DEPS/usr" -DPKG_CONFIG_EXECUTABLE="$PKGCONF" \
   -DGTest_DIR="$ML/cmake/GTest" -Dbenchmark_DIR="$ML/cmake/benchmark" \
   -DCLI11_DIR="$DEPS/usr/share/cmake/CLI11" -Dnlohmann_json_DIR="$DEPS/usr/share/cmake/nlohmann_json" \
-  -DDSV4_SHARED="$ROOT/.deps/shared" >"$OUT/configure.log" 2>&1 || { tail -30 "$OUT/configure.log"; exit 1; }
-cmake --build build-dev -j "$(nproc)" --target dsv4_cli dsv4_gpu_tests >"$OUT/build.log" 2>&1 ||
+  -DDSV4_SHARED="$ROOT/.deps/shared" >"$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
+cmake --build build-dev -j "$(nproc)" --target dsv4_cli dsv4_gpu_tests >>"$OUT/build.log" 2>&1 ||
   { grep -E "error|Error" -A5 "$OUT/build.log" | head -60; exit 1; }
 note "build: $(( $(date +%s) - t0 )) s"
 DSV4=build-dev/dsv4
@@ -58,11 +58,15 @@ if [ "$MODE" = test ] || [ "$MODE" = all ]; then
   grep -E '^\[  FAILED  \]' "$OUT/gpu_tests.log" | tee -a "$SUMMARY"
   for fx in tiny-fp32 tiny-fp8; do
     for p in f32 fast; do
-      $DSV4 parity "$FIX/$fx" --device cuda --precision $p >"$OUT/parity-$fx-$p.log" 2>&1
-      note "parity $fx $p: exit $? | $(grep -E '^(long|short)' "$OUT/parity-$fx-$p.log" | sed 's/  */ /g' | tr '\n' ';')"
+      echo "== dsv4 parity $fx --device cuda --precision $p" >>"$OUT/parity.log"
+      $DSV4 parity "$FIX/$fx" --device cuda --precision $p >/tmp/parity.txt 2>&1
+      rc=$?
+      cat /tmp/parity.txt >>"$OUT/parity.log"
+      note "parity $fx $p: exit $rc | $(grep -E '^(long|short|fast path over)' /tmp/parity.txt | sed 's/  */ /g' | tr '\n' ';')"
     done
   done
-  $DSV4 parity "$FIX/tiny-fp32" --device cuda --trace >"$OUT/parity-trace.log" 2>&1
+  echo "== dsv4 parity tiny-fp32 --device cuda --trace" >>"$OUT/parity.log"
+  $DSV4 parity "$FIX/tiny-fp32" --device cuda --trace >>"$OUT/parity.log" 2>&1
 fi
 
 # ---- (c') benchmarks ---------------------------------------------------------------------------

@@ -87,14 +87,22 @@ void Blas::gemm(const GemmArgs& g, cudaStream_t stream) {
                                  workspace_.get(), workspace_.bytes(), stream));
 }
 
-bool Blas::fp8_block_supported() {
-  if (fp8_supported_ < 0) {
-    GemmArgs g;
-    g.kind = GemmKind::FP8Block;
-    g.M = 128, g.N = 256, g.K = 512, g.ldx = 512, g.ldw = 512, g.ldy = 256;
-    fp8_supported_ = plan(g).found ? 1 : 0;
+int Blas::fp8_row_align() {
+  if (fp8_align_ < 0) {
+    fp8_align_ = 0;
+    auto found = [&](int64_t M) {
+      GemmArgs g;
+      g.kind = GemmKind::FP8Block;
+      g.M = M, g.N = 256, g.K = 512, g.ldx = 512, g.ldw = 512, g.ldy = 256;
+      return plan(g).found;
+    };
+    for (int a : {1, 4, 8, 16, 32, 64, 128})
+      if (found(a) && found(3 * a)) {
+        fp8_align_ = a;
+        break;
+      }
   }
-  return fp8_supported_ == 1;
+  return fp8_align_;
 }
 
 }  // namespace dsv4::cuda

@@ -42,8 +42,10 @@ class Blas {
   Blas& operator=(const Blas&) = delete;
 
   void gemm(const GemmArgs& a, cudaStream_t stream);
-  // Whether this cuBLASLt offers block-scaled FP8 (Hopper, cuBLAS >= 12.9); probed once.
-  bool fp8_block_supported();
+  // Whether this cuBLASLt offers block-scaled FP8 (Hopper, cuBLAS >= 12.9), and the multiple of
+  // which the row count M of such a GEMM must be (callers pad); probed once (0: none).
+  bool fp8_block_supported() { return fp8_row_align() > 0; }
+  int fp8_row_align();
 
  private:
   struct Plan;
@@ -52,7 +54,7 @@ class Blas {
   cublasLtHandle_t handle_ = nullptr;
   DeviceArray<char> workspace_;
   std::map<Key, std::unique_ptr<Plan>> plans_;
-  int fp8_supported_ = -1;
+  int fp8_align_ = -1;
 };
 
 }  // namespace dsv4::cuda

@@ -36,6 +36,22 @@ LogitStats compare_logits(const float* got, const float* want, int64_t rows, int
   return s;
 }
 
+bool fast_verdict(const std::vector<ParityCase>& cases, double* logits_agree, double* mtp_agree) {
+  double la = 0, lr = 0, ma = 0, mr = 0;
+  for (const ParityCase& pc : cases) {
+    la += pc.logits.argmax_agree * pc.logits.rows;
+    lr += pc.logits.rows;
+    if (pc.has_mtp) {
+      ma += pc.mtp.argmax_agree * pc.mtp.rows;
+      mr += pc.mtp.rows;
+    }
+  }
+  const double l = lr > 0 ? la / lr : 1.0, m = mr > 0 ? ma / mr : 1.0;
+  if (logits_agree) *logits_agree = l;
+  if (mtp_agree) *mtp_agree = m;
+  return l >= 0.95 && m >= 0.95;
+}
+
 namespace {
 
 std::string fmt_stats(const char* what, const LogitStats& s) {

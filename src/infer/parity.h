@@ -18,6 +18,7 @@ struct LogitStats {
   bool passes() const { return mean_abs <= 1e-3 && max_abs <= 0.25 && argmax_agree >= 0.99; }
   // The fast (bf16 / FP8 / FP4, compact caches) path against the float32 definition: the same
   // next-token choice in at least 95% of the rows (its mean |Δ| is reported, not bounded).
+  // Judge it over many rows (fast_verdict pools the cases): a 5-row case says little.
   bool passes_fast() const { return argmax_agree >= 0.95; }
 };
 
@@ -41,6 +42,10 @@ struct ParityCase {
 // expected.safetensors). With `trace`, compares per-layer hidden states and indexer
 // selections where the fixture has them.
 std::vector<ParityCase> run_parity(const std::string& dir, bool trace, const Model* model = nullptr);
+// The fast path's verdict over all cases of a fixture: argmax agreement pooled over every row
+// (logits, and MTP logits where present) >= 95%.
+bool fast_verdict(const std::vector<ParityCase>& cases, double* logits_agree = nullptr, double* mtp_agree = nullptr);
+
 // The same through any backend (model/backend.h) of the fixture's model; `fast` selects the
 // fast path's rule.
 std::vector<ParityCase> run_parity(const std::string& dir, bool trace, Backend& backend, bool fast = false);

@@ -18,9 +18,10 @@ Device parse_device(const std::string& s);  // "cpu" | "cuda"
 const char* device_name(Device d);
 
 // F32:  float32 weights, products and caches: the spec's definition (the parity mode).
-// Fast: the checkpoint's storage on the GPU (bf16; FP8 with its 128×128 block scales and
-//       activations rounded to e4m3 in 1×128 blocks; FP4 experts dequantized on the fly),
-//       float32 accumulation, compact caches. Checked against F32 by tolerance.
+// Fast: the checkpoint's storage on the GPU (bf16, its inputs split into two bf16 halves; FP8
+//       with its 128×128 block scales and activations rounded to e4m3 in 1×128 blocks; FP4
+//       experts dequantized on the fly, bf16 inputs; float32 where stored so and for the MoE
+//       gate), float32 accumulation, compact caches. Checked against F32 by tolerance.
 enum class Precision { F32, Fast };
 Precision parse_precision(const std::string& s);  // "f32" | "fast"
 const char* precision_name(Precision p);

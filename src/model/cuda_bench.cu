@@ -110,6 +110,20 @@ double theory_bytes_per_token(const ModelConfig& c, bool compact) {
   return b;
 }
 
+std::string sections(const CudaModel::Profile& p) {
+  std::vector<std::pair<double, std::string>> v;
+  double total = 0;
+  for (const auto& [name, ms] : p.section_ms) v.push_back({ms, name}), total += ms;
+  std::sort(v.rbegin(), v.rend());
+  std::string out;
+  for (const auto& [ms, name] : v) {
+    char buf[96];
+    std::snprintf(buf, sizeof buf, "%s%s %.2f ms (%.0f%%)", out.empty() ? "" : ", ", name.c_str(), ms, 100 * ms / total);
+    out += buf;
+  }
+  return out;
+}
+
 std::vector<int64_t> random_tokens(std::mt19937& rng, int64_t n, int V) {
   std::vector<int64_t> ids(n);
   for (auto& i : ids) i = static_cast<int64_t>(rng() % static_cast<uint32_t>(V));
@@ -185,6 +199,7 @@ void run_cuda_bench(const BenchOptions& o) {
                   static_cast<long long>(P), tps, tps / layer_scale, dense_tf, 100 * dense_tf * 1e12 / peak, exp_tf,
                   100 * exp_tf * 1e12 / peak);
     table.push_back(row);
+    std::printf("  prefill time by section: %s\n", sections(p).c_str());
     add("prefill_tokens_per_s", tps);
     add("prefill_dense_TFLOPs", dense_tf);
     add("prefill_expert_TFLOPs", exp_tf);
@@ -193,34 +208,59 @@ void run_cuda_bench(const BenchOptions& o) {
   if (o.decode) {
     for (int64_t C : o.contexts)
       for (int B : o.batches) {
+        size_t free_b = 0, total_b = 0;
+        DSV4_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+        const double need = static_cast<double>(B) * (model.cache_bytes_per_token() * C + model.cache_fixed_bytes());
+        if (need > 0.8 * free_b) {
+          std::printf("decode B=%d C=%lld: skipped (its caches need %.1f GiB, %.1f GiB free)\n", B,
+                      static_cast<long long>(C), need / 1073741824.0, free_b / 1073741824.0);
+          continue;
+        }
         std::vector<int> seqs;
         for (int b = 0; b < B; ++b) {
           seqs.push_back(model.new_sequence(C + o.decode_steps + 4));
           model.fake_context(seqs.back(), C, 100 + b);
         }
+        bool graph = false;
         auto step = [&] {
           std::vector<SeqChunk> batch;
           for (int id : seqs) batch.push_back({id, {static_cast<int64_t>(rng() % c.vocab_size)}});
-          model.forward_on_device(batch);
+          if (graph) model.decode_step_graph(batch);
+          else model.forward_on_device(batch);
         };
+        step();
+        DSV4_CUDA_CHECK(cudaStreamSynchronize(s));
+        Timer te(s);
+        for (int i = 0; i < 3; ++i) step();
+        const double eager_ms = te.ms() / 3;
+        graph = true;
         step();
         step();
         DSV4_CUDA_CHECK(cudaStreamSynchronize(s));
         Timer t(s);
         for (int i = 0; i < o.decode_steps; ++i) step();
         const double ms = t.ms() / o.decode_steps;
+        graph = false;
         const double bytes = decode_weight_bytes(model.weights(), c, B) + B * decode_cache_bytes(c, C, true);
         const double tps = B / (ms * 1e-3), frac = bytes / (ms * 1e-3) / (bw / 2);
-        std::printf("decode B=%d C=%lld: %.2f ms/step, %.0f tokens/s (%.0f scaled to 43 layers), %.2f GB read/step, "
-                    "%.0f%% of the copy bandwidth (read-only: half of read + write)\n",
-                    B, static_cast<long long>(C), ms, tps, tps / layer_scale, bytes / 1e9, 100 * frac);
+        std::printf("decode B=%d C=%lld: %.2f ms/step (CUDA graph; eager launches %.2f ms), %.0f tokens/s (%.0f scaled to "
+                    "43 layers), %.2f GB read/step, %.0f%% of the copy bandwidth (read-only: half of read + write)\n",
+                    B, static_cast<long long>(C), ms, eager_ms, tps, tps / layer_scale, bytes / 1e9, 100 * frac);
         char row[200];
-        std::snprintf(row, sizeof row, "| decode | %lld | %d | %.0f | %.0f | %.2f ms/step, %.2f GB/step, %.0f%% of HBM |",
-                      static_cast<long long>(C), B, tps, tps / layer_scale, ms, bytes / 1e9, 100 * frac);
+        std::snprintf(row, sizeof row,
+                      "| decode | %lld | %d | %.0f | %.0f | %.2f ms/step (eager %.2f), %.2f GB/step, %.0f%% of HBM |",
+                      static_cast<long long>(C), B, tps, tps / layer_scale, ms, eager_ms, bytes / 1e9, 100 * frac);
         table.push_back(row);
         add(str("decode_tps_B", B, "_C", C), tps);
         add(str("decode_ms_B", B, "_C", C), ms);
+        add(str("decode_eager_ms_B", B, "_C", C), eager_ms);
         add(str("decode_GB_B", B, "_C", C), bytes / 1e9);
+        if (B == o.batches.front() || B == o.batches.back()) {
+          model.set_profiling(true);
+          step();
+          model.set_profiling(false);
+          std::printf("  one step by section: %s\n", sections(model.take_profile()).c_str());
+        }
         if (B == o.batches.front()) {
           const double measured = static_cast<double>(model.sequence_bytes(seqs[0]) - model.cache_fixed_bytes()) / C;
           std::printf("  caches of one sequence at %lld tokens: %.0f bytes/token (the code's accounting, %d layers)\n",

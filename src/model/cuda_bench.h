@@ -16,7 +16,7 @@ struct BenchOptions {
   int layers = 20;     // the first `layers` of Flash's pattern (43 do not fit one H200 with 256 experts)
   int experts = 256;
   std::vector<int> batches = {1, 8, 64};
-  std::vector<int64_t> contexts = {4096, 65536};
+  std::vector<int64_t> contexts = {4096, 65536, 1048576};
   int64_t prefill_tokens = 8192;
   int decode_steps = 8;
   bool prefill = true, decode = true;

@@ -12,13 +12,12 @@ void CudaModel::compress(const DCompressor& w, int m, const RowFormat& f, const 
   const BatchDesc& b = *batch_;
   (void)u;
   auto it = b.jobs.find(m);
-  const CompressJob* jobs = it == b.jobs.end() ? nullptr : it->second.first;
-  const int njobs = it == b.jobs.end() ? 0 : it->second.second;
+  const BatchDesc::Jobs jobs = it == b.jobs.end() ? BatchDesc::Jobs{} : it->second;
   const LayerCache* caches = b.d_caches + static_cast<int64_t>(table_row) * b.nseq;
   const int width = static_cast<int>(w.wkv.rows);
   add_ape_cuda(z, b.rows, width, w.ape.get(), m, b.d_pos, stream_);
-  compress_entries_cuda(u, z, m, f, w.norm.get(), c_.rms_norm_eps, w_.freqs(m), jobs, njobs, b.d_seqs, caches, which,
-                        stream_);
+  compress_entries_cuda(u, z, m, f, w.norm.get(), c_.rms_norm_eps, w_.freqs(m), jobs.list, jobs.count, jobs.capacity,
+                        b.d_seqs, caches, which, stream_);
   compressor_keep_cuda(u, z, width, m == 4 ? 2 * m : m, b.d_seqs, b.nseq, caches, which, stream_);
 }
 
@@ -34,6 +33,7 @@ void CudaModel::attention(const DBlock& blk, int table_row, const float* a_in, f
   const float* freqs = w_.freqs(m);
   const LayerCache* caches = b.d_caches + static_cast<int64_t>(table_row) * b.nseq;
   Act a = act("attn.a", a_in, rows, D);
+  mark("attn.qkv");
 
   // Query: low rank, q_norm, per-head RMS normalization (no weight), RoPE.
   float* qr = scratch_->get<float>("attn.qr", rows * Q);
@@ -55,6 +55,7 @@ void CudaModel::attention(const DBlock& blk, int table_row, const float* a_in, f
   if (compact_) round_rope_bf16_cuda(kv, rows, Dh, static_cast<int>(R), stream_);
 
   // Compressed entries (m > 0) and the lightning indexer (m = 4).
+  mark("attn.compress");
   if (m > 0) {
     const int64_t width = w.comp.wkv.rows;
     float* u = scratch_->get<float>("comp.u", rows * width);
@@ -72,6 +73,7 @@ void CudaModel::attention(const DBlock& blk, int table_row, const float* a_in, f
     linear(w.idx_comp.wgate, a, z);
     compress(w.idx_comp, 4, RowFormat{static_cast<int>(DI), static_cast<int>(R), compact_, true}, u, z, table_row, 1);
 
+    mark("attn.indexer");
     float* qI = scratch_->get<float>("idx.q", rows * HI * DI);
     linear(w.idx_wq_b, qra, qI);
     rope_cuda(qI, rows, HI, HI * DI, DI, DI - R, static_cast<int>(R), freqs, b.d_pos, false, stream_);
@@ -82,7 +84,7 @@ void CudaModel::attention(const DBlock& blk, int table_row, const float* a_in, f
     const float wscale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(DI) * HI));
 
     selected = scratch_->get<int32_t>("idx.selected", rows * K);
-    const int64_t max_count = std::max(1, b.max_pos_end / 4);
+    const int64_t max_count = b.idx_max_count;
     const int64_t chunk = std::max<int64_t>(1, (int64_t(1) << 26) / max_count);  // 256 MiB of scores at most
     float* score = scratch_->get<float>("idx.score", std::min(rows, chunk) * max_count);
     for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
@@ -98,6 +100,7 @@ void CudaModel::attention(const DBlock& blk, int table_row, const float* a_in, f
   }
 
   // Window rows, then compressed entries, in one softmax with the sink; then the inverse RoPE.
+  mark("attn.core");
   float* o = scratch_->get<float>("attn.o", rows * H * Dh);
   const AttnShape shape{static_cast<int>(H), static_cast<int>(Dh), static_cast<int>(R), c_.sliding_window, m,
                         static_cast<int>(K), static_cast<float>(1.0 / std::sqrt(static_cast<double>(Dh))), compact_};
@@ -107,6 +110,7 @@ void CudaModel::attention(const DBlock& blk, int table_row, const float* a_in, f
                    b.d_seqs, b.nseq, caches, stream_);
 
   // Grouped low-rank output: group g's heads through its rows of wo_a, then wo_b.
+  mark("attn.out");
   const int64_t gin = H * Dh / G;
   float* og = scratch_->get<float>("attn.og", rows * G * O);
   Act oa = act("attn.o", o, rows, H * Dh);
@@ -122,6 +126,7 @@ void CudaModel::moe(const DMoe& w, const float* a_in, float* out) {
   const int E = c_.n_routed_experts, k = c_.num_experts_per_tok;
   const float limit = c_.swiglu_limit;
   Act a = act("moe.a", a_in, rows, D);
+  mark("moe.route+shared");
 
   float* logits = scratch_->get<float>("moe.logits", rows * E);
   linear(w.gate, a, logits);
@@ -143,6 +148,7 @@ void CudaModel::moe(const DMoe& w, const float* a_in, float* out) {
   linear(w.sw2, sha, ysh);
 
   // Routed experts: the T·k assignments sorted by expert (stable), each expert's rows as one product.
+  mark("moe.group");
   const int64_t n = rows * k;
   const bool fast = prec_ == Precision::Fast, few = rows <= 64;
   const int tile_rows = fast && !few ? 64 : 1 << 30;
@@ -156,6 +162,7 @@ void CudaModel::moe(const DMoe& w, const float* a_in, float* out) {
   DSV4_CUDA_CHECK(cudaMemsetAsync(counts, 0, E * sizeof(int32_t), stream_));
   moe_group_cuda(experts, rows, k, E, counts, offsets, perm, inv, tile_rows, tiles, ntiles, stream_);
   float* ys = scratch_->get<float>("moe.ys", n * D);
+  mark("moe.experts");
   cudaEvent_t timer = tic(true, 6.0 * n * F * D);
   if (!fast) {
     // Float32: each expert's rows through cuBLASLt (the row counts come back to the host).
@@ -180,9 +187,9 @@ void CudaModel::moe(const DMoe& w, const float* a_in, float* out) {
         linear_f32(h + r0 * F, cnt, F, w.w2.f32.get() + e * D * F, D, ys + r0 * D, D);
       }
   } else if (few) {
-    float* xs = scratch_->get<float>("moe.xs", n * D);
-    moe_gather_cuda(a_in, D, perm, n, k, xs, nullptr, stream_);
-    float* h = scratch_->get<float>("moe.h", n * F);
+    bf16* xs = scratch_->get<bf16>("moe.xb", n * D);
+    moe_gather_cuda(a_in, D, perm, n, k, nullptr, xs, stream_);
+    bf16* h = scratch_->get<bf16>("moe.hb", n * F);
     moe_gemv_swiglu_cuda(xs, w.w1.view(), w.w3.view(), tiles, ntiles, max_tiles, offsets, limit, weights, perm, h,
                          stream_);
     moe_gemv_down_cuda(h, w.w2.view(), tiles, ntiles, max_tiles, offsets, ys, stream_);
@@ -195,6 +202,7 @@ void CudaModel::moe(const DMoe& w, const float* a_in, float* out) {
     moe_grouped_down_cuda(h, w.w2.view(), tiles, ntiles, max_tiles, tile_rows, offsets, ys, stream_);
   }
   toc(timer);
+  mark("moe.combine");
   moe_combine_cuda(ys, inv, ysh, rows, k, D, out, stream_);
 }
 

@@ -1,5 +1,6 @@
 // The CUDA model (cuda_model.h): the whole forward of model.md on the GPU, in the order of
 // the CPU model (model.cpp, block.cpp); the attention and MoE sub-layers are in cuda_layers.cu.
+#include <algorithm>
 #include <cmath>
 #include <set>
 
@@ -114,6 +115,7 @@ CudaModel::CudaModel(const ModelConfig& c, const Params* params, const Checkpoin
 }
 
 CudaModel::~CudaModel() {
+  if (graph_) cudaGraphExecDestroy(graph_);
   seqs_.clear();
   scratch_.reset();
   if (stream_) cudaStreamDestroy(stream_);
@@ -151,6 +153,11 @@ int CudaModel::new_sequence(int64_t max_tokens) {
 
 void CudaModel::free_sequence(int id) {
   DSV4_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  if (graph_ && std::find(graph_seqs_.begin(), graph_seqs_.end(), id) != graph_seqs_.end()) {
+    cudaGraphExecDestroy(graph_);  // it writes this sequence's caches
+    graph_ = nullptr;
+    graph_seqs_.clear();
+  }
   seqs_.erase(id);
 }
 
@@ -192,10 +199,12 @@ size_t CudaModel::cache_fixed_bytes() const {
 
 // Per-forward descriptors: rows (ids, slots, positions), sequences, the cache table of every
 // block, and per ratio the compressed entries this step completes.
-void CudaModel::prepare(const std::vector<SeqChunk>& batch, bool mtp) {
+void CudaModel::prepare(const std::vector<SeqChunk>& batch, bool mtp, bool for_graph) {
   BatchDesc& b = *batch_;
   b = BatchDesc{};
   std::map<int, std::vector<CompressJob>> jobs;
+  std::map<int, int> capacity;
+  int64_t max_end = 0, max_cap = 0;
   const int nblocks = mtp ? c_.num_nextn_predict_layers : c_.num_hidden_layers;
   std::set<int> ratios;
   for (int l = 0; l < nblocks; ++l)
@@ -217,9 +226,12 @@ void CudaModel::prepare(const std::vector<SeqChunk>& batch, bool mtp) {
       b.pos.push_back(static_cast<int32_t>(p0 + t));
     }
     b.rows += T;
-    b.max_pos_end = std::max<int>(b.max_pos_end, static_cast<int>(p0 + T));
-    for (int m : ratios)
+    max_end = std::max(max_end, p0 + T);
+    max_cap = std::max(max_cap, s.cap);
+    for (int m : ratios) {
+      capacity[m] += static_cast<int>(T / m + 1);
       for (int64_t i = p0 / m; i < (p0 + T) / m; ++i) jobs[m].push_back({slot, static_cast<int32_t>(i)});
+    }
   }
   std::vector<LayerCache> table;
   for (int l = 0; l < nblocks; ++l)
@@ -234,10 +246,18 @@ void CudaModel::prepare(const std::vector<SeqChunk>& batch, bool mtp) {
   upload(b.d_pos, b.pos.data(), b.rows, stream_);
   upload(b.d_seqs, b.seqs.data(), b.nseq, stream_);
   upload(b.d_caches, table.data(), table.size(), stream_);
-  for (auto& [m, list] : jobs) {
-    CompressJob* d = scratch_->get<CompressJob>("batch.jobs." + std::to_string(m), std::max<size_t>(1, list.size()));
+  // Fixed capacities (not this step's counts) keep the buffers and grids of a captured graph valid.
+  b.idx_max_count = std::max<int64_t>(1, (for_graph ? max_cap : max_end) / 4);
+  std::vector<int32_t> counts;
+  for (int m : ratios) counts.push_back(static_cast<int32_t>(jobs[m].size()));
+  int32_t* d_counts = scratch_->get<int32_t>("batch.njobs", std::max<size_t>(1, counts.size()));
+  upload(d_counts, counts.data(), counts.size(), stream_);
+  int i = 0;
+  for (int m : ratios) {
+    const std::vector<CompressJob>& list = jobs[m];
+    CompressJob* d = scratch_->get<CompressJob>("batch.jobs." + std::to_string(m), capacity[m]);
     upload(d, list.data(), list.size(), stream_);
-    b.jobs[m] = {d, static_cast<int>(list.size())};
+    b.jobs[m] = {d, d_counts + i++, capacity[m]};
   }
 }
 
@@ -258,25 +278,55 @@ void CudaModel::gemm(const DTensor& W, int64_t w_row0, int64_t nrows, Act& x, in
       g.x = x.f32 + x_col0;
       g.w = W.f32.get() + w_row0 * W.cols;
       break;
-    case GemmKind::BF16:
+    case GemmKind::BF16: {
+      // The activations as two bf16 halves (hi rows, then lo rows) in one GEMM of 2M rows: 16
+      // significant bits of the input for one read of the weights.
       if (!x.b) {
-        x.b = scratch_->get<bf16>(x.name + "/bf16", x.M * x.K);
-        to_bf16_cuda(x.f32, x.M * x.K, x.b, stream_);
+        x.b = scratch_->get<bf16>(x.name + "/bf16", 2 * x.M * x.K);
+        split_bf16_cuda(x.f32, x.M * x.K, x.b, x.b + x.M * x.K, stream_);
       }
+      DSV4_CHECK(beta == 0.0f, "cuda", "a split-input bf16 GEMM cannot accumulate");
+      g.M = 2 * x.M;
       g.x = x.b + x_col0;
       g.w = W.bf.get() + w_row0 * W.cols;
-      break;
-    case GemmKind::FP8Block:
+      g.y = scratch_->get<float>("gemm.halves", 2 * x.M * nrows);
+      g.ldy = nrows;
+      cudaEvent_t t = tic(false, 2.0 * x.M * g.N * g.K);
+      blas_->gemm(g, stream_);
+      toc(t);
+      add_halves_cuda(g.y, x.M, nrows, y, ldy, stream_);
+      return;
+    }
+    case GemmKind::FP8Block: {
       if (!x.q) {
-        x.q = scratch_->get<uint8_t>(x.name + "/fp8", x.M * x.K);
-        x.qs = scratch_->get<float>(x.name + "/fp8s", x.M * (x.K / 128));
-        quantize_fp8_1x128_cuda(x.f32, x.M, x.K, x.q, x.qs, stream_);
+        const int64_t align = blas_->fp8_row_align();
+        x.Mp = (x.M + align - 1) / align * align;
+        x.q = scratch_->get<uint8_t>(x.name + "/fp8", x.Mp * x.K);
+        x.qs = scratch_->get<float>(x.name + "/fp8s", x.Mp * (x.K / 128));
+        if (x.Mp > x.M) {  // padding rows: zero codes, zero scales
+          DSV4_CUDA_CHECK(cudaMemsetAsync(x.q + x.M * x.K, 0, (x.Mp - x.M) * x.K, stream_));
+          DSV4_CUDA_CHECK(cudaMemsetAsync(x.qs, 0, x.Mp * (x.K / 128) * sizeof(float), stream_));
+        }
+        quantize_fp8_1x128_cuda(x.f32, x.M, x.K, x.q, x.qs, x.Mp, stream_);
       }
+      g.M = x.Mp;
       g.x = x.q + x_col0;
-      g.x_scale = x.qs + (x_col0 / 128) * x.M;
+      g.x_scale = x.qs + (x_col0 / 128) * x.Mp;
       g.w = W.fp8.get() + w_row0 * W.cols;
       g.w_scale = W.scale.get() + (w_row0 / 128) * ((W.cols + 127) / 128);
+      if (x.Mp > x.M) {  // the padded rows land in a scratch matrix; the real ones are copied out
+        DSV4_CHECK(beta == 0.0f, "cuda", "a padded FP8 GEMM cannot accumulate");
+        g.y = scratch_->get<float>("gemm.padded", x.Mp * nrows);
+        g.ldy = nrows;
+        cudaEvent_t t = tic(false, 2.0 * x.M * g.N * g.K);
+        blas_->gemm(g, stream_);
+        toc(t);
+        DSV4_CUDA_CHECK(cudaMemcpy2DAsync(y, ldy * sizeof(float), g.y, nrows * sizeof(float), nrows * sizeof(float),
+                                          x.M, cudaMemcpyDeviceToDevice, stream_));
+        return;
+      }
       break;
+    }
   }
   cudaEvent_t t = tic(false, 2.0 * g.M * g.N * g.K);
   blas_->gemm(g, stream_);
@@ -297,9 +347,25 @@ void CudaModel::toc(cudaEvent_t start) {
   DSV4_CUDA_CHECK(cudaEventRecord(timed_.back().stop, stream_));
 }
 
+void CudaModel::mark(const char* section) {
+  if (!profiling_) return;
+  cudaEvent_t e;
+  DSV4_CUDA_CHECK(cudaEventCreate(&e));
+  DSV4_CUDA_CHECK(cudaEventRecord(e, stream_));
+  marks_.push_back({section, e});
+}
+
 CudaModel::Profile CudaModel::take_profile() {
+  mark("end");
   DSV4_CUDA_CHECK(cudaStreamSynchronize(stream_));
   Profile p;
+  for (size_t i = 0; i + 1 < marks_.size(); ++i) {
+    float ms = 0;
+    DSV4_CUDA_CHECK(cudaEventElapsedTime(&ms, marks_[i].second, marks_[i + 1].second));
+    p.section_ms[marks_[i].first] += ms;
+  }
+  for (auto& m : marks_) cudaEventDestroy(m.second);
+  marks_.clear();
   for (Timed& t : timed_) {
     float ms = 0;
     DSV4_CUDA_CHECK(cudaEventElapsedTime(&ms, t.start, t.stop));
@@ -325,6 +391,7 @@ void CudaModel::run_block(const DBlock& blk, int table_row, float*& X, std::vect
   float* x0 = scratch_->get<float>("X0", rows * n * D);
   float* x1 = scratch_->get<float>("X1", rows * n * D);
   auto sublayer = [&](const DHc& hc, const DeviceArray<float>& norm, auto&& body) {
+    mark("mhc");
     float* mix = scratch_->get<float>("hc.mix", rows * hc.rows);
     linear_f32(X, rows, n * D, hc.fn.get(), hc.rows, mix, hc.rows);
     float* a = scratch_->get<float>("hc.a", rows * D);
@@ -334,6 +401,7 @@ void CudaModel::run_block(const DBlock& blk, int table_row, float*& X, std::vect
                 c_.hc_sinkhorn_iters, false, norm.get(), a, post, comb, stream_);
     float* o = scratch_->get<float>("hc.o", rows * D);
     body(a, o);
+    mark("mhc");
     float* Xn = X == x0 ? x1 : x0;
     hc_post_cuda(X, o, post, comb, rows, static_cast<int>(n), D, Xn, stream_);
     X = Xn;
@@ -345,6 +413,7 @@ void CudaModel::run_block(const DBlock& blk, int table_row, float*& X, std::vect
 // logits [rows, V] = Head · RMSNorm_norm(HcHead(X)) into logits_.
 void CudaModel::head(const float* X, const DHc& hc, const DeviceArray<float>& norm) {
   const int64_t rows = batch_->rows, n = c_.hc_mult, D = c_.hidden_size, V = c_.vocab_size;
+  mark("head");
   float* mix = scratch_->get<float>("head.mix", rows * n);
   linear_f32(X, rows, n * D, hc.fn.get(), n, mix, n);
   float* y = scratch_->get<float>("head.y", rows * D);
@@ -358,6 +427,7 @@ void CudaModel::head(const float* X, const DHc& hc, const DeviceArray<float>& no
 float* CudaModel::run_main(ForwardTrace* trace) {
   const int64_t rows = batch_->rows, n = c_.hc_mult, D = c_.hidden_size;
   float* X = scratch_->get<float>("X0", rows * n * D);
+  mark("embed");
   embed_rows_cuda(w_.embed, batch_->d_ids, rows, static_cast<int>(n), X, stream_);
   if (trace) {
     trace->hidden.clear();
@@ -409,6 +479,36 @@ void CudaModel::forward_on_device(const std::vector<SeqChunk>& batch) {
   float* X = run_main(nullptr);
   head(X, w_.hc_head, w_.norm);
   for (const SeqChunk& ch : batch) seq(ch.seq).pos += static_cast<int64_t>(ch.ids.size());
+}
+
+void CudaModel::decode_step_graph(const std::vector<SeqChunk>& batch) {
+  DSV4_CHECK(prec_ == Precision::Fast, "cuda", "graph decode steps need the fast precision (float32 MoE syncs)");
+  std::vector<int> handles;
+  for (const SeqChunk& ch : batch) {
+    DSV4_CHECK(ch.ids.size() == 1, "cuda", "a graph decode step takes one token per sequence");
+    handles.push_back(ch.seq);
+  }
+  prepare(batch, false, true);
+  if (graph_ && handles == graph_seqs_) {
+    DSV4_CUDA_CHECK(cudaGraphLaunch(graph_, stream_));
+  } else {
+    // This step runs eagerly and sizes every scratch buffer; then the same launches are captured
+    // (capturing runs nothing) for the next steps, which only upload new descriptors.
+    if (graph_) cudaGraphExecDestroy(graph_);
+    graph_ = nullptr;
+    float* X = run_main(nullptr);
+    head(X, w_.hc_head, w_.norm);
+    DSV4_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    cudaGraph_t g = nullptr;
+    DSV4_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+    X = run_main(nullptr);
+    head(X, w_.hc_head, w_.norm);
+    DSV4_CUDA_CHECK(cudaStreamEndCapture(stream_, &g));
+    DSV4_CUDA_CHECK(cudaGraphInstantiate(&graph_, g, 0));
+    cudaGraphDestroy(g);
+    graph_seqs_ = handles;
+  }
+  for (const SeqChunk& ch : batch) seq(ch.seq).pos += 1;
 }
 
 ForwardOut CudaModel::mtp_forward(const std::vector<SeqChunk>& batch, const Tensor& streams) {

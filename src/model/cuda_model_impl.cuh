@@ -90,6 +90,8 @@ DModel load_model(const ModelConfig& c, const Params* params, const Checkpoint* 
 // ---- small model kernels (cuda_model_kernels.cu) ----------------------------------------------
 // X [rows, n, D]: each of the n streams = table[ids[r]] (float32 or bf16 table); n = 1 for a plain gather.
 void embed_rows_cuda(const DTensor& table, const int32_t* ids, int64_t rows, int n, float* X, cudaStream_t s);
+// y [M, N] (ld ldy) = y2[0:M] + y2[M:2M] (y2 [2M, N]): the two halves of a split-input GEMM.
+void add_halves_cuda(const float* y2, int64_t M, int64_t N, float* y, int64_t ldy, cudaStream_t s);
 // X [rows, n, D] += e [rows, D] on every stream.
 void add_to_streams_cuda(float* X, const float* e, int64_t rows, int n, int64_t D, cudaStream_t s);
 // Random fills from (seed, index) hashes: normal(0, std) as float32 / bf16; FP8 codes with one
@@ -147,8 +149,9 @@ struct Act {
   const float* f32;
   int64_t M, K;
   bf16* b = nullptr;
-  uint8_t* q = nullptr;
-  float* qs = nullptr;
+  uint8_t* q = nullptr;  // e4m3 rows, padded to Mp rows for cuBLASLt
+  float* qs = nullptr;   // [K/128][Mp]
+  int64_t Mp = 0;
 };
 
 // Per-forward descriptors on the GPU (CudaModel::prepare).
@@ -161,8 +164,13 @@ struct BatchDesc {
   int32_t *d_ids = nullptr, *d_slot = nullptr, *d_pos = nullptr;
   SeqRows* d_seqs = nullptr;
   LayerCache* d_caches = nullptr;  // [blocks][nseq]
-  std::map<int, std::pair<const CompressJob*, int>> jobs;  // per ratio m
-  int max_pos_end = 0;  // max over sequences of pos0 + T
+  struct Jobs {
+    const CompressJob* list = nullptr;
+    const int32_t* count = nullptr;  // on the device
+    int capacity = 0;
+  };
+  std::map<int, Jobs> jobs;  // per ratio m: the entries this step completes
+  int64_t idx_max_count = 0;  // indexer score columns: (max end position) / 4, or (max capacity) / 4 for graphs
 };
 
 // ---- the backend --------------------------------------------------------------------------------
@@ -182,6 +190,10 @@ class CudaModel : public Backend {
 
   // For benchmarks: the forward without copying logits back (they stay in logits_device()).
   void forward_on_device(const std::vector<SeqChunk>& batch);
+  // A decode step (one token per sequence) replayed from a captured CUDA graph: one launch for
+  // the whole step. The graph is captured at the first call for a set of sequences and replayed
+  // while the same sequences decode; only the descriptors (ids, positions, jobs) change.
+  void decode_step_graph(const std::vector<SeqChunk>& batch);
   const float* logits_device() const { return logits_; }
   cudaStream_t stream() const { return stream_; }
   Blas& blas() { return *blas_; }
@@ -196,12 +208,13 @@ class CudaModel : public Backend {
   // Benchmarks: time every dense GEMM and every routed-expert product with events.
   struct Profile {
     double gemm_ms = 0, gemm_flop = 0, expert_ms = 0, expert_flop = 0;
+    std::map<std::string, double> section_ms;  // GPU time between consecutive section marks
   };
   void set_profiling(bool on) { profiling_ = on; }
   Profile take_profile();
 
  private:
-  void prepare(const std::vector<SeqChunk>& batch, bool mtp);
+  void prepare(const std::vector<SeqChunk>& batch, bool mtp, bool for_graph = false);
   float* run_main(ForwardTrace* trace);
   void run_block(const DBlock& b, int table_row, float*& X, std::vector<int32_t>* topk_rows);
   void attention(const DBlock& b, int table_row, const float* a, float* out, std::vector<int32_t>* topk_rows);
@@ -229,6 +242,8 @@ class CudaModel : public Backend {
   std::unique_ptr<Scratch> scratch_;
   std::unique_ptr<BatchDesc> batch_;
   float* logits_ = nullptr;
+  cudaGraphExec_t graph_ = nullptr;
+  std::vector<int> graph_seqs_;
   struct Timed {
     cudaEvent_t start, stop;
     double flop;
@@ -236,8 +251,11 @@ class CudaModel : public Backend {
   };
   bool profiling_ = false;
   std::vector<Timed> timed_;
+  std::vector<std::pair<const char*, cudaEvent_t>> marks_;
   cudaEvent_t tic(bool expert, double flop);
   void toc(cudaEvent_t start);
+  // Profiling: the GPU time from here to the next mark counts towards `section`.
+  void mark(const char* section);
 };
 
 }  // namespace dsv4::cuda

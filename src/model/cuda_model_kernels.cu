@@ -19,6 +19,13 @@ __global__ void embed_kernel(const float* tf, const bf16* tb, int64_t D, const i
   X[i] = tf ? tf[src] : __bfloat162float(tb[src]);
 }
 
+__global__ void add_halves_kernel(const float* y2, int64_t M, int64_t N, float* y, int64_t ldy) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= M * N) return;
+  const int64_t r = i / N, c = i % N;
+  y[r * ldy + c] = y2[i] + y2[M * N + i];
+}
+
 __global__ void add_to_streams_kernel(float* X, const float* e, int64_t rows, int n, int64_t D) {
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i >= rows * n * D) return;
@@ -94,6 +101,12 @@ void embed_rows_cuda(const DTensor& table, const int32_t* ids, int64_t rows, int
   if (total == 0) return;
   embed_kernel<<<grid_for(total, 256), 256, 0, s>>>(table.f32.get(), table.bf.get(), table.cols, ids, rows, n, X);
   DSV4_CUDA_LAUNCHED("embed_kernel");
+}
+
+void add_halves_cuda(const float* y2, int64_t M, int64_t N, float* y, int64_t ldy, cudaStream_t s) {
+  if (M * N == 0) return;
+  add_halves_kernel<<<grid_for(M * N, 256), 256, 0, s>>>(y2, M, N, y, ldy);
+  DSV4_CUDA_LAUNCHED("add_halves_kernel");
 }
 
 void add_to_streams_cuda(float* X, const float* e, int64_t rows, int n, int64_t D, cudaStream_t s) {

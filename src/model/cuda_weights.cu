@@ -64,10 +64,14 @@ class Loader {
     t.cols = sp.shape[1];
     const int64_t n = t.rows * t.cols;
     const bool fp8_shape = t.rows % 128 == 0 && t.cols % 512 == 0 && (row_group == 0 || row_group % 128 == 0);
-    t.kind = !fast_ ? GemmKind::F32
+    // The fast path keeps float32 where the checkpoint stores float32, and for the MoE gate,
+    // whose top-k turns small differences into different experts (4 MiB a layer).
+    const TensorInfo* st = ck_ ? ck_->find(name) : nullptr;
+    const bool keep_f32 = (st && st->dtype == DType::F32) || sp.storage == Storage::F32 ||
+                          name.find("ffn.gate.weight") != std::string::npos;
+    t.kind = !fast_ || keep_f32 ? GemmKind::F32
              : (sp.storage == Storage::Fp8Block && fp8_ok_ && fp8_shape) ? GemmKind::FP8Block
-             : sp.storage == Storage::F32 ? GemmKind::F32
-                                          : GemmKind::BF16;
+                                                                         : GemmKind::BF16;
     const float std = init_std(sp);
     switch (t.kind) {
       case GemmKind::F32:

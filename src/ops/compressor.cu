@@ -56,10 +56,11 @@ __device__ void write_indexer_row(float* e, const RowFormat& f, const CacheRows&
 }
 
 __global__ void compress_entries_kernel(const float* u, const float* z, int m, RowFormat f, const float* norm, float eps,
-                                        const float* freqs, const CompressJob* jobs, const SeqRows* seqs,
-                                        const LayerCache* caches, int which) {
+                                        const float* freqs, const CompressJob* jobs, const int32_t* njobs,
+                                        const SeqRows* seqs, const LayerCache* caches, int which) {
   extern __shared__ float e[];
   __shared__ float scratch[33];
+  if (static_cast<int>(blockIdx.x) >= *njobs) return;
   const CompressJob job = jobs[blockIdx.x];
   const SeqRows seq = seqs[job.slot];
   const LayerCache& cache = caches[job.slot];
@@ -149,13 +150,13 @@ __global__ void add_ape_kernel(float* z, int64_t rows, int width, const float* a
 }  // namespace
 
 void compress_entries_cuda(const float* u, const float* z, int m, RowFormat f, const float* norm, float eps,
-                           const float* freqs, const CompressJob* jobs, int njobs, const SeqRows* seqs,
-                           const LayerCache* caches, int which, cudaStream_t s) {
-  if (njobs == 0) return;
+                           const float* freqs, const CompressJob* jobs, const int32_t* njobs, int max_jobs,
+                           const SeqRows* seqs, const LayerCache* caches, int which, cudaStream_t s) {
+  if (max_jobs == 0) return;
   DSV4_CHECK(!f.indexer || (f.d % 32 == 0 && (f.d & (f.d - 1)) == 0), "compressor", "indexer width ", f.d,
              " must be a power of two (Hadamard) and a multiple of 32");
-  compress_entries_kernel<<<njobs, kThreads, f.d * sizeof(float), s>>>(u, z, m, f, norm, eps, freqs, jobs, seqs, caches,
-                                                                       which);
+  compress_entries_kernel<<<max_jobs, kThreads, f.d * sizeof(float), s>>>(u, z, m, f, norm, eps, freqs, jobs, njobs,
+                                                                          seqs, caches, which);
   DSV4_CUDA_LAUNCHED("compress_entries_kernel");
 }
 

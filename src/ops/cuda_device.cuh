@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include <cuda_bf16.h>
+#include <cuda_fp8.h>
 
 #include "ops/cuda_ops.h"
 
@@ -95,10 +96,10 @@ __device__ __forceinline__ uint8_t e4m3_code(float r) {
   const float m = frexpf(a, &e);  // a = m · 2^e, m in [0.5, 1)
   return sign | static_cast<uint8_t>((e - 1 + 7) << 3) | static_cast<uint8_t>((m * 2.0f - 1.0f) * 8.0f);
 }
+// Decoding, on the hot paths of attention and the indexer: the hardware conversion (exact).
 __device__ __forceinline__ float e4m3_value(uint8_t b) {
-  const int exp = (b >> 3) & 0xf, man = b & 7;
-  const float v = exp == 0 ? ldexpf(static_cast<float>(man), -9) : ldexpf(static_cast<float>(man | 8), exp - 10);
-  return (b & 0x80) ? -v : v;
+  const __half_raw h = __nv_cvt_fp8_to_halfraw(static_cast<__nv_fp8_storage_t>(b), __NV_E4M3);
+  return __half2float(__half(h));
 }
 __device__ __forceinline__ uint8_t e2m1_code(float r) {
   const uint8_t sign = signbit(r) ? 8 : 0;
@@ -112,7 +113,9 @@ __device__ __forceinline__ float e2m1_value(uint8_t nib) {
   const float v = i < 4 ? 0.5f * i : i == 4 ? 2.0f : i == 5 ? 3.0f : i == 6 ? 4.0f : 6.0f;
   return (nib & 8) ? -v : v;
 }
-__device__ __forceinline__ float e8m0_value(uint8_t b) { return ldexpf(1.0f, static_cast<int>(b) - 127); }
+__device__ __forceinline__ float e8m0_value(uint8_t b) {
+  return b ? __uint_as_float(static_cast<uint32_t>(b) << 23) : 5.877471754111438e-39f;  // 2^(b − 127)
+}
 
 // RoPE on one pair (re, im) with frequency f at position pos: θ = fp32(fp32(pos) · f).
 __device__ __forceinline__ void rope_pair(float& re, float& im, float f, int pos, bool inverse) {

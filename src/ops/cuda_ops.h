@@ -69,9 +69,13 @@ void hadamard_cuda(float* x, int64_t count, int64_t d, cudaStream_t s);
 // Rounds the last R dims of each row (stride ld) to bf16 and back (what a compact cache keeps).
 void round_rope_bf16_cuda(float* x, int64_t rows, int64_t ld, int R, cudaStream_t s);
 // GEMM inputs of the fast path: x [M, K] -> bf16; or e4m3 in 1×128 blocks with power-of-two
-// scales (the official FP8 inference's activation rounding): q [M, K], scale [K/128][M].
+// scales (the official FP8 inference's activation rounding): q [M, K], scale [K/128][ld_scale].
 void to_bf16_cuda(const float* x, int64_t n, bf16* y, cudaStream_t s);
-void quantize_fp8_1x128_cuda(const float* x, int64_t M, int64_t K, uint8_t* q, float* scale, cudaStream_t s);
+// x = hi + lo with hi = bf16(x), lo = bf16(x − hi): 16 significant bits in two bf16 GEMM inputs.
+void split_bf16_cuda(const float* x, int64_t n, bf16* hi, bf16* lo, cudaStream_t s);
+// The scales are stored [K/128][ld_scale] (ld_scale ≥ M: cuBLASLt may need M padded).
+void quantize_fp8_1x128_cuda(const float* x, int64_t M, int64_t K, uint8_t* q, float* scale, int64_t ld_scale,
+                             cudaStream_t s);
 
 // ---- mhc.cu ----
 // hc_pre + the sub-layer's RMSNorm, per token t (model.md §3):
@@ -94,9 +98,10 @@ struct CompressJob {
 // RMSNorm_norm, RoPE at entry·m, then FP8 simulation of the first d − R dims (main) or
 // Hadamard + FP4 simulation of all d dims (indexer), and write the row of the entry cache.
 // u, z: [rows, c·d] (z with ape added). `which`: 0 = main compressor, 1 = the indexer's.
+// jobs [max_jobs], of which the first *njobs (a device value: a captured graph replays any count).
 void compress_entries_cuda(const float* u, const float* z, int m, RowFormat f, const float* norm, float eps,
-                           const float* freqs, const CompressJob* jobs, int njobs, const SeqRows* seqs,
-                           const LayerCache* caches, int which, cudaStream_t s);
+                           const float* freqs, const CompressJob* jobs, const int32_t* njobs, int max_jobs,
+                           const SeqRows* seqs, const LayerCache* caches, int which, cudaStream_t s);
 // Keeps the last ring_rows rows of each sequence's chunk in its pending ring (after compress_entries).
 void compressor_keep_cuda(const float* u, const float* z, int width, int ring_rows, const SeqRows* seqs, int nseq,
                           const LayerCache* caches, int which, cudaStream_t s);
@@ -167,13 +172,14 @@ void moe_grouped_swiglu_cuda(const bf16* xs, const ExpertMatrix& w1, const Exper
 void moe_grouped_down_cuda(const bf16* h, const ExpertMatrix& w2, const int2* tiles, const int32_t* ntiles,
                            int max_tiles, int tile_rows, const int32_t* offsets, float* y, cudaStream_t s);
 // Few rows per expert (decode): one warp per output row streams the expert's weights once per
-// group of 4 rows; float32 activations. Tiles: one per active expert (moe_group_cuda with a
-// tile_rows of at least T·k).
-//   h [n, F] (float32) = swiglu(xs · W1_eᵀ, xs · W3_eᵀ) · weight[perm[r]];   y [n, D] = h · W2_eᵀ
-void moe_gemv_swiglu_cuda(const float* xs, const ExpertMatrix& w1, const ExpertMatrix& w3, const int2* tiles,
+// group of 4 rows. Tiles: one per active expert (moe_group_cuda with a tile_rows of at least
+// T·k). The same inputs and rounding points as the grouped kernels (bf16 xs and h, float32
+// accumulation), so that a decode step computes what a prefill computes.
+//   h [n, F] (bf16) = swiglu(xs · W1_eᵀ, xs · W3_eᵀ) · weight[perm[r]];   y [n, D] = h · W2_eᵀ
+void moe_gemv_swiglu_cuda(const bf16* xs, const ExpertMatrix& w1, const ExpertMatrix& w3, const int2* tiles,
                           const int32_t* ntiles, int max_tiles, const int32_t* offsets, float limit,
-                          const float* weight, const int32_t* perm, float* h, cudaStream_t s);
-void moe_gemv_down_cuda(const float* h, const ExpertMatrix& w2, const int2* tiles, const int32_t* ntiles,
+                          const float* weight, const int32_t* perm, bf16* h, cudaStream_t s);
+void moe_gemv_down_cuda(const bf16* h, const ExpertMatrix& w2, const int2* tiles, const int32_t* ntiles,
                         int max_tiles, const int32_t* offsets, float* y, cudaStream_t s);
 // out [T, D] = shared [T, D] + Σ_i ys[inv[t·k + i]] (i in order).
 void moe_combine_cuda(const float* ys, const int32_t* inv, const float* shared, int64_t T, int k, int64_t D, float* out,

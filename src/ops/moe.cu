@@ -94,17 +94,29 @@ __global__ void moe_count_kernel(const int32_t* experts, int64_t n, int32_t* cou
   if (a < n) atomicAdd(&counts[experts[a]], 1);
 }
 
-// One thread: offsets (exclusive scan of counts) and the tile list.
+constexpr int kOffsetThreads = 1024;
+
+// One block: offsets (exclusive scan of the counts) and the tile list (expert e's tiles follow
+// those of the experts before it).
 __global__ void moe_offsets_kernel(const int32_t* counts, int E, int tile_rows, int32_t* offsets, int2* tiles,
                                    int32_t* ntiles) {
-  int off = 0, nt = 0;
-  for (int e = 0; e < E; ++e) {
+  using Scan = cub::BlockScan<int, kOffsetThreads>;
+  __shared__ typename Scan::TempStorage tmp;
+  const int e = threadIdx.x;
+  const int cnt = e < E ? counts[e] : 0;
+  const int nt = (cnt + tile_rows - 1) / tile_rows;
+  int off, tile0, total_rows, total_tiles;
+  Scan(tmp).ExclusiveSum(cnt, off, total_rows);
+  __syncthreads();
+  Scan(tmp).ExclusiveSum(nt, tile0, total_tiles);
+  if (e < E) {
     offsets[e] = off;
-    for (int r0 = 0; r0 < counts[e]; r0 += tile_rows) tiles[nt++] = make_int2(e, off + r0);
-    off += counts[e];
+    for (int i = 0; i < nt; ++i) tiles[tile0 + i] = make_int2(e, off + i * tile_rows);
   }
-  offsets[E] = off;
-  *ntiles = nt;
+  if (e == 0) {
+    offsets[E] = total_rows;
+    *ntiles = total_tiles;
+  }
 }
 
 constexpr int kScatterThreads = 256;
@@ -183,7 +195,8 @@ void moe_group_cuda(const int32_t* experts, int64_t T, int k, int E, int32_t* co
   if (n == 0) return;
   moe_count_kernel<<<grid_for(n, 256), 256, 0, s>>>(experts, n, counts);
   DSV4_CUDA_LAUNCHED("moe_count_kernel");
-  moe_offsets_kernel<<<1, 1, 0, s>>>(counts, E, tile_rows, offsets, tiles, ntiles);
+  DSV4_CHECK(E <= kOffsetThreads, "moe", E, " routed experts: at most ", kOffsetThreads, " supported");
+  moe_offsets_kernel<<<1, kOffsetThreads, 0, s>>>(counts, E, tile_rows, offsets, tiles, ntiles);
   DSV4_CUDA_LAUNCHED("moe_offsets_kernel");
   moe_scatter_kernel<<<E, kScatterThreads, 0, s>>>(experts, n, offsets, perm, inv);
   DSV4_CUDA_LAUNCHED("moe_scatter_kernel");

@@ -1,8 +1,8 @@
 // CUDA expert products of the MoE (contracts in cuda_ops.h). Expert weights stay in their
 // stored form (packed FP4 with E8M0 scales per 32, or bf16) and are dequantized on the fly:
-// Hopper has no FP4 tensor cores.
-//   gemv:    few rows per expert (decode): a warp per output row, float32 activations.
-//   grouped: many rows (prefill): 64×64 tiles of bf16 WMMA with float32 accumulation.
+// Hopper has no FP4 tensor cores. Both forms take bf16 activations and accumulate in float32.
+//   gemv:    few rows per expert (decode): a warp per output row.
+//   grouped: many rows (prefill): 64×64 tiles of bf16 WMMA.
 #include <mma.h>
 
 #include "cuda/check.h"
@@ -47,8 +47,9 @@ struct GemvConfig {
 // One warp per output row n of the tile's expert; lanes stride over chunks of 8 columns.
 template <bool kSwiglu>
 __global__ void __launch_bounds__(GemvConfig::kWarps * 32)
-moe_gemv_kernel(const float* x, ExpertMatrix wa, ExpertMatrix wb, const int2* tiles, const int32_t* ntiles,
-                const int32_t* offsets, float limit, const float* weight, const int32_t* perm, float* out) {
+moe_gemv_kernel(const bf16* x, ExpertMatrix wa, ExpertMatrix wb, const int2* tiles, const int32_t* ntiles,
+                const int32_t* offsets, float limit, const float* weight, const int32_t* perm, bf16* h_out,
+                float* y_out) {
   using C = GemvConfig;
   if (static_cast<int>(blockIdx.x) >= *ntiles) return;
   const int lane = threadIdx.x & 31;
@@ -66,9 +67,11 @@ moe_gemv_kernel(const float* x, ExpertMatrix wa, ExpertMatrix wb, const int2* ti
 #pragma unroll
       for (int rr = 0; rr < C::kRows; ++rr) {
         if (rr >= nr) break;
-        const float4 x0 = *reinterpret_cast<const float4*>(x + static_cast<int64_t>(r0 + rr) * K + k);
-        const float4 x1 = *reinterpret_cast<const float4*>(x + static_cast<int64_t>(r0 + rr) * K + k + 4);
-        const float xv[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
+        const uint4 xr = *reinterpret_cast<const uint4*>(x + static_cast<int64_t>(r0 + rr) * K + k);
+        const bf16* xb = reinterpret_cast<const bf16*>(&xr);
+        float xv[8];
+#pragma unroll
+        for (int j = 0; j < 8; ++j) xv[j] = __bfloat162float(xb[j]);
 #pragma unroll
         for (int j = 0; j < 8; ++j) {
           acc_a[rr] += wa8[j] * xv[j];
@@ -83,7 +86,8 @@ moe_gemv_kernel(const float* x, ExpertMatrix wa, ExpertMatrix wb, const int2* ti
       const float b = kSwiglu ? dev::warp_sum(acc_b[rr]) : 0.0f;
       if (lane == 0) {
         const int64_t r = r0 + rr;
-        out[r * N + n] = kSwiglu ? swiglu_value(a, b, limit) * weight[perm[r]] : a;
+        if (kSwiglu) h_out[r * N + n] = __float2bfloat16_rn(swiglu_value(a, b, limit) * weight[perm[r]]);
+        else y_out[r * N + n] = a;
       }
     }
   }
@@ -199,25 +203,25 @@ void check_expert(const ExpertMatrix& w, const char* what) {
 
 }  // namespace
 
-void moe_gemv_swiglu_cuda(const float* xs, const ExpertMatrix& w1, const ExpertMatrix& w3, const int2* tiles,
+void moe_gemv_swiglu_cuda(const bf16* xs, const ExpertMatrix& w1, const ExpertMatrix& w3, const int2* tiles,
                           const int32_t* ntiles, int max_tiles, const int32_t* offsets, float limit,
-                          const float* weight, const int32_t* perm, float* h, cudaStream_t s) {
+                          const float* weight, const int32_t* perm, bf16* h, cudaStream_t s) {
   check_expert(w1, "w1");
   check_expert(w3, "w3");
   if (max_tiles == 0) return;
   dim3 grid(max_tiles, (w1.rows + GemvConfig::kWarps - 1) / GemvConfig::kWarps);
   moe_gemv_kernel<true><<<grid, GemvConfig::kWarps * 32, 0, s>>>(xs, w1, w3, tiles, ntiles, offsets, limit, weight,
-                                                                  perm, h);
+                                                                  perm, h, nullptr);
   DSV4_CUDA_LAUNCHED("moe_gemv_kernel<swiglu>");
 }
 
-void moe_gemv_down_cuda(const float* h, const ExpertMatrix& w2, const int2* tiles, const int32_t* ntiles,
+void moe_gemv_down_cuda(const bf16* h, const ExpertMatrix& w2, const int2* tiles, const int32_t* ntiles,
                         int max_tiles, const int32_t* offsets, float* y, cudaStream_t s) {
   check_expert(w2, "w2");
   if (max_tiles == 0) return;
   dim3 grid(max_tiles, (w2.rows + GemvConfig::kWarps - 1) / GemvConfig::kWarps);
   moe_gemv_kernel<false><<<grid, GemvConfig::kWarps * 32, 0, s>>>(h, w2, w2, tiles, ntiles, offsets, 0.0f, nullptr,
-                                                                   nullptr, y);
+                                                                   nullptr, nullptr, y);
   DSV4_CUDA_LAUNCHED("moe_gemv_kernel<down>");
 }
 

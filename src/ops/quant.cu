@@ -56,8 +56,16 @@ __global__ void to_bf16_kernel(const float* x, int64_t n, bf16* y) {
   if (i < n) y[i] = __float2bfloat16_rn(x[i]);
 }
 
+__global__ void split_bf16_kernel(const float* x, int64_t n, bf16* hi, bf16* lo) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= n) return;
+  const bf16 h = __float2bfloat16_rn(x[i]);
+  hi[i] = h;
+  lo[i] = __float2bfloat16_rn(x[i] - __bfloat162float(h));
+}
+
 // One warp per 1×128 block: 4 values per lane.
-__global__ void quantize_fp8_kernel(const float* x, int64_t M, int64_t K, uint8_t* q, float* scale) {
+__global__ void quantize_fp8_kernel(const float* x, int64_t M, int64_t K, uint8_t* q, float* scale, int64_t lds) {
   const int64_t w = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32;
   const int lane = threadIdx.x & 31;
   const int64_t kb = K / 128;
@@ -74,7 +82,7 @@ __global__ void quantize_fp8_kernel(const float* x, int64_t M, int64_t K, uint8_
   c.z = dev::e4m3_code(dev::round_e4m3(fminf(fmaxf(v.z / s, -448.0f), 448.0f)));
   c.w = dev::e4m3_code(dev::round_e4m3(fminf(fmaxf(v.w / s, -448.0f), 448.0f)));
   *reinterpret_cast<uchar4*>(q + r * K + b * 128 + lane * 4) = c;
-  if (lane == 0) scale[b * M + r] = s;
+  if (lane == 0) scale[b * lds + r] = s;
 }
 
 unsigned blocks_for(int64_t threads_total, int per_block) {
@@ -118,10 +126,17 @@ void to_bf16_cuda(const float* x, int64_t n, bf16* y, cudaStream_t s) {
   DSV4_CUDA_LAUNCHED("to_bf16_kernel");
 }
 
-void quantize_fp8_1x128_cuda(const float* x, int64_t M, int64_t K, uint8_t* q, float* scale, cudaStream_t s) {
+void split_bf16_cuda(const float* x, int64_t n, bf16* hi, bf16* lo, cudaStream_t s) {
+  if (n == 0) return;
+  split_bf16_kernel<<<blocks_for(n, 256), 256, 0, s>>>(x, n, hi, lo);
+  DSV4_CUDA_LAUNCHED("split_bf16_kernel");
+}
+
+void quantize_fp8_1x128_cuda(const float* x, int64_t M, int64_t K, uint8_t* q, float* scale, int64_t ld_scale,
+                             cudaStream_t s) {
   DSV4_CHECK(K % 128 == 0, "quantize_fp8", "K = ", K, " is not a multiple of 128");
   if (M == 0) return;
-  quantize_fp8_kernel<<<blocks_for(M * (K / 128) * 32, 256), 256, 0, s>>>(x, M, K, q, scale);
+  quantize_fp8_kernel<<<blocks_for(M * (K / 128) * 32, 256), 256, 0, s>>>(x, M, K, q, scale, ld_scale);
   DSV4_CUDA_LAUNCHED("quantize_fp8_kernel");
 }
 

@@ -11,6 +11,7 @@
 #include "../model_test_util.h"
 #include "infer/parity.h"
 #include "model/backend.h"
+#include "model/cuda_model_impl.cuh"
 #include "model/model.h"
 
 using namespace dsv4;
@@ -69,12 +70,14 @@ TEST_P(FixtureOnGpu, FastPathKeepsTheArgmax) {
   Model m = Model::load(dir);
   auto b = make_backend(Device::Cuda, m, Precision::Fast, dir);
   std::printf("  backend: %s\n", b->describe().c_str());
-  for (const ParityCase& pc : run_parity(dir, false, *b, true)) {
+  const std::vector<ParityCase> cases = run_parity(dir, false, *b, true);
+  for (const ParityCase& pc : cases)
     std::printf("  %-6s fast: logits mean|d| %.3g max|d| %.3g argmax %.2f%% | mtp mean|d| %.3g argmax %.2f%%\n",
                 pc.name.c_str(), pc.logits.mean_abs, pc.logits.max_abs, 100 * pc.logits.argmax_agree, pc.mtp.mean_abs,
                 100 * pc.mtp.argmax_agree);
-    EXPECT_TRUE(pc.passes()) << GetParam() << " case " << pc.name << ": argmax " << pc.logits.argmax_agree;
-  }
+  double la = 0, ma = 0;
+  EXPECT_TRUE(fast_verdict(cases, &la, &ma)) << GetParam() << ": argmax over all rows " << la << " (mtp " << ma << ")";
+  std::printf("  over all rows: logits argmax %.2f%%, mtp argmax %.2f%%\n", 100 * la, 100 * ma);
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, FixtureOnGpu, ::testing::Values("tiny-fp32", "tiny-fp8"),
@@ -169,4 +172,30 @@ TEST(CudaModel, SequenceCapacityIsChecked) {
   auto gpu = make_backend(Device::Cuda, m, Precision::F32);
   const int s = gpu->new_sequence(4);
   EXPECT_THROW(gpu->forward({{s, {1, 2, 3, 4, 5}}}), Error);
+}
+
+// A decode step replayed from a captured CUDA graph computes exactly what the eager step computes.
+TEST(CudaModel, GraphDecodeEqualsEagerDecode) {
+  ModelConfig c = tiny_config();
+  Model m(c, random_params(c, 7));
+  cuda::CudaModel gpu(c, &m.params(), nullptr, Precision::Fast);
+  const std::vector<int64_t> ids = random_ids(c, 40, 3);
+  const int64_t V = c.vocab_size;
+  auto run = [&](bool graph) {
+    const int s = gpu.new_sequence(64);
+    gpu.forward_on_device({{s, std::vector<int64_t>(ids.begin(), ids.begin() + 20)}});
+    std::vector<float> all;
+    for (int t = 20; t < 40; ++t) {
+      if (graph) gpu.decode_step_graph({{s, {ids[t]}}});
+      else gpu.forward_on_device({{s, {ids[t]}}});
+      std::vector<float> l(V);
+      DSV4_CUDA_CHECK(cudaStreamSynchronize(gpu.stream()));
+      DSV4_CUDA_CHECK(cudaMemcpy(l.data(), gpu.logits_device(), V * sizeof(float), cudaMemcpyDeviceToHost));
+      all.insert(all.end(), l.begin(), l.end());
+    }
+    gpu.free_sequence(s);
+    return all;
+  };
+  const std::vector<float> eager = run(false), graph = run(true);
+  EXPECT_EQ(eager, graph);
 }

@@ -98,7 +98,8 @@ struct HostRows {
   }
 };
 HostRows make_rows(const std::vector<float>& v, int rows, int d, int R, bool compact, bool indexer) {
-  HostRows h{rows, d, R, compact, indexer};
+  HostRows h;
+  h.rows = rows, h.d = d, h.R = R, h.compact = compact, h.indexer = indexer;
   if (!compact) {
     h.f32 = dev(v);
     return h;
@@ -233,7 +234,7 @@ std::vector<Check> op_quant(std::mt19937& rng) {
     auto dx = dev(x);
     DeviceArray<uint8_t> q(M * K);
     DeviceArray<float> s(M * K / 128);
-    quantize_fp8_1x128_cuda(dx.get(), M, K, q.get(), s.get(), 0);
+    quantize_fp8_1x128_cuda(dx.get(), M, K, q.get(), s.get(), M, 0);
     std::vector<uint8_t> qh = host(q);
     std::vector<float> sh = host(s), got(M * K);
     for (int r = 0; r < M; ++r)
@@ -310,6 +311,8 @@ std::vector<Check> op_compressor(std::mt19937& rng) {
         ops::fp4_sim(e, d, 32);
       } else {
         ops::fp8_sim(e, d - R, 64);
+        if (sh.compact)  // the compact cache keeps the RoPE dims in bf16
+          for (int j = d - R; j < d; ++j) e[j] = bf16_to_f32(f32_to_bf16(e[j]));
       }
     }
     // GPU: a sequence with an entry cache and the pending ring
@@ -333,9 +336,10 @@ std::vector<Check> op_compressor(std::mt19937& rng) {
       auto dpos = dev(pos);
       DeviceArray<SeqRows> dseq(std::vector<SeqRows>{{0, Tc, p0}});
       DeviceArray<CompressJob> djobs(jobs.empty() ? std::vector<CompressJob>{{0, 0}} : jobs);
+      DeviceArray<int32_t> dnjobs(std::vector<int32_t>{static_cast<int32_t>(jobs.size())});
       add_ape_cuda(dz.get(), Tc, width, dape.get(), m, dpos.get(), 0);
       compress_entries_cuda(du.get(), dz.get(), m, RowFormat{d, R, sh.compact, sh.indexer}, dnorm.get(), kEps,
-                            dfreqs.get(), djobs.get(), static_cast<int>(jobs.size()), dseq.get(), dlc.get(),
+                            dfreqs.get(), djobs.get(), dnjobs.get(), static_cast<int>(jobs.size()) + 1, dseq.get(), dlc.get(),
                             sh.indexer ? 1 : 0, 0);
       compressor_keep_cuda(du.get(), dz.get(), width, ring_rows, dseq.get(), 1, dlc.get(), sh.indexer ? 1 : 0, 0);
       DSV4_CUDA_CHECK(cudaDeviceSynchronize());
@@ -540,37 +544,47 @@ std::vector<Check> op_moe_experts(std::mt19937& rng) {
   auto dex = dev(experts);
   auto dw = dev(weights), dx = dev(x), dsh = dev(shared);
   auto dc1 = dev(c1), ds1 = dev(s1), dc3 = dev(c3), ds3 = dev(s3), dc2 = dev(c2), ds2 = dev(s2);
-  ExpertMatrix m1{dc1.get(), ds1.get(), nullptr, F, D}, m3{dc3.get(), ds3.get(), nullptr, F, D},
-      m2{dc2.get(), ds2.get(), nullptr, D, F};
+  // The same values as bf16 matrices (e2m1 × 2^k is exact in bf16).
+  auto as_bf16 = [](const std::vector<float>& w) {
+    std::vector<uint16_t> h(w.size());
+    for (size_t i = 0; i < w.size(); ++i) h[i] = f32_to_bf16(w[i]);
+    DeviceArray<bf16> d(w.size());
+    DSV4_CUDA_CHECK(cudaMemcpy(d.get(), h.data(), h.size() * 2, cudaMemcpyHostToDevice));
+    return d;
+  };
+  DeviceArray<bf16> b1 = as_bf16(w1), b3 = as_bf16(w3), b2 = as_bf16(w2);
+  const std::vector<float> want = reference(true);
   std::vector<Check> out;
-  for (bool grouped : {false, true}) {
-    const int n = T * k, tile_rows = grouped ? 64 : 1 << 30;
-    const int max_tiles = grouped ? n / 64 + E : E;
-    DeviceArray<int32_t> counts(E), offsets(E + 1), perm(n), inv(n), ntiles(1);
-    DeviceArray<int2> tiles(max_tiles);
-    DSV4_CUDA_CHECK(cudaMemset(counts.get(), 0, E * sizeof(int32_t)));
-    moe_group_cuda(dex.get(), T, k, E, counts.get(), offsets.get(), perm.get(), inv.get(), tile_rows, tiles.get(),
-                   ntiles.get(), 0);
-    DeviceArray<float> ys(n * D), result(T * D);
-    if (grouped) {
+  for (bool fp4 : {true, false})
+    for (bool grouped : {false, true}) {
+      ExpertMatrix m1{fp4 ? dc1.get() : nullptr, fp4 ? ds1.get() : nullptr, fp4 ? nullptr : b1.get(), F, D},
+          m3{fp4 ? dc3.get() : nullptr, fp4 ? ds3.get() : nullptr, fp4 ? nullptr : b3.get(), F, D},
+          m2{fp4 ? dc2.get() : nullptr, fp4 ? ds2.get() : nullptr, fp4 ? nullptr : b2.get(), D, F};
+      const int n = T * k, tile_rows = grouped ? 64 : 1 << 30;
+      const int max_tiles = grouped ? n / 64 + E : E;
+      DeviceArray<int32_t> counts(E), offsets(E + 1), perm(n), inv(n), ntiles(1);
+      DeviceArray<int2> tiles(max_tiles);
+      DSV4_CUDA_CHECK(cudaMemset(counts.get(), 0, E * sizeof(int32_t)));
+      moe_group_cuda(dex.get(), T, k, E, counts.get(), offsets.get(), perm.get(), inv.get(), tile_rows, tiles.get(),
+                     ntiles.get(), 0);
+      DeviceArray<float> ys(n * D), result(T * D);
       DeviceArray<bf16> xs(n * D), h(n * F);
       moe_gather_cuda(dx.get(), D, perm.get(), n, k, nullptr, xs.get(), 0);
-      moe_grouped_swiglu_cuda(xs.get(), m1, m3, tiles.get(), ntiles.get(), max_tiles, tile_rows, offsets.get(), limit,
-                              dw.get(), perm.get(), h.get(), 0);
-      moe_grouped_down_cuda(h.get(), m2, tiles.get(), ntiles.get(), max_tiles, tile_rows, offsets.get(), ys.get(), 0);
-    } else {
-      DeviceArray<float> xs(n * D), h(n * F);
-      moe_gather_cuda(dx.get(), D, perm.get(), n, k, xs.get(), nullptr, 0);
-      moe_gemv_swiglu_cuda(xs.get(), m1, m3, tiles.get(), ntiles.get(), max_tiles, offsets.get(), limit, dw.get(),
-                           perm.get(), h.get(), 0);
-      moe_gemv_down_cuda(h.get(), m2, tiles.get(), ntiles.get(), max_tiles, offsets.get(), ys.get(), 0);
+      if (grouped) {
+        moe_grouped_swiglu_cuda(xs.get(), m1, m3, tiles.get(), ntiles.get(), max_tiles, tile_rows, offsets.get(),
+                                limit, dw.get(), perm.get(), h.get(), 0);
+        moe_grouped_down_cuda(h.get(), m2, tiles.get(), ntiles.get(), max_tiles, tile_rows, offsets.get(), ys.get(), 0);
+      } else {
+        moe_gemv_swiglu_cuda(xs.get(), m1, m3, tiles.get(), ntiles.get(), max_tiles, offsets.get(), limit, dw.get(),
+                             perm.get(), h.get(), 0);
+        moe_gemv_down_cuda(h.get(), m2, tiles.get(), ntiles.get(), max_tiles, offsets.get(), ys.get(), 0);
+      }
+      moe_combine_cuda(ys.get(), inv.get(), dsh.get(), T, k, D, result.get(), 0);
+      // bf16 inputs on both sides; a float32 summation-order difference can still move an element
+      // of h across a bf16 rounding boundary (2^-8 relative), so a few outputs may differ by that.
+      out.push_back(check(str(grouped ? "grouped wmma" : "gemv", fp4 ? " (fp4 weights)" : " (bf16 weights)"),
+                          host(result), want, 4e-3, 0.05));
     }
-    moe_combine_cuda(ys.get(), inv.get(), dsh.get(), T, k, D, result.get(), 0);
-    // grouped: bf16 inputs on both sides; a tiny float32 difference can still move h across a bf16
-    // rounding boundary (2^-8 relative), so a few elements may differ by that much.
-    out.push_back(grouped ? check("grouped wmma (bf16 inputs)", host(result), reference(true), 4e-3, 0.05)
-                          : check("gemv (float32 inputs)", host(result), reference(false), f32_rule(D + F)));
-  }
   return out;
 }
 
@@ -615,13 +629,20 @@ std::vector<Check> op_gemm(std::mt19937& rng) {
       }
     for (int r = 0; r < M; ++r) ops::fp8_sim(&xq[r * K], K, 128);
     ops::linear(xq.data(), M, K, wq.data(), N, ref.data());
+    // cuBLASLt wants the row count a multiple of fp8_row_align(): zero rows (codes and scales) pad it.
+    const int align = blas.fp8_row_align(), Mp = (M + align - 1) / align * align;
+    std::printf("  [fp8 block-scaled GEMM: rows padded to a multiple of %d]\n", align);
     auto dx = dev(x), dsc = dev(scales);
     auto dcodes = dev(codes);
-    DeviceArray<uint8_t> q(M * K);
-    DeviceArray<float> qs(M * K / 128), y(M * N);
-    quantize_fp8_1x128_cuda(dx.get(), M, K, q.get(), qs.get(), 0);
-    GemmArgs g{GemmKind::FP8Block, M, N, K, q.get(), K, qs.get(), dcodes.get(), K, dsc.get(), y.get(), N};
+    DeviceArray<uint8_t> q(Mp * K);
+    DeviceArray<float> qs(Mp * K / 128), yp(Mp * N);
+    DSV4_CUDA_CHECK(cudaMemset(q.get(), 0, Mp * K));
+    DSV4_CUDA_CHECK(cudaMemset(qs.get(), 0, Mp * K / 128 * sizeof(float)));
+    quantize_fp8_1x128_cuda(dx.get(), M, K, q.get(), qs.get(), Mp, 0);
+    GemmArgs g{GemmKind::FP8Block, Mp, N, K, q.get(), K, qs.get(), dcodes.get(), K, dsc.get(), yp.get(), N};
     blas.gemm(g, 0);
+    std::vector<float> all = host(yp);
+    DeviceArray<float> y(std::vector<float>(all.begin(), all.begin() + M * N));
     // Hopper's FP8 MMA accumulates within a 128-wide block in reduced precision before the
     // float32 promotion of the block-scaled sum: ~1e-4 relative, bounded here by 1e-3.
     out.push_back(check("fp8 block-scaled", host(y), ref, 1e-3));
