@@ -52,7 +52,8 @@ using TextSink = std::function<void(std::string_view)>;
 class Generator {
  public:
   // The tokenizer must fit the model's vocabulary; ids the tokenizer has no token for are
-  // never sampled. Options are validated here (an Error names the bad one).
+  // never sampled. Options are validated here (an Error names the bad one). The model and
+  // the tokenizer are borrowed: they must outlive the generator.
   Generator(const Model& model, const Tokenizer& tokenizer, GenerateOptions options);
 
   // A prompt that leaves no room to generate in the allowed context is an Error that gives
