@@ -136,7 +136,7 @@ void attention_forward(const ModelConfig& c, const AttnWeights& w, int m, const 
       compressor_step(c, w.idx_compressor, 4, {DI, true}, iu.ptr() + s.row0 * iu.dim(1),
                       iz.ptr() + s.row0 * iz.dim(1), s.T, s.pos0, freqs, st.idx_comp, st.idx_entries);
 
-#pragma omp parallel for schedule(dynamic)
+#pragma omp parallel for schedule(dynamic) if (s.T > 1)
     for (int64_t t = 0; t < s.T; ++t) {
       const int64_t r = s.row0 + t, pos = s.pos0 + t;
       // The attended set: window tokens, then compressed entries, in one softmax.
