@@ -72,7 +72,7 @@ fi
 # ---- (c') benchmarks ---------------------------------------------------------------------------
 if [ "$MODE" = bench ] || [ "$MODE" = all ]; then
   $DSV4 bench --json "$OUT/bench.json" "$@" 2>&1 | tee "$OUT/bench.log" | tail -40
-  if [ -f bench/torch_twin.py ]; then
+  if [ -f bench/torch_twin.py ] && [ -z "${SKIP_TWIN:-}" ]; then
     PYTHONUNBUFFERED=1 python3 bench/torch_twin.py --json "$OUT/twin.json" 2>&1 | tee "$OUT/twin.log" | tail -20
   fi
 fi

@@ -218,7 +218,7 @@ void run_cuda_bench(const BenchOptions& o) {
         }
         std::vector<int> seqs;
         for (int b = 0; b < B; ++b) {
-          seqs.push_back(model.new_sequence(C + o.decode_steps + 4));
+          seqs.push_back(model.new_sequence(C + o.decode_steps + 16));
           model.fake_context(seqs.back(), C, 100 + b);
         }
         bool graph = false;

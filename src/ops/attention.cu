@@ -12,10 +12,10 @@ namespace {
 
 struct AttnConfig {
   static constexpr int kHeads = 16;     // heads per block
-  static constexpr int kThreads = 128;  // 4 warps
+  static constexpr int kThreads = 128;  // 4 warps; in the value phase thread t owns dims [4t, 4t + 4)
   static constexpr int kTile = 32;      // attended rows per tile (one per lane when scoring)
-  static constexpr int kMaxDh = 512;
-  static constexpr int kDimsPerThread = kMaxDh / kThreads;
+  static constexpr int kMaxDh = 4 * kThreads;
+  static constexpr int kPad = 4;        // row pad of the tile: float4 reads stay conflict-free per quarter warp
   static_assert(kTile == 32, "scores assign one attended row per lane");
   static_assert(kHeads % (kThreads / 32) == 0, "heads split evenly over the warps");
 };
@@ -27,19 +27,22 @@ struct KeySource {
   int64_t row;
 };
 
+__device__ __forceinline__ float dot4(float4 a, float4 b) { return a.x * b.x + a.y * b.y + a.z * b.z + a.w * b.w; }
+
 __global__ void __launch_bounds__(AttnConfig::kThreads)
 sparse_attention_kernel(const float* q, const float* kv, const float* sink, AttnShape a, const int32_t* slot,
                         const int32_t* pos, const SeqRows* seqs, const LayerCache* caches, const int32_t* selected,
                         float* o) {
   using C = AttnConfig;
-  extern __shared__ float smem[];
-  const int Dh = a.Dh, ldk = Dh + 1;  // +1: the lane-per-row score loop is free of bank conflicts
+  constexpr int kPerWarp = C::kHeads / (C::kThreads / 32);
+  extern __shared__ __align__(16) float smem[];
+  const int Dh = a.Dh, ldk = Dh + C::kPad;
   const int hb = min(C::kHeads, a.H);
-  float* qs = smem;                    // [hb, Dh]
-  float* ks = qs + hb * Dh;            // [kTile, Dh + 1]
-  float* ps = ks + C::kTile * ldk;     // [hb, kTile]
-  float* alpha = ps + hb * C::kTile;   // [hb]
-  float* lsum = alpha + hb;            // [hb]
+  float* qs = smem;                      // [hb, Dh]
+  float* ks = qs + hb * Dh;              // [kTile, Dh + kPad]
+  float* ps = ks + C::kTile * ldk;       // [kTile, kHeads]: probabilities, one row per attended row
+  float* alpha = ps + C::kTile * C::kHeads;  // [kHeads]
+  float* lsum = alpha + C::kHeads;           // [kHeads]
 
   const int64_t r = blockIdx.x;
   const int h0 = blockIdx.y * hb;
@@ -60,18 +63,19 @@ sparse_attention_kernel(const float* q, const float* kv, const float* sink, Attn
   for (int i = threadIdx.x; i < hb * Dh; i += blockDim.x) qs[i] = q[(r * a.H + h0) * Dh + i];
 
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
-  float m_run[C::kHeads / 4], l_run[C::kHeads / 4];  // per warp: heads warp, warp + 4, ...
+  float m_run[kPerWarp], l_run[kPerWarp];  // warp w keeps heads w, w + 4, ...
 #pragma unroll
-  for (int i = 0; i < C::kHeads / 4; ++i) {
+  for (int i = 0; i < kPerWarp; ++i) {
     const int h = warp + i * nwarps;
     m_run[i] = h < hb ? sink[h0 + h] : 0.0f;
     l_run[i] = 1.0f;
   }
-  float acc[C::kHeads][C::kDimsPerThread];
+  const int d0 = 4 * threadIdx.x;  // this thread's four value dims
+  float acc[C::kHeads][4];
 #pragma unroll
   for (int h = 0; h < C::kHeads; ++h)
 #pragma unroll
-    for (int c = 0; c < C::kDimsPerThread; ++c) acc[h][c] = 0.0f;
+    for (int c = 0; c < 4; ++c) acc[h][c] = 0.0f;
 
   for (int t0 = 0; t0 < nkeys; t0 += C::kTile) {
     __syncthreads();
@@ -94,67 +98,84 @@ sparse_attention_kernel(const float* q, const float* kv, const float* sink, Attn
         src.row = selected ? selected[r * a.K + e] : e;
       }
       if (src.chunk)
-        for (int i = lane; i < Dh; i += 32) dst[i] = src.chunk[i];
+        for (int i = 4 * lane; i < Dh; i += 128)
+          *reinterpret_cast<float4*>(dst + i) = *reinterpret_cast<const float4*>(src.chunk + i);
       else
         for (int i = lane; i < Dh; i += 32) dst[i] = dev::cache_value(*src.cache, kvf, src.row, i);
     }
     __syncthreads();
-    // Scores: lane = attended row, warp = heads warp, warp + 4, ...; online softmax per head.
+    // Scores: lane = attended row; the warp's heads together (one read of the row per 4 dims).
+    {
+      float dot[kPerWarp];
 #pragma unroll
-    for (int i = 0; i < C::kHeads / 4; ++i) {
-      const int h = warp + i * nwarps;
-      if (h >= hb) break;
-      const float* qh = qs + h * Dh;
+      for (int i = 0; i < kPerWarp; ++i) dot[i] = 0.0f;
       const float* kj = ks + lane * ldk;
-      float dot = 0.0f;
-      for (int d = 0; d < Dh; ++d) dot += qh[d] * kj[d];
+      for (int d = 0; d < Dh; d += 4) {
+        const float4 k4 = *reinterpret_cast<const float4*>(kj + d);
+#pragma unroll
+        for (int i = 0; i < kPerWarp; ++i) {
+          const int h = min(warp + i * nwarps, hb - 1);
+          dot[i] += dot4(*reinterpret_cast<const float4*>(qs + h * Dh + d), k4);
+        }
+      }
       const bool valid = t0 + lane < nkeys;
-      const float sc = valid ? dot * a.scale : -INFINITY;
-      const float m_new = fmaxf(m_run[i], dev::warp_max(sc));
-      const float pj = valid ? expf(sc - m_new) : 0.0f;
-      const float al = expf(m_run[i] - m_new);
-      l_run[i] = l_run[i] * al + dev::warp_sum(pj);
-      m_run[i] = m_new;
-      ps[h * C::kTile + lane] = pj;
-      if (lane == 0) alpha[h] = al;
+#pragma unroll
+      for (int i = 0; i < kPerWarp; ++i) {
+        const int h = warp + i * nwarps;
+        if (h >= hb) break;
+        const float sc = valid ? dot[i] * a.scale : -INFINITY;
+        const float m_new = fmaxf(m_run[i], dev::warp_max(sc));
+        const float pj = valid ? expf(sc - m_new) : 0.0f;
+        const float al = expf(m_run[i] - m_new);
+        l_run[i] = l_run[i] * al + dev::warp_sum(pj);
+        m_run[i] = m_new;
+        ps[lane * C::kHeads + h] = pj;
+        if (lane == 0) alpha[h] = al;
+      }
     }
     __syncthreads();
-    // Values: thread owns dims threadIdx.x + c·128 of every head.
+    // Values: acc[h][c] = acc[h][c] · alpha_h + Σ_j p[j][h] · v_j[d0 + c].
+    if (d0 < Dh) {
 #pragma unroll
-    for (int h = 0; h < C::kHeads; ++h) {
-      if (h >= hb) break;
-      const float al = alpha[h];
+      for (int h = 0; h < C::kHeads; ++h) {
+        if (h >= hb) break;
+        const float al = alpha[h];
 #pragma unroll
-      for (int c = 0; c < C::kDimsPerThread; ++c) acc[h][c] *= al;
-    }
-    for (int j = 0; j < C::kTile; ++j) {
+        for (int c = 0; c < 4; ++c) acc[h][c] *= al;
+      }
+      for (int j = 0; j < C::kTile; ++j) {
+        const float4 v = *reinterpret_cast<const float4*>(ks + j * ldk + d0);
+        const float4* pj = reinterpret_cast<const float4*>(ps + j * C::kHeads);
 #pragma unroll
-      for (int c = 0; c < C::kDimsPerThread; ++c) {
-        const int d = threadIdx.x + c * C::kThreads;
-        if (d >= Dh) break;
-        const float v = ks[j * ldk + d];
+        for (int h4 = 0; h4 < C::kHeads / 4; ++h4) {
+          if (4 * h4 >= hb) break;
+          const float4 p4 = pj[h4];
+          const float pv[4] = {p4.x, p4.y, p4.z, p4.w};
 #pragma unroll
-        for (int h = 0; h < C::kHeads; ++h) {
-          if (h >= hb) break;
-          acc[h][c] += ps[h * C::kTile + j] * v;
+          for (int u = 0; u < 4; ++u) {
+            float* ah = acc[4 * h4 + u];
+            ah[0] += pv[u] * v.x;
+            ah[1] += pv[u] * v.y;
+            ah[2] += pv[u] * v.z;
+            ah[3] += pv[u] * v.w;
+          }
         }
       }
     }
   }
 #pragma unroll
-  for (int i = 0; i < C::kHeads / 4; ++i) {
+  for (int i = 0; i < kPerWarp; ++i) {
     const int h = warp + i * nwarps;
     if (h < hb && lane == 0) lsum[h] = l_run[i];
   }
   __syncthreads();
+  if (d0 < Dh) {
 #pragma unroll
-  for (int h = 0; h < C::kHeads; ++h) {
-    if (h >= hb) break;
-    const float inv = 1.0f / lsum[h];
-#pragma unroll
-    for (int c = 0; c < C::kDimsPerThread; ++c) {
-      const int d = threadIdx.x + c * C::kThreads;
-      if (d < Dh) o[(r * a.H + h0 + h) * Dh + d] = acc[h][c] * inv;
+    for (int h = 0; h < C::kHeads; ++h) {
+      if (h >= hb) break;
+      const float inv = 1.0f / lsum[h];
+      float4 out = make_float4(acc[h][0] * inv, acc[h][1] * inv, acc[h][2] * inv, acc[h][3] * inv);
+      *reinterpret_cast<float4*>(o + (r * a.H + h0 + h) * Dh + d0) = out;
     }
   }
 }
@@ -194,11 +215,13 @@ void sparse_attention_cuda(const float* q, const float* kv, const float* sink, c
                            const int32_t* slot, const int32_t* pos, int64_t rows, const SeqRows* seqs,
                            const LayerCache* caches, const int32_t* selected, float* o, cudaStream_t s) {
   using C = AttnConfig;
-  DSV4_CHECK(a.Dh <= C::kMaxDh, "attention", "head_dim ", a.Dh, " above the kernel's ", C::kMaxDh);
+  DSV4_CHECK(a.Dh <= C::kMaxDh && a.Dh % 4 == 0, "attention", "head_dim ", a.Dh, " must be a multiple of 4 up to ",
+             C::kMaxDh);
   const int hb = std::min(C::kHeads, a.H);
   DSV4_CHECK(a.H % hb == 0, "attention", "num_attention_heads ", a.H, " is not a multiple of ", hb);
   if (rows == 0) return;
-  const size_t smem = (hb * a.Dh + C::kTile * (a.Dh + 1) + hb * C::kTile + 2 * hb) * sizeof(float);
+  const size_t smem =
+      (hb * a.Dh + C::kTile * (a.Dh + C::kPad) + C::kTile * C::kHeads + 2 * C::kHeads) * sizeof(float);
   static size_t raised = 0;
   if (smem > 48 * 1024 && smem > raised) {
     DSV4_CUDA_CHECK(cudaFuncSetAttribute(sparse_attention_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
