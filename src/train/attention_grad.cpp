@@ -142,10 +142,10 @@ int64_t gather_keys(const LayerCtx<S>& L, const AttnTape<S>& tp, const std::vect
   const int64_t Dh = L.c.head_dim, pos = L.layout.pos[r];
   const int64_t lo = std::max<int64_t>(0, pos - L.c.sliding_window + 1), nwin = pos - lo + 1;
   keys.resize((nwin + ents.size()) * Dh);
-  std::copy(&tp.kv[(r - nwin + 1) * Dh], &tp.kv[(r + 1) * Dh], keys.begin());
+  std::copy_n(tp.kv.data() + (r - nwin + 1) * Dh, nwin * Dh, keys.begin());
   const int64_t e0 = L.m > 0 ? first[L.layout.seq_of[r]] : 0;
   for (size_t i = 0; i < ents.size(); ++i)
-    std::copy(&tp.entries[(e0 + ents[i]) * Dh], &tp.entries[(e0 + ents[i] + 1) * Dh], keys.begin() + (nwin + i) * Dh);
+    std::copy_n(tp.entries.data() + (e0 + ents[i]) * Dh, Dh, keys.begin() + (nwin + i) * Dh);
   return nwin;
 }
 
@@ -168,11 +168,13 @@ double indexer_kl(const LayerCtx<S>& L, const Vec<S>& a, AttnTape<S>& tp, bool g
   const S* sink = L.w("attn.attn_sink");
   Vec<S> dqI(grads ? rows * HI * DI : 0, S(0)), diw(grads ? rows * HI : 0, S(0));
   Vec<S> dient(grads ? tp.ientries.size() : 0, S(0));
-  double total = 0;
-#pragma omp parallel reduction(+ : total)
+  std::vector<double> kl_of_row(rows, 0.0);
+  ThreadParts<S> dient_parts(omp_get_max_threads());
+#pragma omp parallel
   {
-    Vec<S> keys, p, target, score, dscore, kI, dkI, dient_local(dient.size(), S(0));
-#pragma omp for schedule(dynamic)
+    Vec<S> keys, p, target, score, dscore, kI, dkI;
+    Vec<S>* dient_local = grads ? &dient_parts.mine(dient.size(), omp_get_thread_num()) : nullptr;
+#pragma omp for schedule(static, 8)
     for (int64_t r = 0; r < rows; ++r) {
       const std::vector<int32_t> ents = attended_entries(L, tp, r);
       const int64_t C = static_cast<int64_t>(ents.size());
@@ -190,7 +192,7 @@ double indexer_kl(const LayerCtx<S>& L, const Vec<S>& a, AttnTape<S>& tp, bool g
       const int64_t e0 = first[L.layout.seq_of[r]];
       kI.resize(C * DI);
       for (int64_t i = 0; i < C; ++i)
-        std::copy(&tp.ientries[(e0 + ents[i]) * DI], &tp.ientries[(e0 + ents[i] + 1) * DI], &kI[i * DI]);
+        std::copy_n(tp.ientries.data() + (e0 + ents[i]) * DI, DI, &kI[i * DI]);
       score.resize(C);
       ops::indexer_scores(&tp.qI[r * HI * DI], &tp.iw[r * HI], HI, DI, kI.data(), C, score.data());
       const S mx = *std::max_element(score.begin(), score.end());
@@ -204,20 +206,19 @@ double indexer_kl(const LayerCtx<S>& L, const Vec<S>& a, AttnTape<S>& tp, bool g
         if (target[i] > 0) kl += static_cast<double>(target[i] * (std::log(target[i]) - logq));
         dscore[i] = (std::exp(logq) - target[i]) * gscale;
       }
-      total += kl;
+      kl_of_row[r] = kl;
       if (!grads) continue;
       dkI.assign(C * DI, S(0));
       ops::indexer_scores_backward(&tp.qI[r * HI * DI], &tp.iw[r * HI], HI, DI, kI.data(), C, dscore.data(),
                                    &dqI[r * HI * DI], &diw[r * HI], dkI.data());
       for (int64_t i = 0; i < C; ++i)
-        for (int64_t j = 0; j < DI; ++j) dient_local[(e0 + ents[i]) * DI + j] += dkI[i * DI + j];
-    }
-    if (grads) {
-#pragma omp critical
-      for (size_t i = 0; i < dient.size(); ++i) dient[i] += dient_local[i];
+        for (int64_t j = 0; j < DI; ++j) (*dient_local)[(e0 + ents[i]) * DI + j] += dkI[i * DI + j];
     }
   }
+  double total = 0;
+  for (double v : kl_of_row) total += v;
   if (grads) {
+    dient_parts.add_to(dient.data());
     // queries: FP4 straight-through, Hadamard per head (its own backward), RoPE back; qr detached
     const int64_t R = c.qk_rope_head_dim;
     const std::vector<float>& freqs = L.rope.for_ratio(4);
@@ -300,13 +301,14 @@ void attention_train_forward(const LayerCtx<S>& L, const Vec<S>& a, AttnTape<S>&
 #pragma omp parallel
   {
     Vec<S> keys, score;
-#pragma omp for schedule(dynamic)
+#pragma omp for schedule(static, 8)
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t pos = L.layout.pos[r];
       if (L.sparse()) {
         const int64_t count = (pos + 1) / 4, e0 = first[L.layout.seq_of[r]];
         score.resize(count);
-        ops::indexer_scores(&tp.qI[r * HI * DI], &tp.iw[r * HI], HI, DI, &tp.ientries[e0 * DI], count, score.data());
+        ops::indexer_scores(&tp.qI[r * HI * DI], &tp.iw[r * HI], HI, DI, tp.ientries.data() + e0 * DI, count,
+                            score.data());
         tp.selected[r] = ops::topk_lower_index(score.data(), count, c.index_topk);
       }
       const std::vector<int32_t> ents = attended_entries(L, tp, r);
@@ -366,10 +368,15 @@ void attention_train_backward(const LayerCtx<S>& L, const Vec<S>& a, const AttnT
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(Dh)));
   const S* sink = L.w("attn.attn_sink");
   Vec<S> dq(rows * H * Dh, S(0)), dkv(rows * Dh, S(0)), dent(nent * Dh, S(0)), dsink(H, S(0));
+  // one accumulator per thread for [dkv | dent | dsink]
+  const int64_t acc_size = (rows + nent) * Dh + H;
+  ThreadParts<S> parts(omp_get_max_threads());
 #pragma omp parallel
   {
-    Vec<S> keys, dkeys, dkv_local(rows * Dh, S(0)), dent_local(nent * Dh, S(0)), dsink_local(H, S(0));
-#pragma omp for schedule(dynamic)
+    Vec<S> keys, dkeys;
+    Vec<S>& acc = parts.mine(acc_size, omp_get_thread_num());
+    S *dkv_local = acc.data(), *dent_local = acc.data() + rows * Dh, *dsink_local = acc.data() + (rows + nent) * Dh;
+#pragma omp for schedule(static, 8)
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t pos = L.layout.pos[r];
       S* dor = &d_o[r * H * Dh];
@@ -379,18 +386,19 @@ void attention_train_backward(const LayerCtx<S>& L, const Vec<S>& a, const AttnT
       const int64_t nwin = gather_keys(L, tp, first, r, ents, keys);
       dkeys.assign(keys.size(), S(0));
       ops::sink_attention_backward(&tp.q[r * H * Dh], H, Dh, keys.data(), static_cast<int64_t>(keys.size()) / Dh, sink,
-                                   scale, dor, &dq[r * H * Dh], dkeys.data(), dsink_local.data());
+                                   scale, dor, &dq[r * H * Dh], dkeys.data(), dsink_local);
       for (int64_t i = 0; i < nwin * Dh; ++i) dkv_local[(r - nwin + 1) * Dh + i] += dkeys[i];
       const int64_t e0 = L.m > 0 ? first[L.layout.seq_of[r]] : 0;
       for (size_t i = 0; i < ents.size(); ++i)
         for (int64_t j = 0; j < Dh; ++j) dent_local[(e0 + ents[i]) * Dh + j] += dkeys[(nwin + i) * Dh + j];
     }
-#pragma omp critical
-    {
-      for (int64_t i = 0; i < rows * Dh; ++i) dkv[i] += dkv_local[i];
-      for (int64_t i = 0; i < nent * Dh; ++i) dent[i] += dent_local[i];
-      for (int64_t h = 0; h < H; ++h) dsink[h] += dsink_local[h];
-    }
+  }
+  {
+    Vec<S> acc(acc_size, S(0));
+    parts.add_to(acc.data());
+    std::copy_n(acc.data(), rows * Dh, dkv.data());
+    std::copy_n(acc.data() + rows * Dh, nent * Dh, dent.data());
+    std::copy_n(acc.data() + (rows + nent) * Dh, H, dsink.data());
   }
   if (S* gs = L.g("attn.attn_sink"))
     for (int64_t h = 0; h < H; ++h) gs[h] += dsink[h];

@@ -63,6 +63,23 @@ struct LayerCtx {
 
 template <class S> size_t bytes_of(const Vec<S>& v) { return v.size() * sizeof(S); }
 
+// Per-thread accumulators for sums over rows run in parallel, added in thread order after the
+// loop, so that with `schedule(static)` a step's gradients do not depend on timing (a resumed
+// run repeats its steps bit for bit on the same thread count).
+template <class S>
+struct ThreadParts {
+  std::vector<Vec<S>> part;
+  explicit ThreadParts(int threads) : part(threads) {}
+  Vec<S>& mine(int64_t size, int tid) {
+    if (part[tid].empty()) part[tid].assign(size, S(0));
+    return part[tid];
+  }
+  void add_to(S* dst) const {
+    for (const Vec<S>& p : part)
+      for (size_t i = 0; i < p.size(); ++i) dst[i] += p[i];
+  }
+};
+
 // The FP8 / FP4 simulations (float32 by definition; a double is rounded through float).
 // Straight-through: the backward passes gradients unchanged, so there is no backward here.
 template <class S> void fp8_sim(S* x, int64_t n, int64_t block);

@@ -113,14 +113,14 @@ double head_cross_entropy(const ModelConfig& c, const ParamView<S>& P, GradSink<
   if (logits_out) logits_out->assign(rows * V, S(0));
   const S* head = P.at("head.weight");
   Vec<S> dyn(dX ? rows * D : 0, S(0));
-  double total = 0;
+  std::vector<double> ce(rows, 0.0);
   const int64_t chunk = 64;
   Vec<S> logits(chunk * V);
   for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
     const int64_t nr = std::min(chunk, rows - r0);
     ops::linear(&yn[r0 * D], nr, D, head, V, logits.data());
     if (logits_out) std::copy(logits.begin(), logits.begin() + nr * V, logits_out->begin() + r0 * V);
-#pragma omp parallel for reduction(+ : total)
+#pragma omp parallel for
     for (int64_t i = 0; i < nr; ++i) {
       S* l = &logits[i * V];
       const int64_t tgt = targets[r0 + i];
@@ -132,13 +132,15 @@ double head_cross_entropy(const ModelConfig& c, const ParamView<S>& P, GradSink<
       S z = 0;
       for (int64_t v = 0; v < V; ++v) z += std::exp(l[v] - mx);
       const S lse = mx + std::log(z);
-      total += static_cast<double>(lse - l[tgt]);
+      ce[r0 + i] = static_cast<double>(lse - l[tgt]);
       // d CE / d logit = softmax − onehot
       for (int64_t v = 0; v < V; ++v) l[v] = std::exp(l[v] - lse) * grad_scale;
       l[tgt] -= grad_scale;
     }
     if (dX) ops::linear_backward(&yn[r0 * D], nr, D, head, V, logits.data(), &dyn[r0 * D], g("head.weight"));
   }
+  double total = 0;
+  for (double v : ce) total += v;
   if (dX) {
     Vec<S> dy(rows * D, S(0));
     ops::rmsnorm_backward(y.data(), rows, D, P.at(norm), c.rms_norm_eps, dyn.data(), dy.data(), g(norm));
