@@ -104,7 +104,9 @@ void CudaModel::attention(const DBlock& blk, int table_row, const float* a_in, f
   float* o = scratch_->get<float>("attn.o", rows * H * Dh);
   const AttnShape shape{static_cast<int>(H), static_cast<int>(Dh), static_cast<int>(R), c_.sliding_window, m,
                         static_cast<int>(K), static_cast<float>(1.0 / std::sqrt(static_cast<double>(Dh))), compact_};
-  sparse_attention_cuda(q, kv, w.sink.get(), shape, b.d_slot, b.d_pos, rows, b.d_seqs, caches, selected, o, stream_);
+  float* work = scratch_->get<float>("attn.work", std::max<int64_t>(1, sparse_attention_work(rows, shape)));
+  sparse_attention_cuda(q, kv, w.sink.get(), shape, b.d_slot, b.d_pos, rows, b.d_seqs, caches, selected, o, work,
+                        stream_);
   rope_cuda(o, rows, H, H * Dh, Dh, N, static_cast<int>(R), freqs, b.d_pos, true, stream_);
   window_keep_cuda(kv, RowFormat{static_cast<int>(Dh), static_cast<int>(R), compact_, false}, c_.sliding_window,
                    b.d_seqs, b.nseq, caches, stream_);

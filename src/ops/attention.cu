@@ -1,7 +1,9 @@
 // CUDA sparse attention with the sink (contract in attention.h / cuda_ops.h). One block per
-// (query row, group of kHeads heads); the attended rows (window, then compressed entries)
-// stream through shared memory in tiles with an online softmax whose initial state is the
-// sink (m = sink, l = 1, o = 0): the sink enters only the denominator, it has no value vector.
+// (query row, group of kHeads heads, split); the attended rows (window, then compressed
+// entries) stream through shared memory in tiles with an online softmax whose initial state is
+// the sink (m = sink, l = 1, o = 0): the sink enters only the denominator, it has no value
+// vector. When rows are few (decode), the tiles are split over several blocks (split s takes
+// tiles s, s + S, ...) and a combine kernel merges the partial (m, l, o) with the sink.
 // Float32 arithmetic throughout (both cache forms decode to float32).
 #include "cuda/check.h"
 #include "ops/cuda_device.cuh"
@@ -32,7 +34,7 @@ __device__ __forceinline__ float dot4(float4 a, float4 b) { return a.x * b.x + a
 __global__ void __launch_bounds__(AttnConfig::kThreads)
 sparse_attention_kernel(const float* q, const float* kv, const float* sink, AttnShape a, const int32_t* slot,
                         const int32_t* pos, const SeqRows* seqs, const LayerCache* caches, const int32_t* selected,
-                        float* o) {
+                        float* o, int splits, float* part) {
   using C = AttnConfig;
   constexpr int kPerWarp = C::kHeads / (C::kThreads / 32);
   extern __shared__ __align__(16) float smem[];
@@ -67,8 +69,8 @@ sparse_attention_kernel(const float* q, const float* kv, const float* sink, Attn
 #pragma unroll
   for (int i = 0; i < kPerWarp; ++i) {
     const int h = warp + i * nwarps;
-    m_run[i] = h < hb ? sink[h0 + h] : 0.0f;
-    l_run[i] = 1.0f;
+    m_run[i] = splits > 1 ? -INFINITY : h < hb ? sink[h0 + h] : 0.0f;  // a split's partial has no sink
+    l_run[i] = splits > 1 ? 0.0f : 1.0f;
   }
   const int d0 = 4 * threadIdx.x;  // this thread's four value dims
   float acc[C::kHeads][4];
@@ -77,7 +79,7 @@ sparse_attention_kernel(const float* q, const float* kv, const float* sink, Attn
 #pragma unroll
     for (int c = 0; c < 4; ++c) acc[h][c] = 0.0f;
 
-  for (int t0 = 0; t0 < nkeys; t0 += C::kTile) {
+  for (int t0 = blockIdx.z * C::kTile; t0 < nkeys; t0 += splits * C::kTile) {
     __syncthreads();
     // Load the tile: one warp per row, lanes over the dims.
     for (int j = warp; j < C::kTile; j += nwarps) {
@@ -163,6 +165,25 @@ sparse_attention_kernel(const float* q, const float* kv, const float* sink, Attn
       }
     }
   }
+  if (splits > 1) {  // the partial of this split: unnormalized o, then m and l
+    float* base = part + ((r * a.H + h0) * splits + blockIdx.z) * (Dh + 2);
+    const int64_t hstride = static_cast<int64_t>(splits) * (Dh + 2);
+    if (d0 < Dh)
+#pragma unroll
+      for (int h = 0; h < C::kHeads; ++h) {
+        if (h >= hb) break;
+        *reinterpret_cast<float4*>(base + h * hstride + d0) = make_float4(acc[h][0], acc[h][1], acc[h][2], acc[h][3]);
+      }
+#pragma unroll
+    for (int i = 0; i < kPerWarp; ++i) {
+      const int h = warp + i * nwarps;
+      if (h < hb && lane == 0) {
+        base[h * hstride + Dh] = m_run[i];
+        base[h * hstride + Dh + 1] = l_run[i];
+      }
+    }
+    return;
+  }
 #pragma unroll
   for (int i = 0; i < kPerWarp; ++i) {
     const int h = warp + i * nwarps;
@@ -178,6 +199,28 @@ sparse_attention_kernel(const float* q, const float* kv, const float* sink, Attn
       *reinterpret_cast<float4*>(o + (r * a.H + h0 + h) * Dh + d0) = out;
     }
   }
+}
+
+// One block per (row, head): merges the splits' partials with the sink.
+__global__ void attention_combine_kernel(const float* part, const float* sink, int H, int Dh, int splits, float* o) {
+  const int64_t r = blockIdx.x;
+  const int h = blockIdx.y;
+  const float* base = part + (r * H + h) * static_cast<int64_t>(splits) * (Dh + 2);
+  float M = sink[h];
+  for (int s = 0; s < splits; ++s) M = fmaxf(M, base[s * (Dh + 2) + Dh]);
+  float L = expf(sink[h] - M);
+  for (int s = 0; s < splits; ++s) L += base[s * (Dh + 2) + Dh + 1] * expf(base[s * (Dh + 2) + Dh] - M);
+  for (int d = threadIdx.x; d < Dh; d += blockDim.x) {
+    float v = 0.0f;
+    for (int s = 0; s < splits; ++s) v += base[s * (Dh + 2) + d] * expf(base[s * (Dh + 2) + Dh] - M);
+    o[(r * H + h) * Dh + d] = v / L;
+  }
+}
+
+int attention_splits(int64_t rows, const AttnShape& a) {
+  const int64_t blocks = rows * (a.H / std::min(AttnConfig::kHeads, a.H));
+  const int64_t target = 264;  // two blocks on each of 132 SMs
+  return blocks >= target ? 1 : static_cast<int>(std::min<int64_t>(64, (target + blocks - 1) / blocks));
 }
 
 // One block per (sequence, ring slot j of the last W rows); the row is re-encoded from its
@@ -211,9 +254,15 @@ __global__ void window_keep_kernel(const float* kv, RowFormat f, int W, const Se
 
 }  // namespace
 
+int64_t sparse_attention_work(int64_t rows, const AttnShape& a) {
+  const int splits = attention_splits(rows, a);
+  return splits > 1 ? rows * a.H * splits * (a.Dh + 2) : 0;
+}
+
 void sparse_attention_cuda(const float* q, const float* kv, const float* sink, const AttnShape& a,
                            const int32_t* slot, const int32_t* pos, int64_t rows, const SeqRows* seqs,
-                           const LayerCache* caches, const int32_t* selected, float* o, cudaStream_t s) {
+                           const LayerCache* caches, const int32_t* selected, float* o, float* work,
+                           cudaStream_t s) {
   using C = AttnConfig;
   DSV4_CHECK(a.Dh <= C::kMaxDh && a.Dh % 4 == 0, "attention", "head_dim ", a.Dh, " must be a multiple of 4 up to ",
              C::kMaxDh);
@@ -228,9 +277,16 @@ void sparse_attention_cuda(const float* q, const float* kv, const float* sink, c
                                          static_cast<int>(smem)));
     raised = smem;
   }
-  dim3 grid(static_cast<unsigned>(rows), static_cast<unsigned>(a.H / hb));
-  sparse_attention_kernel<<<grid, C::kThreads, smem, s>>>(q, kv, sink, a, slot, pos, seqs, caches, selected, o);
+  const int splits = attention_splits(rows, a);
+  DSV4_CHECK(splits == 1 || work, "attention", "a split attention needs its work buffer");
+  dim3 grid(static_cast<unsigned>(rows), static_cast<unsigned>(a.H / hb), static_cast<unsigned>(splits));
+  sparse_attention_kernel<<<grid, C::kThreads, smem, s>>>(q, kv, sink, a, slot, pos, seqs, caches, selected, o, splits,
+                                                          work);
   DSV4_CUDA_LAUNCHED("sparse_attention_kernel");
+  if (splits > 1) {
+    attention_combine_kernel<<<dim3(static_cast<unsigned>(rows), a.H), 128, 0, s>>>(work, sink, a.H, a.Dh, splits, o);
+    DSV4_CUDA_LAUNCHED("attention_combine_kernel");
+  }
 }
 
 void window_keep_cuda(const float* kv, RowFormat f, int W, const SeqRows* seqs, int nseq, const LayerCache* caches,

@@ -130,9 +130,13 @@ struct AttnShape {
   float scale;
   bool compact;
 };
+// `work`: sparse_attention_work(rows, a) floats (none when rows fill the GPU; few rows split the
+// attended rows over several blocks, whose partials meet in a combine step).
 void sparse_attention_cuda(const float* q, const float* kv, const float* sink, const AttnShape& a,
                            const int32_t* slot, const int32_t* pos, int64_t rows, const SeqRows* seqs,
-                           const LayerCache* caches, const int32_t* selected, float* o, cudaStream_t s);
+                           const LayerCache* caches, const int32_t* selected, float* o, float* work,
+                           cudaStream_t s);
+int64_t sparse_attention_work(int64_t rows, const AttnShape& a);
 // Writes the last W rows of each sequence's chunk into its window ring.
 void window_keep_cuda(const float* kv, RowFormat f, int W, const SeqRows* seqs, int nseq, const LayerCache* caches,
                       cudaStream_t s);

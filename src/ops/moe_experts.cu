@@ -42,9 +42,41 @@ __device__ __forceinline__ float swiglu_value(float g, float u, float limit) {
 // ---- gemv ------------------------------------------------------------------------------------
 struct GemvConfig {
   static constexpr int kWarps = 8, kRows = 4;  // output rows per block, activation rows per pass
+  static constexpr int kChunk = 32;            // weights per lane per step: one FP4 scale block, 16 bytes
 };
 
-// One warp per output row n of the tile's expert; lanes stride over chunks of 8 columns.
+// 32 consecutive weights of row n of expert e from column k (k % 32 == 0), still encoded:
+// FP4: 16 bytes of codes and their one scale; bf16: 64 bytes.
+struct W32 {
+  uint4 v[4];
+  float s;
+};
+__device__ __forceinline__ void load32(const ExpertMatrix& w, int e, int n, int k, W32& o) {
+  const int64_t row = static_cast<int64_t>(e) * w.rows + n;
+  if (w.codes) {
+    o.v[0] = *reinterpret_cast<const uint4*>(w.codes + row * (w.cols / 2) + k / 2);
+    o.s = dev::e8m0_value(w.scales[row * (w.cols / 32) + k / 32]);
+  } else {
+    const uint4* p = reinterpret_cast<const uint4*>(w.w + row * w.cols + k);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) o.v[i] = p[i];
+  }
+}
+// Weights 8q .. 8q + 7 of a loaded chunk (q a compile-time constant after unrolling).
+__device__ __forceinline__ void values8(const W32& o, bool fp4, int q, float* out) {
+  if (fp4) {
+    const uint32_t c = q == 0 ? o.v[0].x : q == 1 ? o.v[0].y : q == 2 ? o.v[0].z : o.v[0].w;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) out[j] = dev::e2m1_value((c >> (4 * j)) & 0xf) * o.s;
+  } else {
+    const bf16* b = reinterpret_cast<const bf16*>(&o.v[q]);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) out[j] = __bfloat162float(b[j]);
+  }
+}
+
+// One warp per output row n of the tile's expert; each lane streams chunks of 32 weights (16-byte
+// loads), two chunks in flight.
 template <bool kSwiglu>
 __global__ void __launch_bounds__(GemvConfig::kWarps * 32)
 moe_gemv_kernel(const bf16* x, ExpertMatrix wa, ExpertMatrix wb, const int2* tiles, const int32_t* ntiles,
@@ -57,25 +89,31 @@ moe_gemv_kernel(const bf16* x, ExpertMatrix wa, ExpertMatrix wb, const int2* til
   if (n >= wa.rows) return;
   const int e = tiles[blockIdx.x].x, r_begin = offsets[e], r_end = offsets[e + 1];
   const int K = wa.cols, N = wa.rows;
+  const bool fp4 = wa.codes != nullptr;
   for (int r0 = r_begin; r0 < r_end; r0 += C::kRows) {
     const int nr = min(C::kRows, r_end - r0);
     float acc_a[C::kRows] = {}, acc_b[C::kRows] = {};
-    for (int k = lane * 8; k < K; k += 32 * 8) {
-      float wa8[8], wb8[8];
-      load8(wa, e, n, k, wa8);
-      if (kSwiglu) load8(wb, e, n, k, wb8);
+#pragma unroll 2
+    for (int k = lane * C::kChunk; k < K; k += 32 * C::kChunk) {
+      W32 a, b;
+      load32(wa, e, n, k, a);
+      if (kSwiglu) load32(wb, e, n, k, b);
 #pragma unroll
-      for (int rr = 0; rr < C::kRows; ++rr) {
-        if (rr >= nr) break;
-        const uint4 xr = *reinterpret_cast<const uint4*>(x + static_cast<int64_t>(r0 + rr) * K + k);
-        const bf16* xb = reinterpret_cast<const bf16*>(&xr);
-        float xv[8];
+      for (int q = 0; q < 4; ++q) {
+        float av[8], bv[8];
+        values8(a, fp4, q, av);
+        if (kSwiglu) values8(b, fp4, q, bv);
 #pragma unroll
-        for (int j = 0; j < 8; ++j) xv[j] = __bfloat162float(xb[j]);
+        for (int rr = 0; rr < C::kRows; ++rr) {
+          if (rr >= nr) break;
+          const uint4 xr = *reinterpret_cast<const uint4*>(x + static_cast<int64_t>(r0 + rr) * K + k + 8 * q);
+          const bf16* xb = reinterpret_cast<const bf16*>(&xr);
 #pragma unroll
-        for (int j = 0; j < 8; ++j) {
-          acc_a[rr] += wa8[j] * xv[j];
-          if (kSwiglu) acc_b[rr] += wb8[j] * xv[j];
+          for (int j = 0; j < 8; ++j) {
+            const float xv = __bfloat162float(xb[j]);
+            acc_a[rr] += av[j] * xv;
+            if (kSwiglu) acc_b[rr] += bv[j] * xv;
+          }
         }
       }
     }

@@ -458,8 +458,9 @@ std::vector<Check> op_attention(std::mt19937& rng) {
     auto dpos = dev(pos), dslot = dev(slot), dsel = dev(sel);
     DeviceArray<float> o(T * H * Dh);
     const AttnShape shape{H, Dh, R, W, m, K, scale, compact};
+    DeviceArray<float> work(std::max<int64_t>(1, sparse_attention_work(T, shape)));
     sparse_attention_cuda(dq.get(), dkv.get(), dsink.get(), shape, dslot.get(), dpos.get(), T, dseq.get(), dlc.get(),
-                          m == 4 ? dsel.get() : nullptr, o.get(), 0);
+                          m == 4 ? dsel.get() : nullptr, o.get(), work.get(), 0);
     out.push_back(check(str("m=", m, compact ? " compact" : " f32"), host(o), ref, f32_rule(Dh + W + ent_rows)));
   }
   return out;
