@@ -166,8 +166,9 @@ sparse_attention_kernel(const float* q, const float* kv, const float* sink, Attn
     }
   }
   if (splits > 1) {  // the partial of this split: unnormalized o, then m and l
-    float* base = part + ((r * a.H + h0) * splits + blockIdx.z) * (Dh + 2);
-    const int64_t hstride = static_cast<int64_t>(splits) * (Dh + 2);
+    const int pstride = Dh + 4;  // o, m, l, pad: keeps each partial's float4 stores aligned
+    float* base = part + ((r * a.H + h0) * splits + blockIdx.z) * pstride;
+    const int64_t hstride = static_cast<int64_t>(splits) * pstride;
     if (d0 < Dh)
 #pragma unroll
       for (int h = 0; h < C::kHeads; ++h) {
@@ -205,14 +206,15 @@ sparse_attention_kernel(const float* q, const float* kv, const float* sink, Attn
 __global__ void attention_combine_kernel(const float* part, const float* sink, int H, int Dh, int splits, float* o) {
   const int64_t r = blockIdx.x;
   const int h = blockIdx.y;
-  const float* base = part + (r * H + h) * static_cast<int64_t>(splits) * (Dh + 2);
+  const int pstride = Dh + 4;
+  const float* base = part + (r * H + h) * static_cast<int64_t>(splits) * pstride;
   float M = sink[h];
-  for (int s = 0; s < splits; ++s) M = fmaxf(M, base[s * (Dh + 2) + Dh]);
+  for (int s = 0; s < splits; ++s) M = fmaxf(M, base[s * pstride + Dh]);
   float L = expf(sink[h] - M);
-  for (int s = 0; s < splits; ++s) L += base[s * (Dh + 2) + Dh + 1] * expf(base[s * (Dh + 2) + Dh] - M);
+  for (int s = 0; s < splits; ++s) L += base[s * pstride + Dh + 1] * expf(base[s * pstride + Dh] - M);
   for (int d = threadIdx.x; d < Dh; d += blockDim.x) {
     float v = 0.0f;
-    for (int s = 0; s < splits; ++s) v += base[s * (Dh + 2) + d] * expf(base[s * (Dh + 2) + Dh] - M);
+    for (int s = 0; s < splits; ++s) v += base[s * pstride + d] * expf(base[s * pstride + Dh] - M);
     o[(r * H + h) * Dh + d] = v / L;
   }
 }
@@ -256,7 +258,7 @@ __global__ void window_keep_kernel(const float* kv, RowFormat f, int W, const Se
 
 int64_t sparse_attention_work(int64_t rows, const AttnShape& a) {
   const int splits = attention_splits(rows, a);
-  return splits > 1 ? rows * a.H * splits * (a.Dh + 2) : 0;
+  return splits > 1 ? rows * a.H * splits * (a.Dh + 4) : 0;
 }
 
 void sparse_attention_cuda(const float* q, const float* kv, const float* sink, const AttnShape& a,
