@@ -143,3 +143,20 @@ TEST(TrainGraph, RejectsBadBatches) {
   EXPECT_THROW(compute_gradients(c, p, TrainBatch{1, 4, {3, 4, 5}}, {}), Error);
   EXPECT_THROW(compute_gradients(c, p, TrainBatch{1, 3, {3, 4, c.vocab_size}}, {}), Error);
 }
+
+// The footprint formula (for docs/training.md) is the tapes' own size, in every policy and phase.
+TEST(TrainGraph, FootprintIsWhatTheTapesHold) {
+  const ModelConfig c = tiny_config();
+  const Params p = random_params(c, 61);
+  TrainBatch batch{2, 21, random_ids(c, 42, 62)};
+  for (bool recompute : {true, false})
+    for (AttnPhase phase : {AttnPhase::Sparse, AttnPhase::Dense, AttnPhase::IndexerWarmup}) {
+      TrainOptions o;
+      o.recompute = recompute;
+      o.phase = phase;
+      o.indexer_weight = 0.1f;
+      const TrainMemory got = compute_gradients(c, p, batch, o).memory, want = activation_footprint(c, o, 2, 21);
+      EXPECT_EQ(got.kept_bytes, want.kept_bytes) << recompute << " " << static_cast<int>(phase);
+      EXPECT_EQ(got.transient_bytes, want.transient_bytes) << recompute << " " << static_cast<int>(phase);
+    }
+}

@@ -171,6 +171,24 @@ size_t forward_block(const LayerCtx<S>& L, const Vec<S>& X, Vec<S>& Xout, BlockT
 }  // namespace
 }  // namespace train
 
+// Per row its sequences' lengths (documents packed into it), checked; one sequence per row without.
+static std::vector<int64_t> sequence_lengths(const TrainBatch& batch) {
+  if (batch.seq_lens.empty()) return std::vector<int64_t>(batch.B, batch.T);
+  DSV4_CHECK(static_cast<int64_t>(batch.seq_lens.size()) == batch.B, "train", "seq_lens has ",
+             batch.seq_lens.size(), " rows for a batch of ", batch.B);
+  std::vector<int64_t> lens;
+  for (int64_t b = 0; b < batch.B; ++b) {
+    int64_t sum = 0;
+    for (int64_t len : batch.seq_lens[b]) {
+      DSV4_CHECK(len > 0, "train", "row ", b, " has a sequence of length ", len);
+      sum += len;
+      lens.push_back(len);
+    }
+    DSV4_CHECK(sum == batch.T, "train", "row ", b, "'s sequence lengths sum to ", sum, ", not T = ", batch.T);
+  }
+  return lens;
+}
+
 template <class S>
 TrainResult<S> train_step(const ModelConfig& c, const ParamView<S>& P, const TrainBatch& batch,
                           const TrainOptions& opt, bool backward, bool keep_logits) {
@@ -210,7 +228,7 @@ TrainResult<S> train_step(const ModelConfig& c, const ParamView<S>& P, const Tra
   };
 
   // Main model forward: keep every block's input streams (and its tape unless recomputing).
-  const SeqLayout main = SeqLayout::of_lengths(std::vector<int64_t>(B, T));
+  const SeqLayout main = SeqLayout::of_lengths(sequence_lengths(batch));
   std::vector<Vec<S>> Xs(Lmain + 1);
   Xs[0] = embed_streams(c, P, batch.ids);
   std::vector<BlockTape<S>> tapes(Lmain);
@@ -228,12 +246,13 @@ TrainResult<S> train_step(const ModelConfig& c, const ParamView<S>& P, const Tra
   }
   for (const Vec<S>& X : Xs) res.memory.kept_bytes += bytes_of(X);
 
-  // Main head: CE(logits[:, t], ids[:, t+1]) over t < T−1.
+  // Main head: CE(logits[t], ids[t+1]) over the positions of each sequence but its last.
   const bool grads_main = backward && !warmup;
   std::vector<int64_t> targets(B * T, -1);
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t t = 0; t + 1 < T; ++t) targets[b * T + t] = batch.ids[b * T + t + 1];
-  const int64_t count_main = B * (T - 1);
+  int64_t count_main = 0;
+  for (const SeqLayout::Seq& s : main.seqs)
+    for (int64_t t = 0; t + 1 < s.len; ++t, ++count_main) targets[s.row0 + t] = batch.ids[s.row0 + t + 1];
+  DSV4_CHECK(count_main > 0, "train", "the batch has no sequence of 2 or more tokens: nothing to predict");
   Vec<S> dX(grads_main ? B * T * n * D : 0, S(0));
   res.loss.main = head_cross_entropy(c, P, Gp, "", Xs[Lmain], targets, S(1) / S(count_main),
                                      grads_main ? &dX : nullptr, keep_logits ? &res.logits : nullptr) /
@@ -241,17 +260,26 @@ TrainResult<S> train_step(const ModelConfig& c, const ParamView<S>& P, const Tra
 
   // MTP (depth 1): at t < T−1 the block gets the final streams at t and ids[t+1] and
   // predicts ids[t+2]; one prefill over t = 0..T−2, loss over t < T−2.
+  // Per sequence of len >= 2: an MTP sequence over its positions t = 0..len−2.
+  std::vector<int64_t> lens_m, row_of;  // row_of: the main row of each MTP row
+  int64_t count_mtp = 0;
+  for (const SeqLayout::Seq& s : main.seqs) {
+    if (s.len < 2) continue;
+    lens_m.push_back(s.len - 1);
+    count_mtp += s.len - 2;
+    for (int64_t t = 0; t + 1 < s.len; ++t) row_of.push_back(s.row0 + t);
+  }
   if (c.num_nextn_predict_layers == 1) {
-    const int64_t Tm = T - 1, rows_m = B * Tm, count_mtp = B * (T - 2);
-    const SeqLayout lay = SeqLayout::of_lengths(std::vector<int64_t>(B, Tm));
+    const int64_t rows_m = static_cast<int64_t>(row_of.size());
+    const SeqLayout lay = SeqLayout::of_lengths(lens_m);
     std::vector<int64_t> ids_m(rows_m), targets_m(rows_m, -1);
     Vec<S> Xin(rows_m * n * D);
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t t = 0; t < Tm; ++t) {
-        ids_m[b * Tm + t] = batch.ids[b * T + t + 1];
-        if (t + 2 < T) targets_m[b * Tm + t] = batch.ids[b * T + t + 2];
-        std::copy(&Xs[Lmain][(b * T + t) * n * D], &Xs[Lmain][(b * T + t) * n * D] + n * D, &Xin[(b * Tm + t) * n * D]);
-      }
+    for (int64_t r = 0; r < rows_m; ++r) {
+      const int64_t src = row_of[r];
+      ids_m[r] = batch.ids[src + 1];
+      if (lay.pos[r] + 1 < lens_m[lay.seq_of[r]]) targets_m[r] = batch.ids[src + 2];
+      std::copy(&Xs[Lmain][src * n * D], &Xs[Lmain][src * n * D] + n * D, &Xin[r * n * D]);
+    }
     const float eps = c.rms_norm_eps;
     // e = RMSNorm_enorm(Embed[id]); X[j] = W_e·e + W_h·RMSNorm_hnorm(X[j])
     Vec<S> emb(rows_m * D), e(rows_m * D), ep(rows_m * D), hn(rows_m * n * D), X0(rows_m * n * D);
@@ -297,8 +325,8 @@ TrainResult<S> train_step(const ModelConfig& c, const ParamView<S>& P, const Tra
       for (int64_t r = 0; r < rows_m; ++r)
         for (int64_t d = 0; d < D; ++d) dembed[ids_m[r] * D + d] += demb[r * D + d];
       // the MTP loss reaches the main model through the streams it was given (no detach)
-      for (int64_t b = 0; b < B; ++b)
-        for (int64_t i = 0; i < Tm * n * D; ++i) dX[b * T * n * D + i] += dXin[b * Tm * n * D + i];
+      for (int64_t r = 0; r < rows_m; ++r)
+        for (int64_t i = 0; i < n * D; ++i) dX[row_of[r] * n * D + i] += dXin[r * n * D + i];
     }
   }
 
@@ -355,6 +383,48 @@ Gradients to_gradients(TrainResult<S>&& r, const Params& params) {
 }
 
 }  // namespace
+
+namespace {
+
+// Bytes of one block's tape (float) over `nseq` sequences of `len` tokens: the same buffers,
+// of the same sizes, that AttnTape, MoeTape, HcTape and BlockTape allocate.
+size_t block_tape_bytes(const ModelConfig& c, const TrainOptions& opt, int m, int64_t nseq, int64_t len) {
+  const int64_t rows = nseq * len, n = c.hc_mult, D = c.hidden_size, H = c.num_attention_heads, Dh = c.head_dim;
+  const int64_t Q = c.q_lora_rank, G = c.o_groups, O = c.o_lora_rank, HI = c.index_n_heads, DI = c.index_head_dim;
+  const int64_t E = c.n_routed_experts, k = c.num_experts_per_tok, F = c.moe_intermediate_size;
+  const bool indexer = m == 4 && opt.phase != AttnPhase::Dense, sparse = m == 4 && opt.phase == AttnPhase::Sparse;
+  int64_t per_row = n * D + 2 * (3 * D + n + n * n);               // X_mid, two HcTapes
+  per_row += 2 * Q + 3 * H * Dh + 2 * Dh + G * O;                  // qr0, qr, q0, q, o, kv0, kv, og
+  if (m > 0) per_row += 2 * (m == 4 ? 2 : 1) * Dh;                 // compressor u, z
+  if (indexer) per_row += 2 * 2 * DI + HI * DI + HI;               // indexer u, z, qI, iw
+  per_row += 2 * E + k + (k + 1) * 3 * F;                          // logits, p, weights, g/u/h per expert row
+  int64_t per_seq = 0;                                             // entry floats
+  if (m > 0) per_seq += (len / m) * 2 * Dh;                        // pooled, entries
+  if (indexer) per_seq += (len / 4) * 2 * DI;                      // ipooled, ientries
+  size_t bytes = sizeof(float) * static_cast<size_t>(rows * per_row + nseq * per_seq);
+  bytes += static_cast<size_t>(rows * k) * (sizeof(int32_t) + sizeof(int64_t) + sizeof(int32_t));  // experts, rows_of, slot_of
+  if (sparse)
+    for (int64_t t = 0; t < len; ++t)
+      bytes += static_cast<size_t>(nseq * std::min<int64_t>(c.index_topk, (t + 1) / 4)) * sizeof(int32_t);
+  return bytes;
+}
+
+}  // namespace
+
+TrainMemory activation_footprint(const ModelConfig& c, const TrainOptions& opt, int64_t B, int64_t T) {
+  TrainMemory m;
+  m.tokens = B * T;
+  const bool keep = !opt.recompute && opt.phase != AttnPhase::IndexerWarmup;
+  m.kept_bytes = sizeof(float) * static_cast<size_t>((c.num_hidden_layers + 1) * B * T * c.hc_mult * c.hidden_size);
+  for (int l = 0; l < c.num_hidden_layers; ++l) {
+    const size_t tb = block_tape_bytes(c, opt, c.ratio(l), B, T);
+    if (keep) m.kept_bytes += tb;
+    else m.transient_bytes = std::max(m.transient_bytes, tb);
+  }
+  if (c.num_nextn_predict_layers == 1)
+    m.transient_bytes = std::max(m.transient_bytes, block_tape_bytes(c, opt, c.ratio(c.num_hidden_layers), B, T - 1));
+  return m;
+}
 
 Gradients compute_gradients(const ModelConfig& c, const Params& params, const TrainBatch& batch,
                             const TrainOptions& opt) {

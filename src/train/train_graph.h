@@ -34,10 +34,14 @@ struct TrainOptions {
   float indexer_weight = 0.0f;   // indexer KL loss; > 0 gives the indexer tensors a gradient
 };
 
-// Token ids [B, T]; every row is one sequence at positions 0..T−1.
+// Token ids [B, T]; every row is one sequence at positions 0..T−1, or, with seq_lens, the
+// documents packed into it: each a sequence of its own (positions restart at 0; attention,
+// compressor blocks, the indexer, the targets and MTP never cross a boundary), exactly as if
+// it were a row by itself.
 struct TrainBatch {
   int64_t B = 0, T = 0;
   std::vector<int64_t> ids;
+  std::vector<std::vector<int64_t>> seq_lens;  // per row: its sequences' lengths, summing to T
 };
 
 struct TrainLosses {
@@ -83,6 +87,11 @@ std::vector<std::string> grad_names(const ModelConfig& c, const TrainOptions& op
 template <class S>
 TrainResult<S> train_step(const ModelConfig& c, const ParamView<S>& params, const TrainBatch& batch,
                           const TrainOptions& opt, bool backward, bool keep_logits = false);
+
+// The activation memory of train_step (float, with backward) for a batch [B, T] under `opt`,
+// from the sizes the tapes allocate; it equals the TrainMemory a step reports (tested), and
+// lets docs/training.md state the cost of configurations too large to run here.
+TrainMemory activation_footprint(const ModelConfig& c, const TrainOptions& opt, int64_t B, int64_t T);
 
 // The float path with the gradients as Tensors of the parameters' shapes.
 struct Gradients {
