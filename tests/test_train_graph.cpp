@@ -26,6 +26,20 @@ double rel_error(const std::vector<float>& a, const std::vector<float>& b) {
   return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
 }
 
+// tiny_config with narrower tensors: these tests run several steps each.
+ModelConfig small_config(TinyOptions o = {}) {
+  ModelConfig c = tiny_config(o);
+  c.hidden_size = 32;
+  c.moe_intermediate_size = 16;
+  c.num_attention_heads = 2;
+  c.head_dim = 32;
+  c.qk_rope_head_dim = 16;
+  c.q_lora_rank = 16;
+  c.o_lora_rank = 8;
+  c.index_head_dim = 32;
+  return c;
+}
+
 }  // namespace
 
 // The training forward (sparse phase, quantization on) computes the logits of a prefill.
@@ -53,7 +67,7 @@ TEST(TrainGraph, ForwardIsTheInferenceForward) {
 // Recomputing a block before its backward reproduces its tape bit for bit, so the two
 // memory policies give identical gradients; kept memory is exactly the block inputs.
 TEST(TrainGraph, RecomputeGivesTheGradientsOfKeptTapes) {
-  const ModelConfig c = tiny_config();
+  const ModelConfig c = small_config();
   const Params p = random_params(c, 21);
   TrainBatch batch{2, 40, random_ids(c, 80, 22)};
   TrainOptions keep, again;
@@ -74,7 +88,7 @@ TEST(TrainGraph, RecomputeGivesTheGradientsOfKeptTapes) {
 // Threads only reorder sums: against the float64 gradient, a threaded float run is as close
 // as a single-threaded one (STYLE.md: within k times a same-precision reference's error).
 TEST(TrainGraph, ThreadsChangeGradientsOnlyByRounding) {
-  const ModelConfig c = tiny_config();
+  const ModelConfig c = small_config();
   const Params p = random_params(c, 31);
   TrainBatch batch{2, 48, random_ids(c, 96, 32)};
   TrainOptions o;
@@ -101,7 +115,7 @@ TEST(TrainGraph, ThreadsChangeGradientsOnlyByRounding) {
 TEST(TrainGraph, DensePhaseIsSparseWithEveryEntrySelected) {
   TinyOptions o;
   o.index_topk = 64;
-  const ModelConfig c = tiny_config(o);
+  const ModelConfig c = small_config(o);
   const Params p = random_params(c, 41);
   TrainBatch batch{1, 64, random_ids(c, 64, 42)};
   TrainOptions sparse, dense;
@@ -146,7 +160,7 @@ TEST(TrainGraph, RejectsBadBatches) {
 
 // The footprint formula (for docs/training.md) is the tapes' own size, in every policy and phase.
 TEST(TrainGraph, FootprintIsWhatTheTapesHold) {
-  const ModelConfig c = tiny_config();
+  const ModelConfig c = small_config();
   const Params p = random_params(c, 61);
   TrainBatch batch{2, 21, random_ids(c, 42, 62)};
   for (bool recompute : {true, false})
