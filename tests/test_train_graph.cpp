@@ -174,3 +174,21 @@ TEST(TrainGraph, FootprintIsWhatTheTapesHold) {
       EXPECT_EQ(got.transient_bytes, want.transient_bytes) << recompute << " " << static_cast<int>(phase);
     }
 }
+
+// A packed row of two documents is the two documents as rows of their own: the same
+// layout of sequences, so the same losses and gradients, bit for bit.
+TEST(TrainGraph, PackedDocumentsAreSequencesOfTheirOwn) {
+  const ModelConfig c = small_config();
+  const Params p = random_params(c, 71);
+  const std::vector<int64_t> ids = random_ids(c, 40, 72);
+  TrainBatch packed{1, 40, ids, {{20, 20}}}, rows{2, 20, ids, {}};
+  TrainOptions o;
+  o.balance_weight = 0.01f;
+  const Gradients a = compute_gradients(c, p, packed, o), b = compute_gradients(c, p, rows, o);
+  EXPECT_EQ(a.loss.total, b.loss.total);
+  EXPECT_EQ(a.loss.balance, b.loss.balance);
+  for (const auto& [name, g] : a.grads) EXPECT_EQ(g.data, b.grads.at(name).data) << name;
+  // and a boundary matters: the same ids as one document train differently
+  const Gradients whole = compute_gradients(c, p, TrainBatch{1, 40, ids, {}}, o);
+  EXPECT_NE(whole.loss.main, a.loss.main);
+}

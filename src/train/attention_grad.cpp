@@ -327,9 +327,9 @@ void attention_train_forward(const LayerCtx<S>& L, const Vec<S>& a, AttnTape<S>&
   Vec<S> o_g(rows * gin), og_g(rows * O);
   for (int64_t g = 0; g < G; ++g) {
     for (int64_t r = 0; r < rows; ++r)
-      std::copy(&tp.o[r * H * Dh + g * gin], &tp.o[r * H * Dh + (g + 1) * gin], &o_g[r * gin]);
+      std::copy_n(tp.o.data() + r * H * Dh + g * gin, gin, o_g.data() + r * gin);
     ops::linear(o_g.data(), rows, gin, L.w("attn.wo_a.weight") + g * O * gin, O, og_g.data());
-    for (int64_t r = 0; r < rows; ++r) std::copy(&og_g[r * O], &og_g[(r + 1) * O], &tp.og[r * G * O + g * O]);
+    for (int64_t r = 0; r < rows; ++r) std::copy_n(og_g.data() + r * O, O, tp.og.data() + r * G * O + g * O);
   }
   out.assign(rows * D, S(0));
   ops::linear(tp.og.data(), rows, G * O, L.w("attn.wo_b.weight"), D, out.data());
@@ -353,13 +353,13 @@ void attention_train_backward(const LayerCtx<S>& L, const Vec<S>& a, const AttnT
   S* dwo_a = L.g("attn.wo_a.weight");
   for (int64_t g = 0; g < G; ++g) {
     for (int64_t r = 0; r < rows; ++r) {
-      std::copy(&tp.o[r * H * Dh + g * gin], &tp.o[r * H * Dh + (g + 1) * gin], &o_g[r * gin]);
-      std::copy(&dog[r * G * O + g * O], &dog[r * G * O + (g + 1) * O], &dog_g[r * O]);
+      std::copy_n(tp.o.data() + r * H * Dh + g * gin, gin, o_g.data() + r * gin);
+      std::copy_n(dog.data() + r * G * O + g * O, O, dog_g.data() + r * O);
     }
     std::fill(do_g.begin(), do_g.end(), S(0));
     ops::linear_backward(o_g.data(), rows, gin, L.w("attn.wo_a.weight") + g * O * gin, O, dog_g.data(), do_g.data(),
                          dwo_a ? dwo_a + g * O * gin : nullptr);
-    for (int64_t r = 0; r < rows; ++r) std::copy(&do_g[r * gin], &do_g[(r + 1) * gin], &d_o[r * H * Dh + g * gin]);
+    for (int64_t r = 0; r < rows; ++r) std::copy_n(do_g.data() + r * gin, gin, d_o.data() + r * H * Dh + g * gin);
   }
 
   // Attention: dq per row; key/value and sink gradients summed over the rows that attend them.
