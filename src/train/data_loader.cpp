@@ -70,8 +70,9 @@ nlohmann::json loader_state_to_json(const LoaderState& s) {
 LoaderState loader_state_from_json(const nlohmann::json& j) {
   LoaderState s;
   for (auto [key, field] : {std::pair{"epoch", &s.epoch}, {"cursor", &s.cursor}, {"offset", &s.offset}}) {
-    DSV4_CHECK(j.is_object() && j.contains(key) && j[key].is_number_unsigned(), "loader state", "'", key,
-               "' must be a non-negative integer");
+    DSV4_CHECK(j.is_object() && j.contains(key) && j[key].is_number_integer() &&
+                   (j[key].is_number_unsigned() || j[key].get<int64_t>() >= 0),
+               "loader state", "'", key, "' must be a non-negative integer");
     *field = j[key].get<uint64_t>();
   }
   return s;

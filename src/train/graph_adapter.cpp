@@ -1,10 +1,6 @@
 #include "train/graph_adapter.h"
 
-#include "core/error.h"
-
 namespace dsv4 {
-
-bool graph_supports_packing() { return false; }
 
 GraphResult run_graph(const ModelConfig& c, const Params& params, const PackedRows& rows, const TrainOptions& opt,
                       bool backward) {
@@ -12,10 +8,7 @@ GraphResult run_graph(const ModelConfig& c, const Params& params, const PackedRo
   batch.B = rows.B;
   batch.T = rows.T;
   batch.ids = rows.ids;
-  for (int64_t b = 0; b < rows.B; ++b)
-    DSV4_CHECK(graph_supports_packing() || rows.starts[b].size() == 1, "train",
-               "row ", b, " packs ", rows.starts[b].size(),
-               " documents but the training graph takes no document boundaries yet");
+  for (int64_t b = 0; b < rows.B; ++b) batch.seq_lens.push_back(rows.lengths(b));
   GraphResult out;
   if (backward) {
     Gradients g = compute_gradients(c, params, batch, opt);

@@ -19,10 +19,7 @@ struct GraphResult {
   std::map<std::string, std::vector<int64_t>> expert_loads;  // gate.bias name → tokens per expert
 };
 
-// Whether the graph restarts sequences at the rows' segment starts (document packing).
-bool graph_supports_packing();
-
-// An Error when `rows` holds a row of several documents and the graph cannot take them.
+// Each row's segments (packed documents) become sequences of their own (TrainBatch::seq_lens).
 GraphResult run_graph(const ModelConfig& c, const Params& params, const PackedRows& rows, const TrainOptions& opt,
                       bool backward);
 

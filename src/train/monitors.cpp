@@ -43,9 +43,9 @@ double indexer_recall(const LayerCtx<float>& L, const train::AttnTape<float>& tp
   const std::vector<int64_t> first = L.layout.entry_offsets(4);
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(Dh)));
   const float* sink = L.w("attn.attn_sink");
-  double total = 0;
-  int64_t counted = 0;
-#pragma omp parallel reduction(+ : total, counted)
+  // per row, summed in row order after the loop: the same bits on every run
+  std::vector<double> recall(rows, std::numeric_limits<double>::quiet_NaN());
+#pragma omp parallel
   {
     std::vector<float> keys, p, mass, score;
 #pragma omp for schedule(dynamic)
@@ -70,10 +70,13 @@ double indexer_recall(const LayerCtx<float>& L, const train::AttnTape<float>& tp
       ops::indexer_scores(&tp.qI[r * HI * DI], &tp.iw[r * HI], HI, DI, &tp.ientries[e0 * DI], C, score.data());
       double kept = 0;
       for (int32_t i : ops::topk_lower_index(score.data(), C, K)) kept += mass[i];
-      total += kept / sum;
-      counted += 1;
+      recall[r] = kept / sum;
     }
   }
+  double total = 0;
+  int64_t counted = 0;
+  for (double v : recall)
+    if (!std::isnan(v)) total += v, counted += 1;
   return counted ? total / counted : std::numeric_limits<double>::quiet_NaN();
 }
 

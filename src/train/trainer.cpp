@@ -147,6 +147,11 @@ void Trainer::start_fresh() {
 
 void Trainer::resume() {
   const std::string stored_path = (fs::path(o_.run_dir) / "recipe.json").string();
+  if (!fs::exists(stored_path) && !newest_checkpoint(o_.run_dir) &&
+      !fs::exists(fs::path(o_.run_dir) / "metrics.jsonl")) {
+    start_fresh();  // no run yet (or killed before it wrote anything): start it
+    return;
+  }
   DSV4_CHECK(fs::exists(stored_path), "train", "'", o_.run_dir, "' holds no run to resume (no recipe.json)");
   const json stored = json::parse(read_text(stored_path));
   const std::string diff = first_difference(stored, r_.resolved);
@@ -257,7 +262,7 @@ void Trainer::step_once() {
   if (!std::isfinite(grad_norm)) rec["skipped"] = true;
   json loads = json::object();
   for (const auto& [name, load] : g.expert_loads)
-    loads[name.substr(0, name.size() - std::string("ffn.gate.bias").size())] = load_imbalance(load);
+    loads[name.substr(0, name.size() - std::string(".ffn.gate.bias").size())] = load_imbalance(load);
   rec["expert_load"] = loads;
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
   rec["elapsed_s"] = elapsed_before_ + secs;

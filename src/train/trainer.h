@@ -12,7 +12,7 @@ namespace dsv4 {
 
 struct TrainRunOptions {
   std::string run_dir;
-  bool resume = false;        // continue from the newest checkpoint of run_dir
+  bool resume = false;        // continue from the newest checkpoint of run_dir (start when there is no run)
   bool progress = true;       // the progress bar on stderr
   int64_t stop_after = -1;    // stop (with a checkpoint, as on SIGINT) once this many steps are done
 };
