@@ -17,7 +17,8 @@ fi
 
 if $dsv4 --help | grep -q "^  train "; then
   echo "== training a tiny V4 on Brown (recipes/tiny-brown.json)"
-  $dsv4 train --recipe recipes/tiny-brown.json --out runs/tiny-brown
+  scripts/brown.sh "$dsv4"
+  $dsv4 train --recipe recipes/tiny-brown.json --out runs/tiny-brown --resume
   model=runs/tiny-brown/latest
 else
   echo "== dsv4 train is not built yet: generating from a randomly initialized tiny model"

@@ -27,7 +27,8 @@ struct Series {
 
 struct RunData {
   std::string name;
-  Series train{{"loss_main", "loss_main_smoothed", "loss", "lr", "grad_norm"}, {}};
+  Series train{{"loss_main", "loss_main_smoothed", "loss", "lr", "grad_norm", "indexer_lr"}, {}};
+  bool has_indexer_lr = false;
   Series val{{"val_loss"}, {}};
   Series gain{{"mhc_gain_fwd", "mhc_gain_bwd"}, {}};
   Series recall, load;  // one column per layer
@@ -76,7 +77,8 @@ RunData read_run(const std::string& dir) {
         ++n;
       }
       d.train.rows.push_back({tokens, loss, ema / (1 - std::pow(0.95, static_cast<double>(n))), num(j, "loss"),
-                              num(j, "lr"), num(j, "grad_norm")});
+                              num(j, "lr"), num(j, "grad_norm"), num(j, "indexer_lr")});
+      d.has_indexer_lr = d.has_indexer_lr || std::isfinite(num(j, "indexer_lr"));
       if (j.contains("expert_load")) add_layers(d.load, tokens, j["expert_load"]);
     }
     if (j.contains("val_loss")) d.val.rows.push_back({tokens, num(j, "val_loss")});
@@ -168,6 +170,8 @@ void plot_runs(const std::vector<std::string>& run_dirs, const std::string& png_
       loss.push_back(str(quoted(file(i, "val")), " u 1:2 w lp pt 7 ps 0.6 lw 2 ", color(i, 1), many ? " dt 2" : "",
                          " t ", label(i, "validation")));
     lr.push_back(str(tf, " u 1:5 w l lw 2 ", color(i, 0), " t ", label(i, "lr")));
+    if (r.has_indexer_lr)
+      lr.push_back(str(tf, " u 1:7 w l lw 2 dt 2 ", color(i, 1), " t ", label(i, "indexer lr")));
     norm.push_back(str(tf, " u 1:6 w l lw 1 ", color(i, 0), " t ", label(i, "grad norm (pre-clip)")));
     if (!r.gain.rows.empty()) {
       gain.push_back(str(quoted(file(i, "gain")), " u 1:2 w lp pt 7 ps 0.4 ", color(i, 0), " t ", label(i, "forward")));

@@ -31,7 +31,10 @@ namespace {
 volatile std::sig_atomic_t g_stop = 0;
 
 void on_signal(int sig) {
-  if (g_stop) std::signal(sig, SIG_DFL);  // a second signal: give up at once next time
+  if (g_stop) {  // a second signal: stop at once (the newest checkpoint stays intact)
+    std::signal(sig, SIG_DFL);
+    std::raise(sig);
+  }
   g_stop = 1;
 }
 
@@ -234,13 +237,14 @@ void Trainer::step_once() {
 
   std::map<std::string, Tensor> main_grads, indexer_grads;
   for (auto& [name, t] : g.grads) (is_indexer(name) ? indexer_grads : main_grads)[name] = std::move(t);
+  // In the warm-up only the indexer steps: grad_norm is then its norm, and the main
+  // learning rate (logged as lr) stands still.
   double grad_norm = 0, indexer_norm = NAN;
-  float lr = 0;
+  const float lr = main_opt_->next_lr();
+  const float indexer_lr = indexer_opt_ ? indexer_opt_->next_lr() : NAN;
   if (phase == AttnPhase::IndexerWarmup) {
-    lr = indexer_opt_->next_lr();
-    grad_norm = indexer_opt_->step(params_, indexer_grads);
+    grad_norm = indexer_norm = indexer_opt_->step(params_, indexer_grads);
   } else {
-    lr = main_opt_->next_lr();
     grad_norm = main_opt_->step(params_, main_grads);
     if (!indexer_grads.empty()) indexer_norm = indexer_opt_->step(params_, indexer_grads);
     if (std::isfinite(grad_norm)) main_opt_->update_gate_biases(params_, g.expert_loads);
@@ -258,7 +262,10 @@ void Trainer::step_once() {
               {"loss", g.loss.total}, {"loss_main", g.loss.main},  {"loss_mtp", g.loss.mtp},
               {"loss_balance", g.loss.balance}, {"loss_indexer", g.loss.indexer},
               {"lr", lr},             {"grad_norm", grad_norm}};
-  if (std::isfinite(indexer_norm)) rec["indexer_grad_norm"] = indexer_norm;
+  if (!std::isnan(indexer_norm)) {
+    rec["indexer_grad_norm"] = indexer_norm;
+    rec["indexer_lr"] = indexer_lr;
+  }
   if (!std::isfinite(grad_norm)) rec["skipped"] = true;
   json loads = json::object();
   for (const auto& [name, load] : g.expert_loads)
