@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # `dsv4 train` survives interruptions (docs/train.md): a run killed with SIGKILL at random
-# moments, killed inside each stage of a checkpoint save (DSV4_TRAIN_FAULT), and stopped by
-# SIGINT, then resumed each time, ends with exactly the metrics of an uninterrupted run;
-# after every kill the newest checkpoint is a loadable model.
+# moments, and killed inside each stage of a checkpoint save (DSV4_TRAIN_FAULT), then resumed
+# each time, ends with exactly the metrics of an uninterrupted run; after every
+# kill the newest checkpoint is a loadable model. SIGINT saves the current step and exits.
 # usage: train_resume.sh DSV4_CLI FIXTURES_DIR SCRATCH_DIR
 set -euo pipefail
 dsv4=$1
@@ -92,10 +92,12 @@ done
 ls -a faults | grep -q '^\.staging' && fail "staging folders were left behind"
 diff <(strip full) <(strip faults) >/dev/null || fail "metrics after kills inside saves differ from the uninterrupted run"
 
-# 3. SIGINT: saves a checkpoint at the current step and exits 130.
-"$dsv4" train --recipe recipe.json --out sigint --quiet 2>/dev/null &
+# 3. SIGINT: saves a checkpoint at the current step and exits 130 (a long run, so that the
+# signal always lands mid-run).
+sed 's/"steps": 16,/"steps": 4000,/' recipe.json > long.json
+"$dsv4" train --recipe long.json --out sigint --quiet 2>/dev/null &
 pid=$!
-for _ in $(seq 1 100); do
+for _ in $(seq 1 300); do
   n=$(grep -c '"loss"' sigint/metrics.jsonl 2>/dev/null) || n=0
   [ "$n" -ge 3 ] && break
   sleep 0.1
@@ -104,9 +106,9 @@ kill -INT "$pid"
 set +e; wait "$pid"; rc=$?; set -e
 [ "$rc" = 130 ] || fail "SIGINT: exit $rc, expected 130"
 step=$(grep -c '"loss"' sigint/metrics.jsonl)
+[ "$step" -ge 3 ] && [ "$step" -lt 4000 ] || fail "SIGINT: $step steps logged"
 [ "$(readlink sigint/latest)" = "ckpt-$step" ] || fail "SIGINT: latest is $(readlink sigint/latest), not ckpt-$step"
-"$dsv4" train --out sigint --resume --quiet 2>/dev/null
-diff <(strip full) <(strip sigint) >/dev/null || fail "metrics after SIGINT + resume differ from the uninterrupted run"
+check_loadable sigint "SIGINT"
 
 # A bad recipe is an error naming the key; the run folder is left alone.
 sed 's/"tokens_per_step": 128/"tokens_per_step": 100/' recipe.json > bad.json
