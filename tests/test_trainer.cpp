@@ -164,5 +164,13 @@ TEST_F(TrainerTest, RunFoldersAreProtectedAgainstMixUps) {
                         "was tokenized with tokenizer", "re-run `dsv4 tokenize`");
 }
 
+TEST_F(TrainerTest, ATooSmallValidationSplitFailsBeforeTraining) {
+  json j = testing_train::micro_recipe(corpus);
+  j["data"]["val_fraction"] = 0.01;  // one short paragraph: not one row of 64 tokens
+  EXPECT_ERROR_CONTAINS(train(parse_recipe(j, "small.json", dir), run_opts(dir + "/run")),
+                        "fewer than one row of 64", "raise the validation fraction");
+  EXPECT_FALSE(fs::exists(dir + "/run/metrics.jsonl"));
+}
+
 }  // namespace
 }  // namespace dsv4

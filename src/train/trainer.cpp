@@ -117,6 +117,8 @@ Trainer::Trainer(const Recipe& r, const TrainRunOptions& o) : r_(r), o_(o), c_(r
   corpus_ = std::make_unique<TokenCorpus>(r.corpus_path);
   corpus_->require_tokenizer(tokenizer_identity(tokenizer_text_, tokenizer), r.tokenizer_path);
   loader_ = std::make_unique<DataLoader>(*corpus_, r.val_fraction, r.split_seed, r.seed);
+  if (r.val_fraction > 0)  // fail now, not at the first evaluation
+    for (const SeqStage& s : r.stages) loader_->validation(s.seq_len, 1);
 
   // Two optimizers: the model, and the indexer, which learns from its own KL loss at its
   // own constant rate (training.md §4) and is frozen while the main model trains densely.
