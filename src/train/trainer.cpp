@@ -86,7 +86,7 @@ class Trainer {
   void monitor(const PackedRows& rows, AttnPhase phase);
   void save();
   void log(const json& record);
-  void progress(double loss, bool final);
+  void progress(double loss);
   TrainOptions options_for(AttnPhase phase) const;
 
   const Recipe& r_;
@@ -277,7 +277,7 @@ void Trainer::step_once() {
   rec["elapsed_s"] = elapsed_before_ + secs;
   log(rec);
   if (r_.monitor_interval > 0 && step_ % r_.monitor_interval == 0) monitor(rows, phase);
-  progress(g.loss.total, false);
+  progress(g.loss.total);
 }
 
 void Trainer::monitor(const PackedRows& rows, AttnPhase phase) {
@@ -334,10 +334,11 @@ void Trainer::save() {
   saved_step_ = step_;
 }
 
-void Trainer::progress(double loss, bool final) {
+// A bar redrawn in place on a terminal; otherwise a line every 2% of the run.
+void Trainer::progress(double loss) {
   if (!o_.progress) return;
   const int64_t every = std::max<int64_t>(1, r_.steps / 50);
-  if (!tty_ && !final && step_ % every != 0) return;
+  if (!tty_ && step_ % every != 0 && step_ != r_.steps) return;
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
   const double tps = secs > 0 ? session_tokens_ / secs : 0;
   const double eta = session_steps_ > 0 ? secs / session_steps_ * (r_.steps - step_) : NAN;
@@ -346,7 +347,7 @@ void Trainer::progress(double loss, bool final) {
   if (done < width) bar += '>' + std::string(width - done - 1, ' ');
   std::fprintf(stderr, "%sstep %lld/%lld [%s] loss %.4f | %.0f tok/s | ETA %s   %s", tty_ ? "\r" : "",
                static_cast<long long>(step_), static_cast<long long>(r_.steps), bar.c_str(), loss, tps,
-               duration(eta).c_str(), tty_ && !final ? "" : "\n");
+               duration(eta).c_str(), tty_ ? "" : "\n");
   std::fflush(stderr);
 }
 
@@ -378,8 +379,6 @@ TrainOutcome Trainer::run() {
 }
 
 }  // namespace
-
-void request_stop() { g_stop = 1; }
 
 void install_interrupt_handler() {
   g_stop = 0;

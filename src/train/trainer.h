@@ -24,10 +24,8 @@ enum class TrainOutcome { Finished, Interrupted };
 // exactly: with the same thread count, its metrics equal those of an uninterrupted run.
 TrainOutcome train(const Recipe& recipe, const TrainRunOptions& options);
 
-// Async-signal-safe: the run finishes its current step, saves a checkpoint and returns
-// Interrupted. install_interrupt_handler makes SIGINT (and SIGTERM) call it; a second
-// SIGINT kills the process at once.
-void request_stop();
+// After this, SIGINT (and SIGTERM) make a run finish its current step, save a checkpoint and
+// return Interrupted; a second one kills the process at once.
 void install_interrupt_handler();
 
 }  // namespace dsv4
