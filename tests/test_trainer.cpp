@@ -146,6 +146,10 @@ TEST_F(TrainerTest, RunFoldersAreProtectedAgainstMixUps) {
   changed["lr_schedule"]["peak"] = 1e-3;
   EXPECT_ERROR_CONTAINS(train(parse_recipe(changed, "other.json", dir), run_opts(run, true)),
                         "recipe differs", "'lr_schedule.peak'");
+  {
+    const RunLock busy(run);  // as if another trainer were running there
+    EXPECT_ERROR_CONTAINS(train(r, run_opts(run, true)), "another `dsv4 train` is running");
+  }
   // --resume where there is no run yet starts one
   EXPECT_EQ(train(r, run_opts(dir + "/new", true, 1)), TrainOutcome::Interrupted);
   EXPECT_EQ(newest_checkpoint(dir + "/new"), 1);

@@ -1,7 +1,10 @@
 #include "train/run_checkpoint.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
@@ -52,6 +55,23 @@ std::set<int64_t> checkpoints(const std::string& run_dir) {
 }
 
 }  // namespace
+
+RunLock::RunLock(const std::string& run_dir) {
+  std::error_code ec;
+  fs::create_directories(run_dir, ec);
+  DSV4_CHECK(!ec, "train", "cannot create the run folder '", run_dir, "': ", ec.message());
+  const std::string path = (fs::path(run_dir) / ".lock").string();
+  fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  DSV4_CHECK(fd_ >= 0, "train", "cannot open '", path, "': ", std::strerror(errno));
+  if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+    ::close(fd_);
+    throw Error("train", str("another `dsv4 train` is running in '", run_dir, "' (", path, " is locked)"));
+  }
+}
+
+RunLock::~RunLock() {
+  if (fd_ >= 0) ::close(fd_);  // closing releases the lock
+}
 
 void fault_point(const char* point) {
   const char* want = std::getenv("DSV4_TRAIN_FAULT");

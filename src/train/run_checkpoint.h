@@ -50,6 +50,20 @@ struct LoadedCheckpoint {
 };
 LoadedCheckpoint load_run_checkpoint(const std::string& dir);
 
+// An exclusive lock on a run folder (flock on RUN_DIR/.lock, created with the folder), held
+// while it lives; the kernel drops it when the process dies, SIGKILL included. A second
+// trainer on the same folder is an Error.
+class RunLock {
+ public:
+  explicit RunLock(const std::string& run_dir);
+  ~RunLock();
+  RunLock(const RunLock&) = delete;
+  RunLock& operator=(const RunLock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
+
 // Removes what an interrupted save left behind (staging and trash folders).
 void clean_run_dir(const std::string& run_dir);
 

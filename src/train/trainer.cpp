@@ -352,6 +352,7 @@ void Trainer::progress(double loss) {
 }
 
 TrainOutcome Trainer::run() {
+  const RunLock lock(o_.run_dir);
   if (o_.resume) resume();
   else start_fresh();
   t0_ = std::chrono::steady_clock::now();
