@@ -10,7 +10,6 @@ namespace dsv4::cuda {
 void CudaModel::compress(const DCompressor& w, int m, const RowFormat& f, const float* u, float* z, int table_row,
                          int which) {
   const BatchDesc& b = *batch_;
-  (void)u;
   auto it = b.jobs.find(m);
   const BatchDesc::Jobs jobs = it == b.jobs.end() ? BatchDesc::Jobs{} : it->second;
   const LayerCache* caches = b.d_caches + static_cast<int64_t>(table_row) * b.nseq;
