@@ -1,5 +1,6 @@
 #include "train/trainer.h"
 
+#include <cblas.h>
 #include <omp.h>
 #include <unistd.h>
 
@@ -107,7 +108,10 @@ class Trainer {
 };
 
 Trainer::Trainer(const Recipe& r, const TrainRunOptions& o) : r_(r), o_(o), c_(r.model) {
-  if (r.threads > 0) omp_set_num_threads(r.threads);
+  if (r.threads > 0) {  // OpenMP loops and OpenBLAS's own thread pool alike
+    omp_set_num_threads(r.threads);
+    openblas_set_num_threads(r.threads);
+  }
   tokenizer_text_ = read_text(r.tokenizer_path);
   const Tokenizer tokenizer = Tokenizer::from_json(tokenizer_text_, r.tokenizer_path);
   check_tokenizer_fits(c_, tokenizer, "recipe " + r.path + ": model with tokenizer " + r.tokenizer_path);
