@@ -188,7 +188,8 @@ void plot_runs(const std::vector<std::string>& run_dirs, const std::string& png_
   panel("loss (main next-token cross-entropy)", "set ylabel 'nats/token'\n", loss);
   panel("learning rate", "set ylabel 'lr'\n", lr);
   panel("gradient norm", "set ylabel ''\nset logscale y\n", norm);
-  panel("mHC composite amax gain", "set ylabel 'gain'\n", gain);
+  panel("mHC composite amax gain (1 = no amplification)", "set ylabel 'gain'\nset yrange [0:*]\nset key bottom right\n", gain);
+  gp << "set key top right\n";
   panel("expert load (max / mean) per MoE layer", "set ylabel 'max/mean'\n", load);
   panel("indexer recall (dense attention mass kept by top-k)", "set ylabel 'recall'\nset yrange [0:1.05]\n", recall);
   gp << "unset multiplot\n";
