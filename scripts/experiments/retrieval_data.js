@@ -1,13 +1,15 @@
 #!/usr/bin/env node
-// The long-range retrieval task (docs/experiments.md): each document is one line,
-//   <filler a>K<key>V<value>;<filler b>?K<key>=<value>
-// with key one of 16 letters A..P, value one of 16 symbols 0..9 Q..V, filler random
-// lowercase letters and spaces, a of 0..31 characters and a + b = FILLER, so the pair sits
-// anywhere in the first 37 characters and the question comes at least FILLER − 29 characters
-// after the value. With BOS and EOS (dsv4 tokenize) and the byte tokenizer a document is
-// FILLER + 12 tokens (256 by default).
-// Usage: node retrieval_data.js TRAIN.txt N_TRAIN EVAL_DIR N_EVAL [FILLER=244] [SEED=1]
-//   EVAL_DIR gets prompt-NNNN.txt (the document without its last character) and answers.txt.
+// The long-range retrieval task (docs/experiments.md). Each document is one line:
+//   <8 pairs key value ,>|<filler><8 questions ? key = value>
+// keys: 8 distinct letters of A..P; values: 16 symbols 0..9 Q..V, drawn independently;
+// filler: the alphabet from a random letter on, cyclically (learnable: a window model
+// predicts it), so the values are the only hard tokens. The questions ask every key once,
+// in a random order, FILLER+ tokens after the pairs. With BOS and EOS (dsv4 tokenize) and the
+// byte tokenizer a document is FILLER + 59 tokens (256 by default). A model that cannot see
+// back that far answers at chance: 1/16.
+// Usage: node retrieval_data.js TRAIN.txt N_TRAIN EVAL_DIR N_EVAL [FILLER=197] [SEED=1]
+//   EVAL_DIR gets prompt-NNNN.txt (a document cut after its first question's '=') and
+//   answers.txt (the value that follows).
 'use strict';
 const fs = require('fs');
 const path = require('path');
@@ -17,7 +19,7 @@ if (!train || !nTrain || !evalDir || !nEval) {
   console.error('usage: node retrieval_data.js TRAIN.txt N_TRAIN EVAL_DIR N_EVAL [FILLER] [SEED]');
   process.exit(2);
 }
-const filler = Number(fillerArg || 244);
+const filler = Number(fillerArg || 197);
 let state = Number(seedArg || 1) >>> 0;
 function rand() {  // mulberry32
   state = (state + 0x6d2b79f5) >>> 0;
@@ -26,14 +28,28 @@ function rand() {  // mulberry32
   t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
   return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
 }
-const pick = (s) => s[Math.floor(rand() * s.length)];
-const KEYS = 'ABCDEFGHIJKLMNOP', VALUES = '0123456789QRSTUV', FILL = 'abcdefghijklmnopqrstuvwxyz ';
+const below = (n) => Math.floor(rand() * n);
+function shuffled(a) {
+  a = a.slice();
+  for (let i = a.length - 1; i > 0; --i) {
+    const j = below(i + 1);
+    [a[i], a[j]] = [a[j], a[i]];
+  }
+  return a;
+}
+const KEYS = 'ABCDEFGHIJKLMNOP'.split(''), VALUES = '0123456789QRSTUV', ALPHA = 'abcdefghijklmnopqrstuvwxyz';
+const PAIRS = 8;
 function doc() {
-  const k = pick(KEYS), v = pick(VALUES);
-  const a = Math.floor(rand() * 32);
-  let f = '';
-  for (let i = 0; i < filler; ++i) f += pick(FILL);
-  return {text: `${f.slice(0, a)}K${k}V${v};${f.slice(a)}?K${k}=${v}`, value: v};
+  const keys = shuffled(KEYS).slice(0, PAIRS);
+  const value = {};
+  for (const k of keys) value[k] = VALUES[below(VALUES.length)];
+  let text = keys.map((k) => k + value[k] + ',').join('') + '|';
+  const start = below(26);
+  for (let i = 0; i < filler; ++i) text += ALPHA[(start + i) % 26];
+  const asked = shuffled(keys);
+  const cut = text.length + 3;  // after the first question's '='
+  for (const k of asked) text += '?' + k + '=' + value[k];
+  return {text, prompt: text.slice(0, cut), answer: value[asked[0]]};
 }
 const lines = [];
 for (let i = 0; i < Number(nTrain); ++i) lines.push(doc().text);
@@ -42,8 +58,8 @@ fs.mkdirSync(evalDir, {recursive: true});
 const answers = [];
 for (let i = 0; i < Number(nEval); ++i) {
   const d = doc();
-  fs.writeFileSync(path.join(evalDir, `prompt-${String(i).padStart(4, '0')}.txt`), d.text.slice(0, -1));
-  answers.push(d.value);
+  fs.writeFileSync(path.join(evalDir, `prompt-${String(i).padStart(4, '0')}.txt`), d.prompt);
+  answers.push(d.answer);
 }
 fs.writeFileSync(path.join(evalDir, 'answers.txt'), answers.join('\n') + '\n');
 console.error(`retrieval_data.js: ${nTrain} training documents -> ${train}, ${nEval} prompts -> ${evalDir}`);

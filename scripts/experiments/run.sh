@@ -16,11 +16,14 @@ case ${1:-} in
 retrieval)
   if ! ls data/retrieval/shards/*.tok >/dev/null 2>&1; then
     mkdir -p data/retrieval
-    node scripts/experiments/retrieval_data.js data/retrieval/train.txt 6000 data/retrieval/eval 200 244 1
+    node scripts/experiments/retrieval_data.js data/retrieval/train.txt 8000 data/retrieval/eval 200 197 1
     "$dsv4" tokenize -t data/tokenizers/byte/tokenizer.json -o data/retrieval/shards --paragraphs data/retrieval/train.txt
   fi
+  # the two runs side by side (one thread each)
+  train recipes/experiments/retrieval-csa.json runs/exp-retrieval-csa &
+  train recipes/experiments/retrieval-window.json runs/exp-retrieval-window
+  wait
   for m in csa window; do
-    train recipes/experiments/retrieval-$m.json runs/exp-retrieval-$m
     echo "retrieval-$m accuracy (correct total share): $(scripts/experiments/retrieval_eval.sh "$dsv4" runs/exp-retrieval-$m/latest data/retrieval/eval)"
   done
   "$dsv4" plot runs/exp-retrieval-csa runs/exp-retrieval-window -o docs/img/retrieval.png \
@@ -28,8 +31,13 @@ retrieval)
   ;;
 brown)
   scripts/brown.sh "$dsv4"
-  train recipes/tiny-brown.json runs/tiny-brown
-  for a in adamw n1 dense; do train recipes/experiments/brown-$a.json runs/exp-brown-$a; done
+  # two runs at a time (one thread each)
+  train recipes/tiny-brown.json runs/tiny-brown &
+  train recipes/experiments/brown-adamw.json runs/exp-brown-adamw
+  wait
+  train recipes/experiments/brown-n1.json runs/exp-brown-n1 &
+  train recipes/experiments/brown-dense.json runs/exp-brown-dense
+  wait
   "$dsv4" plot runs/tiny-brown runs/exp-brown-adamw -o docs/img/brown-muon-vs-adamw.png --title "Brown: Muon vs AdamW"
   "$dsv4" plot runs/tiny-brown runs/exp-brown-n1 -o docs/img/brown-mhc-n4-vs-n1.png --title "Brown: mHC n = 4 vs n = 1"
   "$dsv4" plot runs/tiny-brown runs/exp-brown-dense -o docs/img/brown-curriculum-vs-dense.png \
