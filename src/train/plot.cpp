@@ -185,7 +185,20 @@ void plot_runs(const std::vector<std::string>& run_dirs, const std::string& png_
       recall.push_back(str(quoted(file(i, "recall")), " u 1:", k + 2, " w lp pt 7 ps 0.4 ", color(many ? i : k, k),
                            " t ", label(i, r.recall.columns[k])));
   }
-  panel("loss (main next-token cross-entropy)", "set ylabel 'nats/token'\n", loss);
+  // The first tenth of a run falls steeply; the range starts after it, so the later
+  // differences between runs stay visible.
+  double lo = INFINITY, hi = -INFINITY;
+  for (const RunData& r : runs) {
+    const size_t n = r.train.rows.size();
+    for (size_t k = n / 10; k < n; ++k) {
+      const double v = r.train.rows[k][2];  // smoothed
+      if (std::isfinite(v)) lo = std::min(lo, v), hi = std::max(hi, v);
+    }
+    for (const auto& row : r.val.rows)
+      if (std::isfinite(row[1]) && row[0] >= r.train.rows[n / 10][0]) lo = std::min(lo, row[1]), hi = std::max(hi, row[1]);
+  }
+  const std::string range = std::isfinite(lo) && hi > lo ? str("set yrange [", lo - 0.05 * (hi - lo), ":", hi + 0.05 * (hi - lo), "]\n") : "";
+  panel("loss (main next-token cross-entropy; after the first tenth)", "set ylabel 'nats/token'\n" + range, loss);
   panel("learning rate", "set ylabel 'lr'\n", lr);
   panel("gradient norm", "set ylabel ''\nset logscale y\n", norm);
   panel("mHC composite amax gain (1 = no amplification)", "set ylabel 'gain'\nset yrange [0:*]\nset key bottom right\n", gain);
