@@ -1,22 +1,22 @@
 #!/usr/bin/env node
 // The long-range retrieval task (docs/experiments.md). Each document is one line:
-//   <8 pairs key value ,>|<filler><8 questions ? key = value>
-// keys: 8 distinct letters of A..P; values: 16 symbols 0..9 Q..V, drawn independently;
+//   <PAIRS pairs key value ,>|<filler><PAIRS questions ? key = value>
+// keys: PAIRS distinct letters of A..P; values: 16 symbols 0..9 Q..V, drawn independently;
 // filler: the alphabet from a random letter on, cyclically (learnable: a window model
 // predicts it), so the values are the only hard tokens. The questions ask every key once,
 // in a random order, after the filler. With BOS and EOS (dsv4 tokenize) and the byte
-// tokenizer a document is filler + 59 tokens. Training documents have fillers of
+// tokenizer a document is filler + 7·PAIRS + 3 tokens. Training documents have fillers of
 // MIN_FILLER..FILLER characters (short ones teach the lookup sooner), evaluation documents
 // of FILLER (197 by default: 256 tokens, the first question 200+ tokens after the pairs).
 // A model that cannot see back that far answers at chance: 1/16.
-// Usage: node retrieval_data.js TRAIN.txt N_TRAIN EVAL_DIR N_EVAL [FILLER=197] [SEED=1] [MIN_FILLER=FILLER]
+// Usage: node retrieval_data.js TRAIN.txt N_TRAIN EVAL_DIR N_EVAL [FILLER=197] [SEED=1] [MIN_FILLER=FILLER] [PAIRS=8]
 //   EVAL_DIR gets prompt-NNNN.txt (a document cut after its first question's '=') and
 //   answers.txt (the value that follows).
 'use strict';
 const fs = require('fs');
 const path = require('path');
 
-const [train, nTrain, evalDir, nEval, fillerArg, seedArg, minArg] = process.argv.slice(2);
+const [train, nTrain, evalDir, nEval, fillerArg, seedArg, minArg, pairsArg] = process.argv.slice(2);
 if (!train || !nTrain || !evalDir || !nEval) {
   console.error('usage: node retrieval_data.js TRAIN.txt N_TRAIN EVAL_DIR N_EVAL [FILLER] [SEED]');
   process.exit(2);
@@ -40,7 +40,7 @@ function shuffled(a) {
   return a;
 }
 const KEYS = 'ABCDEFGHIJKLMNOP'.split(''), VALUES = '0123456789QRSTUV', ALPHA = 'abcdefghijklmnopqrstuvwxyz';
-const PAIRS = 8;
+const PAIRS = Number(pairsArg || 8);
 function doc(fill) {
   const keys = shuffled(KEYS).slice(0, PAIRS);
   const value = {};

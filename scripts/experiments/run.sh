@@ -16,7 +16,7 @@ case ${1:-} in
 retrieval)
   if ! ls data/retrieval/shards/*.tok >/dev/null 2>&1; then
     mkdir -p data/retrieval
-    node scripts/experiments/retrieval_data.js data/retrieval/train.txt 20000 data/retrieval/eval 200 197 1 16
+    node scripts/experiments/retrieval_data.js data/retrieval/train.txt 16000 data/retrieval/eval 200 246 1 16 1
     "$dsv4" tokenize -t data/tokenizers/byte/tokenizer.json -o data/retrieval/shards --paragraphs data/retrieval/train.txt
   fi
   # the two runs side by side (one thread each)
