@@ -28,6 +28,8 @@ retrieval)
   done
   "$dsv4" plot runs/exp-retrieval-csa runs/exp-retrieval-window -o docs/img/retrieval.png \
     --title "long-range retrieval (W = 16): CSA/HCA + curriculum vs window-only"
+  # accuracy of every checkpoint (100 held-out prompts each)
+  scripts/experiments/retrieval_curve.sh "$dsv4" docs/img/retrieval-accuracy.png 100
   ;;
 brown)
   scripts/brown.sh "$dsv4"
