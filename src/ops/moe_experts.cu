@@ -1,7 +1,8 @@
 // CUDA expert products of the MoE (contracts in cuda_ops.h). Expert weights stay in their
 // stored form (packed FP4 with E8M0 scales per 32, or bf16) and are dequantized on the fly:
-// Hopper has no FP4 tensor cores. Both forms take bf16 activations and accumulate in float32.
-//   gemv:    few rows per expert (decode): a warp per output row.
+// Hopper has no FP4 tensor cores. Both forms take bf16 activations and accumulate in float32 on
+// the bf16 tensor cores, so a decode step computes what a prefill computes up to summation order.
+//   gemv:    few rows per expert (decode): streams each weight once per 8 rows at HBM speed.
 //   grouped: many rows (prefill): 64×64 tiles of bf16 WMMA.
 #include <mma.h>
 
@@ -39,95 +40,293 @@ __device__ __forceinline__ float swiglu_value(float g, float u, float limit) {
   return g / (1.0f + expf(-g)) * u;
 }
 
-// ---- gemv ------------------------------------------------------------------------------------
+// ---- gemv (decode) ---------------------------------------------------------------------------
+// A decode step reads every weight of its experts once, so the kernel must keep up with HBM: about
+// 15 bytes (30 FP4 weights) per SM per cycle on an H200, against 128 thread-instructions per SM per
+// cycle, only 64 of them integer. One float32 FMA per weight and row plus a compare-chain decode
+// does not fit; so the products go to the tensor cores (mma.m16n8k16, bf16 × bf16 -> float32, the
+// products the grouped kernel makes) and a weight costs two to three instructions:
+//   - a block owns 16 output rows of one expert (the M of the mma) and takes the expert's
+//     activation rows 8 per pass (the N); its 8 warps split K in steps of 128 columns and add their
+//     partial sums in shared memory in warp order (deterministic);
+//   - in a step a lane loads 32 consecutive weights of each of its two rows (16 bytes of FP4 with
+//     their one E8M0 scale, or 64 bytes of bf16), two steps ahead of the tensor cores;
+//   - the K order inside an mma is free as long as A and B agree, so a 32-bit register of A holds
+//     codes i and i + 4 of a code word: one AND, one multiply (two shifted copies) and one AND drop
+//     sign, exponent and mantissa bits into bf16's sign, low exponent and top mantissa bits, a bf16
+//     of value e2m1 · 2^-126 (exponent 0 lands on bf16 subnormals: exact); one bf16x2 multiply by
+//     2^126 · scale gives the exact bf16 weight of the grouped kernel (power-of-two scaling);
+//   - activation rows (small, shared by the expert's blocks) come through L1 and are permuted to
+//     the same K order with byte permutes; weights bypass L1.
 struct GemvConfig {
-  static constexpr int kWarps = 8, kRows = 4;  // output rows per block, activation rows per pass
-  static constexpr int kChunk = 32;            // weights per lane per step: one FP4 scale block, 16 bytes
+  static constexpr int kWarps = 8;                // K slices of a block
+  static constexpr int kRows = 16;                // output rows of a block: M of mma.m16n8k16
+  static constexpr int kCols = 8;                 // activation rows per pass: N of the mma
+  static constexpr int kMmaK = 16;                // K of the mma
+  static constexpr int kLanesK = 4;               // lanes of an mma row group, side by side in K
+  static constexpr int kChunk = 32;               // columns per lane per step: one FP4 scale block
+  static constexpr int kStep = kLanesK * kChunk;  // columns per warp per step
+  static constexpr int kWords = kChunk / 2;       // 32-bit words of a lane's chunk of bf16 activations
+  static constexpr int kFp4Depth = 2, kBf16Depth = 1;  // steps of weights in registers per warp
+  static constexpr int kFp4Blocks = 2, kBf16Blocks = 1;  // blocks per SM the registers must allow
+  static_assert(kChunk == 32 && kMmaK / kLanesK == 4, "a chunk is four code words of two mma k-steps each");
+  static_assert(kRows * kCols <= kWarps * 32, "one epilogue output per thread");
 };
 
-// 32 consecutive weights of row n of expert e from column k (k % 32 == 0), still encoded:
-// FP4: 16 bytes of codes and their one scale; bf16: 64 bytes.
-struct W32 {
-  uint4 v[4];
-  float s;
+// Per-lane weights of one step: rows g and g + 8 of the block's 16, for kMats matrices.
+template <bool kFp4, int kMats>
+struct GemvStage;
+template <int kMats>
+struct GemvStage<true, kMats> {
+  static constexpr int kDepth = GemvConfig::kFp4Depth;
+  uint4 codes[kMats][2];     // 32 FP4 codes
+  uint32_t scale[kMats][2];  // their E8M0 byte
 };
-__device__ __forceinline__ void load32(const ExpertMatrix& w, int e, int n, int k, W32& o) {
-  const int64_t row = static_cast<int64_t>(e) * w.rows + n;
-  if (w.codes) {
-    o.v[0] = *reinterpret_cast<const uint4*>(w.codes + row * (w.cols / 2) + k / 2);
-    o.s = dev::e8m0_value(w.scales[row * (w.cols / 32) + k / 32]);
-  } else {
-    const uint4* p = reinterpret_cast<const uint4*>(w.w + row * w.cols + k);
+template <int kMats>
+struct GemvStage<false, kMats> {
+  static constexpr int kDepth = GemvConfig::kBf16Depth;
+  uint4 w[kMats][2][4];  // 32 bf16
+};
+
+// Where a lane's two rows of each matrix start (null past the last row).
+struct GemvRows {
+  const uint8_t* codes[2][2] = {};
+  const uint8_t* scales[2][2] = {};
+  const bf16* w[2][2] = {};
+};
+__device__ __forceinline__ GemvRows gemv_rows(const ExpertMatrix& wa, const ExpertMatrix& wb, int e, int n) {
+  GemvRows p;
+  const int K = wa.cols;
 #pragma unroll
-    for (int i = 0; i < 4; ++i) o.v[i] = p[i];
+  for (int m = 0; m < 2; ++m)
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const ExpertMatrix& w = m == 0 ? wa : wb;
+      const int nr = n + 8 * r;
+      if (nr >= w.rows) continue;
+      const int64_t row = static_cast<int64_t>(e) * w.rows + nr;
+      if (w.codes) {
+        p.codes[m][r] = w.codes + row * (K / 2);
+        p.scales[m][r] = w.scales + row * (K / 32);
+      } else {
+        p.w[m][r] = w.w + row * K;
+      }
+    }
+  return p;
+}
+
+// Weights are read once: no L1 allocation, leaving L1 to the activation rows.
+__device__ __forceinline__ uint4 load_weights(const void* p) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
+
+// The chunk at column `col` of the lane's rows (zeros where the row or column is past the end).
+template <int kMats>
+__device__ __forceinline__ void gemv_load(GemvStage<true, kMats>& st, const GemvRows& p, int col, bool valid) {
+#pragma unroll
+  for (int m = 0; m < kMats; ++m)
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      st.codes[m][r] = make_uint4(0, 0, 0, 0);
+      st.scale[m][r] = 127;
+      if (valid && p.codes[m][r]) {
+        st.codes[m][r] = load_weights(p.codes[m][r] + col / 2);
+        st.scale[m][r] = __ldg(p.scales[m][r] + col / GemvConfig::kChunk);
+      }
+    }
+}
+template <int kMats>
+__device__ __forceinline__ void gemv_load(GemvStage<false, kMats>& st, const GemvRows& p, int col, bool valid) {
+#pragma unroll
+  for (int m = 0; m < kMats; ++m)
+#pragma unroll
+    for (int r = 0; r < 2; ++r)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        st.w[m][r][i] = make_uint4(0, 0, 0, 0);
+        if (valid && p.w[m][r]) st.w[m][r][i] = load_weights(p.w[m][r] + col + 8 * i);
+      }
+}
+
+// 32 consecutive bf16 (16 words: word i = columns 2i, 2i + 1) in the mma's K order, words
+// 4j .. 4j + 3 of it: columns (8j, 8j + 4), (8j + 1, 8j + 5), (8j + 2, 8j + 6), (8j + 3, 8j + 7), the
+// order in which e2m1_pair takes the FP4 codes of word j (bf16 weights and activations alike).
+__device__ __forceinline__ void mma_order4(const uint4 (&v)[4], int j, uint32_t* out) {
+  const uint32_t* w = reinterpret_cast<const uint32_t*>(v) + 4 * j;
+  out[0] = __byte_perm(w[0], w[2], 0x5410);
+  out[1] = __byte_perm(w[0], w[2], 0x7632);
+  out[2] = __byte_perm(w[1], w[3], 0x5410);
+  out[3] = __byte_perm(w[1], w[3], 0x7632);
+}
+
+// FP4 codes i and i + 4 of the word q (low nibble first) as a bf16 pair of value e2m1 · 2^-126:
+// the nibble (s e1 e0 m) goes to bf16 bits 15 (sign), 8 7 (exponent) and 6 (mantissa). The multiply
+// places a copy shifted for the magnitude and one shifted for the sign; they do not overlap.
+template <int i>
+__device__ __forceinline__ uint32_t e2m1_pair(uint32_t q) {
+  const uint32_t v = i < 2 ? q : q >> 8;
+  constexpr int j = i & 1;
+  constexpr uint32_t kNibbles = 0x000f000fu << (4 * j);
+  constexpr uint32_t kPlace = (1u << (6 - 4 * j)) + (1u << (12 - 4 * j));
+  return ((v & kNibbles) * kPlace) & 0x81c081c0u;
+}
+__device__ __forceinline__ uint32_t bf16x2_mul(uint32_t a, uint32_t b) {
+  uint32_t d;
+  asm("mul.rn.bf16x2 %0, %1, %2;" : "=r"(d) : "r"(a), "r"(b));
+  return d;
+}
+__device__ __forceinline__ uint32_t bf16x2_pow2(uint32_t biased_exp) { return (biased_exp << 7) * 0x10001u; }
+
+// D += A · B for one m16n8k16 tile: a = rows (g, k 2t..), (g + 8, k 2t..), (g, k 2t + 8..), (g + 8, k 2t + 8..).
+__device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// The 8 mma k-steps of one chunk: step 2j + h takes A from code word j (or words 4j + 2h, + 1 of
+// the bf16 order) and B from xb[4j + 2h], xb[4j + 2h + 1].
+// FP4: the weight is e2m1 · 2^(b − 127) for scale byte b: 2^(b − 1) times the decoded pair, one
+// bf16 multiply while 2^(b − 1) is a bf16 (b ≤ 128); a second factor beyond (kWide).
+template <bool kWide, int kMats>
+__device__ __forceinline__ void gemv_mma_fp4(const GemvStage<true, kMats>& st, const uint32_t (&xb)[GemvConfig::kWords],
+                                             float (&acc)[kMats][4]) {
+#pragma unroll
+  for (int m = 0; m < kMats; ++m) {
+    uint32_t f1[2], f2[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const uint32_t b = st.scale[m][r];
+      f1[r] = bf16x2_pow2(min(b, 128u) + 126u);
+      f2[r] = bf16x2_pow2(b > 128u ? b - 1u : 127u);
+    }
+    const uint32_t* q0 = reinterpret_cast<const uint32_t*>(&st.codes[m][0]);
+    const uint32_t* q1 = reinterpret_cast<const uint32_t*>(&st.codes[m][1]);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      uint32_t a[2][4] = {{e2m1_pair<0>(q0[j]), e2m1_pair<0>(q1[j]), e2m1_pair<1>(q0[j]), e2m1_pair<1>(q1[j])},
+                          {e2m1_pair<2>(q0[j]), e2m1_pair<2>(q1[j]), e2m1_pair<3>(q0[j]), e2m1_pair<3>(q1[j])}};
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          a[h][i] = bf16x2_mul(a[h][i], f1[i & 1]);
+          if (kWide) a[h][i] = bf16x2_mul(a[h][i], f2[i & 1]);
+        }
+        mma_bf16(acc[m], a[h], xb[4 * j + 2 * h], xb[4 * j + 2 * h + 1]);
+      }
+    }
   }
 }
-// Weights 8q .. 8q + 7 of a loaded chunk (q a compile-time constant after unrolling).
-__device__ __forceinline__ void values8(const W32& o, bool fp4, int q, float* out) {
-  if (fp4) {
-    const uint32_t c = q == 0 ? o.v[0].x : q == 1 ? o.v[0].y : q == 2 ? o.v[0].z : o.v[0].w;
+template <int kMats>
+__device__ __forceinline__ void gemv_mma(const GemvStage<true, kMats>& st, const uint32_t (&xb)[GemvConfig::kWords],
+                                         float (&acc)[kMats][4]) {
+  bool wide = false;
 #pragma unroll
-    for (int j = 0; j < 8; ++j) out[j] = dev::e2m1_value((c >> (4 * j)) & 0xf) * o.s;
-  } else {
-    const bf16* b = reinterpret_cast<const bf16*>(&o.v[q]);
+  for (int m = 0; m < kMats; ++m) wide |= st.scale[m][0] > 128u || st.scale[m][1] > 128u;
+  if (__any_sync(0xffffffffu, wide)) gemv_mma_fp4<true>(st, xb, acc);
+  else gemv_mma_fp4<false>(st, xb, acc);
+}
+template <int kMats>
+__device__ __forceinline__ void gemv_mma(const GemvStage<false, kMats>& st, const uint32_t (&xb)[GemvConfig::kWords],
+                                         float (&acc)[kMats][4]) {
 #pragma unroll
-    for (int j = 0; j < 8; ++j) out[j] = __bfloat162float(b[j]);
+  for (int m = 0; m < kMats; ++m) {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      uint32_t w0[4], w1[4];
+      mma_order4(st.w[m][0], j, w0);
+      mma_order4(st.w[m][1], j, w1);
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const uint32_t a[4] = {w0[2 * h], w1[2 * h], w0[2 * h + 1], w1[2 * h + 1]};
+        mma_bf16(acc[m], a, xb[4 * j + 2 * h], xb[4 * j + 2 * h + 1]);
+      }
+    }
   }
 }
 
-// One warp per output row n of the tile's expert; each lane streams chunks of 32 weights (16-byte
-// loads), two chunks in flight.
-template <bool kSwiglu>
-__global__ void __launch_bounds__(GemvConfig::kWarps * 32)
+// Block (row slice blockIdx.x, tile blockIdx.y): output rows n0 .. n0 + 15 of the tile's expert for
+// all its activation rows. Lane (g, t) of warp w: rows n0 + g and n0 + g + 8, activation row g of the
+// pass, columns [32 (4s + t), + 32) of the steps s = w, w + 8, ...
+template <bool kSwiglu, bool kFp4>
+__global__ void __launch_bounds__(GemvConfig::kWarps * 32, kFp4 ? GemvConfig::kFp4Blocks : GemvConfig::kBf16Blocks)
 moe_gemv_kernel(const bf16* x, ExpertMatrix wa, ExpertMatrix wb, const int2* tiles, const int32_t* ntiles,
                 const int32_t* offsets, float limit, const float* weight, const int32_t* perm, bf16* h_out,
                 float* y_out) {
   using C = GemvConfig;
-  if (static_cast<int>(blockIdx.x) >= *ntiles) return;
-  const int lane = threadIdx.x & 31;
-  const int n = blockIdx.y * C::kWarps + (threadIdx.x >> 5);
-  if (n >= wa.rows) return;
-  const int e = tiles[blockIdx.x].x, r_begin = offsets[e], r_end = offsets[e + 1];
-  const int K = wa.cols, N = wa.rows;
-  const bool fp4 = wa.codes != nullptr;
-  for (int r0 = r_begin; r0 < r_end; r0 += C::kRows) {
-    const int nr = min(C::kRows, r_end - r0);
-    float acc_a[C::kRows] = {}, acc_b[C::kRows] = {};
-#pragma unroll 2
-    for (int k = lane * C::kChunk; k < K; k += 32 * C::kChunk) {
-      W32 a, b;
-      load32(wa, e, n, k, a);
-      if (kSwiglu) load32(wb, e, n, k, b);
+  constexpr int kMats = kSwiglu ? 2 : 1;
+  using Stage = GemvStage<kFp4, kMats>;
+  __shared__ float partial[C::kWarps][kMats][C::kRows][C::kCols];
+  const int2 tile = tiles[blockIdx.y];  // in bounds for every block: read alongside the count
+  if (static_cast<int>(blockIdx.y) >= *ntiles) return;
+  const int e = tile.x;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  const int K = wa.cols, N = wa.rows, n0 = blockIdx.x * C::kRows;
+  const int steps = (K + C::kStep - 1) / C::kStep;
+  const GemvRows rows = gemv_rows(wa, wb, e, n0 + g);
+  auto column = [&](int s) { return (s * C::kLanesK + t) * C::kChunk; };
+  Stage st[Stage::kDepth];
+  auto load_first_steps = [&] {
 #pragma unroll
-      for (int q = 0; q < 4; ++q) {
-        float av[8], bv[8];
-        values8(a, fp4, q, av);
-        if (kSwiglu) values8(b, fp4, q, bv);
+    for (int u = 0; u < Stage::kDepth; ++u) {
+      const int s = warp + u * C::kWarps;
+      gemv_load(st[u], rows, column(s), s < steps && column(s) < K);
+    }
+  };
+  load_first_steps();  // the weights do not wait for the row range
+  const int r_begin = offsets[e], r_end = offsets[e + 1];
+  for (int r0 = r_begin; r0 < r_end; r0 += C::kCols) {
+    const int nr = min(C::kCols, r_end - r0);
+    const bf16* xrow = g < nr ? x + static_cast<int64_t>(r0 + g) * K : nullptr;
+    float acc[kMats][4] = {};
+    for (int s0 = warp; s0 < steps; s0 += Stage::kDepth * C::kWarps) {
 #pragma unroll
-        for (int rr = 0; rr < C::kRows; ++rr) {
-          if (rr >= nr) break;
-          const uint4 xr = *reinterpret_cast<const uint4*>(x + static_cast<int64_t>(r0 + rr) * K + k + 8 * q);
-          const bf16* xb = reinterpret_cast<const bf16*>(&xr);
+      for (int u = 0; u < Stage::kDepth; ++u) {
+        const int s = s0 + u * C::kWarps;
+        if (s >= steps) break;
+        const int col = column(s);
+        uint4 xv[4] = {};
+        if (xrow && col < K)
 #pragma unroll
-          for (int j = 0; j < 8; ++j) {
-            const float xv = __bfloat162float(xb[j]);
-            acc_a[rr] += av[j] * xv;
-            if (kSwiglu) acc_b[rr] += bv[j] * xv;
-          }
-        }
+          for (int i = 0; i < 4; ++i) xv[i] = __ldg(reinterpret_cast<const uint4*>(xrow + col) + i);
+        uint32_t xb[C::kWords];
+#pragma unroll
+        for (int j = 0; j < 4; ++j) mma_order4(xv, j, xb + 4 * j);
+        gemv_mma(st[u], xb, acc);
+        const int next = s + Stage::kDepth * C::kWarps;
+        gemv_load(st[u], rows, column(next), next < steps && column(next) < K);
       }
     }
+    if (r0 + C::kCols < r_end) load_first_steps();  // the next pass's, under this epilogue
+    // acc[m] = D[g][2t], D[g][2t + 1], D[g + 8][2t], D[g + 8][2t + 1] (output row, activation row).
 #pragma unroll
-    for (int rr = 0; rr < C::kRows; ++rr) {
-      if (rr >= nr) break;
-      const float a = dev::warp_sum(acc_a[rr]);
-      const float b = kSwiglu ? dev::warp_sum(acc_b[rr]) : 0.0f;
-      if (lane == 0) {
-        const int64_t r = r0 + rr;
+    for (int m = 0; m < kMats; ++m) {
+      partial[warp][m][g][2 * t] = acc[m][0];
+      partial[warp][m][g][2 * t + 1] = acc[m][1];
+      partial[warp][m][g + 8][2 * t] = acc[m][2];
+      partial[warp][m][g + 8][2 * t + 1] = acc[m][3];
+    }
+    __syncthreads();
+    if (threadIdx.x < C::kRows * C::kCols) {
+      const int row = threadIdx.x % C::kRows, col = threadIdx.x / C::kRows, n = n0 + row;
+      if (n < N && col < nr) {
+        float a = 0.0f, b = 0.0f;
+        for (int w = 0; w < C::kWarps; ++w) {
+          a += partial[w][0][row][col];
+          if (kSwiglu) b += partial[w][kMats - 1][row][col];
+        }
+        const int64_t r = r0 + col;
         if (kSwiglu) h_out[r * N + n] = __float2bfloat16_rn(swiglu_value(a, b, limit) * weight[perm[r]]);
         else y_out[r * N + n] = a;
       }
     }
+    __syncthreads();
   }
 }
 
@@ -239,6 +438,24 @@ void check_expert(const ExpertMatrix& w, const char* what) {
   DSV4_CHECK(w.cols % 32 == 0, "moe", what, ": ", w.cols, " columns, not a multiple of 32");
 }
 
+// One block per 16 output rows of each tile (the tiles of one expert adjacent, sharing its
+// activation rows in L1); the weight format becomes a template argument.
+template <bool kSwiglu>
+void launch_gemv(const bf16* x, const ExpertMatrix& wa, const ExpertMatrix& wb, const int2* tiles,
+                 const int32_t* ntiles, int max_tiles, const int32_t* offsets, float limit, const float* weight,
+                 const int32_t* perm, bf16* h, float* y, cudaStream_t s) {
+  using C = GemvConfig;
+  DSV4_CHECK(max_tiles <= 65535, "moe", "gemv: ", max_tiles, " tiles, more than a grid column holds (65535)");
+  const dim3 grid((wa.rows + C::kRows - 1) / C::kRows, max_tiles), block(C::kWarps * 32);
+  if (wa.codes) {
+    moe_gemv_kernel<kSwiglu, true><<<grid, block, 0, s>>>(x, wa, wb, tiles, ntiles, offsets, limit, weight, perm, h, y);
+    DSV4_CUDA_LAUNCHED("moe_gemv_kernel<fp4>");
+  } else {
+    moe_gemv_kernel<kSwiglu, false><<<grid, block, 0, s>>>(x, wa, wb, tiles, ntiles, offsets, limit, weight, perm, h, y);
+    DSV4_CUDA_LAUNCHED("moe_gemv_kernel<bf16>");
+  }
+}
+
 }  // namespace
 
 void moe_gemv_swiglu_cuda(const bf16* xs, const ExpertMatrix& w1, const ExpertMatrix& w3, const int2* tiles,
@@ -246,21 +463,17 @@ void moe_gemv_swiglu_cuda(const bf16* xs, const ExpertMatrix& w1, const ExpertMa
                           const float* weight, const int32_t* perm, bf16* h, cudaStream_t s) {
   check_expert(w1, "w1");
   check_expert(w3, "w3");
+  DSV4_CHECK((w1.codes != nullptr) == (w3.codes != nullptr) && w1.rows == w3.rows && w1.cols == w3.cols, "moe",
+             "gemv: w1 and w3 differ in format or shape");
   if (max_tiles == 0) return;
-  dim3 grid(max_tiles, (w1.rows + GemvConfig::kWarps - 1) / GemvConfig::kWarps);
-  moe_gemv_kernel<true><<<grid, GemvConfig::kWarps * 32, 0, s>>>(xs, w1, w3, tiles, ntiles, offsets, limit, weight,
-                                                                  perm, h, nullptr);
-  DSV4_CUDA_LAUNCHED("moe_gemv_kernel<swiglu>");
+  launch_gemv<true>(xs, w1, w3, tiles, ntiles, max_tiles, offsets, limit, weight, perm, h, nullptr, s);
 }
 
 void moe_gemv_down_cuda(const bf16* h, const ExpertMatrix& w2, const int2* tiles, const int32_t* ntiles,
                         int max_tiles, const int32_t* offsets, float* y, cudaStream_t s) {
   check_expert(w2, "w2");
   if (max_tiles == 0) return;
-  dim3 grid(max_tiles, (w2.rows + GemvConfig::kWarps - 1) / GemvConfig::kWarps);
-  moe_gemv_kernel<false><<<grid, GemvConfig::kWarps * 32, 0, s>>>(h, w2, w2, tiles, ntiles, offsets, 0.0f, nullptr,
-                                                                   nullptr, nullptr, y);
-  DSV4_CUDA_LAUNCHED("moe_gemv_kernel<down>");
+  launch_gemv<false>(h, w2, w2, tiles, ntiles, max_tiles, offsets, 0.0f, nullptr, nullptr, nullptr, y, s);
 }
 
 void moe_grouped_swiglu_cuda(const bf16* xs, const ExpertMatrix& w1, const ExpertMatrix& w3, const int2* tiles,
