@@ -101,8 +101,11 @@ void CudaModel::attention(const DBlock& blk, int table_row, const float* a_in, f
   // Window rows, then compressed entries, in one softmax with the sink; then the inverse RoPE.
   mark("attn.core");
   float* o = scratch_->get<float>("attn.o", rows * H * Dh);
-  const AttnShape shape{static_cast<int>(H), static_cast<int>(Dh), static_cast<int>(R), c_.sliding_window, m,
-                        static_cast<int>(K), static_cast<float>(1.0 / std::sqrt(static_cast<double>(Dh))), compact_};
+  AttnShape shape{static_cast<int>(H), static_cast<int>(Dh), static_cast<int>(R), c_.sliding_window, m,
+                  static_cast<int>(K), static_cast<float>(1.0 / std::sqrt(static_cast<double>(Dh))), compact_};
+  const int64_t max_pos = 4 * b.idx_max_count;  // the largest end position (capacity, for graphs) in this batch
+  shape.max_keys = static_cast<int>(std::min<int64_t>(
+      INT32_MAX, c_.sliding_window + (m == 4 ? std::min<int64_t>(K, max_pos / 4) : m > 0 ? max_pos / m : 0)));
   float* work = scratch_->get<float>("attn.work", std::max<int64_t>(1, sparse_attention_work(rows, shape)));
   sparse_attention_cuda(q, kv, w.sink.get(), shape, b.d_slot, b.d_pos, rows, b.d_seqs, caches, selected, o, work,
                         stream_);
@@ -115,7 +118,8 @@ void CudaModel::attention(const DBlock& blk, int table_row, const float* a_in, f
   const int64_t gin = H * Dh / G;
   float* og = scratch_->get<float>("attn.og", rows * G * O);
   Act oa = act("attn.o", o, rows, H * Dh);
-  for (int64_t g = 0; g < G; ++g) gemm(w.wo_a, g * O, O, oa, g * gin, og + g * O, G * O);
+  if (!gemv(w.wo_a, 0, G * O, oa, 0, og, G * O, 0.0f, O, gin))  // one launch for all groups
+    for (int64_t g = 0; g < G; ++g) gemm(w.wo_a, g * O, O, oa, g * gin, og + g * O, G * O);
   Act oga = act("attn.og", og, rows, G * O);
   linear(w.wo_b, oga, out);
 }

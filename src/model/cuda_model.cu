@@ -261,8 +261,53 @@ void CudaModel::prepare(const std::vector<SeqChunk>& batch, bool mtp, bool for_g
   }
 }
 
+// The few-row kernel (decode) when it fits: weights read once at the memory rate.
+bool CudaModel::gemv(const DTensor& W, int64_t w_row0, int64_t nrows, Act& x, int64_t x_col0, float* y, int64_t ldy,
+                     float beta, int64_t group_rows, int64_t group_stride) {
+  const GemvWeights kind = W.kind == GemmKind::FP8Block ? GemvWeights::FP8Block
+                           : W.kind == GemmKind::BF16   ? GemvWeights::BF16
+                                                        : GemvWeights::F32;
+  if (!gemv_enabled_ || !gemv_fits(kind, x.M, W.cols) || x.K % 16 != 0 || x_col0 % 16 != 0 || group_stride % 16 != 0)
+    return false;
+  if (kind == GemvWeights::FP8Block && (x_col0 % 128 != 0 || group_stride % 128 != 0)) return false;
+  GemvArgs g;
+  g.weights = kind;
+  g.M = x.M, g.N = nrows, g.K = W.cols, g.ldw = W.cols;
+  g.group_rows = group_rows, g.group_stride = group_stride;
+  g.y = y, g.ldy = ldy, g.beta = beta;
+  switch (kind) {
+    case GemvWeights::FP8Block:
+      if (!x.q) {  // unpadded: the few-row kernel reads M rows
+        x.Mp = x.M;
+        x.q = scratch_->get<uint8_t>(x.name + "/fp8", x.Mp * x.K);
+        x.qs = scratch_->get<float>(x.name + "/fp8s", x.Mp * (x.K / 128));
+        quantize_fp8_1x128_cuda(x.f32, x.M, x.K, x.q, x.qs, x.Mp, stream_);
+      }
+      g.w_fp8 = W.fp8.get() + w_row0 * W.cols;
+      g.w_scale = W.scale.get() + (w_row0 / 128) * ((W.cols + 127) / 128);
+      g.ldw_scale = (W.cols + 127) / 128;
+      g.xq = x.q + x_col0, g.ldxq = x.K;
+      g.xs = x.qs + (x_col0 / 128) * x.Mp, g.ldxs = x.Mp;
+      break;
+    case GemvWeights::BF16:
+      g.w_bf16 = W.bf.get() + w_row0 * W.cols;
+      g.x = x.f32 + x_col0, g.ldx = x.K;
+      break;
+    case GemvWeights::F32:
+      g.w_f32 = W.f32.get() + w_row0 * W.cols;
+      g.x = x.f32 + x_col0, g.ldx = x.K;
+      break;
+  }
+  cudaEvent_t t = tic(false, 2.0 * x.M * nrows * W.cols);
+  gemv_cuda(g, stream_);
+  toc(t);
+  return true;
+}
+
 void CudaModel::gemm(const DTensor& W, int64_t w_row0, int64_t nrows, Act& x, int64_t x_col0, float* y, int64_t ldy,
                      float beta) {
+  if (W.kind != GemmKind::FP8Block || w_row0 % 128 == 0)
+    if (gemv(W, w_row0, nrows, x, x_col0, y, ldy, beta, 0, 0)) return;
   GemmArgs g;
   g.kind = W.kind;
   g.M = x.M;
@@ -298,8 +343,8 @@ void CudaModel::gemm(const DTensor& W, int64_t w_row0, int64_t nrows, Act& x, in
       return;
     }
     case GemmKind::FP8Block: {
-      if (!x.q) {
-        const int64_t align = blas_->fp8_row_align();
+      const int64_t align = blas_->fp8_row_align();
+      if (!x.q || x.Mp % align != 0) {  // none yet, or the few-row kernel's unpadded form
         x.Mp = (x.M + align - 1) / align * align;
         x.q = scratch_->get<uint8_t>(x.name + "/fp8", x.Mp * x.K);
         x.qs = scratch_->get<float>(x.name + "/fp8s", x.Mp * (x.K / 128));
@@ -385,6 +430,22 @@ void CudaModel::linear_f32(const float* x, int64_t M, int64_t K, const float* W,
   blas_->gemm(g, stream_);
 }
 
+// mix = fn · vec(X[t]) into scratch `name`: column-slice partials for few tokens (decode; no
+// GEMM launch for a 24-row product), one float32 GEMM otherwise. Returns the partial count.
+int CudaModel::mix_product(const float* X, const DHc& hc, const char* name) {
+  const int64_t rows = batch_->rows, K = static_cast<int64_t>(c_.hc_mult) * c_.hidden_size;
+  if (gemv_enabled_ && hc_mix_fits(rows, hc.rows)) {
+    constexpr int64_t kSliceCols = 256;  // columns per block: 64 blocks per token for Flash (n·D = 16384)
+    const int parts = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(256, K / kSliceCols)));
+    float* mix = scratch_->get<float>(name, parts * rows * hc.rows);
+    hc_mix_cuda(X, hc.fn.get(), rows, K, hc.rows, mix, parts, stream_);
+    return parts;
+  }
+  float* mix = scratch_->get<float>(name, rows * hc.rows);
+  linear_f32(X, rows, K, hc.fn.get(), hc.rows, mix, hc.rows);
+  return 1;
+}
+
 // One block (block.cpp): two mHC-wrapped sub-layers. X [rows, n, D] moves between two buffers.
 void CudaModel::run_block(const DBlock& blk, int table_row, float*& X, std::vector<int32_t>* topk_rows) {
   const int64_t rows = batch_->rows, n = c_.hc_mult, D = c_.hidden_size;
@@ -392,13 +453,13 @@ void CudaModel::run_block(const DBlock& blk, int table_row, float*& X, std::vect
   float* x1 = scratch_->get<float>("X1", rows * n * D);
   auto sublayer = [&](const DHc& hc, const DeviceArray<float>& norm, auto&& body) {
     mark("mhc");
-    float* mix = scratch_->get<float>("hc.mix", rows * hc.rows);
-    linear_f32(X, rows, n * D, hc.fn.get(), hc.rows, mix, hc.rows);
+    const int parts = mix_product(X, hc, "hc.mix");
+    float* mix = scratch_->get<float>("hc.mix", parts * rows * hc.rows);
     float* a = scratch_->get<float>("hc.a", rows * D);
     float* post = scratch_->get<float>("hc.post", rows * n);
     float* comb = scratch_->get<float>("hc.comb", rows * n * n);
     hc_pre_cuda(X, mix, rows, static_cast<int>(n), D, hc.base.get(), hc.scale.get(), c_.rms_norm_eps, c_.hc_eps,
-                c_.hc_sinkhorn_iters, false, norm.get(), a, post, comb, stream_);
+                c_.hc_sinkhorn_iters, false, norm.get(), a, post, comb, stream_, parts);
     float* o = scratch_->get<float>("hc.o", rows * D);
     body(a, o);
     mark("mhc");
@@ -414,11 +475,11 @@ void CudaModel::run_block(const DBlock& blk, int table_row, float*& X, std::vect
 void CudaModel::head(const float* X, const DHc& hc, const DeviceArray<float>& norm) {
   const int64_t rows = batch_->rows, n = c_.hc_mult, D = c_.hidden_size, V = c_.vocab_size;
   mark("head");
-  float* mix = scratch_->get<float>("head.mix", rows * n);
-  linear_f32(X, rows, n * D, hc.fn.get(), n, mix, n);
+  const int parts = mix_product(X, hc, "head.mix");
+  float* mix = scratch_->get<float>("head.mix", parts * rows * n);
   float* y = scratch_->get<float>("head.y", rows * D);
   hc_pre_cuda(X, mix, rows, static_cast<int>(n), D, hc.base.get(), hc.scale.get(), c_.rms_norm_eps, c_.hc_eps,
-              c_.hc_sinkhorn_iters, true, norm.get(), y, nullptr, nullptr, stream_);
+              c_.hc_sinkhorn_iters, true, norm.get(), y, nullptr, nullptr, stream_, parts);
   logits_ = scratch_->get<float>("logits", rows * V);
   Act ya = act("head.y", y, rows, D);
   linear(w_.head, ya, logits_);

@@ -211,6 +211,8 @@ class CudaModel : public Backend {
     std::map<std::string, double> section_ms;  // GPU time between consecutive section marks
   };
   void set_profiling(bool on) { profiling_ = on; }
+  // Few-row products through gemv_cuda (default) or always through cuBLASLt (for comparisons).
+  void set_gemv(bool on) { gemv_enabled_ = on; }
   Profile take_profile();
 
  private:
@@ -228,7 +230,12 @@ class CudaModel : public Backend {
   void gemm(const DTensor& W, int64_t w_row0, int64_t nrows, Act& x, int64_t x_col0, float* y, int64_t ldy,
             float beta = 0.0f);
   void linear(const DTensor& W, Act& x, float* y) { gemm(W, 0, W.rows, x, 0, y, W.rows); }
+  // The few-row kernel (gemv_cuda) when it fits these shapes; false: the caller uses gemm.
+  // Groups: output row n reads x from column x_col0 + (n / group_rows) · group_stride.
+  bool gemv(const DTensor& W, int64_t w_row0, int64_t nrows, Act& x, int64_t x_col0, float* y, int64_t ldy, float beta,
+            int64_t group_rows, int64_t group_stride);
   void linear_f32(const float* x, int64_t M, int64_t K, const float* W, int64_t N, float* y, int64_t ldy);
+  int mix_product(const float* X, const DHc& hc, const char* name);
   Sequence& seq(int id) const;
 
   ModelConfig c_;
@@ -250,6 +257,7 @@ class CudaModel : public Backend {
     bool expert;
   };
   bool profiling_ = false;
+  bool gemv_enabled_ = true;
   std::vector<Timed> timed_;
   std::vector<std::pair<const char*, cudaEvent_t>> marks_;
   cudaEvent_t tic(bool expert, double flop);

@@ -29,6 +29,32 @@ struct KeySource {
   int64_t row;
 };
 
+// A compact kv row (N e4m3 codes with one E8M0 scale per 64, then R bf16 RoPE dims) decoded by
+// one warp into dst [N + R] floats: 16 codes or 8 bf16 values per lane and load.
+__device__ __forceinline__ void load_compact_row(const CacheRows& c, int N, int R, int64_t row, int lane, float* dst) {
+  const uint8_t* codes = c.codes + row * N;
+  const uint8_t* scales = c.scales + row * ((N + 63) / 64);
+  for (int i = 16 * lane; i < N; i += 16 * 32) {
+    float v[16];
+    dev::e4m3x16(*reinterpret_cast<const uint4*>(codes + i), v);
+    const float s = dev::e8m0_value(scales[i / 64]);
+#pragma unroll
+    for (int j = 0; j < 16; j += 4)
+      *reinterpret_cast<float4*>(dst + i + j) = make_float4(v[j] * s, v[j + 1] * s, v[j + 2] * s, v[j + 3] * s);
+  }
+  const bf16* rope = c.rope + row * R;
+  for (int i = 8 * lane; i < R; i += 8 * 32) {
+    const uint4 u = *reinterpret_cast<const uint4*>(rope + i);
+    const __nv_bfloat162* b = reinterpret_cast<const __nv_bfloat162*>(&u);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const float2 f = __bfloat1622float2(b[j]);
+      dst[N + i + 2 * j] = f.x;
+      dst[N + i + 2 * j + 1] = f.y;
+    }
+  }
+}
+
 __device__ __forceinline__ float dot4(float4 a, float4 b) { return a.x * b.x + a.y * b.y + a.z * b.z + a.w * b.w; }
 
 __global__ void __launch_bounds__(AttnConfig::kThreads)
@@ -61,6 +87,7 @@ sparse_attention_kernel(const float* q, const float* kv, const float* sink, Attn
   }
   const int nkeys = nwin + nent;
   const RowFormat kvf{Dh, a.R, a.compact, false};
+  const bool vec_rows = (Dh - a.R) % 16 == 0 && a.R % 8 == 0;  // compact rows decode in 16-byte pieces
 
   for (int i = threadIdx.x; i < hb * Dh; i += blockDim.x) qs[i] = q[(r * a.H + h0) * Dh + i];
 
@@ -102,6 +129,11 @@ sparse_attention_kernel(const float* q, const float* kv, const float* sink, Attn
       if (src.chunk)
         for (int i = 4 * lane; i < Dh; i += 128)
           *reinterpret_cast<float4*>(dst + i) = *reinterpret_cast<const float4*>(src.chunk + i);
+      else if (!a.compact)
+        for (int i = 4 * lane; i < Dh; i += 128)
+          *reinterpret_cast<float4*>(dst + i) = *reinterpret_cast<const float4*>(src.cache->f32 + src.row * Dh + i);
+      else if (vec_rows)
+        load_compact_row(*src.cache, Dh - a.R, a.R, src.row, lane, dst);
       else
         for (int i = lane; i < Dh; i += 32) dst[i] = dev::cache_value(*src.cache, kvf, src.row, i);
     }
@@ -222,7 +254,11 @@ __global__ void attention_combine_kernel(const float* part, const float* sink, i
 int attention_splits(int64_t rows, const AttnShape& a) {
   const int64_t blocks = rows * (a.H / std::min(AttnConfig::kHeads, a.H));
   const int64_t target = 264;  // two blocks on each of 132 SMs
-  return blocks >= target ? 1 : static_cast<int>(std::min<int64_t>(64, (target + blocks - 1) / blocks));
+  if (blocks >= target) return 1;
+  int64_t splits = std::min<int64_t>(64, (target + blocks - 1) / blocks);
+  if (a.max_keys > 0)  // no more splits than tiles: an empty split still writes and combines a partial
+    splits = std::min<int64_t>(splits, (a.max_keys + AttnConfig::kTile - 1) / AttnConfig::kTile);
+  return static_cast<int>(std::max<int64_t>(1, splits));
 }
 
 // One block per (sequence, ring slot j of the last W rows); the row is re-encoded from its

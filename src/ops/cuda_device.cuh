@@ -101,6 +101,20 @@ __device__ __forceinline__ float e4m3_value(uint8_t b) {
   const __half_raw h = __nv_cvt_fp8_to_halfraw(static_cast<__nv_fp8_storage_t>(b), __NV_E4M3);
   return __half2float(__half(h));
 }
+// 16 bytes of e4m3 codes -> 16 floats (the hardware conversion, exact).
+__device__ __forceinline__ void e4m3x16(const uint4& v, float* out) {
+  const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const __half2_raw r = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(w[i] >> (16 * h)), __NV_E4M3);
+      const float2 f = __half22float2(__half2(r));
+      out[4 * i + 2 * h] = f.x;
+      out[4 * i + 2 * h + 1] = f.y;
+    }
+  }
+}
 __device__ __forceinline__ uint8_t e2m1_code(float r) {
   const uint8_t sign = signbit(r) ? 8 : 0;
   const float a = fabsf(r);

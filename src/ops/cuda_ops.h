@@ -77,14 +77,56 @@ void split_bf16_cuda(const float* x, int64_t n, bf16* hi, bf16* lo, cudaStream_t
 void quantize_fp8_1x128_cuda(const float* x, int64_t M, int64_t K, uint8_t* q, float* scale, int64_t ld_scale,
                              cudaStream_t s);
 
+// ---- gemv.cu ----
+// Few-row products (decode): y [M, N] (row stride ldy) = beta·y + x · Wᵀ for 1 ≤ M ≤ kGemvMaxRows,
+// reading W [N, K] (row stride ldw) once. The arithmetic is that of the many-row GEMMs (blas.h)
+// up to float32 summation order:
+//   FP8Block: W e4m3 with scales per 128×128 block (w_scale [⌈N/128⌉, ldw_scale]); x as the
+//             e4m3 codes of quantize_fp8_1x128_cuda (xq [M, ldxq], scales xs [cols/128][ldxs]);
+//   BF16:     W bf16; x float32 [M, ldx], read as its two bf16 halves (split_bf16_cuda);
+//   F32:      W and x float32.
+// Groups (group_rows > 0): output row n reads x from column (n / group_rows) · group_stride on:
+// the grouped output projection in one launch.
+constexpr int kGemvMaxRows = 8;
+enum class GemvWeights { F32, BF16, FP8Block };
+struct GemvArgs {
+  GemvWeights weights = GemvWeights::F32;
+  int64_t M = 0, N = 0, K = 0;
+  const uint8_t* w_fp8 = nullptr;
+  const float* w_scale = nullptr;
+  int64_t ldw_scale = 0;
+  const bf16* w_bf16 = nullptr;
+  const float* w_f32 = nullptr;
+  int64_t ldw = 0;
+  const uint8_t* xq = nullptr;
+  const float* xs = nullptr;
+  int64_t ldxq = 0, ldxs = 0;
+  const float* x = nullptr;
+  int64_t ldx = 0;
+  int64_t group_rows = 0, group_stride = 0;
+  float* y = nullptr;
+  int64_t ldy = 0;
+  float beta = 0.0f;
+};
+// Whether M rows of K columns suit the kernel (M ≤ kGemvMaxRows, K a multiple of its vectors).
+bool gemv_fits(GemvWeights w, int64_t M, int64_t K);
+void gemv_cuda(const GemvArgs& a, cudaStream_t s);
+
 // ---- mhc.cu ----
 // hc_pre + the sub-layer's RMSNorm, per token t (model.md §3):
 //   mix [T, (2+n)n] = fn · vec(X[t]) (from a float32 GEMM, not yet divided by the RMS of x)
 //   -> a [T, D] = RMSNorm_norm(Σ_j pre_j X[j]), post [T, n], comb [T, n, n]
 // head = true: the HcHead reduction (mix [T, n], scale [1], no Sinkhorn, no post/comb).
+// mix_parts > 1: mix holds that many partial products [mix_parts][T][rows] (hc_mix_cuda), summed in order.
+// hc_mult n ≤ 5 (comb is normalized by one warp).
 void hc_pre_cuda(const float* X, const float* mix, int64_t T, int n, int64_t D, const float* base, const float* scale,
                  float eps, float hc_eps, int sinkhorn_iters, bool head, const float* norm, float* a, float* post,
-                 float* comb, cudaStream_t s);
+                 float* comb, cudaStream_t s, int mix_parts = 1);
+// The mix product for few tokens (decode) without a GEMM: parts [S][T][N] over S column slices of
+// fn [N, K] · X[t] (K = n·D), for hc_pre_cuda's mix_parts = S. Fits T ≤ kHcMixMaxTokens, N ≤ 24.
+constexpr int kHcMixMaxTokens = 8;
+bool hc_mix_fits(int64_t T, int N);
+void hc_mix_cuda(const float* X, const float* fn, int64_t T, int64_t K, int N, float* parts, int S, cudaStream_t s);
 // hc_post: X' [t, k] = post_k · o[t] + Σ_j comb_jk X[t, j] -> Xout [T, n, D] (Xout ≠ X).
 void hc_post_cuda(const float* X, const float* o, const float* post, const float* comb, int64_t T, int n, int64_t D,
                   float* Xout, cudaStream_t s);
@@ -129,6 +171,7 @@ struct AttnShape {
   int H, Dh, R, W, m, K;
   float scale;
   bool compact;
+  int max_keys = 0;  // most rows any query attends (window + entries), a bound for splitting; 0: unknown
 };
 // `work`: sparse_attention_work(rows, a) floats (none when rows fill the GPU; few rows split the
 // attended rows over several blocks, whose partials meet in a combine step).
@@ -175,8 +218,8 @@ void moe_grouped_swiglu_cuda(const bf16* xs, const ExpertMatrix& w1, const Exper
                              float limit, const float* weight, const int32_t* perm, bf16* h, cudaStream_t s);
 void moe_grouped_down_cuda(const bf16* h, const ExpertMatrix& w2, const int2* tiles, const int32_t* ntiles,
                            int max_tiles, int tile_rows, const int32_t* offsets, float* y, cudaStream_t s);
-// Few rows per expert (decode): one warp per output row streams the expert's weights once per
-// group of 4 rows. Tiles: one per active expert (moe_group_cuda with a tile_rows of at least
+// Few rows per expert (decode): a block per 16 output rows of an expert streams its weights once
+// per 8 activation rows (bf16 mma.sync, FP4 decoded in registers). Tiles: one per active expert (moe_group_cuda with a tile_rows of at least
 // T·k). The same inputs and rounding points as the grouped kernels (bf16 xs and h, float32
 // accumulation), so that a decode step computes what a prefill computes.
 //   h [n, F] (bf16) = swiglu(xs · W1_eᵀ, xs · W3_eᵀ) · weight[perm[r]];   y [n, D] = h · W2_eᵀ

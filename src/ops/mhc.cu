@@ -7,73 +7,147 @@ namespace dsv4::cuda {
 
 namespace {
 
-constexpr int kMaxStreams = 8;
+constexpr int kMaxStreams = 5;  // comb (n × n) lives in one warp
+constexpr int kMixThreads = 256, kMixMaxRows = (2 + 4) * 4;  // the few-token mix product: n ≤ 4
 
 __device__ __forceinline__ float sigmoid(float v) { return 1.0f / (1.0f + expf(-v)); }
 
+static_assert(kMaxStreams * kMaxStreams <= 32, "comb fits one warp");
+
 // One block per token. Shared: y [D].
-__global__ void hc_pre_kernel(const float* X, const float* mix, int n, int64_t D, const float* base, const float* scale,
-                              float eps, float hc_eps, int iters, bool head, const float* norm, float* a, float* post,
-                              float* comb) {
+__global__ void hc_pre_kernel(const float* X, const float* mix, int parts, int64_t T, int n, int64_t D,
+                              const float* base, const float* scale, float eps, float hc_eps, int iters, bool head,
+                              const float* norm, float* a, float* post, float* comb) {
   extern __shared__ float y[];
   __shared__ float scratch[33];
   __shared__ float pre[kMaxStreams];
+  __shared__ float mixs[(2 + kMaxStreams) * kMaxStreams];
+  __shared__ float cs[32];
   const int64_t t = blockIdx.x, nD = n * D;
   const float* x = X + t * nD;
+  // Few tokens (decode) leave one block per token alone on the GPU: 16-byte loads, many in flight.
+  const bool vec = D % 4 == 0;
   float ss = 0.0f;
-  for (int64_t i = threadIdx.x; i < nD; i += blockDim.x) ss += x[i] * x[i];
+  if (vec) {
+    const float4* x4 = reinterpret_cast<const float4*>(x);
+#pragma unroll 8
+    for (int64_t i = threadIdx.x; i < nD / 4; i += blockDim.x) {
+      const float4 v = x4[i];
+      ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+    }
+  } else {
+    for (int64_t i = threadIdx.x; i < nD; i += blockDim.x) ss += x[i] * x[i];
+  }
   ss = dev::block_sum(ss, scratch);
   const float inv = 1.0f / sqrtf(ss / static_cast<float>(nD) + eps);
 
-  if (threadIdx.x == 0) {
-    const int rows = head ? n : (2 + n) * n;
-    const float* m = mix + t * rows;
-    if (head) {
-      for (int j = 0; j < n; ++j) pre[j] = sigmoid(m[j] * inv * scale[0] + base[j]) + hc_eps;
-    } else {
-      float C[kMaxStreams * kMaxStreams];
-      for (int j = 0; j < n; ++j) {
-        pre[j] = sigmoid(m[j] * inv * scale[0] + base[j]) + hc_eps;
-        post[t * n + j] = 2.0f * sigmoid(m[n + j] * inv * scale[1] + base[n + j]);
-      }
-      for (int j = 0; j < n; ++j) {
-        float mx = -INFINITY;
-        for (int k = 0; k < n; ++k) {
-          C[j * n + k] = m[2 * n + j * n + k] * inv * scale[2] + base[2 * n + j * n + k];
-          mx = fmaxf(mx, C[j * n + k]);
-        }
+  // The mix (summed over its column-slice partials in a fixed order), then pre, post and the
+  // Sinkhorn-normalized comb on warp 0: lane j·n + k holds comb[j][k]; row and column sums read
+  // the other lanes' values from shared memory in index order (as the CPU sums them).
+  if (threadIdx.x < 32) {
+    const int lane = threadIdx.x, rows = head ? n : (2 + n) * n;
+    for (int i = lane; i < rows; i += 32) {
+      float v = 0.0f;
+      for (int p = 0; p < parts; ++p) v += mix[(p * T + t) * rows + i];
+      mixs[i] = v;
+    }
+    __syncwarp();
+    if (lane < n) {
+      pre[lane] = sigmoid(mixs[lane] * inv * scale[0] + base[lane]) + hc_eps;
+      if (!head) post[t * n + lane] = 2.0f * sigmoid(mixs[n + lane] * inv * scale[1] + base[n + lane]);
+    }
+    if (!head) {
+      const bool on = lane < n * n;
+      const int j = lane / n, k = lane % n;
+      float c = on ? mixs[2 * n + lane] * inv * scale[2] + base[2 * n + lane] : 0.0f;
+      auto row_sum = [&](float v) {
+        cs[lane] = v;
+        __syncwarp();
         float sum = 0.0f;
-        for (int k = 0; k < n; ++k) sum += (C[j * n + k] = expf(C[j * n + k] - mx));
-        for (int k = 0; k < n; ++k) C[j * n + k] = C[j * n + k] / sum + hc_eps;
-      }
+        if (on)
+          for (int i = 0; i < n; ++i) sum += cs[j * n + i];
+        __syncwarp();
+        return sum;
+      };
+      auto col_sum = [&](float v) {
+        cs[lane] = v;
+        __syncwarp();
+        float sum = 0.0f;
+        if (on)
+          for (int i = 0; i < n; ++i) sum += cs[i * n + k];
+        __syncwarp();
+        return sum;
+      };
+      cs[lane] = c;
+      __syncwarp();
+      float mx = -INFINITY;
+      if (on)
+        for (int i = 0; i < n; ++i) mx = fmaxf(mx, cs[j * n + i]);
+      __syncwarp();
+      c = on ? expf(c - mx) : 0.0f;
+      c = c / row_sum(c) + hc_eps;
       for (int it = 0; it < iters; ++it) {
-        if (it > 0)
-          for (int j = 0; j < n; ++j) {  // rows
-            float sum = 0.0f;
-            for (int k = 0; k < n; ++k) sum += C[j * n + k];
-            for (int k = 0; k < n; ++k) C[j * n + k] /= (sum + hc_eps);
-          }
-        for (int k = 0; k < n; ++k) {  // columns
-          float sum = 0.0f;
-          for (int j = 0; j < n; ++j) sum += C[j * n + k];
-          for (int j = 0; j < n; ++j) C[j * n + k] /= (sum + hc_eps);
-        }
+        if (it > 0) c = c / (row_sum(c) + hc_eps);
+        c = c / (col_sum(c) + hc_eps);
       }
-      for (int i = 0; i < n * n; ++i) comb[t * n * n + i] = C[i];
+      if (on) comb[t * n * n + lane] = c;
     }
   }
   __syncthreads();
 
   float ys = 0.0f;
-  for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
-    float v = 0.0f;
-    for (int j = 0; j < n; ++j) v += pre[j] * x[j * D + d];
-    y[d] = v;
-    ys += v * v;
+  if (vec) {
+#pragma unroll 4
+    for (int64_t d = threadIdx.x; d < D / 4; d += blockDim.x) {
+      float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      for (int j = 0; j < n; ++j) {
+        const float4 xj = reinterpret_cast<const float4*>(x + j * D)[d];
+        const float pj = pre[j];
+        v.x += pj * xj.x, v.y += pj * xj.y, v.z += pj * xj.z, v.w += pj * xj.w;
+      }
+      reinterpret_cast<float4*>(y)[d] = v;
+      ys += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+    }
+  } else {
+    for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
+      float v = 0.0f;
+      for (int j = 0; j < n; ++j) v += pre[j] * x[j * D + d];
+      y[d] = v;
+      ys += v * v;
+    }
   }
   ys = dev::block_sum(ys, scratch);
   const float inv2 = 1.0f / sqrtf(ys / static_cast<float>(D) + eps);
   for (int64_t d = threadIdx.x; d < D; d += blockDim.x) a[t * D + d] = norm[d] * (y[d] * inv2);
+}
+
+// Column slice `blockIdx.x` of the mix product for token blockIdx.y: parts [S][T][N] with
+// parts[s][t][i] = Σ_{c in slice s} fn[i, c] · X[t, c]. Each thread keeps N partial sums.
+__global__ void __launch_bounds__(kMixThreads) hc_mix_kernel(const float* X, const float* fn, int64_t T, int64_t K, int N,
+                                                             float* parts) {
+  __shared__ float red[kMixThreads / 32][kMixMaxRows];
+  const int64_t t = blockIdx.y, slice = (K + gridDim.x - 1) / gridDim.x;
+  const int64_t c0 = blockIdx.x * slice, c1 = min(K, c0 + slice);
+  float acc[kMixMaxRows] = {};
+  for (int64_t c = c0 + threadIdx.x; c < c1; c += kMixThreads) {
+    const float x = X[t * K + c];
+#pragma unroll
+    for (int i = 0; i < kMixMaxRows; ++i)
+      if (i < N) acc[i] = fmaf(fn[i * K + c], x, acc[i]);
+  }
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+  for (int i = 0; i < kMixMaxRows; ++i) {
+    if (i >= N) break;
+    const float v = dev::warp_sum(acc[i]);
+    if (lane == 0) red[warp][i] = v;
+  }
+  __syncthreads();
+  if (threadIdx.x < N) {
+    float v = 0.0f;
+    for (int w = 0; w < kMixThreads / 32; ++w) v += red[w][threadIdx.x];
+    parts[(blockIdx.x * T + t) * N + threadIdx.x] = v;
+  }
 }
 
 __global__ void hc_post_kernel(const float* X, const float* o, const float* post, const float* comb, int64_t T, int n,
@@ -90,15 +164,25 @@ __global__ void hc_post_kernel(const float* X, const float* o, const float* post
 
 void hc_pre_cuda(const float* X, const float* mix, int64_t T, int n, int64_t D, const float* base, const float* scale,
                  float eps, float hc_eps, int sinkhorn_iters, bool head, const float* norm, float* a, float* post,
-                 float* comb, cudaStream_t s) {
-  DSV4_CHECK(n >= 1 && n <= kMaxStreams, "hc_pre", "hc_mult ", n, " outside [1, ", kMaxStreams, "]");
+                 float* comb, cudaStream_t s, int mix_parts) {
+  DSV4_CHECK(n >= 1 && n * n <= 32 && n <= kMaxStreams, "hc_pre", "hc_mult ", n, " outside [1, 5]");
+  DSV4_CHECK(mix_parts >= 1, "hc_pre", "mix_parts ", mix_parts);
   if (T == 0) return;
   const size_t smem = D * sizeof(float);
   if (smem > 48 * 1024)
     DSV4_CUDA_CHECK(cudaFuncSetAttribute(hc_pre_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-  hc_pre_kernel<<<static_cast<unsigned>(T), 256, smem, s>>>(X, mix, n, D, base, scale, eps, hc_eps, sinkhorn_iters, head,
-                                                            norm, a, post, comb);
+  const int threads = T < 128 ? 1024 : 256;  // few tokens: one block per token must stream alone
+  hc_pre_kernel<<<static_cast<unsigned>(T), threads, smem, s>>>(X, mix, mix_parts, T, n, D, base, scale, eps, hc_eps,
+                                                            sinkhorn_iters, head, norm, a, post, comb);
   DSV4_CUDA_LAUNCHED("hc_pre_kernel");
+}
+
+bool hc_mix_fits(int64_t T, int N) { return T >= 1 && T <= kHcMixMaxTokens && N >= 1 && N <= kMixMaxRows; }
+
+void hc_mix_cuda(const float* X, const float* fn, int64_t T, int64_t K, int N, float* parts, int S, cudaStream_t s) {
+  DSV4_CHECK(hc_mix_fits(T, N) && S >= 1, "hc_mix", T, " tokens, ", N, " rows, ", S, " slices do not fit");
+  hc_mix_kernel<<<dim3(static_cast<unsigned>(S), static_cast<unsigned>(T)), kMixThreads, 0, s>>>(X, fn, T, K, N, parts);
+  DSV4_CUDA_LAUNCHED("hc_mix_kernel");
 }
 
 void hc_post_cuda(const float* X, const float* o, const float* post, const float* comb, int64_t T, int n, int64_t D,

@@ -280,6 +280,21 @@ std::vector<Check> op_mhc(std::mt19937& rng) {
   hc_pre_cuda(dX.get(), dhmix.get(), T, n, D, dhbase.get(), dhscale.get(), kEps, kEps, 20, true, dnorm.get(), dhy.get(),
               nullptr, nullptr, 0);
   out.push_back(check("hc_head", host(dhy), hy, f32_rule(nD)));
+  // The few-token mix product (decode): column-slice partials summed by hc_pre, for the sub-layer
+  // mix (24 rows) and the head's (n rows), on the first kHcMixMaxTokens tokens.
+  const int Tm = std::min(T, kHcMixMaxTokens), S = 16;
+  DeviceArray<float> parts(S * Tm * rows), da2(Tm * D), dpost2(Tm * n), dcomb2(Tm * n * n), dhy2(Tm * D);
+  auto dfn = dev(fn), dhfn = dev(hfn);
+  hc_mix_cuda(dX.get(), dfn.get(), Tm, nD, rows, parts.get(), S, 0);
+  hc_pre_cuda(dX.get(), parts.get(), Tm, n, D, dbase.get(), dscale.get(), kEps, kEps, 20, false, dnorm.get(), da2.get(),
+              dpost2.get(), dcomb2.get(), 0, S);
+  auto first = [](const std::vector<float>& v, size_t k) { return std::vector<float>(v.begin(), v.begin() + k); };
+  out.push_back(check("hc_mix + hc_pre a", host(da2), first(a, Tm * D), f32_rule(nD)));
+  out.push_back(check("hc_mix + hc_pre comb", host(dcomb2), first(comb, Tm * n * n), f32_rule(nD)));
+  hc_mix_cuda(dX.get(), dhfn.get(), Tm, nD, n, parts.get(), S, 0);
+  hc_pre_cuda(dX.get(), parts.get(), Tm, n, D, dhbase.get(), dhscale.get(), kEps, kEps, 20, true, dnorm.get(),
+              dhy2.get(), nullptr, nullptr, 0, S);
+  out.push_back(check("hc_mix + hc_head", host(dhy2), first(hy, Tm * D), f32_rule(nD)));
   return out;
 }
 
@@ -627,7 +642,8 @@ std::vector<Check> op_moe_route(std::mt19937& rng) {
 
 // The routed experts of one layer through grouping, the two expert-product paths and the combine.
 std::vector<Check> op_moe_experts(std::mt19937& rng) {
-  const int T = 40, E = 8, k = 2, D = 256, F = 128;
+  // D and F not multiples of 64 or 128 (row and column tails), scales on both sides of 2^1.
+  const int T = 40, E = 8, k = 2, D = 288, F = 160;
   const float limit = 10.0f;
   std::vector<int32_t> experts(T * k);
   for (int t = 0; t < T; ++t) {
@@ -640,7 +656,8 @@ std::vector<Check> op_moe_experts(std::mt19937& rng) {
     codes.resize(static_cast<size_t>(E) * rows * cols / 2);
     scales.resize(static_cast<size_t>(E) * rows * cols / 32);
     for (auto& c : codes) c = static_cast<uint8_t>(rng() & 0xff);
-    for (auto& s : scales) s = static_cast<uint8_t>(127 - 6 + rng() % 3);
+    for (auto& s : scales)  // mostly 2^-7..2^-5; one block in 8 at 2^2..2^4 (bytes above 128)
+      s = static_cast<uint8_t>(rng() % 8 == 0 ? 129 + rng() % 3 : 120 + rng() % 3);
     std::vector<float> w(static_cast<size_t>(E) * rows * cols);
     for (size_t i = 0; i < w.size(); ++i)
       w[i] = e2m1_to_f32((i & 1) ? codes[i / 2] >> 4 : codes[i / 2] & 0xf) * e8m0_to_f32(scales[i / 32]);
@@ -776,11 +793,76 @@ std::vector<Check> op_gemm(std::mt19937& rng) {
   return out;
 }
 
+// The few-row kernel (decode) against the CPU product of the same rounded operands, for every
+// row count 1..8, each weight form, the grouped form (output projection) and beta = 1.
+std::vector<Check> op_gemv(std::mt19937& rng) {
+  const int N = 384, K = 1024, G = 2;  // groups: rows [g·N/G, (g+1)·N/G) read columns [g·K, (g+1)·K)
+  std::vector<Check> out;
+  std::vector<float> x = randn(rng, kGemvMaxRows * G * K), w = randn(rng, N * K, 0.03f);
+  std::vector<float> y0 = randn(rng, kGemvMaxRows * N);
+  // W as e4m3 codes with a power-of-two scale per 128×128 block.
+  std::vector<uint8_t> codes(N * K);
+  std::vector<float> scales((N / 128) * (K / 128)), wq(N * K), wb(N * K);
+  std::vector<uint16_t> wbits(N * K);
+  for (float& sc : scales) sc = std::ldexp(1.0f, -12 + static_cast<int>(rng() % 6));
+  for (int r = 0; r < N; ++r)
+    for (int c = 0; c < K; ++c) {
+      const float sc = scales[(r / 128) * (K / 128) + c / 128];
+      codes[r * K + c] = f32_to_e4m3(std::clamp(w[r * K + c] / sc, -448.0f, 448.0f));
+      wq[r * K + c] = e4m3_to_f32(codes[r * K + c]) * sc;
+      wb[r * K + c] = bf16_to_f32(wbits[r * K + c] = f32_to_bf16(w[r * K + c]));
+    }
+  auto dx = dev(x), dw = dev(w), dy0 = dev(y0), dsc = dev(scales);
+  auto dcodes = dev(codes);
+  DeviceArray<bf16> dwb(N * K);
+  DSV4_CUDA_CHECK(cudaMemcpy(dwb.get(), wbits.data(), wbits.size() * 2, cudaMemcpyHostToDevice));
+  const int64_t ldx = G * K;
+  for (int M = 1; M <= kGemvMaxRows; ++M) {
+    // x rounded as each form reads it: fp8 blocks, bf16 hi + lo halves, float32.
+    std::vector<float> x8(x.begin(), x.begin() + M * ldx), xs(M * ldx);
+    for (int r = 0; r < M; ++r) ops::fp8_sim(&x8[r * ldx], ldx, 128);
+    for (int i = 0; i < M * ldx; ++i) {
+      const float hi = bf16_to_f32(f32_to_bf16(x[i]));
+      xs[i] = hi + bf16_to_f32(f32_to_bf16(x[i] - hi));
+    }
+    DeviceArray<uint8_t> q(M * ldx);
+    DeviceArray<float> qs(M * ldx / 128);
+    quantize_fp8_1x128_cuda(dx.get(), M, ldx, q.get(), qs.get(), M, 0);
+    for (GemvWeights kind : {GemvWeights::F32, GemvWeights::BF16, GemvWeights::FP8Block})
+      for (bool grouped : {false, true}) {
+        const std::vector<float>& xr = kind == GemvWeights::FP8Block ? x8 : kind == GemvWeights::BF16 ? xs : x;
+        const std::vector<float>& wr = kind == GemvWeights::FP8Block ? wq : kind == GemvWeights::BF16 ? wb : w;
+        const bool beta = grouped && M % 2 == 1;  // accumulate into y0 on some cases
+        std::vector<float> ref(M * N);
+        for (int r = 0; r < M; ++r)
+          for (int n = 0; n < N; ++n) {
+            const int64_t c0 = grouped ? (n / (N / G)) * K : 0;
+            double acc = 0;
+            for (int k = 0; k < K; ++k) acc += static_cast<double>(xr[r * ldx + c0 + k]) * wr[n * K + k];
+            ref[r * N + n] = static_cast<float>(acc + (beta ? y0[r * N + n] : 0.0));
+          }
+        DeviceArray<float> y(std::vector<float>(y0.begin(), y0.begin() + M * N));
+        GemvArgs g;
+        g.weights = kind;
+        g.M = M, g.N = N, g.K = K, g.ldw = K;
+        g.w_f32 = dw.get(), g.w_bf16 = dwb.get(), g.w_fp8 = dcodes.get(), g.w_scale = dsc.get(), g.ldw_scale = K / 128;
+        g.x = dx.get(), g.ldx = ldx, g.xq = q.get(), g.ldxq = ldx, g.xs = qs.get(), g.ldxs = M;
+        if (grouped) g.group_rows = N / G, g.group_stride = K;
+        g.y = y.get(), g.ldy = N, g.beta = beta ? 1.0f : 0.0f;
+        gemv_cuda(g, 0);
+        const char* kn = kind == GemvWeights::FP8Block ? "fp8" : kind == GemvWeights::BF16 ? "bf16" : "f32";
+        out.push_back(check(str(kn, " M=", M, grouped ? " grouped" : "", beta ? " beta=1" : ""), host(y), ref,
+                            f32_rule(K)));
+      }
+  }
+  return out;
+}
+
 const OpCase kCases[] = {
     {"rmsnorm", op_rmsnorm},     {"rope", op_rope},           {"quant", op_quant},
     {"mhc", op_mhc},             {"compressor", op_compressor}, {"indexer", op_indexer},
     {"attention", op_attention}, {"moe_route", op_moe_route}, {"moe_experts", op_moe_experts},
-    {"gemm", op_gemm},
+    {"gemm", op_gemm},           {"gemv", op_gemv},
 };
 
 }  // namespace
