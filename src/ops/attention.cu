@@ -87,9 +87,14 @@ sparse_attention_kernel(const float* q, const float* kv, const float* sink, Attn
   }
   const int nkeys = nwin + nent;
   const RowFormat kvf{Dh, a.R, a.compact, false};
-  const bool vec_rows = (Dh - a.R) % 16 == 0 && a.R % 8 == 0;  // compact rows decode in 16-byte pieces
+  // Compact rows decode in 16-byte pieces, at most 64 per row (two per lane).
+  const bool vec_rows = (Dh - a.R) % 16 == 0 && a.R % 8 == 0 && (Dh - a.R) / 16 + a.R / 8 <= 64;
 
-  for (int i = threadIdx.x; i < hb * Dh; i += blockDim.x) qs[i] = q[(r * a.H + h0) * Dh + i];
+  {
+    const float4* q4 = reinterpret_cast<const float4*>(q + (r * a.H + h0) * Dh);
+#pragma unroll 4
+    for (int i = threadIdx.x; i < hb * Dh / 4; i += blockDim.x) reinterpret_cast<float4*>(qs)[i] = q4[i];
+  }
 
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
   float m_run[kPerWarp], l_run[kPerWarp];  // warp w keeps heads w, w + 4, ...
@@ -108,7 +113,70 @@ sparse_attention_kernel(const float* q, const float* kv, const float* sink, Attn
 
   for (int t0 = blockIdx.z * C::kTile; t0 < nkeys; t0 += splits * C::kTile) {
     __syncthreads();
-    // Load the tile: one warp per row, lanes over the dims.
+    // Load the tile: one warp per row, lanes over the dims. Compact cache rows first have all
+    // their 16-byte pieces loaded (every row of the warp in flight at once), then decoded.
+    if (a.compact && vec_rows && nwarps == C::kThreads / 32) {
+      constexpr int kRows = C::kTile / (C::kThreads / 32);
+      const int N = Dh - a.R, pc = N / 16, P = pc + a.R / 8;  // pieces of codes, of codes + RoPE
+      uint4 raw[kRows][2];
+      const CacheRows* rc[kRows];
+      int64_t rrow[kRows];
+      const float* rchunk[kRows];
+#pragma unroll
+      for (int i = 0; i < kRows; ++i) {
+        const int key = t0 + warp + i * nwarps;
+        rc[i] = nullptr, rchunk[i] = nullptr, rrow[i] = 0;
+        if (key >= nkeys) continue;
+        if (key < nwin) {
+          const int kp = lo + key;
+          if (kp >= seq.pos0) rchunk[i] = kv + static_cast<int64_t>(seq.row0 + kp - seq.pos0) * Dh;
+          else rc[i] = &cache.window, rrow[i] = kp % a.W;
+        } else {
+          const int e = key - nwin;
+          rc[i] = &cache.entries, rrow[i] = selected ? selected[r * a.K + e] : e;
+        }
+        if (!rc[i]) continue;
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int pi = lane + 32 * h;
+          if (pi < pc) raw[i][h] = *reinterpret_cast<const uint4*>(rc[i]->codes + rrow[i] * N + 16 * pi);
+          else if (pi < P) raw[i][h] = *reinterpret_cast<const uint4*>(rc[i]->rope + rrow[i] * a.R + 8 * (pi - pc));
+        }
+      }
+#pragma unroll
+      for (int i = 0; i < kRows; ++i) {
+        float* dst = ks + (warp + i * nwarps) * ldk;
+        if (rchunk[i]) {
+          for (int d = 4 * lane; d < Dh; d += 128)
+            *reinterpret_cast<float4*>(dst + d) = *reinterpret_cast<const float4*>(rchunk[i] + d);
+        } else if (!rc[i]) {
+          for (int d = lane; d < Dh; d += 32) dst[d] = 0.0f;
+        } else {
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const int pi = lane + 32 * h;
+            if (pi < pc) {
+              float v[16];
+              dev::e4m3x16(raw[i][h], v);
+              const float sc = dev::e8m0_value(rc[i]->scales[rrow[i] * ((N + 63) / 64) + pi / 4]);
+#pragma unroll
+              for (int j = 0; j < 16; j += 4)
+                *reinterpret_cast<float4*>(dst + 16 * pi + j) =
+                    make_float4(v[j] * sc, v[j + 1] * sc, v[j + 2] * sc, v[j + 3] * sc);
+            } else if (pi < P) {
+              const __nv_bfloat162* b = reinterpret_cast<const __nv_bfloat162*>(&raw[i][h]);
+              float* o8 = dst + N + 8 * (pi - pc);
+#pragma unroll
+              for (int j = 0; j < 4; ++j) {
+                const float2 f = __bfloat1622float2(b[j]);
+                o8[2 * j] = f.x;
+                o8[2 * j + 1] = f.y;
+              }
+            }
+          }
+        }
+      }
+    } else
     for (int j = warp; j < C::kTile; j += nwarps) {
       const int key = t0 + j;
       float* dst = ks + j * ldk;

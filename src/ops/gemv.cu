@@ -2,8 +2,9 @@
 // With one to eight activation rows a product is a stream of its weights: every weight byte is
 // used M times, so the only cost that matters is reading W once at the HBM rate. cuBLASLt's
 // tiles are built for many rows (an FP8 GEMM also pads M to 16), so these products get their
-// own kernel: one warp per two output rows, each lane streaming 16-byte weight vectors, the
-// activation rows read through L1 (they are small and shared by every warp).
+// own kernel: one warp (or, for short matrices, up to 8 warps splitting the columns) per two
+// output rows, each lane streaming 16-byte weight vectors, the activation rows read through L1
+// (they are small and shared by every warp).
 //
 // The numbers are those of the many-row GEMMs up to float32 summation order:
 //   FP8Block: the same e4m3 activations (1×128 blocks, power-of-two scales) and 128×128 weight
@@ -67,67 +68,96 @@ __device__ __forceinline__ void load_x(const GemvArgs& a, int m, int64_t c, floa
   }
 }
 
+// Block = 8 warps = kThreads / 32 / ksplit row pairs; the ksplit warps of a pair take
+// interleaved column steps, and their sums meet in shared memory in warp order (deterministic).
 template <GemvWeights kW, int kM>
-__global__ void __launch_bounds__(kThreads) gemv_kernel(GemvArgs a) {
-  constexpr int V = kVec<kW>;
-  const int lane = threadIdx.x & 31;
-  const int64_t warp = (static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x) / 32;
-  const int64_t n0 = warp * kRowsPerWarp;
-  if (n0 >= a.N) return;
+__global__ void __launch_bounds__(kThreads) gemv_kernel(GemvArgs a, int ksplit) {
+  constexpr int V = kVec<kW>, kWarps = kThreads / 32;
+  __shared__ float red[kWarps][kM][kRowsPerWarp];
+  const int lane = threadIdx.x & 31, w = threadIdx.x / 32;
+  const int part = w % ksplit;
+  const int64_t pair = static_cast<int64_t>(blockIdx.x) * (kWarps / ksplit) + w / ksplit;
+  const int64_t n0 = pair * kRowsPerWarp;
+  const bool active = n0 < a.N;
   const bool second = n0 + 1 < a.N;
   const int64_t n1 = second ? n0 + 1 : n0;
-  // Both rows lie in one group (group_rows is even) and in one 128-row scale block (n0 is even).
-  const int64_t col0 = a.group_rows ? (n0 / a.group_rows) * a.group_stride : 0;
-  const float* wscale = kW == GemvWeights::FP8Block ? a.w_scale + (n0 / 128) * a.ldw_scale : nullptr;
   float acc0[kM] = {}, acc1[kM] = {};
+  if (active) {
+    // Both rows lie in one group (group_rows is even) and in one 128-row scale block (n0 is even).
+    const int64_t col0 = a.group_rows ? (n0 / a.group_rows) * a.group_stride : 0;
+    const float* wscale = kW == GemvWeights::FP8Block ? a.w_scale + (n0 / 128) * a.ldw_scale : nullptr;
 #pragma unroll 4
-  for (int64_t k = lane * V; k < a.K; k += 32 * V) {
-    float w0[V], w1[V];
-    load_w<kW>(a, n0, k, w0);
-    load_w<kW>(a, n1, k, w1);
-    float sw = 1.0f;
-    if constexpr (kW == GemvWeights::FP8Block) sw = __ldg(wscale + k / 128);
+    for (int64_t k = (static_cast<int64_t>(part) * 32 + lane) * V; k < a.K; k += static_cast<int64_t>(ksplit) * 32 * V) {
+      float w0[V], w1[V];
+      load_w<kW>(a, n0, k, w0);
+      load_w<kW>(a, n1, k, w1);
+      float sw = 1.0f;
+      if constexpr (kW == GemvWeights::FP8Block) sw = __ldg(wscale + k / 128);
 #pragma unroll
-    for (int m = 0; m < kM; ++m) {
-      if (m >= a.M) break;
-      float xv[V];
-      load_x<kW>(a, m, col0 + k, xv);
-      float d0 = 0.0f, d1 = 0.0f;
+      for (int m = 0; m < kM; ++m) {
+        if (m >= a.M) break;
+        float xv[V];
+        load_x<kW>(a, m, col0 + k, xv);
+        float d0 = 0.0f, d1 = 0.0f;
 #pragma unroll
-      for (int j = 0; j < V; ++j) {
-        d0 = fmaf(w0[j], xv[j], d0);
-        d1 = fmaf(w1[j], xv[j], d1);
-      }
-      if constexpr (kW == GemvWeights::FP8Block) {
-        const float s = sw * __ldg(a.xs + ((col0 + k) / 128) * a.ldxs + m);
-        acc0[m] = fmaf(d0, s, acc0[m]);
-        acc1[m] = fmaf(d1, s, acc1[m]);
-      } else {
-        acc0[m] += d0;
-        acc1[m] += d1;
+        for (int j = 0; j < V; ++j) {
+          d0 = fmaf(w0[j], xv[j], d0);
+          d1 = fmaf(w1[j], xv[j], d1);
+        }
+        if constexpr (kW == GemvWeights::FP8Block) {
+          const float sc = sw * __ldg(a.xs + ((col0 + k) / 128) * a.ldxs + m);
+          acc0[m] = fmaf(d0, sc, acc0[m]);
+          acc1[m] = fmaf(d1, sc, acc1[m]);
+        } else {
+          acc0[m] += d0;
+          acc1[m] += d1;
+        }
       }
     }
   }
 #pragma unroll
   for (int m = 0; m < kM; ++m) {
+    acc0[m] = dev::warp_sum(acc0[m]);
+    acc1[m] = dev::warp_sum(acc1[m]);
+  }
+  if (ksplit > 1) {
+    if (lane == 0)
+#pragma unroll
+      for (int m = 0; m < kM; ++m) red[w][m][0] = acc0[m], red[w][m][1] = acc1[m];
+    __syncthreads();
+    if (part == 0)
+#pragma unroll
+      for (int m = 0; m < kM; ++m) {
+        float v0 = 0.0f, v1 = 0.0f;
+        for (int q = 0; q < ksplit; ++q) v0 += red[w + q][m][0], v1 += red[w + q][m][1];
+        acc0[m] = v0, acc1[m] = v1;
+      }
+  }
+  if (!active || part != 0 || lane != 0) return;
+#pragma unroll
+  for (int m = 0; m < kM; ++m) {
     if (m >= a.M) break;
-    const float v0 = dev::warp_sum(acc0[m]), v1 = dev::warp_sum(acc1[m]);
-    if (lane == 0) {
-      float* y = a.y + m * a.ldy;
-      y[n0] = a.beta != 0.0f ? fmaf(a.beta, y[n0], v0) : v0;
-      if (second) y[n1] = a.beta != 0.0f ? fmaf(a.beta, y[n1], v1) : v1;
-    }
+    float* y = a.y + m * a.ldy;
+    y[n0] = a.beta != 0.0f ? fmaf(a.beta, y[n0], acc0[m]) : acc0[m];
+    if (second) y[n1] = a.beta != 0.0f ? fmaf(a.beta, y[n1], acc1[m]) : acc1[m];
   }
 }
 
 template <GemvWeights kW>
 void launch(const GemvArgs& a, cudaStream_t s) {
-  const int64_t warps = (a.N + kRowsPerWarp - 1) / kRowsPerWarp;
-  const unsigned blocks = static_cast<unsigned>((warps * 32 + kThreads - 1) / kThreads);
-  if (a.M <= 1) gemv_kernel<kW, 1><<<blocks, kThreads, 0, s>>>(a);
-  else if (a.M <= 2) gemv_kernel<kW, 2><<<blocks, kThreads, 0, s>>>(a);
-  else if (a.M <= 4) gemv_kernel<kW, 4><<<blocks, kThreads, 0, s>>>(a);
-  else gemv_kernel<kW, 8><<<blocks, kThreads, 0, s>>>(a);
+  static int sms = 0;
+  if (!sms) DSV4_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  // Enough blocks to keep every SM streaming: split a row pair's columns over up to 8 warps
+  // when there are few pairs (short matrices), as long as each warp keeps whole column steps.
+  constexpr int kWarps = kThreads / 32;
+  const int64_t pairs = (a.N + kRowsPerWarp - 1) / kRowsPerWarp, steps = (a.K + 32 * kVec<kW> - 1) / (32 * kVec<kW>);
+  int ksplit = 1;
+  while (ksplit < kWarps && (pairs * ksplit + kWarps - 1) / kWarps < 2 * sms && steps >= 2 * ksplit) ksplit *= 2;
+  const unsigned blocks = static_cast<unsigned>((pairs + kWarps / ksplit - 1) / (kWarps / ksplit));
+  if (a.M <= 1) gemv_kernel<kW, 1><<<blocks, kThreads, 0, s>>>(a, ksplit);
+  else if (a.M <= 2) gemv_kernel<kW, 2><<<blocks, kThreads, 0, s>>>(a, ksplit);
+  else if (a.M <= 4) gemv_kernel<kW, 4><<<blocks, kThreads, 0, s>>>(a, ksplit);
+  else gemv_kernel<kW, 8><<<blocks, kThreads, 0, s>>>(a, ksplit);
   DSV4_CUDA_LAUNCHED("gemv_kernel");
 }
 

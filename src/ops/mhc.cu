@@ -25,6 +25,10 @@ __global__ void hc_pre_kernel(const float* X, const float* mix, int parts, int64
   __shared__ float cs[32];
   const int64_t t = blockIdx.x, nD = n * D;
   const float* x = X + t * nD;
+  // The mix partials of this token, all at once into shared memory (behind y [D]).
+  const int rows = head ? n : (2 + n) * n;
+  float* mp = y + D;
+  for (int i = threadIdx.x; i < parts * rows; i += blockDim.x) mp[i] = mix[((i / rows) * T + t) * rows + i % rows];
   // Few tokens (decode) leave one block per token alone on the GPU: 16-byte loads, many in flight.
   const bool vec = D % 4 == 0;
   float ss = 0.0f;
@@ -45,10 +49,10 @@ __global__ void hc_pre_kernel(const float* X, const float* mix, int parts, int64
   // Sinkhorn-normalized comb on warp 0: lane j·n + k holds comb[j][k]; row and column sums read
   // the other lanes' values from shared memory in index order (as the CPU sums them).
   if (threadIdx.x < 32) {
-    const int lane = threadIdx.x, rows = head ? n : (2 + n) * n;
+    const int lane = threadIdx.x;
     for (int i = lane; i < rows; i += 32) {
       float v = 0.0f;
-      for (int p = 0; p < parts; ++p) v += mix[(p * T + t) * rows + i];
+      for (int p = 0; p < parts; ++p) v += mp[p * rows + i];
       mixs[i] = v;
     }
     __syncwarp();
@@ -168,7 +172,7 @@ void hc_pre_cuda(const float* X, const float* mix, int64_t T, int n, int64_t D, 
   DSV4_CHECK(n >= 1 && n * n <= 32 && n <= kMaxStreams, "hc_pre", "hc_mult ", n, " outside [1, 5]");
   DSV4_CHECK(mix_parts >= 1, "hc_pre", "mix_parts ", mix_parts);
   if (T == 0) return;
-  const size_t smem = D * sizeof(float);
+  const size_t smem = (D + static_cast<size_t>(mix_parts) * (head ? n : (2 + n) * n)) * sizeof(float);
   if (smem > 48 * 1024)
     DSV4_CUDA_CHECK(cudaFuncSetAttribute(hc_pre_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
   const int threads = T < 128 ? 1024 : 256;  // few tokens: one block per token must stream alone
