@@ -300,8 +300,13 @@ void run_cuda_bench(const BenchOptions& o) {
         }
         if (B == o.batches.front()) {
           const double measured = static_cast<double>(model.sequence_bytes(seqs[0]) - model.cache_fixed_bytes()) / C;
-          std::printf("  caches of one sequence at %lld tokens: %.0f bytes/token (the code's accounting, %d layers)\n",
-                      static_cast<long long>(C), measured, o.layers);
+          size_t free_now = 0, total_now = 0;
+          DSV4_CUDA_CHECK(cudaMemGetInfo(&free_now, &total_now));
+          std::printf("  caches of one sequence at %lld tokens: %.0f bytes/token (the code's accounting, %d layers); "
+                      "device memory in use %.1f GiB of %.1f (weights %.1f GiB)\n",
+                      static_cast<long long>(C), measured, o.layers, (total_now - free_now) / 1073741824.0,
+                      total_now / 1073741824.0, model.weight_bytes() / 1073741824.0);
+          add(str("mem_used_GiB_C", C), (total_now - free_now) / 1073741824.0);
         }
         for (int id : seqs) model.free_sequence(id);
       }

@@ -34,43 +34,47 @@ void CudaModel::attention(const DBlock& blk, int table_row, const float* a_in, f
   Act a = act("attn.a", a_in, rows, D);
   mark("attn.qkv");
 
-  // Query: low rank, q_norm, per-head RMS normalization (no weight), RoPE.
+  // Every projection of the sub-layer input at once (one launch per weight form in decode):
+  // the query's low rank, the window key/value, the compressors' and the indexer's weights.
   float* qr = scratch_->get<float>("attn.qr", rows * Q);
-  linear(w.wq_a, a, qr);
+  float* kv = scratch_->get<float>("attn.kv", rows * Dh);
+  float *cu = nullptr, *cz = nullptr, *iu = nullptr, *iz = nullptr, *iw = nullptr;
+  std::vector<std::pair<const DTensor*, float*>> proj = {{&w.wq_a, qr}, {&w.wkv, kv}};
+  if (m > 0) {
+    cu = scratch_->get<float>("comp.u", rows * w.comp.wkv.rows);
+    cz = scratch_->get<float>("comp.z", rows * w.comp.wkv.rows);
+    proj.push_back({&w.comp.wkv, cu});
+    proj.push_back({&w.comp.wgate, cz});
+  }
+  if (m == 4) {
+    iu = scratch_->get<float>("idx.u", rows * w.idx_comp.wkv.rows);
+    iz = scratch_->get<float>("idx.z", rows * w.idx_comp.wkv.rows);
+    iw = scratch_->get<float>("idx.w", rows * HI);
+    proj.push_back({&w.idx_comp.wkv, iu});
+    proj.push_back({&w.idx_comp.wgate, iz});
+    proj.push_back({&w.idx_wproj, iw});
+  }
+  linear_many(a, proj);
+
+  // Query: low rank, q_norm, per-head RMS normalization (no weight), RoPE.
   rmsnorm_cuda(qr, rows, Q, w.q_norm.get(), eps, qr, stream_);
   Act qra = act("attn.qr", qr, rows, Q);
   float* q = scratch_->get<float>("attn.q", rows * H * Dh);
   linear(w.wq_b, qra, q);
-  rmsnorm_cuda(q, rows * H, Dh, nullptr, eps, q, stream_);
-  rope_cuda(q, rows, H, H * Dh, Dh, N, static_cast<int>(R), freqs, b.d_pos, false, stream_);
+  rmsnorm_rope_cuda(q, rows, static_cast<int>(H), Dh, nullptr, eps, static_cast<int>(R), freqs, b.d_pos, 0, false,
+                    stream_);
 
   // Window key/value: one shared head, kv_norm, RoPE, FP8 simulation of the nope dims
   // (and, with compact caches, the RoPE dims as the cache keeps them).
-  float* kv = scratch_->get<float>("attn.kv", rows * Dh);
-  linear(w.wkv, a, kv);
-  rmsnorm_cuda(kv, rows, Dh, w.kv_norm.get(), eps, kv, stream_);
-  rope_cuda(kv, rows, 1, Dh, Dh, N, static_cast<int>(R), freqs, b.d_pos, false, stream_);
-  fp8_sim_cuda(kv, rows, N, Dh, 64, stream_);
-  if (compact_) round_rope_bf16_cuda(kv, rows, Dh, static_cast<int>(R), stream_);
+  rmsnorm_rope_cuda(kv, rows, 1, Dh, w.kv_norm.get(), eps, static_cast<int>(R), freqs, b.d_pos, 64, compact_, stream_);
 
   // Compressed entries (m > 0) and the lightning indexer (m = 4).
   mark("attn.compress");
-  if (m > 0) {
-    const int64_t width = w.comp.wkv.rows;
-    float* u = scratch_->get<float>("comp.u", rows * width);
-    float* z = scratch_->get<float>("comp.z", rows * width);
-    linear(w.comp.wkv, a, u);
-    linear(w.comp.wgate, a, z);
-    compress(w.comp, m, RowFormat{static_cast<int>(Dh), static_cast<int>(R), compact_, false}, u, z, table_row, 0);
-  }
+  if (m > 0)
+    compress(w.comp, m, RowFormat{static_cast<int>(Dh), static_cast<int>(R), compact_, false}, cu, cz, table_row, 0);
   int32_t* selected = nullptr;
   if (m == 4) {
-    const int64_t width = w.idx_comp.wkv.rows;
-    float* u = scratch_->get<float>("idx.u", rows * width);
-    float* z = scratch_->get<float>("idx.z", rows * width);
-    linear(w.idx_comp.wkv, a, u);
-    linear(w.idx_comp.wgate, a, z);
-    compress(w.idx_comp, 4, RowFormat{static_cast<int>(DI), static_cast<int>(R), compact_, true}, u, z, table_row, 1);
+    compress(w.idx_comp, 4, RowFormat{static_cast<int>(DI), static_cast<int>(R), compact_, true}, iu, iz, table_row, 1);
 
     mark("attn.indexer");
     float* qI = scratch_->get<float>("idx.q", rows * HI * DI);
@@ -78,8 +82,6 @@ void CudaModel::attention(const DBlock& blk, int table_row, const float* a_in, f
     rope_cuda(qI, rows, HI, HI * DI, DI, DI - R, static_cast<int>(R), freqs, b.d_pos, false, stream_);
     hadamard_cuda(qI, rows * HI, DI, stream_);
     fp4_sim_cuda(qI, rows, HI * DI, HI * DI, stream_);
-    float* iw = scratch_->get<float>("idx.w", rows * HI);
-    linear(w.idx_wproj, a, iw);
     const float wscale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(DI) * HI));
 
     selected = scratch_->get<int32_t>("idx.selected", rows * K);
@@ -134,7 +136,9 @@ void CudaModel::moe(const DMoe& w, const float* a_in, float* out) {
   mark("moe.route+shared");
 
   float* logits = scratch_->get<float>("moe.logits", rows * E);
-  linear(w.gate, a, logits);
+  float* sg = scratch_->get<float>("moe.sg", rows * F);
+  float* su = scratch_->get<float>("moe.su", rows * F);
+  linear_many(a, {{&w.gate, logits}, {&w.sw1, sg}, {&w.sw3, su}});  // the gate and the shared expert's inputs
   int32_t* experts = scratch_->get<int32_t>("moe.experts", rows * k);
   float* weights = scratch_->get<float>("moe.weights", rows * k);
   moe_route_cuda(logits, rows, E, k, c_.scoring_func, w.bias.empty() ? nullptr : w.bias.get(),
@@ -142,11 +146,7 @@ void CudaModel::moe(const DMoe& w, const float* a_in, float* out) {
                  stream_);
 
   // Shared expert (weight 1) on every row.
-  float* sg = scratch_->get<float>("moe.sg", rows * F);
-  float* su = scratch_->get<float>("moe.su", rows * F);
   float* sh = scratch_->get<float>("moe.sh", rows * F);
-  linear(w.sw1, a, sg);
-  linear(w.sw3, a, su);
   swiglu_cuda(sg, su, rows, F, limit, nullptr, nullptr, sh, stream_);
   float* ysh = scratch_->get<float>("moe.ysh", rows * D);
   Act sha = act("moe.sh", sh, rows, F);
@@ -164,7 +164,6 @@ void CudaModel::moe(const DMoe& w, const float* a_in, float* out) {
   int32_t* inv = scratch_->get<int32_t>("moe.inv", n);
   int2* tiles = scratch_->get<int2>("moe.tiles", max_tiles);
   int32_t* ntiles = scratch_->get<int32_t>("moe.ntiles", 1);
-  DSV4_CUDA_CHECK(cudaMemsetAsync(counts, 0, E * sizeof(int32_t), stream_));
   moe_group_cuda(experts, rows, k, E, counts, offsets, perm, inv, tile_rows, tiles, ntiles, stream_);
   float* ys = scratch_->get<float>("moe.ys", n * D);
   mark("moe.experts");

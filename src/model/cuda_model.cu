@@ -261,16 +261,17 @@ void CudaModel::prepare(const std::vector<SeqChunk>& batch, bool mtp, bool for_g
   }
 }
 
-// The few-row kernel (decode) when it fits: weights read once at the memory rate.
-bool CudaModel::gemv(const DTensor& W, int64_t w_row0, int64_t nrows, Act& x, int64_t x_col0, float* y, int64_t ldy,
-                     float beta, int64_t group_rows, int64_t group_stride) {
+// The few-row kernel's arguments for W rows [w_row0, w_row0 + nrows) and x from column x_col0
+// (quantizing x on first use); false when the shapes do not fit it.
+bool CudaModel::gemv_args(const DTensor& W, int64_t w_row0, int64_t nrows, Act& x, int64_t x_col0, float* y,
+                          int64_t ldy, float beta, int64_t group_rows, int64_t group_stride, GemvArgs& g) {
   const GemvWeights kind = W.kind == GemmKind::FP8Block ? GemvWeights::FP8Block
                            : W.kind == GemmKind::BF16   ? GemvWeights::BF16
                                                         : GemvWeights::F32;
   if (!gemv_enabled_ || !gemv_fits(kind, x.M, W.cols) || x.K % 16 != 0 || x_col0 % 16 != 0 || group_stride % 16 != 0)
     return false;
-  if (kind == GemvWeights::FP8Block && (x_col0 % 128 != 0 || group_stride % 128 != 0)) return false;
-  GemvArgs g;
+  if (kind == GemvWeights::FP8Block && (x_col0 % 128 != 0 || group_stride % 128 != 0 || w_row0 % 128 != 0)) return false;
+  g = GemvArgs{};
   g.weights = kind;
   g.M = x.M, g.N = nrows, g.K = W.cols, g.ldw = W.cols;
   g.group_rows = group_rows, g.group_stride = group_stride;
@@ -298,16 +299,53 @@ bool CudaModel::gemv(const DTensor& W, int64_t w_row0, int64_t nrows, Act& x, in
       g.x = x.f32 + x_col0, g.ldx = x.K;
       break;
   }
+  return true;
+}
+
+// The few-row kernel (decode) when it fits: weights read once at the memory rate.
+bool CudaModel::gemv(const DTensor& W, int64_t w_row0, int64_t nrows, Act& x, int64_t x_col0, float* y, int64_t ldy,
+                     float beta, int64_t group_rows, int64_t group_stride) {
+  GemvArgs g;
+  if (!gemv_args(W, w_row0, nrows, x, x_col0, y, ldy, beta, group_rows, group_stride, g)) return false;
   cudaEvent_t t = tic(false, 2.0 * x.M * nrows * W.cols);
   gemv_cuda(g, stream_);
   toc(t);
   return true;
 }
 
+// Several projections of the same activations: one few-row launch per weight form when they
+// fit it (decode), otherwise one GEMM each.
+void CudaModel::linear_many(Act& x, const std::vector<std::pair<const DTensor*, float*>>& list) {
+  std::map<int, std::vector<GemvArgs>> by_kind;
+  std::map<int, double> flop;
+  for (const auto& [W, y] : list) {
+    GemvArgs g;
+    if (gemv_args(*W, 0, W->rows, x, 0, y, W->rows, 0.0f, 0, 0, g)) {
+      std::vector<GemvArgs>& v = by_kind[static_cast<int>(g.weights)];
+      if (static_cast<int>(v.size()) == kGemvMaxMats) {  // full: launch what is there
+        cudaEvent_t t = tic(false, flop[static_cast<int>(g.weights)]);
+        gemv_many_cuda(v.data(), static_cast<int>(v.size()), stream_);
+        toc(t);
+        v.clear();
+        flop[static_cast<int>(g.weights)] = 0;
+      }
+      v.push_back(g);
+      flop[static_cast<int>(g.weights)] += 2.0 * x.M * W->rows * W->cols;
+    } else {
+      linear(*W, x, y);
+    }
+  }
+  for (auto& [kind, v] : by_kind)
+    if (!v.empty()) {
+      cudaEvent_t t = tic(false, flop[kind]);
+      gemv_many_cuda(v.data(), static_cast<int>(v.size()), stream_);
+      toc(t);
+    }
+}
+
 void CudaModel::gemm(const DTensor& W, int64_t w_row0, int64_t nrows, Act& x, int64_t x_col0, float* y, int64_t ldy,
                      float beta) {
-  if (W.kind != GemmKind::FP8Block || w_row0 % 128 == 0)
-    if (gemv(W, w_row0, nrows, x, x_col0, y, ldy, beta, 0, 0)) return;
+  if (gemv(W, w_row0, nrows, x, x_col0, y, ldy, beta, 0, 0)) return;
   GemmArgs g;
   g.kind = W.kind;
   g.M = x.M;
@@ -431,19 +469,19 @@ void CudaModel::linear_f32(const float* x, int64_t M, int64_t K, const float* W,
 }
 
 // mix = fn · vec(X[t]) into scratch `name`: column-slice partials for few tokens (decode; no
-// GEMM launch for a 24-row product), one float32 GEMM otherwise. Returns the partial count.
+// GEMM launch for a 24-row product), one float32 GEMM otherwise. Returns hc_pre_cuda's mix_parts.
 int CudaModel::mix_product(const float* X, const DHc& hc, const char* name) {
   const int64_t rows = batch_->rows, K = static_cast<int64_t>(c_.hc_mult) * c_.hidden_size;
   if (gemv_enabled_ && hc_mix_fits(rows, hc.rows)) {
     constexpr int64_t kSliceCols = 256;  // columns per block: 64 blocks per token for Flash (n·D = 16384)
     const int parts = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(256, K / kSliceCols)));
-    float* mix = scratch_->get<float>(name, parts * rows * hc.rows);
+    float* mix = scratch_->get<float>(name, parts * rows * (hc.rows + 1));
     hc_mix_cuda(X, hc.fn.get(), rows, K, hc.rows, mix, parts, stream_);
     return parts;
   }
   float* mix = scratch_->get<float>(name, rows * hc.rows);
   linear_f32(X, rows, K, hc.fn.get(), hc.rows, mix, hc.rows);
-  return 1;
+  return 0;
 }
 
 // One block (block.cpp): two mHC-wrapped sub-layers. X [rows, n, D] moves between two buffers.
@@ -454,7 +492,7 @@ void CudaModel::run_block(const DBlock& blk, int table_row, float*& X, std::vect
   auto sublayer = [&](const DHc& hc, const DeviceArray<float>& norm, auto&& body) {
     mark("mhc");
     const int parts = mix_product(X, hc, "hc.mix");
-    float* mix = scratch_->get<float>("hc.mix", parts * rows * hc.rows);
+    float* mix = scratch_->get<float>("hc.mix", std::max(parts, 1) * rows * (hc.rows + 1));
     float* a = scratch_->get<float>("hc.a", rows * D);
     float* post = scratch_->get<float>("hc.post", rows * n);
     float* comb = scratch_->get<float>("hc.comb", rows * n * n);
@@ -476,7 +514,7 @@ void CudaModel::head(const float* X, const DHc& hc, const DeviceArray<float>& no
   const int64_t rows = batch_->rows, n = c_.hc_mult, D = c_.hidden_size, V = c_.vocab_size;
   mark("head");
   const int parts = mix_product(X, hc, "head.mix");
-  float* mix = scratch_->get<float>("head.mix", parts * rows * n);
+  float* mix = scratch_->get<float>("head.mix", std::max<int64_t>(parts, 1) * rows * (n + 1));
   float* y = scratch_->get<float>("head.y", rows * D);
   hc_pre_cuda(X, mix, rows, static_cast<int>(n), D, hc.base.get(), hc.scale.get(), c_.rms_norm_eps, c_.hc_eps,
               c_.hc_sinkhorn_iters, true, norm.get(), y, nullptr, nullptr, stream_, parts);

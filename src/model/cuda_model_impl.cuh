@@ -234,6 +234,10 @@ class CudaModel : public Backend {
   // Groups: output row n reads x from column x_col0 + (n / group_rows) · group_stride.
   bool gemv(const DTensor& W, int64_t w_row0, int64_t nrows, Act& x, int64_t x_col0, float* y, int64_t ldy, float beta,
             int64_t group_rows, int64_t group_stride);
+  bool gemv_args(const DTensor& W, int64_t w_row0, int64_t nrows, Act& x, int64_t x_col0, float* y, int64_t ldy,
+                 float beta, int64_t group_rows, int64_t group_stride, GemvArgs& g);
+  // y_i = x · W_iᵀ for each (W_i, y_i) of the list (y_i with W_i.rows columns).
+  void linear_many(Act& x, const std::vector<std::pair<const DTensor*, float*>>& list);
   void linear_f32(const float* x, int64_t M, int64_t K, const float* W, int64_t N, float* y, int64_t ldy);
   int mix_product(const float* X, const DHc& hc, const char* name);
   Sequence& seq(int id) const;

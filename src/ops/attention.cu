@@ -13,14 +13,24 @@ namespace dsv4::cuda {
 namespace {
 
 struct AttnConfig {
-  static constexpr int kHeads = 16;     // heads per block
+  // Heads per block: 16 when rows fill the GPU (each attended row is loaded once per 16 heads);
+  // 4 when rows are few (decode): four times the blocks, a quarter of the registers each.
+  static constexpr int kHeads = 16, kHeadsFew = 4;
   static constexpr int kThreads = 128;  // 4 warps; in the value phase thread t owns dims [4t, 4t + 4)
   static constexpr int kTile = 32;      // attended rows per tile (one per lane when scoring)
   static constexpr int kMaxDh = 4 * kThreads;
   static constexpr int kPad = 4;        // row pad of the tile: float4 reads stay conflict-free per quarter warp
   static_assert(kTile == 32, "scores assign one attended row per lane");
-  static_assert(kHeads % (kThreads / 32) == 0, "heads split evenly over the warps");
 };
+
+// The heads per block for this many rows (see AttnConfig).
+int heads_per_block(int64_t rows, const AttnShape& a) {
+  // Few rows and few attended rows (window + selected entries): with thousands of entries (HCA at
+  // long context) the 16-head blocks win, as each decoded entry serves four times the heads.
+  const bool few = rows * (a.H / std::min(AttnConfig::kHeads, a.H)) < 132 && a.H % AttnConfig::kHeadsFew == 0 &&
+                   a.max_keys > 0 && a.max_keys <= 1024;
+  return std::min(few ? AttnConfig::kHeadsFew : AttnConfig::kHeads, a.H);
+}
 
 // Row `j` of the attended list of query row r: its source (chunk kv row, window ring row, entry row).
 struct KeySource {
@@ -57,20 +67,23 @@ __device__ __forceinline__ void load_compact_row(const CacheRows& c, int N, int 
 
 __device__ __forceinline__ float dot4(float4 a, float4 b) { return a.x * b.x + a.y * b.y + a.z * b.z + a.w * b.w; }
 
+template <int kHeads>
 __global__ void __launch_bounds__(AttnConfig::kThreads)
 sparse_attention_kernel(const float* q, const float* kv, const float* sink, AttnShape a, const int32_t* slot,
                         const int32_t* pos, const SeqRows* seqs, const LayerCache* caches, const int32_t* selected,
                         float* o, int splits, float* part) {
   using C = AttnConfig;
-  constexpr int kPerWarp = C::kHeads / (C::kThreads / 32);
+  static_assert(kHeads % (C::kThreads / 32) == 0, "heads split evenly over the warps");
+  constexpr int kPerWarp = kHeads / (C::kThreads / 32);
   extern __shared__ __align__(16) float smem[];
   const int Dh = a.Dh, ldk = Dh + C::kPad;
-  const int hb = min(C::kHeads, a.H);
+  const int hb = min(kHeads, a.H);
   float* qs = smem;                      // [hb, Dh]
   float* ks = qs + hb * Dh;              // [kTile, Dh + kPad]
   float* ps = ks + C::kTile * ldk;       // [kTile, kHeads]: probabilities, one row per attended row
-  float* alpha = ps + C::kTile * C::kHeads;  // [kHeads]
-  float* lsum = alpha + C::kHeads;           // [kHeads]
+  float* alpha = ps + C::kTile * kHeads;  // [kHeads]
+  float* lsum = alpha + kHeads;           // [kHeads]
+  for (int i = threadIdx.x; i < C::kTile * kHeads + kHeads; i += blockDim.x) ps[i] = 0.0f;  // padded heads stay 0
 
   const int64_t r = blockIdx.x;
   const int h0 = blockIdx.y * hb;
@@ -105,9 +118,9 @@ sparse_attention_kernel(const float* q, const float* kv, const float* sink, Attn
     l_run[i] = splits > 1 ? 0.0f : 1.0f;
   }
   const int d0 = 4 * threadIdx.x;  // this thread's four value dims
-  float acc[C::kHeads][4];
+  float acc[kHeads][4];
 #pragma unroll
-  for (int h = 0; h < C::kHeads; ++h)
+  for (int h = 0; h < kHeads; ++h)
 #pragma unroll
     for (int c = 0; c < 4; ++c) acc[h][c] = 0.0f;
 
@@ -116,15 +129,17 @@ sparse_attention_kernel(const float* q, const float* kv, const float* sink, Attn
     // Load the tile: one warp per row, lanes over the dims. Compact cache rows first have all
     // their 16-byte pieces loaded (every row of the warp in flight at once), then decoded.
     if (a.compact && vec_rows && nwarps == C::kThreads / 32) {
-      constexpr int kRows = C::kTile / (C::kThreads / 32);
+      constexpr int kRows = C::kTile / (C::kThreads / 32) / 2;  // rows in flight per warp (two rounds)
       const int N = Dh - a.R, pc = N / 16, P = pc + a.R / 8;  // pieces of codes, of codes + RoPE
+#pragma unroll 1
+      for (int round = 0; round < 2; ++round) {
       uint4 raw[kRows][2];
       const CacheRows* rc[kRows];
       int64_t rrow[kRows];
       const float* rchunk[kRows];
 #pragma unroll
       for (int i = 0; i < kRows; ++i) {
-        const int key = t0 + warp + i * nwarps;
+        const int key = t0 + warp + (round * kRows + i) * nwarps;
         rc[i] = nullptr, rchunk[i] = nullptr, rrow[i] = 0;
         if (key >= nkeys) continue;
         if (key < nwin) {
@@ -145,7 +160,7 @@ sparse_attention_kernel(const float* q, const float* kv, const float* sink, Attn
       }
 #pragma unroll
       for (int i = 0; i < kRows; ++i) {
-        float* dst = ks + (warp + i * nwarps) * ldk;
+        float* dst = ks + (warp + (round * kRows + i) * nwarps) * ldk;
         if (rchunk[i]) {
           for (int d = 4 * lane; d < Dh; d += 128)
             *reinterpret_cast<float4*>(dst + d) = *reinterpret_cast<const float4*>(rchunk[i] + d);
@@ -176,6 +191,7 @@ sparse_attention_kernel(const float* q, const float* kv, const float* sink, Attn
           }
         }
       }
+      }  // round
     } else
     for (int j = warp; j < C::kTile; j += nwarps) {
       const int key = t0 + j;
@@ -224,14 +240,14 @@ sparse_attention_kernel(const float* q, const float* kv, const float* sink, Attn
 #pragma unroll
       for (int i = 0; i < kPerWarp; ++i) {
         const int h = warp + i * nwarps;
-        if (h >= hb) break;
+        if (h >= hb) continue;  // warp-uniform; a guard, not a break, keeps the loop unrolled
         const float sc = valid ? dot[i] * a.scale : -INFINITY;
         const float m_new = fmaxf(m_run[i], dev::warp_max(sc));
         const float pj = valid ? expf(sc - m_new) : 0.0f;
         const float al = expf(m_run[i] - m_new);
         l_run[i] = l_run[i] * al + dev::warp_sum(pj);
         m_run[i] = m_new;
-        ps[lane * C::kHeads + h] = pj;
+        ps[lane * kHeads + h] = pj;
         if (lane == 0) alpha[h] = al;
       }
     }
@@ -239,18 +255,16 @@ sparse_attention_kernel(const float* q, const float* kv, const float* sink, Attn
     // Values: acc[h][c] = acc[h][c] · alpha_h + Σ_j p[j][h] · v_j[d0 + c].
     if (d0 < Dh) {
 #pragma unroll
-      for (int h = 0; h < C::kHeads; ++h) {
-        if (h >= hb) break;
+      for (int h = 0; h < kHeads; ++h) {  // heads past hb compute on padding and are never stored
         const float al = alpha[h];
 #pragma unroll
         for (int c = 0; c < 4; ++c) acc[h][c] *= al;
       }
       for (int j = 0; j < C::kTile; ++j) {
         const float4 v = *reinterpret_cast<const float4*>(ks + j * ldk + d0);
-        const float4* pj = reinterpret_cast<const float4*>(ps + j * C::kHeads);
+        const float4* pj = reinterpret_cast<const float4*>(ps + j * kHeads);
 #pragma unroll
-        for (int h4 = 0; h4 < C::kHeads / 4; ++h4) {
-          if (4 * h4 >= hb) break;
+        for (int h4 = 0; h4 < kHeads / 4; ++h4) {
           const float4 p4 = pj[h4];
           const float pv[4] = {p4.x, p4.y, p4.z, p4.w};
 #pragma unroll
@@ -271,10 +285,9 @@ sparse_attention_kernel(const float* q, const float* kv, const float* sink, Attn
     const int64_t hstride = static_cast<int64_t>(splits) * pstride;
     if (d0 < Dh)
 #pragma unroll
-      for (int h = 0; h < C::kHeads; ++h) {
-        if (h >= hb) break;
-        *reinterpret_cast<float4*>(base + h * hstride + d0) = make_float4(acc[h][0], acc[h][1], acc[h][2], acc[h][3]);
-      }
+      for (int h = 0; h < kHeads; ++h)
+        if (h < hb)
+          *reinterpret_cast<float4*>(base + h * hstride + d0) = make_float4(acc[h][0], acc[h][1], acc[h][2], acc[h][3]);
 #pragma unroll
     for (int i = 0; i < kPerWarp; ++i) {
       const int h = warp + i * nwarps;
@@ -293,8 +306,8 @@ sparse_attention_kernel(const float* q, const float* kv, const float* sink, Attn
   __syncthreads();
   if (d0 < Dh) {
 #pragma unroll
-    for (int h = 0; h < C::kHeads; ++h) {
-      if (h >= hb) break;
+    for (int h = 0; h < kHeads; ++h) {
+      if (h >= hb) continue;
       const float inv = 1.0f / lsum[h];
       float4 out = make_float4(acc[h][0] * inv, acc[h][1] * inv, acc[h][2] * inv, acc[h][3] * inv);
       *reinterpret_cast<float4*>(o + (r * a.H + h0 + h) * Dh + d0) = out;
@@ -320,7 +333,7 @@ __global__ void attention_combine_kernel(const float* part, const float* sink, i
 }
 
 int attention_splits(int64_t rows, const AttnShape& a) {
-  const int64_t blocks = rows * (a.H / std::min(AttnConfig::kHeads, a.H));
+  const int64_t blocks = rows * (a.H / heads_per_block(rows, a));
   const int64_t target = 264;  // two blocks on each of 132 SMs
   if (blocks >= target) return 1;
   int64_t splits = std::min<int64_t>(64, (target + blocks - 1) / blocks);
@@ -372,22 +385,24 @@ void sparse_attention_cuda(const float* q, const float* kv, const float* sink, c
   using C = AttnConfig;
   DSV4_CHECK(a.Dh <= C::kMaxDh && a.Dh % 4 == 0, "attention", "head_dim ", a.Dh, " must be a multiple of 4 up to ",
              C::kMaxDh);
-  const int hb = std::min(C::kHeads, a.H);
-  DSV4_CHECK(a.H % hb == 0, "attention", "num_attention_heads ", a.H, " is not a multiple of ", hb);
   if (rows == 0) return;
-  const size_t smem =
-      (hb * a.Dh + C::kTile * (a.Dh + C::kPad) + C::kTile * C::kHeads + 2 * C::kHeads) * sizeof(float);
-  static size_t raised = 0;
-  if (smem > 48 * 1024 && smem > raised) {
-    DSV4_CUDA_CHECK(cudaFuncSetAttribute(sparse_attention_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(smem)));
-    raised = smem;
-  }
+  const int hb = heads_per_block(rows, a);
+  DSV4_CHECK(a.H % hb == 0, "attention", "num_attention_heads ", a.H, " is not a multiple of ", hb);
+  const int kh = hb <= C::kHeadsFew ? C::kHeadsFew : C::kHeads;  // the kernel's (padded) heads
+  const size_t smem = (kh * a.Dh + C::kTile * (a.Dh + C::kPad) + C::kTile * kh + 2 * kh) * sizeof(float);
   const int splits = attention_splits(rows, a);
   DSV4_CHECK(splits == 1 || work, "attention", "a split attention needs its work buffer");
   dim3 grid(static_cast<unsigned>(rows), static_cast<unsigned>(a.H / hb), static_cast<unsigned>(splits));
-  sparse_attention_kernel<<<grid, C::kThreads, smem, s>>>(q, kv, sink, a, slot, pos, seqs, caches, selected, o, splits,
-                                                          work);
+  auto launch = [&](auto kernel, size_t& raised) {
+    if (smem > 48 * 1024 && smem > raised) {
+      DSV4_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+      raised = smem;
+    }
+    kernel<<<grid, C::kThreads, smem, s>>>(q, kv, sink, a, slot, pos, seqs, caches, selected, o, splits, work);
+  };
+  static size_t raised_few = 0, raised_many = 0;
+  if (kh == C::kHeadsFew) launch(sparse_attention_kernel<C::kHeadsFew>, raised_few);
+  else launch(sparse_attention_kernel<C::kHeads>, raised_many);
   DSV4_CUDA_LAUNCHED("sparse_attention_kernel");
   if (splits > 1) {
     attention_combine_kernel<<<dim3(static_cast<unsigned>(rows), a.H), 128, 0, s>>>(work, sink, a.H, a.Dh, splits, o);

@@ -54,6 +54,13 @@ struct RowFormat {
 // x [T, D] -> y [T, D] = w ⊙ x / sqrt(mean(x²) + ε) (w null: 1). y may equal x.
 void rmsnorm_cuda(const float* x, int64_t T, int64_t D, const float* w, float eps, float* y, cudaStream_t s);
 
+// In place on rows·heads vectors x [rows·heads, D] (vector v at position pos[v / heads]):
+// rmsnorm (weight w, or none), RoPE of the last R dims, then (fp8_block > 0) FP8 simulation of
+// the first D − R dims in blocks of fp8_block and (round_rope) the RoPE dims rounded to bf16:
+// the same values as rmsnorm_cuda, rope_cuda, fp8_sim_cuda and round_rope_bf16_cuda in a row.
+void rmsnorm_rope_cuda(float* x, int64_t rows, int heads, int64_t D, const float* w, float eps, int R, const float* freqs,
+                       const int32_t* pos, int fp8_block, bool round_rope, cudaStream_t s);
+
 // ---- rope.cu ----
 // For each row r and head h < heads: rotates the R dims at x + r·ld + h·stride + offset by θ_i(pos[r])
 // (−θ when inverse); θ_i(t) = fp32(fp32(t) · f_i), freqs [R/2].
@@ -111,19 +118,24 @@ struct GemvArgs {
 // Whether M rows of K columns suit the kernel (M ≤ kGemvMaxRows, K a multiple of its vectors).
 bool gemv_fits(GemvWeights w, int64_t M, int64_t K);
 void gemv_cuda(const GemvArgs& a, cudaStream_t s);
+// Up to kGemvMaxMats products with the same weight form, M and K (typically the same
+// activations through several matrices) in one launch.
+constexpr int kGemvMaxMats = 8;
+void gemv_many_cuda(const GemvArgs* mats, int count, cudaStream_t s);
 
 // ---- mhc.cu ----
 // hc_pre + the sub-layer's RMSNorm, per token t (model.md §3):
 //   mix [T, (2+n)n] = fn · vec(X[t]) (from a float32 GEMM, not yet divided by the RMS of x)
 //   -> a [T, D] = RMSNorm_norm(Σ_j pre_j X[j]), post [T, n], comb [T, n, n]
 // head = true: the HcHead reduction (mix [T, n], scale [1], no Sinkhorn, no post/comb).
-// mix_parts > 1: mix holds that many partial products [mix_parts][T][rows] (hc_mix_cuda), summed in order.
-// hc_mult n ≤ 5 (comb is normalized by one warp).
+// mix_parts = S > 0: mix is hc_mix_cuda's [S][T][rows + 1] (partial products and sums of squares),
+// summed in order; 0: mix [T][rows] from a GEMM. hc_mult n ≤ 5 (comb is normalized by one warp).
 void hc_pre_cuda(const float* X, const float* mix, int64_t T, int n, int64_t D, const float* base, const float* scale,
                  float eps, float hc_eps, int sinkhorn_iters, bool head, const float* norm, float* a, float* post,
-                 float* comb, cudaStream_t s, int mix_parts = 1);
-// The mix product for few tokens (decode) without a GEMM: parts [S][T][N] over S column slices of
-// fn [N, K] · X[t] (K = n·D), for hc_pre_cuda's mix_parts = S. Fits T ≤ kHcMixMaxTokens, N ≤ 24.
+                 float* comb, cudaStream_t s, int mix_parts = 0);
+// The mix product for few tokens (decode) without a GEMM: parts [S][T][N + 1] over S column slices
+// of K = n·D: fn [N, K] · X[t], then Σ X[t]² (hc_pre's RMS), for hc_pre_cuda's mix_parts = S.
+// Fits T ≤ kHcMixMaxTokens, N ≤ 24.
 constexpr int kHcMixMaxTokens = 8;
 bool hc_mix_fits(int64_t T, int N);
 void hc_mix_cuda(const float* X, const float* fn, int64_t T, int64_t K, int N, float* parts, int S, cudaStream_t s);
@@ -193,7 +205,7 @@ void moe_route_cuda(const float* logits, int64_t T, int E, int k, ScoringFunc f,
 // Groups the T·k assignments by expert, stably (assignment order within an expert):
 // counts [E], offsets [E+1], perm [T·k] (sorted position -> assignment t·k+i), inv [T·k].
 // Also lists the tiles of `tile_rows` rows of each expert for the grouped GEMMs: tiles [max_tiles]
-// as (expert, first sorted row), ntiles [1]. counts must be zero on entry.
+// as (expert, first sorted row), ntiles [1]. counts need not be zero on entry.
 void moe_group_cuda(const int32_t* experts, int64_t T, int k, int E, int32_t* counts, int32_t* offsets, int32_t* perm,
                     int32_t* inv, int tile_rows, int2* tiles, int32_t* ntiles, cudaStream_t s);
 // xs [T·k, D] = x[perm / k] (float32 or bf16 output).

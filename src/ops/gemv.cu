@@ -70,13 +70,26 @@ __device__ __forceinline__ void load_x(const GemvArgs& a, int m, int64_t c, floa
 
 // Block = 8 warps = kThreads / 32 / ksplit row pairs; the ksplit warps of a pair take
 // interleaved column steps, and their sums meet in shared memory in warp order (deterministic).
+// Several products in one launch (gemv_many_cuda): block b belongs to the product whose block
+// range holds it.
+struct GemvBatch {
+  GemvArgs mats[kGemvMaxMats];
+  int first_block[kGemvMaxMats + 1];
+  int count, ksplit;
+};
+
 template <GemvWeights kW, int kM>
-__global__ void __launch_bounds__(kThreads) gemv_kernel(GemvArgs a, int ksplit) {
+__global__ void __launch_bounds__(kThreads) gemv_kernel(const __grid_constant__ GemvBatch batch) {
   constexpr int V = kVec<kW>, kWarps = kThreads / 32;
   __shared__ float red[kWarps][kM][kRowsPerWarp];
+  int mi = 0;
+  while (mi + 1 < batch.count && static_cast<int>(blockIdx.x) >= batch.first_block[mi + 1]) ++mi;
+  const GemvArgs& a = batch.mats[mi];
+  const int ksplit = batch.ksplit;
   const int lane = threadIdx.x & 31, w = threadIdx.x / 32;
   const int part = w % ksplit;
-  const int64_t pair = static_cast<int64_t>(blockIdx.x) * (kWarps / ksplit) + w / ksplit;
+  const int64_t pair =
+      static_cast<int64_t>(blockIdx.x - batch.first_block[mi]) * (kWarps / ksplit) + w / ksplit;
   const int64_t n0 = pair * kRowsPerWarp;
   const bool active = n0 < a.N;
   const bool second = n0 + 1 < a.N;
@@ -144,20 +157,33 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(GemvArgs a, int ksplit) 
 }
 
 template <GemvWeights kW>
-void launch(const GemvArgs& a, cudaStream_t s) {
+void launch(const GemvArgs* mats, int count, cudaStream_t s) {
   static int sms = 0;
   if (!sms) DSV4_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
   // Enough blocks to keep every SM streaming: split a row pair's columns over up to 8 warps
   // when there are few pairs (short matrices), as long as each warp keeps whole column steps.
   constexpr int kWarps = kThreads / 32;
-  const int64_t pairs = (a.N + kRowsPerWarp - 1) / kRowsPerWarp, steps = (a.K + 32 * kVec<kW> - 1) / (32 * kVec<kW>);
-  int ksplit = 1;
-  while (ksplit < kWarps && (pairs * ksplit + kWarps - 1) / kWarps < 2 * sms && steps >= 2 * ksplit) ksplit *= 2;
-  const unsigned blocks = static_cast<unsigned>((pairs + kWarps / ksplit - 1) / (kWarps / ksplit));
-  if (a.M <= 1) gemv_kernel<kW, 1><<<blocks, kThreads, 0, s>>>(a, ksplit);
-  else if (a.M <= 2) gemv_kernel<kW, 2><<<blocks, kThreads, 0, s>>>(a, ksplit);
-  else if (a.M <= 4) gemv_kernel<kW, 4><<<blocks, kThreads, 0, s>>>(a, ksplit);
-  else gemv_kernel<kW, 8><<<blocks, kThreads, 0, s>>>(a, ksplit);
+  const int64_t K = mats[0].K, steps = (K + 32 * kVec<kW> - 1) / (32 * kVec<kW>);
+  int64_t pairs = 0;
+  for (int i = 0; i < count; ++i) pairs += (mats[i].N + kRowsPerWarp - 1) / kRowsPerWarp;
+  GemvBatch b{};
+  b.count = count;
+  b.ksplit = 1;
+  while (b.ksplit < kWarps && (pairs * b.ksplit + kWarps - 1) / kWarps < 2 * sms && steps >= 2 * b.ksplit) b.ksplit *= 2;
+  const int per_block = kWarps / b.ksplit;
+  b.first_block[0] = 0;
+  for (int i = 0; i < count; ++i) {
+    b.mats[i] = mats[i];
+    const int64_t mp = (mats[i].N + kRowsPerWarp - 1) / kRowsPerWarp;
+    b.first_block[i + 1] = b.first_block[i] + static_cast<int>((mp + per_block - 1) / per_block);
+  }
+  const unsigned blocks = static_cast<unsigned>(b.first_block[count]);
+  if (blocks == 0) return;
+  const int64_t M = mats[0].M;
+  if (M <= 1) gemv_kernel<kW, 1><<<blocks, kThreads, 0, s>>>(b);
+  else if (M <= 2) gemv_kernel<kW, 2><<<blocks, kThreads, 0, s>>>(b);
+  else if (M <= 4) gemv_kernel<kW, 4><<<blocks, kThreads, 0, s>>>(b);
+  else gemv_kernel<kW, 8><<<blocks, kThreads, 0, s>>>(b);
   DSV4_CUDA_LAUNCHED("gemv_kernel");
 }
 
@@ -168,17 +194,24 @@ bool gemv_fits(GemvWeights w, int64_t M, int64_t K) {
   return M >= 1 && M <= kGemvMaxRows && K > 0 && K % v == 0 && (w != GemvWeights::FP8Block || K % 128 == 0);
 }
 
-void gemv_cuda(const GemvArgs& a, cudaStream_t s) {
-  DSV4_CHECK(gemv_fits(a.weights, a.M, a.K), "gemv", "M = ", a.M, ", K = ", a.K, " do not fit the few-row kernel");
-  DSV4_CHECK(a.group_rows == 0 || (a.group_rows % 2 == 0 && a.group_stride % 16 == 0), "gemv",
-             "groups of ", a.group_rows, " rows with stride ", a.group_stride, " are not supported");
-  DSV4_CHECK(a.weights != GemvWeights::FP8Block || a.group_stride % 128 == 0, "gemv",
-             "FP8 activation groups must start on a 128-column scale block");
-  if (a.N == 0) return;
-  switch (a.weights) {
-    case GemvWeights::FP8Block: launch<GemvWeights::FP8Block>(a, s); break;
-    case GemvWeights::BF16: launch<GemvWeights::BF16>(a, s); break;
-    case GemvWeights::F32: launch<GemvWeights::F32>(a, s); break;
+void gemv_cuda(const GemvArgs& a, cudaStream_t s) { gemv_many_cuda(&a, 1, s); }
+
+void gemv_many_cuda(const GemvArgs* mats, int count, cudaStream_t s) {
+  DSV4_CHECK(count >= 1 && count <= kGemvMaxMats, "gemv", count, " products in one launch (1..", kGemvMaxMats, ")");
+  for (int i = 0; i < count; ++i) {
+    const GemvArgs& a = mats[i];
+    DSV4_CHECK(gemv_fits(a.weights, a.M, a.K), "gemv", "M = ", a.M, ", K = ", a.K, " do not fit the few-row kernel");
+    DSV4_CHECK(a.weights == mats[0].weights && a.M == mats[0].M && a.K == mats[0].K, "gemv",
+               "products in one launch share the weight form, M and K");
+    DSV4_CHECK(a.group_rows == 0 || (a.group_rows % 2 == 0 && a.group_stride % 16 == 0), "gemv", "groups of ",
+               a.group_rows, " rows with stride ", a.group_stride, " are not supported");
+    DSV4_CHECK(a.weights != GemvWeights::FP8Block || a.group_stride % 128 == 0, "gemv",
+               "FP8 activation groups must start on a 128-column scale block");
+  }
+  switch (mats[0].weights) {
+    case GemvWeights::FP8Block: launch<GemvWeights::FP8Block>(mats, count, s); break;
+    case GemvWeights::BF16: launch<GemvWeights::BF16>(mats, count, s); break;
+    case GemvWeights::F32: launch<GemvWeights::F32>(mats, count, s); break;
   }
 }
 

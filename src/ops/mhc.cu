@@ -1,5 +1,7 @@
 // CUDA mHC (contracts in mhc.h / cuda_ops.h): float32 throughout, as the spec requires.
 // The mix product fn · x runs as a float32 GEMM before hc_pre_cuda.
+#include <algorithm>
+
 #include "cuda/check.h"
 #include "ops/cuda_device.cuh"
 
@@ -25,14 +27,31 @@ __global__ void hc_pre_kernel(const float* X, const float* mix, int parts, int64
   __shared__ float cs[32];
   const int64_t t = blockIdx.x, nD = n * D;
   const float* x = X + t * nD;
-  // The mix partials of this token, all at once into shared memory (behind y [D]).
-  const int rows = head ? n : (2 + n) * n;
+  // hc_mix's partials of this token (each slice's mix rows and its sum of squares), all at once
+  // into shared memory (behind y [D]); or the GEMM's mix row (parts = 0).
+  const int rows = head ? n : (2 + n) * n, width = parts > 0 ? rows + 1 : rows, np = parts > 0 ? parts : 1;
   float* mp = y + D;
-  for (int i = threadIdx.x; i < parts * rows; i += blockDim.x) mp[i] = mix[((i / rows) * T + t) * rows + i % rows];
+  for (int i = threadIdx.x; i < np * width; i += blockDim.x) mp[i] = mix[((i / width) * T + t) * width + i % width];
   // Few tokens (decode) leave one block per token alone on the GPU: 16-byte loads, many in flight.
   const bool vec = D % 4 == 0;
+  // Column sums of the partials, one warp per column (the mix rows, then Σ x²): lane-strided,
+  // then a warp sum, so no thread walks all the parts alone.
+  __shared__ float colsum[(2 + kMaxStreams) * kMaxStreams + 1];
+  __syncthreads();
+  {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+    for (int c = warp; c < width; c += nwarps) {
+      float v = 0.0f;
+      for (int p = lane; p < np; p += 32) v += mp[p * width + c];
+      v = dev::warp_sum(v);
+      if (lane == 0) colsum[c] = v;
+    }
+  }
+  __syncthreads();
   float ss = 0.0f;
-  if (vec) {
+  if (parts > 0) {
+    ss = colsum[rows];
+  } else if (vec) {
     const float4* x4 = reinterpret_cast<const float4*>(x);
 #pragma unroll 8
     for (int64_t i = threadIdx.x; i < nD / 4; i += blockDim.x) {
@@ -42,7 +61,7 @@ __global__ void hc_pre_kernel(const float* X, const float* mix, int parts, int64
   } else {
     for (int64_t i = threadIdx.x; i < nD; i += blockDim.x) ss += x[i] * x[i];
   }
-  ss = dev::block_sum(ss, scratch);
+  if (parts == 0) ss = dev::block_sum(ss, scratch);
   const float inv = 1.0f / sqrtf(ss / static_cast<float>(nD) + eps);
 
   // The mix (summed over its column-slice partials in a fixed order), then pre, post and the
@@ -50,11 +69,7 @@ __global__ void hc_pre_kernel(const float* X, const float* mix, int parts, int64
   // the other lanes' values from shared memory in index order (as the CPU sums them).
   if (threadIdx.x < 32) {
     const int lane = threadIdx.x;
-    for (int i = lane; i < rows; i += 32) {
-      float v = 0.0f;
-      for (int p = 0; p < parts; ++p) v += mp[p * rows + i];
-      mixs[i] = v;
-    }
+    for (int i = lane; i < rows; i += 32) mixs[i] = colsum[i];
     __syncwarp();
     if (lane < n) {
       pre[lane] = sigmoid(mixs[lane] * inv * scale[0] + base[lane]) + hc_eps;
@@ -64,7 +79,15 @@ __global__ void hc_pre_kernel(const float* X, const float* mix, int parts, int64
       const bool on = lane < n * n;
       const int j = lane / n, k = lane % n;
       float c = on ? mixs[2 * n + lane] * inv * scale[2] + base[2 * n + lane] : 0.0f;
+      // n a power of two: the n lanes of a row are neighbours and a column's lanes are n apart,
+      // so xor shuffles reduce them (pairwise order) without shared memory round trips.
+      const bool pow2 = (n & (n - 1)) == 0;
+      auto xor_sum = [&](float v, int first, int last) {
+        for (int o = first; o <= last; o <<= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+        return v;
+      };
       auto row_sum = [&](float v) {
+        if (pow2) return n > 1 ? xor_sum(v, 1, n / 2) : v;
         cs[lane] = v;
         __syncwarp();
         float sum = 0.0f;
@@ -74,6 +97,7 @@ __global__ void hc_pre_kernel(const float* X, const float* mix, int parts, int64
         return sum;
       };
       auto col_sum = [&](float v) {
+        if (pow2) return n > 1 ? xor_sum(v, n, n * n / 2) : v;
         cs[lane] = v;
         __syncwarp();
         float sum = 0.0f;
@@ -125,32 +149,35 @@ __global__ void hc_pre_kernel(const float* X, const float* mix, int parts, int64
   for (int64_t d = threadIdx.x; d < D; d += blockDim.x) a[t * D + d] = norm[d] * (y[d] * inv2);
 }
 
-// Column slice `blockIdx.x` of the mix product for token blockIdx.y: parts [S][T][N] with
-// parts[s][t][i] = Σ_{c in slice s} fn[i, c] · X[t, c]. Each thread keeps N partial sums.
+// Column slice `blockIdx.x` of the mix product for token blockIdx.y: parts [S][T][N + 1] with
+// parts[s][t][i] = Σ_{c in slice s} fn[i, c] · X[t, c] and parts[s][t][N] = Σ_{c in slice s} X[t, c]².
+// Each thread keeps N + 1 partial sums.
 __global__ void __launch_bounds__(kMixThreads) hc_mix_kernel(const float* X, const float* fn, int64_t T, int64_t K, int N,
                                                              float* parts) {
-  __shared__ float red[kMixThreads / 32][kMixMaxRows];
+  __shared__ float red[kMixThreads / 32][kMixMaxRows + 1];
   const int64_t t = blockIdx.y, slice = (K + gridDim.x - 1) / gridDim.x;
   const int64_t c0 = blockIdx.x * slice, c1 = min(K, c0 + slice);
-  float acc[kMixMaxRows] = {};
+  float acc[kMixMaxRows + 1] = {};  // the mix rows, then Σ x² (hc_pre's RMS)
   for (int64_t c = c0 + threadIdx.x; c < c1; c += kMixThreads) {
     const float x = X[t * K + c];
 #pragma unroll
     for (int i = 0; i < kMixMaxRows; ++i)
       if (i < N) acc[i] = fmaf(fn[i * K + c], x, acc[i]);
+    acc[kMixMaxRows] += x * x;
   }
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
 #pragma unroll
-  for (int i = 0; i < kMixMaxRows; ++i) {
-    if (i >= N) break;
+  for (int i = 0; i <= kMixMaxRows; ++i) {
+    if (i >= N && i < kMixMaxRows) continue;
     const float v = dev::warp_sum(acc[i]);
     if (lane == 0) red[warp][i] = v;
   }
   __syncthreads();
-  if (threadIdx.x < N) {
+  if (threadIdx.x <= N) {
+    const int i = threadIdx.x < N ? threadIdx.x : kMixMaxRows;
     float v = 0.0f;
-    for (int w = 0; w < kMixThreads / 32; ++w) v += red[w][threadIdx.x];
-    parts[(blockIdx.x * T + t) * N + threadIdx.x] = v;
+    for (int w = 0; w < kMixThreads / 32; ++w) v += red[w][i];
+    parts[(blockIdx.x * T + t) * (N + 1) + threadIdx.x] = v;
   }
 }
 
@@ -170,9 +197,9 @@ void hc_pre_cuda(const float* X, const float* mix, int64_t T, int n, int64_t D, 
                  float eps, float hc_eps, int sinkhorn_iters, bool head, const float* norm, float* a, float* post,
                  float* comb, cudaStream_t s, int mix_parts) {
   DSV4_CHECK(n >= 1 && n * n <= 32 && n <= kMaxStreams, "hc_pre", "hc_mult ", n, " outside [1, 5]");
-  DSV4_CHECK(mix_parts >= 1, "hc_pre", "mix_parts ", mix_parts);
+  DSV4_CHECK(mix_parts >= 0, "hc_pre", "mix_parts ", mix_parts);
   if (T == 0) return;
-  const size_t smem = (D + static_cast<size_t>(mix_parts) * (head ? n : (2 + n) * n)) * sizeof(float);
+  const size_t smem = (D + static_cast<size_t>(std::max(mix_parts, 1)) * ((head ? n : (2 + n) * n) + 1)) * sizeof(float);
   if (smem > 48 * 1024)
     DSV4_CUDA_CHECK(cudaFuncSetAttribute(hc_pre_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
   const int threads = T < 128 ? 1024 : 256;  // few tokens: one block per token must stream alone

@@ -119,6 +119,46 @@ __global__ void moe_offsets_kernel(const int32_t* counts, int E, int tile_rows, 
   }
 }
 
+// Few assignments (n ≤ kOffsetThreads): counts, offsets, tiles, perm and inv in one block. The
+// rank of assignment a within its expert counts the earlier assignments of that expert (stable).
+__global__ void moe_group_small_kernel(const int32_t* experts, int n, int E, int tile_rows, int32_t* counts,
+                                       int32_t* offsets, int32_t* perm, int32_t* inv, int2* tiles, int32_t* ntiles) {
+  using Scan = cub::BlockScan<int, kOffsetThreads>;
+  __shared__ typename Scan::TempStorage tmp;
+  __shared__ int cnt[kOffsetThreads], off[kOffsetThreads];
+  __shared__ int ex[kOffsetThreads];
+  const int t = threadIdx.x;
+  cnt[t] = 0;
+  __syncthreads();
+  const int e_mine = t < n ? experts[t] : -1;
+  ex[t] = e_mine;
+  if (t < n) atomicAdd(&cnt[e_mine], 1);
+  __syncthreads();
+  const int c = t < E ? cnt[t] : 0;
+  const int nt = (c + tile_rows - 1) / tile_rows;
+  int o, tile0, total_rows, total_tiles;
+  Scan(tmp).ExclusiveSum(c, o, total_rows);
+  __syncthreads();
+  Scan(tmp).ExclusiveSum(nt, tile0, total_tiles);
+  off[t] = o;
+  if (t < E) {
+    counts[t] = c;
+    offsets[t] = o;
+    for (int i = 0; i < nt; ++i) tiles[tile0 + i] = make_int2(t, o + i * tile_rows);
+  }
+  if (t == 0) {
+    offsets[E] = total_rows;
+    *ntiles = total_tiles;
+  }
+  __syncthreads();
+  if (t < n) {
+    int rank = 0;
+    for (int a = 0; a < t; ++a) rank += ex[a] == e_mine;
+    perm[off[e_mine] + rank] = t;
+    inv[t] = off[e_mine] + rank;
+  }
+}
+
 constexpr int kScatterThreads = 256;
 
 // One block per expert: its assignments in order, by a block scan over all assignments.
@@ -193,9 +233,16 @@ void moe_group_cuda(const int32_t* experts, int64_t T, int k, int E, int32_t* co
                     int32_t* inv, int tile_rows, int2* tiles, int32_t* ntiles, cudaStream_t s) {
   const int64_t n = T * static_cast<int64_t>(k);
   if (n == 0) return;
+  DSV4_CHECK(E <= kOffsetThreads, "moe", E, " routed experts: at most ", kOffsetThreads, " supported");
+  if (n <= kOffsetThreads) {  // decode: one launch
+    moe_group_small_kernel<<<1, kOffsetThreads, 0, s>>>(experts, static_cast<int>(n), E, tile_rows, counts, offsets,
+                                                        perm, inv, tiles, ntiles);
+    DSV4_CUDA_LAUNCHED("moe_group_small_kernel");
+    return;
+  }
+  DSV4_CUDA_CHECK(cudaMemsetAsync(counts, 0, E * sizeof(int32_t), s));
   moe_count_kernel<<<grid_for(n, 256), 256, 0, s>>>(experts, n, counts);
   DSV4_CUDA_LAUNCHED("moe_count_kernel");
-  DSV4_CHECK(E <= kOffsetThreads, "moe", E, " routed experts: at most ", kOffsetThreads, " supported");
   moe_offsets_kernel<<<1, kOffsetThreads, 0, s>>>(counts, E, tile_rows, offsets, tiles, ntiles);
   DSV4_CUDA_LAUNCHED("moe_offsets_kernel");
   moe_scatter_kernel<<<E, kScatterThreads, 0, s>>>(experts, n, offsets, perm, inv);

@@ -198,6 +198,34 @@ std::vector<Check> op_rope(std::mt19937& rng) {
   return out;
 }
 
+// The fused rmsnorm + RoPE (+ FP8 simulation + bf16 RoPE dims) equals the separate kernels bit
+// for bit: the query form (several heads, no weight) and the window key form.
+std::vector<Check> op_rmsnorm_rope(std::mt19937& rng) {
+  const int rows = 5, R = 64;
+  const std::vector<float> freqs = ops::rope_frequencies(R, 160000.0f, {16.0f, 32.0f, 1.0f, 65536});
+  const std::vector<int32_t> pos = {0, 1, 4095, 65537, 1000000};
+  auto df = dev(freqs);
+  auto dp = dev(pos);
+  std::vector<Check> out;
+  for (int D : {512, 96})
+    for (bool key : {false, true}) {
+      const int heads = key ? 1 : 4, N = D - R;
+      std::vector<float> x = randn(rng, rows * heads * D, 3.0f), w = randn(rng, D);
+      auto dw = dev(w);
+      auto a = dev(x), b = dev(x);
+      const float* wp = key ? dw.get() : nullptr;
+      rmsnorm_cuda(a.get(), rows * heads, D, wp, kEps, a.get(), 0);
+      rope_cuda(a.get(), rows, heads, heads * D, D, N, R, df.get(), dp.get(), false, 0);
+      if (key) {
+        fp8_sim_cuda(a.get(), rows, N, D, 64, 0);
+        round_rope_bf16_cuda(a.get(), rows, D, R, 0);
+      }
+      rmsnorm_rope_cuda(b.get(), rows, heads, D, wp, kEps, R, df.get(), dp.get(), key ? 64 : 0, key, 0);
+      out.push_back(check(str(key ? "window key" : "query heads", " D=", D), host(b), host(a), 0));
+    }
+  return out;
+}
+
 std::vector<Check> op_quant(std::mt19937& rng) {
   std::vector<Check> out;
   {  // FP8 simulation: rows of very different magnitudes (subnormal codes, the 1e-4 floor, saturation)
@@ -283,7 +311,7 @@ std::vector<Check> op_mhc(std::mt19937& rng) {
   // The few-token mix product (decode): column-slice partials summed by hc_pre, for the sub-layer
   // mix (24 rows) and the head's (n rows), on the first kHcMixMaxTokens tokens.
   const int Tm = std::min(T, kHcMixMaxTokens), S = 16;
-  DeviceArray<float> parts(S * Tm * rows), da2(Tm * D), dpost2(Tm * n), dcomb2(Tm * n * n), dhy2(Tm * D);
+  DeviceArray<float> parts(S * Tm * (rows + 1)), da2(Tm * D), dpost2(Tm * n), dcomb2(Tm * n * n), dhy2(Tm * D);
   auto dfn = dev(fn), dhfn = dev(hfn);
   hc_mix_cuda(dX.get(), dfn.get(), Tm, nD, rows, parts.get(), S, 0);
   hc_pre_cuda(dX.get(), parts.get(), Tm, n, D, dbase.get(), dscale.get(), kEps, kEps, 20, false, dnorm.get(), da2.get(),
@@ -729,6 +757,49 @@ std::vector<Check> op_moe_experts(std::mt19937& rng) {
   return out;
 }
 
+// Grouping by expert, both launch paths (one block for few assignments, three kernels beyond),
+// against a stable sort on the host: offsets, perm, inv and the tile list, bit for bit.
+std::vector<Check> op_moe_group(std::mt19937& rng) {
+  std::vector<Check> out;
+  for (int T : {1, 7, 300, 700})
+    for (int tile_rows : {64, 1 << 30}) {
+      const int k = 6, E = 64, n = T * k;
+      std::vector<int32_t> experts(n);
+      for (int t = 0; t < T; ++t)
+        for (int i = 0; i < k; ++i) experts[t * k + i] = static_cast<int32_t>((t * 7 + i * 11 + rng() % 5) % E);
+      std::vector<int32_t> want_off(E + 1, 0), want_perm, want_inv(n);
+      for (int a = 0; a < n; ++a) ++want_off[experts[a] + 1];
+      for (int e = 0; e < E; ++e) want_off[e + 1] += want_off[e];
+      std::vector<int2> want_tiles;
+      for (int e = 0; e < E; ++e) {
+        for (int a = 0; a < n; ++a)
+          if (experts[a] == e) want_inv[a] = static_cast<int32_t>(want_perm.size()), want_perm.push_back(a);
+        for (int r = want_off[e]; r < want_off[e + 1]; r += tile_rows) want_tiles.push_back({e, r});
+      }
+      auto dex = dev(experts);
+      const int max_tiles = n / std::min(tile_rows, n) + E;
+      DeviceArray<int32_t> counts(std::vector<int32_t>(E, 5)), offsets(E + 1), perm(n), inv(n), ntiles(1);
+      DeviceArray<int2> tiles(max_tiles);
+      moe_group_cuda(dex.get(), T, k, E, counts.get(), offsets.get(), perm.get(), inv.get(), tile_rows, tiles.get(),
+                     ntiles.get(), 0);
+      std::vector<int32_t> nt = host(ntiles);
+      std::vector<int2> th = host(tiles);
+      std::vector<float> got, want;
+      auto put = [](std::vector<float>& v, const std::vector<int32_t>& x) { v.insert(v.end(), x.begin(), x.end()); };
+      put(got, host(offsets)), put(want, want_off);
+      put(got, host(perm)), put(want, want_perm);
+      put(got, host(inv)), put(want, want_inv);
+      got.push_back(static_cast<float>(nt[0])), want.push_back(static_cast<float>(want_tiles.size()));
+      for (size_t i = 0; i < want_tiles.size() && i < th.size(); ++i) {
+        got.push_back(static_cast<float>(th[i].x)), got.push_back(static_cast<float>(th[i].y));
+        want.push_back(static_cast<float>(want_tiles[i].x)), want.push_back(static_cast<float>(want_tiles[i].y));
+      }
+      out.push_back(check(str("T=", T, " k=", k, tile_rows < 1000 ? " tiles of 64" : " one tile per expert"), got, want,
+                          0));
+    }
+  return out;
+}
+
 std::vector<Check> op_gemm(std::mt19937& rng) {
   const int M = 37, N = 256, K = 1024;
   Blas blas;
@@ -859,10 +930,10 @@ std::vector<Check> op_gemv(std::mt19937& rng) {
 }
 
 const OpCase kCases[] = {
-    {"rmsnorm", op_rmsnorm},     {"rope", op_rope},           {"quant", op_quant},
+    {"rmsnorm", op_rmsnorm},     {"rope", op_rope},           {"rmsnorm_rope", op_rmsnorm_rope},           {"quant", op_quant},
     {"mhc", op_mhc},             {"compressor", op_compressor}, {"indexer", op_indexer},
     {"attention", op_attention}, {"moe_route", op_moe_route}, {"moe_experts", op_moe_experts},
-    {"gemm", op_gemm},           {"gemv", op_gemv},
+    {"gemm", op_gemm},           {"gemv", op_gemv},           {"moe_group", op_moe_group},
 };
 
 }  // namespace
