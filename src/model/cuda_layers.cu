@@ -32,6 +32,7 @@ void CudaModel::attention(const DBlock& blk, int table_row, const float* a_in, f
   const float* freqs = w_.freqs(m);
   const LayerCache* caches = b.d_caches + static_cast<int64_t>(table_row) * b.nseq;
   Act a = act("attn.a", a_in, rows, D);
+  if (prequantized_) adopt_quantized(a);
   mark("attn.qkv");
 
   // Every projection of the sub-layer input at once (one launch per weight form in decode):
@@ -133,6 +134,7 @@ void CudaModel::moe(const DMoe& w, const float* a_in, float* out) {
   const int E = c_.n_routed_experts, k = c_.num_experts_per_tok;
   const float limit = c_.swiglu_limit;
   Act a = act("moe.a", a_in, rows, D);
+  if (prequantized_) adopt_quantized(a);
   mark("moe.route+shared");
 
   float* logits = scratch_->get<float>("moe.logits", rows * E);
@@ -147,9 +149,15 @@ void CudaModel::moe(const DMoe& w, const float* a_in, float* out) {
 
   // Shared expert (weight 1) on every row.
   float* sh = scratch_->get<float>("moe.sh", rows * F);
-  swiglu_cuda(sg, su, rows, F, limit, nullptr, nullptr, sh, stream_);
-  float* ysh = scratch_->get<float>("moe.ysh", rows * D);
   Act sha = act("moe.sh", sh, rows, F);
+  if (a.q && w.sw2.kind == GemmKind::FP8Block && rows <= kGemvMaxRows && F % 128 == 0) {  // decode: one launch
+    swiglu_quant_cuda(sg, su, rows, F, limit, sh, scratch_->get<uint8_t>("moe.sh/fp8", rows * F),
+                      scratch_->get<float>("moe.sh/fp8s", rows * (F / 128)), stream_);
+    adopt_quantized(sha);
+  } else {
+    swiglu_cuda(sg, su, rows, F, limit, nullptr, nullptr, sh, stream_);
+  }
+  float* ysh = scratch_->get<float>("moe.ysh", rows * D);
   linear(w.sw2, sha, ysh);
 
   // Routed experts: the T·k assignments sorted by expert (stable), each expert's rows as one product.

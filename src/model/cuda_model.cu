@@ -468,6 +468,14 @@ void CudaModel::linear_f32(const float* x, int64_t M, int64_t K, const float* W,
   blas_->gemm(g, stream_);
 }
 
+// An activation whose FP8 rounding a previous kernel already wrote into x.name + "/fp8(s)"
+// (unpadded, for the few-row kernel).
+void CudaModel::adopt_quantized(Act& x) {
+  x.Mp = x.M;
+  x.q = scratch_->get<uint8_t>(x.name + "/fp8", x.M * x.K);
+  x.qs = scratch_->get<float>(x.name + "/fp8s", x.M * (x.K / 128));
+}
+
 // mix = fn · vec(X[t]) into scratch `name`: column-slice partials for few tokens (decode; no
 // GEMM launch for a 24-row product), one float32 GEMM otherwise. Returns hc_pre_cuda's mix_parts.
 int CudaModel::mix_product(const float* X, const DHc& hc, const char* name) {
@@ -489,24 +497,34 @@ void CudaModel::run_block(const DBlock& blk, int table_row, float*& X, std::vect
   const int64_t rows = batch_->rows, n = c_.hc_mult, D = c_.hidden_size;
   float* x0 = scratch_->get<float>("X0", rows * n * D);
   float* x1 = scratch_->get<float>("X1", rows * n * D);
-  auto sublayer = [&](const DHc& hc, const DeviceArray<float>& norm, auto&& body) {
+  auto sublayer = [&](const DHc& hc, const DeviceArray<float>& norm, const std::string& act_name, auto&& body) {
     mark("mhc");
     const int parts = mix_product(X, hc, "hc.mix");
     float* mix = scratch_->get<float>("hc.mix", std::max(parts, 1) * rows * (hc.rows + 1));
     float* a = scratch_->get<float>("hc.a", rows * D);
     float* post = scratch_->get<float>("hc.post", rows * n);
     float* comb = scratch_->get<float>("hc.comb", rows * n * n);
+    // Decode: hc_pre also rounds a for the sub-layer's FP8 projections (no separate quantize launch).
+    uint8_t* aq = nullptr;
+    float* aqs = nullptr;
+    if (prec_ == Precision::Fast && gemv_enabled_ && rows <= kGemvMaxRows && D % 128 == 0) {
+      aq = scratch_->get<uint8_t>(act_name + "/fp8", rows * D);
+      aqs = scratch_->get<float>(act_name + "/fp8s", rows * (D / 128));
+    }
     hc_pre_cuda(X, mix, rows, static_cast<int>(n), D, hc.base.get(), hc.scale.get(), c_.rms_norm_eps, c_.hc_eps,
-                c_.hc_sinkhorn_iters, false, norm.get(), a, post, comb, stream_, parts);
+                c_.hc_sinkhorn_iters, false, norm.get(), a, post, comb, stream_, parts, aq, aqs);
     float* o = scratch_->get<float>("hc.o", rows * D);
+    prequantized_ = aq != nullptr;
     body(a, o);
+    prequantized_ = false;
     mark("mhc");
     float* Xn = X == x0 ? x1 : x0;
     hc_post_cuda(X, o, post, comb, rows, static_cast<int>(n), D, Xn, stream_);
     X = Xn;
   };
-  sublayer(blk.hc_attn, blk.attn_norm, [&](const float* a, float* o) { attention(blk, table_row, a, o, topk_rows); });
-  sublayer(blk.hc_ffn, blk.ffn_norm, [&](const float* a, float* o) { moe(blk.moe, a, o); });
+  sublayer(blk.hc_attn, blk.attn_norm, "attn.a",
+           [&](const float* a, float* o) { attention(blk, table_row, a, o, topk_rows); });
+  sublayer(blk.hc_ffn, blk.ffn_norm, "moe.a", [&](const float* a, float* o) { moe(blk.moe, a, o); });
 }
 
 // logits [rows, V] = Head · RMSNorm_norm(HcHead(X)) into logits_.

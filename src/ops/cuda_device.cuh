@@ -131,6 +131,22 @@ __device__ __forceinline__ float e8m0_value(uint8_t b) {
   return b ? __uint_as_float(static_cast<uint32_t>(b) << 23) : 5.877471754111438e-39f;  // 2^(b − 127)
 }
 
+// One warp rounds one 1×128 block to e4m3 with a power-of-two scale (the FP8 GEMM input rule of
+// quantize_fp8_1x128_cuda): v holds this lane's 4 consecutive values, the codes go to q[4·lane ..]
+// of the block; returns the scale. Every kernel that quantizes uses this, so they agree bit for bit.
+__device__ __forceinline__ float quantize_e4m3_block128(const float4 v, uint8_t* q, int lane) {
+  float amax = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
+  amax = warp_max(amax);
+  const float s = ldexpf(1.0f, fp8_scale_exp(amax));
+  uchar4 c;
+  c.x = e4m3_code(round_e4m3(fminf(fmaxf(v.x / s, -448.0f), 448.0f)));
+  c.y = e4m3_code(round_e4m3(fminf(fmaxf(v.y / s, -448.0f), 448.0f)));
+  c.z = e4m3_code(round_e4m3(fminf(fmaxf(v.z / s, -448.0f), 448.0f)));
+  c.w = e4m3_code(round_e4m3(fminf(fmaxf(v.w / s, -448.0f), 448.0f)));
+  *reinterpret_cast<uchar4*>(q + lane * 4) = c;
+  return s;
+}
+
 // RoPE on one pair (re, im) with frequency f at position pos: θ = fp32(fp32(pos) · f).
 __device__ __forceinline__ void rope_pair(float& re, float& im, float f, int pos, bool inverse) {
   const float theta = __fmul_rn(static_cast<float>(pos), f);

@@ -132,7 +132,9 @@ void gemv_many_cuda(const GemvArgs* mats, int count, cudaStream_t s);
 // summed in order; 0: mix [T][rows] from a GEMM. hc_mult n ≤ 5 (comb is normalized by one warp).
 void hc_pre_cuda(const float* X, const float* mix, int64_t T, int n, int64_t D, const float* base, const float* scale,
                  float eps, float hc_eps, int sinkhorn_iters, bool head, const float* norm, float* a, float* post,
-                 float* comb, cudaStream_t s, int mix_parts = 0);
+                 float* comb, cudaStream_t s, int mix_parts = 0, uint8_t* q = nullptr, float* qs = nullptr);
+// (q, qs given, D % 128 == 0: a is also rounded for an FP8 GEMM as quantize_fp8_1x128_cuda does,
+// q [T, D], qs [D/128][T].)
 // The mix product for few tokens (decode) without a GEMM: parts [S][T][N + 1] over S column slices
 // of K = n·D: fn [N, K] · X[t], then Σ X[t]² (hc_pre's RMS), for hc_pre_cuda's mix_parts = S.
 // Fits T ≤ kHcMixMaxTokens, N ≤ 24.
@@ -214,6 +216,10 @@ void moe_gather_cuda(const float* x, int64_t D, const int32_t* perm, int64_t n, 
 // h [rows, F] = silu(min(g, λ)) ⊙ clamp(u, ±λ) (· weight[perm[r]] when given); λ = 0: no clamp.
 void swiglu_cuda(const float* g, const float* u, int64_t rows, int64_t F, float limit, const float* weight,
                  const int32_t* perm, float* h, cudaStream_t s);
+// swiglu_cuda without a weight, plus h rounded for an FP8 GEMM as quantize_fp8_1x128_cuda does
+// (q [rows, F], qs [F/128][rows]); F % 128 == 0.
+void swiglu_quant_cuda(const float* g, const float* u, int64_t rows, int64_t F, float limit, float* h, uint8_t* q,
+                       float* qs, cudaStream_t s);
 // Expert weights for the grouped GEMMs: per expert, rows × cols; packed FP4 (codes [E, rows, cols/2],
 // E8M0 scales [E, rows, cols/32]) or bf16 [E, rows, cols].
 struct ExpertMatrix {

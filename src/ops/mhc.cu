@@ -16,137 +16,155 @@ __device__ __forceinline__ float sigmoid(float v) { return 1.0f / (1.0f + expf(-
 
 static_assert(kMaxStreams * kMaxStreams <= 32, "comb fits one warp");
 
-// One block per token. Shared: y [D].
+// One block per token (at least two warps). Shared: y [D], then the mix partials.
+// Warp 0 computes pre and post, then normalizes comb (Sinkhorn, a chain of 2·iters dependent
+// steps) while the other warps mix the streams into y and normalize it: the two overlap.
 __global__ void hc_pre_kernel(const float* X, const float* mix, int parts, int64_t T, int n, int64_t D,
                               const float* base, const float* scale, float eps, float hc_eps, int iters, bool head,
-                              const float* norm, float* a, float* post, float* comb) {
+                              const float* norm, float* a, float* post, float* comb, uint8_t* q, float* qs) {
   extern __shared__ float y[];
   __shared__ float scratch[33];
   __shared__ float pre[kMaxStreams];
   __shared__ float mixs[(2 + kMaxStreams) * kMaxStreams];
   __shared__ float cs[32];
+  __shared__ float colsum[(2 + kMaxStreams) * kMaxStreams + 1];
   const int64_t t = blockIdx.x, nD = n * D;
   const float* x = X + t * nD;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
   // hc_mix's partials of this token (each slice's mix rows and its sum of squares), all at once
   // into shared memory (behind y [D]); or the GEMM's mix row (parts = 0).
   const int rows = head ? n : (2 + n) * n, width = parts > 0 ? rows + 1 : rows, np = parts > 0 ? parts : 1;
   float* mp = y + D;
   for (int i = threadIdx.x; i < np * width; i += blockDim.x) mp[i] = mix[((i / width) * T + t) * width + i % width];
-  // Few tokens (decode) leave one block per token alone on the GPU: 16-byte loads, many in flight.
   const bool vec = D % 4 == 0;
-  // Column sums of the partials, one warp per column (the mix rows, then Σ x²): lane-strided,
-  // then a warp sum, so no thread walks all the parts alone.
-  __shared__ float colsum[(2 + kMaxStreams) * kMaxStreams + 1];
-  __syncthreads();
-  {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
-    for (int c = warp; c < width; c += nwarps) {
-      float v = 0.0f;
-      for (int p = lane; p < np; p += 32) v += mp[p * width + c];
-      v = dev::warp_sum(v);
-      if (lane == 0) colsum[c] = v;
-    }
-  }
-  __syncthreads();
   float ss = 0.0f;
-  if (parts > 0) {
-    ss = colsum[rows];
-  } else if (vec) {
-    const float4* x4 = reinterpret_cast<const float4*>(x);
+  if (parts == 0) {
+    if (vec) {
+      const float4* x4 = reinterpret_cast<const float4*>(x);
 #pragma unroll 8
-    for (int64_t i = threadIdx.x; i < nD / 4; i += blockDim.x) {
-      const float4 v = x4[i];
-      ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+      for (int64_t i = threadIdx.x; i < nD / 4; i += blockDim.x) {
+        const float4 v = x4[i];
+        ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+      }
+    } else {
+      for (int64_t i = threadIdx.x; i < nD; i += blockDim.x) ss += x[i] * x[i];
     }
+    ss = dev::block_sum(ss, scratch);  // its barriers also publish mp
   } else {
-    for (int64_t i = threadIdx.x; i < nD; i += blockDim.x) ss += x[i] * x[i];
+    __syncthreads();
   }
-  if (parts == 0) ss = dev::block_sum(ss, scratch);
+  // Column sums of the partials, one warp per column (the mix rows, then Σ x²).
+  for (int c = warp; c < width; c += nwarps) {
+    float v = 0.0f;
+    for (int p = lane; p < np; p += 32) v += mp[p * width + c];
+    v = dev::warp_sum(v);
+    if (lane == 0) colsum[c] = v;
+  }
+  __syncthreads();
+  if (parts > 0) ss = colsum[rows];
   const float inv = 1.0f / sqrtf(ss / static_cast<float>(nD) + eps);
-
-  // The mix (summed over its column-slice partials in a fixed order), then pre, post and the
-  // Sinkhorn-normalized comb on warp 0: lane j·n + k holds comb[j][k]; row and column sums read
-  // the other lanes' values from shared memory in index order (as the CPU sums them).
-  if (threadIdx.x < 32) {
-    const int lane = threadIdx.x;
+  if (warp == 0) {
     for (int i = lane; i < rows; i += 32) mixs[i] = colsum[i];
     __syncwarp();
     if (lane < n) {
       pre[lane] = sigmoid(mixs[lane] * inv * scale[0] + base[lane]) + hc_eps;
       if (!head) post[t * n + lane] = 2.0f * sigmoid(mixs[n + lane] * inv * scale[1] + base[n + lane]);
     }
-    if (!head) {
-      const bool on = lane < n * n;
-      const int j = lane / n, k = lane % n;
-      float c = on ? mixs[2 * n + lane] * inv * scale[2] + base[2 * n + lane] : 0.0f;
-      // n a power of two: the n lanes of a row are neighbours and a column's lanes are n apart,
-      // so xor shuffles reduce them (pairwise order) without shared memory round trips.
-      const bool pow2 = (n & (n - 1)) == 0;
-      auto xor_sum = [&](float v, int first, int last) {
-        for (int o = first; o <= last; o <<= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-        return v;
-      };
-      auto row_sum = [&](float v) {
-        if (pow2) return n > 1 ? xor_sum(v, 1, n / 2) : v;
-        cs[lane] = v;
-        __syncwarp();
-        float sum = 0.0f;
-        if (on)
-          for (int i = 0; i < n; ++i) sum += cs[j * n + i];
-        __syncwarp();
-        return sum;
-      };
-      auto col_sum = [&](float v) {
-        if (pow2) return n > 1 ? xor_sum(v, n, n * n / 2) : v;
-        cs[lane] = v;
-        __syncwarp();
-        float sum = 0.0f;
-        if (on)
-          for (int i = 0; i < n; ++i) sum += cs[i * n + k];
-        __syncwarp();
-        return sum;
-      };
-      cs[lane] = c;
-      __syncwarp();
-      float mx = -INFINITY;
-      if (on)
-        for (int i = 0; i < n; ++i) mx = fmaxf(mx, cs[j * n + i]);
-      __syncwarp();
-      c = on ? expf(c - mx) : 0.0f;
-      c = c / row_sum(c) + hc_eps;
-      for (int it = 0; it < iters; ++it) {
-        if (it > 0) c = c / (row_sum(c) + hc_eps);
-        c = c / (col_sum(c) + hc_eps);
-      }
-      if (on) comb[t * n * n + lane] = c;
-    }
   }
   __syncthreads();
 
+  if (warp == 0) {
+    // comb: lane j·n + k holds comb[j][k]; row and column sums by xor shuffles when n is a power
+    // of two (a row's lanes are neighbours, a column's are n apart), else through shared memory
+    // in index order (as the CPU sums them).
+    if (head) return;
+    const bool on = lane < n * n, pow2 = (n & (n - 1)) == 0;
+    const int j = lane / n, k = lane % n;
+    float c = on ? mixs[2 * n + lane] * inv * scale[2] + base[2 * n + lane] : 0.0f;
+    auto xor_sum = [&](float v, int first, int last) {
+      for (int o = first; o <= last; o <<= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+      return v;
+    };
+    auto row_sum = [&](float v) {
+      if (pow2) return n > 1 ? xor_sum(v, 1, n / 2) : v;
+      cs[lane] = v;
+      __syncwarp();
+      float sum = 0.0f;
+      if (on)
+        for (int i = 0; i < n; ++i) sum += cs[j * n + i];
+      __syncwarp();
+      return sum;
+    };
+    auto col_sum = [&](float v) {
+      if (pow2) return n > 1 ? xor_sum(v, n, n * n / 2) : v;
+      cs[lane] = v;
+      __syncwarp();
+      float sum = 0.0f;
+      if (on)
+        for (int i = 0; i < n; ++i) sum += cs[i * n + k];
+      __syncwarp();
+      return sum;
+    };
+    cs[lane] = c;
+    __syncwarp();
+    float mx = -INFINITY;
+    if (on)
+      for (int i = 0; i < n; ++i) mx = fmaxf(mx, cs[j * n + i]);
+    __syncwarp();
+    c = on ? expf(c - mx) : 0.0f;
+    c = c / row_sum(c) + hc_eps;
+    for (int it = 0; it < iters; ++it) {
+      if (it > 0) c = c / (row_sum(c) + hc_eps);
+      c = c / (col_sum(c) + hc_eps);
+    }
+    if (on) comb[t * n * n + lane] = c;
+    return;
+  }
+
+  // Warps 1..: y = Σ_j pre_j X[j], its RMS over their own barrier (warp 0 is busy), a = norm ⊙ y / rms.
+  const int tid = threadIdx.x - 32, workers = blockDim.x - 32;
   float ys = 0.0f;
   if (vec) {
-#pragma unroll 4
-    for (int64_t d = threadIdx.x; d < D / 4; d += blockDim.x) {
+#pragma unroll 2
+    for (int64_t d = tid; d < D / 4; d += workers) {
       float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-      for (int j = 0; j < n; ++j) {
-        const float4 xj = reinterpret_cast<const float4*>(x + j * D)[d];
-        const float pj = pre[j];
+#pragma unroll
+      for (int jj = 0; jj < kMaxStreams; ++jj) {
+        if (jj >= n) break;
+        const float4 xj = reinterpret_cast<const float4*>(x + jj * D)[d];
+        const float pj = pre[jj];
         v.x += pj * xj.x, v.y += pj * xj.y, v.z += pj * xj.z, v.w += pj * xj.w;
       }
       reinterpret_cast<float4*>(y)[d] = v;
       ys += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
     }
   } else {
-    for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
+    for (int64_t d = tid; d < D; d += workers) {
       float v = 0.0f;
-      for (int j = 0; j < n; ++j) v += pre[j] * x[j * D + d];
+      for (int jj = 0; jj < n; ++jj) v += pre[jj] * x[jj * D + d];
       y[d] = v;
       ys += v * v;
     }
   }
-  ys = dev::block_sum(ys, scratch);
-  const float inv2 = 1.0f / sqrtf(ys / static_cast<float>(D) + eps);
-  for (int64_t d = threadIdx.x; d < D; d += blockDim.x) a[t * D + d] = norm[d] * (y[d] * inv2);
+  ys = dev::warp_sum(ys);
+  if (lane == 0) scratch[warp] = ys;
+  asm volatile("bar.sync 1, %0;" ::"r"(workers) : "memory");
+  float total = 0.0f;
+  for (int w = 1; w < nwarps; ++w) total += scratch[w];
+  const float inv2 = 1.0f / sqrtf(total / static_cast<float>(D) + eps);
+  if (q) {  // one worker warp per 128 outputs: a, then its FP8 rounding (quantize_fp8_1x128_cuda's rule)
+    for (int64_t b = warp - 1; b < D / 128; b += nwarps - 1) {
+      const int64_t d = b * 128 + lane * 4;
+      const float4 yv = *reinterpret_cast<const float4*>(y + d), nv = *reinterpret_cast<const float4*>(norm + d);
+      const float4 v = make_float4(nv.x * (yv.x * inv2), nv.y * (yv.y * inv2), nv.z * (yv.z * inv2), nv.w * (yv.w * inv2));
+      *reinterpret_cast<float4*>(a + t * D + d) = v;
+      const float sc = dev::quantize_e4m3_block128(v, q + t * D + b * 128, lane);
+      if (lane == 0) qs[b * T + t] = sc;
+    }
+    return;
+  }
+#pragma unroll 4
+  for (int64_t d = tid; d < D; d += workers) a[t * D + d] = norm[d] * (y[d] * inv2);
 }
 
 // Column slice `blockIdx.x` of the mix product for token blockIdx.y: parts [S][T][N + 1] with
@@ -195,16 +213,17 @@ __global__ void hc_post_kernel(const float* X, const float* o, const float* post
 
 void hc_pre_cuda(const float* X, const float* mix, int64_t T, int n, int64_t D, const float* base, const float* scale,
                  float eps, float hc_eps, int sinkhorn_iters, bool head, const float* norm, float* a, float* post,
-                 float* comb, cudaStream_t s, int mix_parts) {
+                 float* comb, cudaStream_t s, int mix_parts, uint8_t* q, float* qs) {
+  DSV4_CHECK(!q || (qs && D % 128 == 0), "hc_pre", "FP8 output needs scales and D % 128 == 0 (D = ", D, ")");
   DSV4_CHECK(n >= 1 && n * n <= 32 && n <= kMaxStreams, "hc_pre", "hc_mult ", n, " outside [1, 5]");
   DSV4_CHECK(mix_parts >= 0, "hc_pre", "mix_parts ", mix_parts);
   if (T == 0) return;
   const size_t smem = (D + static_cast<size_t>(std::max(mix_parts, 1)) * ((head ? n : (2 + n) * n) + 1)) * sizeof(float);
   if (smem > 48 * 1024)
     DSV4_CUDA_CHECK(cudaFuncSetAttribute(hc_pre_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-  const int threads = T < 128 ? 1024 : 256;  // few tokens: one block per token must stream alone
+  const int threads = T < 128 ? 1024 : 256;  // few tokens: one block per token must stream alone (≥ 2 warps)
   hc_pre_kernel<<<static_cast<unsigned>(T), threads, smem, s>>>(X, mix, mix_parts, T, n, D, base, scale, eps, hc_eps,
-                                                            sinkhorn_iters, head, norm, a, post, comb);
+                                                            sinkhorn_iters, head, norm, a, post, comb, q, qs);
   DSV4_CUDA_LAUNCHED("hc_pre_kernel");
 }
 

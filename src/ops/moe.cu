@@ -206,6 +206,29 @@ __global__ void swiglu_kernel(const float* g, const float* u, int64_t rows, int6
   h[i] = v;
 }
 
+// swiglu_kernel's values (no weight) and their FP8 1×128 rounding for the next GEMM: one warp
+// per (row, block of 128).
+__global__ void swiglu_quant_kernel(const float* g, const float* u, int64_t rows, int64_t F, float limit, float* h,
+                                    uint8_t* q, float* qs) {
+  const int64_t w = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32;
+  const int lane = threadIdx.x & 31;
+  const int64_t nb = F / 128;
+  if (w >= rows * nb) return;
+  const int64_t r = w / nb, b = w % nb, i0 = r * F + b * 128 + lane * 4;
+  const float4 g4 = *reinterpret_cast<const float4*>(g + i0), u4 = *reinterpret_cast<const float4*>(u + i0);
+  auto one = [&](float gi, float ui) {
+    if (limit > 0.0f) {
+      ui = fminf(fmaxf(ui, -limit), limit);
+      gi = fminf(gi, limit);
+    }
+    return gi / (1.0f + expf(-gi)) * ui;
+  };
+  const float4 v = make_float4(one(g4.x, u4.x), one(g4.y, u4.y), one(g4.z, u4.z), one(g4.w, u4.w));
+  *reinterpret_cast<float4*>(h + i0) = v;
+  const float s = dev::quantize_e4m3_block128(v, q + r * F + b * 128, lane);
+  if (lane == 0) qs[b * rows + r] = s;
+}
+
 __global__ void moe_combine_kernel(const float* ys, const int32_t* inv, const float* shared, int64_t T, int k, int64_t D,
                                    float* out) {
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
@@ -261,6 +284,14 @@ void swiglu_cuda(const float* g, const float* u, int64_t rows, int64_t F, float 
   if (rows * F == 0) return;
   swiglu_kernel<<<grid_for(rows * F, 256), 256, 0, s>>>(g, u, rows, F, limit, weight, perm, h);
   DSV4_CUDA_LAUNCHED("swiglu_kernel");
+}
+
+void swiglu_quant_cuda(const float* g, const float* u, int64_t rows, int64_t F, float limit, float* h, uint8_t* q,
+                       float* qs, cudaStream_t s) {
+  DSV4_CHECK(F % 128 == 0, "swiglu_quant", "F = ", F, " is not a multiple of 128");
+  if (rows * F == 0) return;
+  swiglu_quant_kernel<<<grid_for(rows * (F / 128) * 32, 256), 256, 0, s>>>(g, u, rows, F, limit, h, q, qs);
+  DSV4_CUDA_LAUNCHED("swiglu_quant_kernel");
 }
 
 void moe_combine_cuda(const float* ys, const int32_t* inv, const float* shared, int64_t T, int k, int64_t D, float* out,

@@ -72,16 +72,7 @@ __global__ void quantize_fp8_kernel(const float* x, int64_t M, int64_t K, uint8_
   if (w >= M * kb) return;
   const int64_t r = w / kb, b = w % kb;
   const float4 v = *reinterpret_cast<const float4*>(x + r * K + b * 128 + lane * 4);
-  float amax = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
-  amax = dev::warp_max(amax);
-  const int e = dev::fp8_scale_exp(amax);
-  const float s = ldexpf(1.0f, e);
-  uchar4 c;
-  c.x = dev::e4m3_code(dev::round_e4m3(fminf(fmaxf(v.x / s, -448.0f), 448.0f)));
-  c.y = dev::e4m3_code(dev::round_e4m3(fminf(fmaxf(v.y / s, -448.0f), 448.0f)));
-  c.z = dev::e4m3_code(dev::round_e4m3(fminf(fmaxf(v.z / s, -448.0f), 448.0f)));
-  c.w = dev::e4m3_code(dev::round_e4m3(fminf(fmaxf(v.w / s, -448.0f), 448.0f)));
-  *reinterpret_cast<uchar4*>(q + r * K + b * 128 + lane * 4) = c;
+  const float s = dev::quantize_e4m3_block128(v, q + r * K + b * 128, lane);
   if (lane == 0) scale[b * lds + r] = s;
 }
 

@@ -323,6 +323,19 @@ std::vector<Check> op_mhc(std::mt19937& rng) {
   hc_pre_cuda(dX.get(), parts.get(), Tm, n, D, dhbase.get(), dhscale.get(), kEps, kEps, 20, true, dnorm.get(),
               dhy2.get(), nullptr, nullptr, 0, S);
   out.push_back(check("hc_mix + hc_head", host(dhy2), first(hy, Tm * D), f32_rule(nD)));
+  // With the FP8 rounding of a fused in: the same a, and the codes and scales of quantize_fp8 on it.
+  DeviceArray<uint8_t> q1(Tm * D), q2(Tm * D);
+  DeviceArray<float> s1(Tm * D / 128), s2(Tm * D / 128), da3(Tm * D);
+  hc_mix_cuda(dX.get(), dfn.get(), Tm, nD, rows, parts.get(), S, 0);
+  hc_pre_cuda(dX.get(), parts.get(), Tm, n, D, dbase.get(), dscale.get(), kEps, kEps, 20, false, dnorm.get(), da2.get(),
+              dpost2.get(), dcomb2.get(), 0, S);
+  hc_pre_cuda(dX.get(), parts.get(), Tm, n, D, dbase.get(), dscale.get(), kEps, kEps, 20, false, dnorm.get(), da3.get(),
+              dpost2.get(), dcomb2.get(), 0, S, q1.get(), s1.get());
+  quantize_fp8_1x128_cuda(da3.get(), Tm, D, q2.get(), s2.get(), Tm, 0);
+  auto as_float = [](const std::vector<uint8_t>& v) { return std::vector<float>(v.begin(), v.end()); };
+  out.push_back(check("hc_pre + fp8 a", host(da3), host(da2), 0));
+  out.push_back(check("hc_pre + fp8 codes", as_float(host(q1)), as_float(host(q2)), 0));
+  out.push_back(check("hc_pre + fp8 scales", host(s1), host(s2), 0));
   return out;
 }
 
@@ -757,6 +770,21 @@ std::vector<Check> op_moe_experts(std::mt19937& rng) {
   return out;
 }
 
+// swiglu + FP8 rounding in one launch equals swiglu_cuda then quantize_fp8_1x128_cuda, bit for bit.
+std::vector<Check> op_swiglu_quant(std::mt19937& rng) {
+  const int rows = 3, F = 384;
+  std::vector<float> g = randn(rng, rows * F, 4.0f), u = randn(rng, rows * F, 4.0f);
+  auto dg = dev(g), du = dev(u);
+  DeviceArray<float> h1(rows * F), h2(rows * F), s1(rows * F / 128), s2(rows * F / 128);
+  DeviceArray<uint8_t> q1(rows * F), q2(rows * F);
+  swiglu_quant_cuda(dg.get(), du.get(), rows, F, 10.0f, h1.get(), q1.get(), s1.get(), 0);
+  swiglu_cuda(dg.get(), du.get(), rows, F, 10.0f, nullptr, nullptr, h2.get(), 0);
+  quantize_fp8_1x128_cuda(h2.get(), rows, F, q2.get(), s2.get(), rows, 0);
+  auto as_float = [](const std::vector<uint8_t>& v) { return std::vector<float>(v.begin(), v.end()); };
+  return {check("h", host(h1), host(h2), 0), check("codes", as_float(host(q1)), as_float(host(q2)), 0),
+          check("scales", host(s1), host(s2), 0)};
+}
+
 // Grouping by expert, both launch paths (one block for few assignments, three kernels beyond),
 // against a stable sort on the host: offsets, perm, inv and the tile list, bit for bit.
 std::vector<Check> op_moe_group(std::mt19937& rng) {
@@ -933,7 +961,7 @@ const OpCase kCases[] = {
     {"rmsnorm", op_rmsnorm},     {"rope", op_rope},           {"rmsnorm_rope", op_rmsnorm_rope},           {"quant", op_quant},
     {"mhc", op_mhc},             {"compressor", op_compressor}, {"indexer", op_indexer},
     {"attention", op_attention}, {"moe_route", op_moe_route}, {"moe_experts", op_moe_experts},
-    {"gemm", op_gemm},           {"gemv", op_gemv},           {"moe_group", op_moe_group},
+    {"gemm", op_gemm},           {"gemv", op_gemv},           {"moe_group", op_moe_group}, {"swiglu_quant", op_swiglu_quant},
 };
 
 }  // namespace
