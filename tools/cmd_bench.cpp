@@ -1,4 +1,4 @@
-// dsv4 bench [--layers L] [--experts E] [--batches 1,8,64] [--contexts 4096,65536] [--prefill N]
+// dsv4 bench [--layers L] [--experts E] [--batches 1,8,64] [--contexts 4096,65536] [--prefill N] [--chunk C]
 // [--steps S] [--json FILE]: the CUDA forward on a synthetic V4-Flash-shaped model.
 #include <CLI/CLI.hpp>
 
@@ -16,6 +16,8 @@ int run(int argc, char** argv) {
   app.add_option("--batches", o.batches, "decode batch sizes")->delimiter(',');
   app.add_option("--contexts", o.contexts, "decode context lengths")->delimiter(',');
   app.add_option("--prefill", o.prefill_tokens, "prefill length")->capture_default_str();
+  app.add_option("--chunk", o.prefill_chunk, "prefill chunk length (0: the whole prefill in one forward)")
+      ->capture_default_str();
   app.add_option("--steps", o.decode_steps, "timed decode steps per point")->capture_default_str();
   app.add_option("--json", o.json, "write the numbers to this JSON file");
   app.add_flag("--no-prefill", no_prefill, "skip the prefill benchmark");

@@ -18,6 +18,7 @@ struct BenchOptions {
   std::vector<int> batches = {1, 8, 64};
   std::vector<int64_t> contexts = {4096, 65536, 1048576};
   int64_t prefill_tokens = 8192;
+  int64_t prefill_chunk = 8192;  // prefill in chunks of this many tokens (0: one forward)
   int decode_steps = 8;
   bool prefill = true, decode = true;
   std::string json;  // where to write the numbers as JSON ("" = nowhere)
