@@ -517,10 +517,12 @@ void topk_cuda(const float* score, int64_t ld, int64_t rows, const int32_t* pos,
   const int64_t slice = ((ld + cluster - 1) / cluster + 31) / 32 * 32;
   const int cached = static_cast<int>(std::min<int64_t>(slice, C::kMaxCachedKeys));
   const int smem = cached * static_cast<int>(sizeof(uint32_t));
+  // Opt in once to the largest slice: the kernel's static shared memory comes on top of the
+  // dynamic part, so a dynamic size just under 48 KiB already needs it.
   static int raised = 0;
-  if (smem > 48 * 1024 && smem > raised) {
-    DSV4_CUDA_CHECK(cudaFuncSetAttribute(topk_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-    raised = smem;
+  if (!raised) {
+    raised = C::kMaxCachedKeys * static_cast<int>(sizeof(uint32_t));
+    DSV4_CUDA_CHECK(cudaFuncSetAttribute(topk_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, raised));
   }
   cudaLaunchAttribute attr{};
   attr.id = cudaLaunchAttributeClusterDimension;
@@ -534,7 +536,9 @@ void topk_cuda(const float* score, int64_t ld, int64_t rows, const int32_t* pos,
   cfg.stream = s;
   cfg.attrs = &attr;
   cfg.numAttrs = 1;
-  DSV4_CUDA_CHECK(cudaLaunchKernelEx(&cfg, topk_kernel, score, ld, pos, ratio, K, idx, cached));
+  const cudaError_t e = cudaLaunchKernelEx(&cfg, topk_kernel, score, ld, pos, ratio, K, idx, cached);
+  DSV4_CHECK(e == cudaSuccess, "topk", "launch of ", rows, " rows × ", cluster, " blocks (ld ", ld, ", ", smem,
+             " B shared, raised ", raised, ") failed: ", cudaGetErrorString(e));
   DSV4_CUDA_LAUNCHED("topk_kernel");
 }
 
