@@ -109,7 +109,14 @@ int run(int argc, char** argv) {
   app.add_option("--max-tokens", opt.max_tokens, "tokens to generate at most (per turn)")->capture_default_str();
   app.add_option("--stop", opt.stop, "stop at this text (repeatable); it is not printed");
   app.add_option("--ctx", opt.ctx, "allowed context in tokens (default: the model's max_position_embeddings)");
+  std::string device = "cpu", precision = "f32";
+  app.add_option("--device", device, "cpu (the float32 oracle) or cuda")->capture_default_str();
+  app.add_option("--precision", precision, "f32 (the spec's float32) or fast (bf16/FP8/FP4, compact caches; cuda only)")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  opt.device = dsv4::parse_device(device);
+  opt.precision = dsv4::parse_precision(precision);
+  opt.checkpoint_dir = model_dir;
 
   if (interactive && (!prompt_text.empty() || !prompt_file.empty()))
     throw dsv4::Error("generate", "--interactive reads its turns from stdin: leave out -p and -f");

@@ -92,10 +92,26 @@ Generator::Generator(const Model& model, const Tokenizer& tokenizer, GenerateOpt
   // have no text: sampling one would end in a decode error.
   for (int32_t id = 0; id < c.vocab_size; ++id)
     if (id >= tokenizer.vocab_size() || !tokenizer.id_to_token(id)) no_token_.push_back(id);
+  if (options_.device != Device::Cpu || options_.precision != Precision::F32) {
+    backend_ = make_backend(options_.device, model, options_.precision, options_.checkpoint_dir);
+    seq_ = backend_->new_sequence(ctx_);
+  }
 }
 
+Generator::~Generator() {
+  if (backend_ && seq_ >= 0) backend_->free_sequence(seq_);
+}
+
+std::string Generator::describe() const { return backend_ ? backend_->describe() : std::string("cpu f32"); }
+
 void Generator::reset() {
-  state_ = model_.new_state();
+  if (backend_) {
+    backend_->free_sequence(seq_);
+    seq_ = -1;
+    seq_ = backend_->new_sequence(ctx_);
+  } else {
+    state_ = model_.new_state();
+  }
   consumed_.clear();
 }
 
@@ -105,8 +121,9 @@ std::vector<float> Generator::feed(std::span<const int32_t> ids) {
   std::vector<float> last;
   for (size_t i = 0; i < ids.size(); i += chunk) {
     const size_t n = std::min(chunk, ids.size() - i);
-    Chunk ch{&state_, std::vector<int64_t>(ids.begin() + i, ids.begin() + i + n)};
-    ForwardOut out = model_.forward({ch});
+    std::vector<int64_t> part(ids.begin() + i, ids.begin() + i + n);
+    ForwardOut out = backend_ ? backend_->forward({SeqChunk{seq_, std::move(part)}})
+                              : model_.forward({Chunk{&state_, std::move(part)}});
     last.assign(out.logits.ptr() + (n - 1) * V, out.logits.ptr() + n * V);
     consumed_.insert(consumed_.end(), ids.begin() + i, ids.begin() + i + n);
   }

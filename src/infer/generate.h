@@ -20,6 +20,7 @@
 
 #include "infer/sampling.h"
 #include "io/tokenizer.h"
+#include "model/backend.h"
 #include "model/model.h"
 
 namespace dsv4 {
@@ -30,6 +31,11 @@ struct GenerateOptions {
   std::vector<std::string> stop;   // stop strings (non-empty)
   int64_t ctx = 0;                 // the allowed context in tokens; 0: max_position_embeddings
   int64_t prefill_chunk = 256;     // prompt tokens per forward call (bounds the logits' memory)
+  // Where the forward runs: the CPU (the float32 oracle) or a CUDA backend (f32 or fast; fast
+  // reads the stored FP8/FP4 weights of checkpoint_dir when given).
+  Device device = Device::Cpu;
+  Precision precision = Precision::F32;
+  std::string checkpoint_dir;
 };
 
 enum class StopReason { Eos, StopString, MaxTokens, ContextFull };
@@ -55,6 +61,11 @@ class Generator {
   // never sampled. Options are validated here (an Error names the bad one). The model and
   // the tokenizer are borrowed: they must outlive the generator.
   Generator(const Model& model, const Tokenizer& tokenizer, GenerateOptions options);
+  ~Generator();
+  Generator(const Generator&) = delete;
+  Generator& operator=(const Generator&) = delete;
+  // The backend in use, e.g. "cpu f32" or the CUDA backend's description.
+  std::string describe() const;
 
   // A prompt that leaves no room to generate in the allowed context is an Error that gives
   // both numbers. On any error the sequence is reset (the next call prefills from scratch).
@@ -72,6 +83,8 @@ class Generator {
   std::vector<float> feed(std::span<const int32_t> ids);
 
   const Model& model_;
+  std::unique_ptr<Backend> backend_;  // null: the CPU model and state_ directly
+  int seq_ = -1;                      // the backend's sequence
   const Tokenizer& tokenizer_;
   GenerateOptions options_;
   int64_t ctx_;

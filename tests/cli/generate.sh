@@ -21,6 +21,21 @@ for f in config.json model.safetensors tokenizer.json tokenizer_config.json gene
 done
 grep -q '"eos_token_id": 1' "$model/generation_config.json" || fail "generation_config.json lacks eos_token_id"
 
+# The device flags: the fast precision needs cuda; cuda without a GPU (or without a CUDA build)
+# fails with a message, not a crash.
+if "$cli" generate -m "$model" -p "Hi" --max-tokens 2 --precision fast > /dev/null 2> "$scratch/dev.err"; then
+  fail "--precision fast on the cpu was accepted"
+fi
+grep -q "needs --device cuda" "$scratch/dev.err" || fail "--precision fast on the cpu: no clear message: $(cat "$scratch/dev.err")"
+if ! nvidia-smi > /dev/null 2>&1; then
+  set +e
+  "$cli" generate -m "$model" -p "Hi" --max-tokens 2 --device cuda > /dev/null 2> "$scratch/dev2.err"
+  rc=$?
+  set -e
+  [ "$rc" = 1 ] || fail "--device cuda without a GPU: exit $rc, expected 1: $(cat "$scratch/dev2.err")"
+  grep -qi "cuda" "$scratch/dev2.err" || fail "--device cuda without a GPU: no message"
+fi
+
 # -p, with a summary on stderr; the same seed gives the same bytes, greedy too.
 "$cli" generate -m "$model" -p "Hello" --max-tokens 12 --seed 7 > "$scratch/a.txt" 2> "$scratch/a.err"
 "$cli" generate -m "$model" -p "Hello" --max-tokens 12 --seed 7 > "$scratch/b.txt" 2> /dev/null
