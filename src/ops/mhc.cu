@@ -1,5 +1,6 @@
 // CUDA mHC (contracts in mhc.h / cuda_ops.h): float32 throughout, as the spec requires.
-// The mix product fn · x runs as a float32 GEMM before hc_pre_cuda.
+// The mix product fn · x comes from a float32 GEMM (many tokens) or from hc_mix_kernel's
+// column-slice partials (few tokens: decode); hc_pre_kernel then does the rest per token.
 #include <algorithm>
 
 #include "cuda/check.h"
