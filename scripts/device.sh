@@ -5,7 +5,8 @@
 #     scripts/pack_deps.sh) into /tmp/deps, since the device image lacks the -dev packages;
 # (b) configures and builds for sm_90a (CMake + Ninja) in build-dev;
 # (c) test: the GPU tests (ctest -L gpu), parity of both fixtures on the GPU (f32 and fast);
-#     bench: dsv4 bench and the PyTorch twin (bench/torch_twin.py) on the same machine;
+#     bench: dsv4 bench and the PyTorch twin (bench/torch_twin.py) on the same machine
+#     (SKIP_TWIN=1 leaves the twin out; extra arguments go to dsv4 bench);
 # (d) prints a short table last. Logs go to $OUT (the tool brings them back).
 set -uo pipefail
 MODE=${1:-all}
