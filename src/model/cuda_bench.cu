@@ -36,19 +36,27 @@ struct Timer {
   }
 };
 
-// Bytes read + written per second by cudaMemcpy of 2 GiB, best of 5 after a warm-up.
+// The best of 5 timings of `launch` (milliseconds) after one warm-up.
+template <typename F>
+double best_of_5_ms(cudaStream_t s, F&& launch) {
+  double best = 1e30;
+  for (int i = 0; i < 6; ++i) {
+    Timer t(s);
+    launch();
+    const double ms = t.ms();
+    if (i > 0) best = std::min(best, ms);
+  }
+  return best;
+}
+
+// Bytes read + written per second by cudaMemcpy of 2 GiB.
 double copy_bandwidth(cudaStream_t s) {
   const size_t n = size_t(2) << 30;
   DeviceArray<char> a(n), b(n);
   DSV4_CUDA_CHECK(cudaMemsetAsync(a.get(), 1, n, s));
-  double best = 1e30;
-  for (int i = 0; i < 6; ++i) {
-    Timer t(s);
-    DSV4_CUDA_CHECK(cudaMemcpyAsync(b.get(), a.get(), n, cudaMemcpyDeviceToDevice, s));
-    const double ms = t.ms();
-    if (i > 0) best = std::min(best, ms);
-  }
-  return 2.0 * n / (best * 1e-3);
+  const double ms = best_of_5_ms(
+      s, [&] { DSV4_CUDA_CHECK(cudaMemcpyAsync(b.get(), a.get(), n, cudaMemcpyDeviceToDevice, s)); });
+  return 2.0 * n / (ms * 1e-3);
 }
 
 // Reads every 16-byte word of p once (the sum keeps the loads alive).
@@ -62,8 +70,8 @@ __global__ void read_kernel(const uint4* p, size_t n, unsigned* sink) {
   if (acc == 0x9e3779b9u) *sink = acc;  // practically never: no store traffic
 }
 
-// Bytes read per second by a streaming kernel over 2 GiB, best of 5 after a warm-up: the
-// roofline of a decode step, which reads weights and caches and writes almost nothing.
+// Bytes read per second by a streaming kernel over 2 GiB: the roofline of a decode step,
+// which reads weights and caches and writes almost nothing.
 double read_bandwidth(cudaStream_t s) {
   const size_t n = size_t(2) << 30;
   DeviceArray<char> a(n);
@@ -71,14 +79,9 @@ double read_bandwidth(cudaStream_t s) {
   DSV4_CUDA_CHECK(cudaMemsetAsync(a.get(), 1, n, s));
   int sms = 0;
   DSV4_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
-  double best = 1e30;
-  for (int i = 0; i < 6; ++i) {
-    Timer t(s);
-    read_kernel<<<sms * 8, 512, 0, s>>>(reinterpret_cast<const uint4*>(a.get()), n / 16, sink.get());
-    const double ms = t.ms();
-    if (i > 0) best = std::min(best, ms);
-  }
-  return n / (best * 1e-3);
+  const double ms = best_of_5_ms(
+      s, [&] { read_kernel<<<sms * 8, 512, 0, s>>>(reinterpret_cast<const uint4*>(a.get()), n / 16, sink.get()); });
+  return n / (ms * 1e-3);
 }
 
 // bf16 × bf16 -> f32 GEMM, M = N = K = 8192, random data; median of 10 after 3 warm-ups.

@@ -151,9 +151,8 @@ void CudaModel::moe(const DMoe& w, const float* a_in, float* out) {
   float* sh = scratch_->get<float>("moe.sh", rows * F);
   Act sha = act("moe.sh", sh, rows, F);
   if (gemv_enabled_ && w.sw2.kind == GemmKind::FP8Block && rows <= kGemvMaxRows && F % 128 == 0) {  // decode: one launch
-    swiglu_quant_cuda(sg, su, rows, F, limit, sh, scratch_->get<uint8_t>("moe.sh/fp8", rows * F),
-                      scratch_->get<float>("moe.sh/fp8s", rows * (F / 128)), stream_);
     adopt_quantized(sha);
+    swiglu_quant_cuda(sg, su, rows, F, limit, sh, sha.q, sha.qs, stream_);
   } else {
     swiglu_cuda(sg, su, rows, F, limit, nullptr, nullptr, sh, stream_);
   }

@@ -279,9 +279,7 @@ bool CudaModel::gemv_args(const DTensor& W, int64_t w_row0, int64_t nrows, Act& 
   switch (kind) {
     case GemvWeights::FP8Block:
       if (!x.q) {  // unpadded: the few-row kernel reads M rows
-        x.Mp = x.M;
-        x.q = scratch_->get<uint8_t>(x.name + "/fp8", x.Mp * x.K);
-        x.qs = scratch_->get<float>(x.name + "/fp8s", x.Mp * (x.K / 128));
+        fp8_buffers(x, x.M);
         quantize_fp8_1x128_cuda(x.f32, x.M, x.K, x.q, x.qs, x.Mp, stream_);
       }
       g.w_fp8 = W.fp8.get() + w_row0 * W.cols;
@@ -383,9 +381,7 @@ void CudaModel::gemm(const DTensor& W, int64_t w_row0, int64_t nrows, Act& x, in
     case GemmKind::FP8Block: {
       const int64_t align = blas_->fp8_row_align();
       if (!x.q || x.Mp % align != 0) {  // none yet, or the few-row kernel's unpadded form
-        x.Mp = (x.M + align - 1) / align * align;
-        x.q = scratch_->get<uint8_t>(x.name + "/fp8", x.Mp * x.K);
-        x.qs = scratch_->get<float>(x.name + "/fp8s", x.Mp * (x.K / 128));
+        fp8_buffers(x, (x.M + align - 1) / align * align);
         if (x.Mp > x.M) {  // padding rows: zero codes, zero scales
           DSV4_CUDA_CHECK(cudaMemsetAsync(x.q + x.M * x.K, 0, (x.Mp - x.M) * x.K, stream_));
           DSV4_CUDA_CHECK(cudaMemsetAsync(x.qs, 0, x.Mp * (x.K / 128) * sizeof(float), stream_));
@@ -468,12 +464,12 @@ void CudaModel::linear_f32(const float* x, int64_t M, int64_t K, const float* W,
   blas_->gemm(g, stream_);
 }
 
-// An activation whose FP8 rounding a previous kernel already wrote into x.name + "/fp8(s)"
-// (unpadded, for the few-row kernel).
-void CudaModel::adopt_quantized(Act& x) {
-  x.Mp = x.M;
-  x.q = scratch_->get<uint8_t>(x.name + "/fp8", x.M * x.K);
-  x.qs = scratch_->get<float>(x.name + "/fp8s", x.M * (x.K / 128));
+// x's FP8 form lives in the scratch buffers x.name + "/fp8" (codes [Mp, K]) and "/fp8s"
+// (scales [K/128][Mp]); Mp = M for the few-row kernel, M padded for cuBLASLt.
+void CudaModel::fp8_buffers(Act& x, int64_t Mp) {
+  x.Mp = Mp;
+  x.q = scratch_->get<uint8_t>(x.name + "/fp8", Mp * x.K);
+  x.qs = scratch_->get<float>(x.name + "/fp8s", Mp * (x.K / 128));
 }
 
 // mix = fn · vec(X[t]) into scratch `name`: column-slice partials for few tokens (decode; no
@@ -505,16 +501,13 @@ void CudaModel::run_block(const DBlock& blk, int table_row, float*& X, std::vect
     float* post = scratch_->get<float>("hc.post", rows * n);
     float* comb = scratch_->get<float>("hc.comb", rows * n * n);
     // Decode: hc_pre also rounds a for the sub-layer's FP8 projections (no separate quantize launch).
-    uint8_t* aq = nullptr;
-    float* aqs = nullptr;
-    if (prec_ == Precision::Fast && gemv_enabled_ && rows <= kGemvMaxRows && D % 128 == 0) {
-      aq = scratch_->get<uint8_t>(act_name + "/fp8", rows * D);
-      aqs = scratch_->get<float>(act_name + "/fp8s", rows * (D / 128));
-    }
+    // The sub-layer's Act of the same name adopts these buffers (adopt_quantized).
+    Act aa = act(act_name, a, rows, D);
+    prequantized_ = prec_ == Precision::Fast && gemv_enabled_ && rows <= kGemvMaxRows && D % 128 == 0;
+    if (prequantized_) adopt_quantized(aa);
     hc_pre_cuda(X, mix, rows, static_cast<int>(n), D, hc.base.get(), hc.scale.get(), c_.rms_norm_eps, c_.hc_eps,
-                c_.hc_sinkhorn_iters, false, norm.get(), a, post, comb, stream_, parts, aq, aqs);
+                c_.hc_sinkhorn_iters, false, norm.get(), a, post, comb, stream_, parts, aa.q, aa.qs);
     float* o = scratch_->get<float>("hc.o", rows * D);
-    prequantized_ = aq != nullptr;
     body(a, o);
     prequantized_ = false;
     mark("mhc");

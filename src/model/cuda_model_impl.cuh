@@ -226,7 +226,9 @@ class CudaModel : public Backend {
   ForwardOut finish(int64_t rows, bool want_streams, const float* X);
 
   Act act(const std::string& name, const float* x, int64_t M, int64_t K) { return Act{name, x, M, K}; }
-  void adopt_quantized(Act& x);
+  void fp8_buffers(Act& x, int64_t Mp);
+  // x's FP8 form, already written by an earlier kernel (unpadded, for the few-row kernel).
+  void adopt_quantized(Act& x) { fp8_buffers(x, x.M); }
   bool prequantized_ = false;  // the current sub-layer's input was rounded to FP8 by hc_pre
   // y [M, nrows] (ld ldy) (+)= x[:, x_col0 : x_col0 + W.cols] · W[w_row0 : w_row0 + nrows]ᵀ
   void gemm(const DTensor& W, int64_t w_row0, int64_t nrows, Act& x, int64_t x_col0, float* y, int64_t ldy,

@@ -39,32 +39,6 @@ struct KeySource {
   int64_t row;
 };
 
-// A compact kv row (N e4m3 codes with one E8M0 scale per 64, then R bf16 RoPE dims) decoded by
-// one warp into dst [N + R] floats: 16 codes or 8 bf16 values per lane and load.
-__device__ __forceinline__ void load_compact_row(const CacheRows& c, int N, int R, int64_t row, int lane, float* dst) {
-  const uint8_t* codes = c.codes + row * N;
-  const uint8_t* scales = c.scales + row * ((N + 63) / 64);
-  for (int i = 16 * lane; i < N; i += 16 * 32) {
-    float v[16];
-    dev::e4m3x16(*reinterpret_cast<const uint4*>(codes + i), v);
-    const float s = dev::e8m0_value(scales[i / 64]);
-#pragma unroll
-    for (int j = 0; j < 16; j += 4)
-      *reinterpret_cast<float4*>(dst + i + j) = make_float4(v[j] * s, v[j + 1] * s, v[j + 2] * s, v[j + 3] * s);
-  }
-  const bf16* rope = c.rope + row * R;
-  for (int i = 8 * lane; i < R; i += 8 * 32) {
-    const uint4 u = *reinterpret_cast<const uint4*>(rope + i);
-    const __nv_bfloat162* b = reinterpret_cast<const __nv_bfloat162*>(&u);
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const float2 f = __bfloat1622float2(b[j]);
-      dst[N + i + 2 * j] = f.x;
-      dst[N + i + 2 * j + 1] = f.y;
-    }
-  }
-}
-
 __device__ __forceinline__ float dot4(float4 a, float4 b) { return a.x * b.x + a.y * b.y + a.z * b.z + a.w * b.w; }
 
 template <int kHeads>
@@ -216,8 +190,6 @@ sparse_attention_kernel(const float* q, const float* kv, const float* sink, Attn
       else if (!a.compact)
         for (int i = 4 * lane; i < Dh; i += 128)
           *reinterpret_cast<float4*>(dst + i) = *reinterpret_cast<const float4*>(src.cache->f32 + src.row * Dh + i);
-      else if (vec_rows)
-        load_compact_row(*src.cache, Dh - a.R, a.R, src.row, lane, dst);
       else
         for (int i = lane; i < Dh; i += 32) dst[i] = dev::cache_value(*src.cache, kvf, src.row, i);
     }

@@ -131,6 +131,17 @@ __device__ __forceinline__ float e8m0_value(uint8_t b) {
   return b ? __uint_as_float(static_cast<uint32_t>(b) << 23) : 5.877471754111438e-39f;  // 2^(b − 127)
 }
 
+// One warp applies the FP8 (or FP4) simulation of model.md §8 to the values x[b0, b1) of one
+// block: amax, power-of-two scale, rounding in place (every kernel that simulates uses this).
+template <bool kFp4>
+__device__ __forceinline__ void sim_block(float* x, int64_t b0, int64_t b1, int lane) {
+  float amax = 0.0f;
+  for (int64_t i = b0 + lane; i < b1; i += 32) amax = fmaxf(amax, fabsf(x[i]));
+  amax = warp_max(amax);
+  const float s = ldexpf(1.0f, kFp4 ? fp4_scale_exp(amax) : fp8_scale_exp(amax));
+  for (int64_t i = b0 + lane; i < b1; i += 32) x[i] = kFp4 ? fp4_sim_value(x[i], s) : fp8_sim_value(x[i], s);
+}
+
 // One warp rounds one 1×128 block to e4m3 with a power-of-two scale (the FP8 GEMM input rule of
 // quantize_fp8_1x128_cuda): v holds this lane's 4 consecutive values, the codes go to q[4·lane ..]
 // of the block; returns the scale. Every kernel that quantizes uses this, so they agree bit for bit.

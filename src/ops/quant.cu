@@ -17,12 +17,7 @@ __global__ void block_sim_kernel(float* x, int64_t rows, int64_t n, int64_t ld, 
   const int lane = threadIdx.x & 31;
   if (w >= rows * nblocks) return;
   const int64_t r = w / nblocks, b0 = (w % nblocks) * block, b1 = min(n, b0 + block);
-  float* xr = x + r * ld;
-  float amax = 0.0f;
-  for (int64_t i = b0 + lane; i < b1; i += 32) amax = fmaxf(amax, fabsf(xr[i]));
-  amax = dev::warp_max(amax);
-  const float s = ldexpf(1.0f, kFp4 ? dev::fp4_scale_exp(amax) : dev::fp8_scale_exp(amax));
-  for (int64_t i = b0 + lane; i < b1; i += 32) xr[i] = kFp4 ? dev::fp4_sim_value(xr[i], s) : dev::fp8_sim_value(xr[i], s);
+  dev::sim_block<kFp4>(x + r * ld, b0, b1, lane);
 }
 
 // One block per vector, d/2 threads: the butterfly stages of the fast Walsh–Hadamard transform

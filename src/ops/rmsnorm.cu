@@ -37,14 +37,8 @@ __global__ void rmsnorm_rope_kernel(float* x, int64_t D, const float* w, float e
   for (int i = threadIdx.x; i < R / 2; i += blockDim.x) dev::rope_pair(row[N + 2 * i], row[N + 2 * i + 1], freqs[i], p, false);
   if (fp8_block > 0) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
-    for (int64_t b0 = static_cast<int64_t>(warp) * fp8_block; b0 < N; b0 += static_cast<int64_t>(nwarps) * fp8_block) {
-      const int64_t b1 = min(N, b0 + fp8_block);
-      float amax = 0.0f;
-      for (int64_t i = b0 + lane; i < b1; i += 32) amax = fmaxf(amax, fabsf(row[i]));
-      amax = dev::warp_max(amax);
-      const float s = ldexpf(1.0f, dev::fp8_scale_exp(amax));
-      for (int64_t i = b0 + lane; i < b1; i += 32) row[i] = dev::fp8_sim_value(row[i], s);
-    }
+    for (int64_t b0 = static_cast<int64_t>(warp) * fp8_block; b0 < N; b0 += static_cast<int64_t>(nwarps) * fp8_block)
+      dev::sim_block<false>(row, b0, min(N, b0 + fp8_block), lane);
   }
   __syncthreads();
   for (int64_t i = threadIdx.x; i < D; i += blockDim.x)

@@ -5,6 +5,7 @@
 #pragma once
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <cstdio>
 #include <functional>
 #include <random>
@@ -33,6 +34,9 @@ struct OpCase {
 };
 
 constexpr float kEps = 1e-6f;
+
+// Byte codes as floats, to compare them with check(..., 0).
+inline std::vector<float> as_float(const std::vector<uint8_t>& v) { return std::vector<float>(v.begin(), v.end()); }
 
 // Runs a case and checks every comparison it returns (the body of each file's TEST_P).
 inline void expect_case(const OpCase& c) {

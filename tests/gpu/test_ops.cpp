@@ -314,7 +314,6 @@ std::vector<Check> op_mhc(std::mt19937& rng) {
   hc_pre_cuda(dX.get(), parts.get(), Tm, n, D, dbase.get(), dscale.get(), kEps, kEps, 20, false, dnorm.get(), da3.get(),
               dpost2.get(), dcomb2.get(), 0, S, q1.get(), s1.get());
   quantize_fp8_1x128_cuda(da3.get(), Tm, D, q2.get(), s2.get(), Tm, 0);
-  auto as_float = [](const std::vector<uint8_t>& v) { return std::vector<float>(v.begin(), v.end()); };
   out.push_back(check("hc_pre + fp8 a", host(da3), host(da2), 0));
   out.push_back(check("hc_pre + fp8 codes", as_float(host(q1)), as_float(host(q2)), 0));
   out.push_back(check("hc_pre + fp8 scales", host(s1), host(s2), 0));

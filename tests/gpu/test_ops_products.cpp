@@ -155,7 +155,6 @@ std::vector<Check> op_swiglu_quant(std::mt19937& rng) {
   swiglu_quant_cuda(dg.get(), du.get(), rows, F, 10.0f, h1.get(), q1.get(), s1.get(), 0);
   swiglu_cuda(dg.get(), du.get(), rows, F, 10.0f, nullptr, nullptr, h2.get(), 0);
   quantize_fp8_1x128_cuda(h2.get(), rows, F, q2.get(), s2.get(), rows, 0);
-  auto as_float = [](const std::vector<uint8_t>& v) { return std::vector<float>(v.begin(), v.end()); };
   return {check("h", host(h1), host(h2), 0), check("codes", as_float(host(q1)), as_float(host(q2)), 0),
           check("scales", host(s1), host(s2), 0)};
 }
