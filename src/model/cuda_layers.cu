@@ -109,6 +109,7 @@ void CudaModel::attention(const DBlock& blk, int table_row, const float* a_in, f
   const int64_t max_pos = 4 * b.idx_max_count;  // the largest end position (capacity, for graphs) in this batch
   shape.max_keys = static_cast<int>(std::min<int64_t>(
       INT32_MAX, c_.sliding_window + (m == 4 ? std::min<int64_t>(K, max_pos / 4) : m > 0 ? max_pos / m : 0)));
+  shape.bf16_products = compact_;  // the fast precision: bf16 tensor cores (attention.cu)
   float* work = scratch_->get<float>("attn.work", std::max<int64_t>(1, sparse_attention_work(rows, shape)));
   sparse_attention_cuda(q, kv, w.sink.get(), shape, b.d_slot, b.d_pos, rows, b.d_seqs, caches, selected, o, work,
                         stream_);

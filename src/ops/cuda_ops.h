@@ -186,6 +186,10 @@ struct AttnShape {
   float scale;
   bool compact;
   int max_keys = 0;  // most rows any query attends (window + entries), a bound for splitting; 0: unknown
+  // The fast path's tensor-core kernel (compact caches only): q and the probabilities rounded to
+  // bf16, products on the bf16 tensor cores with float32 accumulation. Keys and values stay exact
+  // (e4m3 × 2^k and the bf16 RoPE dims are bf16 values).
+  bool bf16_products = false;
 };
 // `work`: sparse_attention_work(rows, a) floats (none when rows fill the GPU; few rows split the
 // attended rows over several blocks, whose partials meet in a combine step).

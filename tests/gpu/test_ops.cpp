@@ -567,69 +567,129 @@ std::vector<Check> op_indexer(std::mt19937& rng) {
   return out;
 }
 
-// One sequence: a window ring and compressed entries in the cache, a chunk of rows after them.
-std::vector<Check> op_attention(std::mt19937& rng) {
-  const int H = 64, Dh = 512, R = 64, N = Dh - R, W = 128, T = 5, pos0 = 300, K = 16;
-  std::vector<Check> out;
-  for (auto [m, compact] : {std::pair{0, false}, std::pair{128, true}, std::pair{4, false}, std::pair{4, true}}) {
-    const int ent_rows = (pos0 + T) / std::max(m, 1) + 1;
-    std::vector<float> ring = fp8_sim_rows(randn(rng, W * Dh), W, Dh, N);
-    std::vector<float> ent = fp8_sim_rows(randn(rng, ent_rows * Dh), ent_rows, Dh, N);
-    std::vector<float> kv = fp8_sim_rows(randn(rng, T * Dh), T, Dh, N);
-    if (compact)
-      for (int r = 0; r < T; ++r)
-        for (int i = N; i < Dh; ++i) kv[r * Dh + i] = bf16_to_f32(f32_to_bf16(kv[r * Dh + i]));
-    std::vector<float> q = randn(rng, T * H * Dh, 0.05f), sink = randn(rng, H);
-    const std::vector<float> ring_v = cache_values(ring, W, Dh, R, compact, false);
-    const std::vector<float> ent_v = cache_values(ent, ent_rows, Dh, R, compact, false);
-    std::vector<int32_t> sel(T * K, -1), pos(T), slot(T, 0);
-    std::vector<float> ref(T * H * Dh);
-    const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(Dh)));
-    for (int t = 0; t < T; ++t) {
-      const int p = pos0 + t;
-      pos[t] = p;
-      std::vector<float> keys;
-      for (int kp = std::max(0, p - W + 1); kp <= p; ++kp) {
-        const float* src = kp >= pos0 ? &kv[(kp - pos0) * Dh] : &ring_v[(kp % W) * Dh];
-        keys.insert(keys.end(), src, src + Dh);
-      }
-      if (m > 0) {
-        const int count = (p + 1) / m;
-        std::vector<int32_t> chosen(count);
-        std::iota(chosen.begin(), chosen.end(), 0);
-        if (m == 4) {
-          std::shuffle(chosen.begin(), chosen.end(), rng);
-          chosen.resize(std::min(K, count));
-          std::sort(chosen.begin(), chosen.end());
-          std::copy(chosen.begin(), chosen.end(), &sel[t * K]);
-        }
-        for (int i : chosen) keys.insert(keys.end(), &ent_v[i * Dh], &ent_v[(i + 1) * Dh]);
-      }
-      ops::sink_attention(&q[t * H * Dh], H, Dh, keys.data(), static_cast<int64_t>(keys.size()) / Dh, sink.data(),
-                          scale, &ref[t * H * Dh]);
+// One sequence: a window ring and compressed entries in the cache, a chunk of T rows after them
+// at positions pos0.. (CSA: K random entries per row; HCA: all of them).
+struct AttnCase {
+  int H, Dh, R, W, T, pos0, K, m;
+  bool compact, bf16;  // bf16: the fast path's tensor-core kernel (compact caches)
+};
+Check attention_case(std::mt19937& rng, const AttnCase& c) {
+  const int H = c.H, Dh = c.Dh, R = c.R, N = Dh - R, W = c.W, T = c.T, pos0 = c.pos0, K = c.K, m = c.m;
+  const bool compact = c.compact;
+  const int ent_rows = (pos0 + T) / std::max(m, 1) + 1;
+  std::vector<float> ring = fp8_sim_rows(randn(rng, W * Dh), W, Dh, N);
+  std::vector<float> ent = fp8_sim_rows(randn(rng, ent_rows * Dh), ent_rows, Dh, N);
+  std::vector<float> kv = fp8_sim_rows(randn(rng, T * Dh), T, Dh, N);
+  if (compact)
+    for (int r = 0; r < T; ++r)
+      for (int i = N; i < Dh; ++i) kv[r * Dh + i] = bf16_to_f32(f32_to_bf16(kv[r * Dh + i]));
+  std::vector<float> q = randn(rng, T * H * Dh, 0.05f), sink = randn(rng, H);
+  // The tensor-core kernel rounds q to bf16: so does the reference. Its one other rounding, the
+  // probabilities to bf16 (relative error ≤ 2^-8 each), moves output d of a head by at most
+  // 2^-8 · Σ_j p_j |v_j[d]| / l: the bound below adds the norm of that to the float32 rule.
+  std::vector<float> qr = q;
+  if (c.bf16)
+    for (float& v : qr) v = bf16_to_f32(f32_to_bf16(v));
+  const std::vector<float> ring_v = cache_values(ring, W, Dh, R, compact, false);
+  const std::vector<float> ent_v = cache_values(ent, ent_rows, Dh, R, compact, false);
+  std::vector<int32_t> sel(T * K, -1), pos(T), slot(T, 0);
+  std::vector<float> ref(T * H * Dh), absref(T * H * Dh);
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(Dh)));
+  int64_t longest = 0;
+  for (int t = 0; t < T; ++t) {
+    const int p = pos0 + t;
+    pos[t] = p;
+    std::vector<float> keys;
+    for (int kp = std::max(0, p - W + 1); kp <= p; ++kp) {
+      const float* src = kp >= pos0 ? &kv[(kp - pos0) * Dh] : &ring_v[(kp % W) * Dh];
+      keys.insert(keys.end(), src, src + Dh);
     }
-    HostRows dring = make_rows(ring, W, Dh, R, compact, false), dent = make_rows(ent, ent_rows, Dh, R, compact, false);
-    LayerCache lc;
-    lc.window = dring.view();
-    lc.entries = dent.view();
-    DeviceArray<LayerCache> dlc(std::vector<LayerCache>{lc});
-    DeviceArray<SeqRows> dseq(std::vector<SeqRows>{{0, T, pos0}});
-    auto dq = dev(q), dkv = dev(kv), dsink = dev(sink);
-    auto dpos = dev(pos), dslot = dev(slot), dsel = dev(sel);
-    DeviceArray<float> o(T * H * Dh);
-    const AttnShape shape{H, Dh, R, W, m, K, scale, compact};
-    DeviceArray<float> work(std::max<int64_t>(1, sparse_attention_work(T, shape)));
-    sparse_attention_cuda(dq.get(), dkv.get(), dsink.get(), shape, dslot.get(), dpos.get(), T, dseq.get(), dlc.get(),
-                          m == 4 ? dsel.get() : nullptr, o.get(), work.get(), 0);
-    out.push_back(check(str("m=", m, compact ? " compact" : " f32"), host(o), ref, f32_rule(Dh + W + ent_rows)));
+    if (m > 0) {
+      const int count = (p + 1) / m;
+      std::vector<int32_t> chosen(count);
+      std::iota(chosen.begin(), chosen.end(), 0);
+      if (m == 4) {
+        std::shuffle(chosen.begin(), chosen.end(), rng);
+        chosen.resize(std::min(K, count));
+        std::sort(chosen.begin(), chosen.end());
+        std::copy(chosen.begin(), chosen.end(), &sel[t * K]);
+      }
+      for (int i : chosen) keys.insert(keys.end(), &ent_v[i * Dh], &ent_v[(i + 1) * Dh]);
+    }
+    const int64_t S = static_cast<int64_t>(keys.size()) / Dh;
+    longest = std::max(longest, S);
+    ops::sink_attention(&qr[t * H * Dh], H, Dh, keys.data(), S, sink.data(), scale, &ref[t * H * Dh]);
+    for (int h = 0; h < H; ++h) {  // Σ_j p_j |v_j| / l, in double
+      const float* qh = &qr[(t * H + h) * Dh];
+      std::vector<double> sc(S);
+      double mx = sink[h];
+      for (int64_t j = 0; j < S; ++j) {
+        double d = 0;
+        for (int i = 0; i < Dh; ++i) d += static_cast<double>(qh[i]) * keys[j * Dh + i];
+        sc[j] = d * scale;
+        mx = std::max(mx, sc[j]);
+      }
+      double l = std::exp(sink[h] - mx);
+      for (int64_t j = 0; j < S; ++j) l += std::exp(sc[j] - mx);
+      for (int i = 0; i < Dh; ++i) {
+        double a = 0;
+        for (int64_t j = 0; j < S; ++j) a += std::exp(sc[j] - mx) * std::fabs(keys[j * Dh + i]);
+        absref[(t * H + h) * Dh + i] = static_cast<float>(a / l);
+      }
+    }
   }
+  HostRows dring = make_rows(ring, W, Dh, R, compact, false), dent = make_rows(ent, ent_rows, Dh, R, compact, false);
+  LayerCache lc;
+  lc.window = dring.view();
+  lc.entries = dent.view();
+  DeviceArray<LayerCache> dlc(std::vector<LayerCache>{lc});
+  DeviceArray<SeqRows> dseq(std::vector<SeqRows>{{0, T, pos0}});
+  auto dq = dev(q), dkv = dev(kv), dsink = dev(sink);
+  auto dpos = dev(pos), dslot = dev(slot), dsel = dev(sel);
+  DeviceArray<float> o(T * H * Dh);
+  AttnShape shape{H, Dh, R, W, m, K, scale, compact};
+  shape.bf16_products = c.bf16;
+  shape.max_keys = W + (m == 4 ? K : m > 0 ? ent_rows : 0);
+  DeviceArray<float> work(std::max<int64_t>(1, sparse_attention_work(T, shape)));
+  sparse_attention_cuda(dq.get(), dkv.get(), dsink.get(), shape, dslot.get(), dpos.get(), T, dseq.get(), dlc.get(),
+                        m == 4 ? dsel.get() : nullptr, o.get(), work.get(), 0);
+  double tol = f32_rule(Dh + longest);
+  if (c.bf16) {
+    double na = 0, nr = 0;
+    for (size_t i = 0; i < ref.size(); ++i) na += double(absref[i]) * absref[i], nr += double(ref[i]) * ref[i];
+    tol += std::ldexp(1.0, -8) * std::sqrt(na / nr);
+  }
+  return check(str("m=", m, compact ? " compact" : " f32", c.bf16 ? " bf16" : "", " H=", H, " Dh=", Dh, " T=", T,
+                   " pos0=", pos0),
+               host(o), ref, tol);
+}
+
+std::vector<Check> op_attention(std::mt19937& rng) {
+  std::vector<Check> out;
+  for (auto [m, compact] : {std::pair{0, false}, std::pair{128, true}, std::pair{4, false}, std::pair{4, true}})
+    out.push_back(attention_case(rng, {64, 512, 64, 128, 5, 300, 16, m, compact, false}));
+  return out;
+}
+
+// The tensor-core kernel: decode-like rows (splits and their combine), many rows (one block per
+// row), CSA selections, two head groups, and the tiny model's shape (4 heads padded to 64).
+std::vector<Check> op_attention_bf16(std::mt19937& rng) {
+  std::vector<Check> out;
+  for (const AttnCase& c : {AttnCase{64, 512, 64, 128, 5, 5000, 16, 128, true, true},
+                            AttnCase{64, 512, 64, 128, 5, 5000, 64, 4, true, true},
+                            AttnCase{64, 512, 64, 128, 3, 300, 16, 0, true, true},
+                            AttnCase{64, 512, 64, 128, 140, 2000, 16, 128, true, true},
+                            AttnCase{64, 512, 64, 128, 150, 900, 100, 4, true, true},
+                            AttnCase{128, 512, 64, 128, 3, 1000, 16, 128, true, true},
+                            AttnCase{4, 128, 64, 16, 7, 40, 8, 4, true, true}})
+    out.push_back(attention_case(rng, c));
   return out;
 }
 
 const OpCase kCases[] = {
     {"rmsnorm", op_rmsnorm},     {"rope", op_rope},       {"rmsnorm_rope", op_rmsnorm_rope},
     {"quant", op_quant},         {"mhc", op_mhc},         {"compressor", op_compressor},
-    {"indexer", op_indexer},     {"attention", op_attention},
+    {"indexer", op_indexer},     {"attention", op_attention}, {"attention_bf16", op_attention_bf16},
 };
 
 }  // namespace
