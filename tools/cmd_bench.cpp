@@ -1,5 +1,5 @@
 // dsv4 bench [--layers L] [--experts E] [--batches 1,8,64] [--contexts 4096,65536] [--prefill N] [--chunk C]
-// [--steps S] [--json FILE]: the CUDA forward on a synthetic V4-Flash-shaped model.
+// [--steps S] [--long N] [--json FILE]: the CUDA forward on a synthetic V4-Flash-shaped model.
 #include <CLI/CLI.hpp>
 
 #include "cli.h"
@@ -19,6 +19,8 @@ int run(int argc, char** argv) {
   app.add_option("--chunk", o.prefill_chunk, "prefill chunk length (0: the whole prefill in one forward)")
       ->capture_default_str();
   app.add_option("--steps", o.decode_steps, "timed decode steps per point")->capture_default_str();
+  app.add_option("--long", o.long_tokens,
+                 "one sequence of this many tokens: chunked prefill (--chunk), then decode (--steps), with memory use");
   app.add_option("--json", o.json, "write the numbers to this JSON file");
   app.add_flag("--no-prefill", no_prefill, "skip the prefill benchmark");
   app.add_flag("--no-decode", no_decode, "skip the decode benchmarks");

@@ -164,6 +164,99 @@ std::vector<int64_t> random_tokens(std::mt19937& rng, int64_t n, int V) {
   return ids;
 }
 
+double mem_in_use_gib() {
+  size_t free_b = 0, total_b = 0;
+  DSV4_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+  return (total_b - free_b) / 1073741824.0;
+}
+
+void accumulate(CudaModel::Profile& into, const CudaModel::Profile& p) {
+  into.gemm_ms += p.gemm_ms, into.gemm_flop += p.gemm_flop, into.expert_ms += p.expert_ms, into.expert_flop += p.expert_flop;
+  for (const auto& [name, ms] : p.section_ms) into.section_ms[name] += ms;
+}
+
+// Mean ms of `steps` graph-launched decode steps of sequence `seq` (after two warm-up steps).
+double decode_ms(CudaModel& model, int seq, int steps, std::mt19937& rng, int V) {
+  auto step = [&] { model.decode_step_graph({{seq, {static_cast<int64_t>(rng() % V)}}}); };
+  step();
+  step();
+  DSV4_CUDA_CHECK(cudaStreamSynchronize(model.stream()));
+  Timer t(model.stream());
+  for (int i = 0; i < steps; ++i) step();
+  return t.ms() / steps;
+}
+
+// The long run (BenchOptions::long_tokens): real chunked prefill of one sequence, then decode on
+// it; the same for a 4096-token sequence first, for the step ratio.
+template <typename Add>
+void long_run(CudaModel& model, const ModelConfig& c, const BenchOptions& o, double peak, double layer_scale,
+              std::mt19937& rng, Add& add, std::vector<std::string>& table) {
+  const int64_t P = o.long_tokens, chunk = o.prefill_chunk > 0 ? o.prefill_chunk : 8192, ref_tokens = 4096;
+  const int steps = std::max(1, o.decode_steps);
+  cudaStream_t s = model.stream();
+  double ref_ms = 0;
+  {
+    const int seq = model.new_sequence(ref_tokens + 4 * steps + 16);
+    model.forward_on_device({{seq, random_tokens(rng, ref_tokens, c.vocab_size)}});
+    ref_ms = decode_ms(model, seq, steps, rng, c.vocab_size);
+    model.free_sequence(seq);
+  }
+  std::printf("long run: %lld tokens, chunks of %lld; decode at %lld tokens for reference: %.2f ms/step; memory in use "
+              "%.1f GiB (weights %.1f GiB)\n",
+              static_cast<long long>(P), static_cast<long long>(chunk), static_cast<long long>(ref_tokens), ref_ms,
+              mem_in_use_gib(), model.weight_bytes() / 1073741824.0);
+  std::fflush(stdout);
+  const int seq = model.new_sequence(P + 4 * steps + 16);
+  std::printf("  sequence allocated: memory in use %.1f GiB\n", mem_in_use_gib());
+  std::fflush(stdout);
+  CudaModel::Profile prof;
+  const auto t0 = std::chrono::steady_clock::now();
+  auto since = [](auto t) { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count(); };
+  double last_print = 0;
+  for (int64_t p0 = 0; p0 < P; p0 += chunk) {
+    const int64_t n = std::min(chunk, P - p0);
+    model.set_profiling(true);
+    model.forward_on_device({{seq, random_tokens(rng, n, c.vocab_size)}});
+    model.set_profiling(false);
+    accumulate(prof, model.take_profile());  // synchronizes the stream
+    const double el = since(t0);
+    if (el - last_print >= 15 || p0 + n == P) {
+      last_print = el;
+      std::printf("  prefill %lld / %lld tokens: %.0f s, %.0f tokens/s so far, memory in use %.1f GiB\n",
+                  static_cast<long long>(p0 + n), static_cast<long long>(P), el, (p0 + n) / el, mem_in_use_gib());
+      std::fflush(stdout);
+    }
+  }
+  const double prefill_s = since(t0);
+  const double mem_prefilled = mem_in_use_gib();
+  const double dense_tf = prof.gemm_flop / (prof.gemm_ms * 1e-3) / 1e12;
+  const double exp_tf = prof.expert_flop / (prof.expert_ms * 1e-3) / 1e12;
+  std::printf("  prefill: %.1f s, %.0f tokens/s; dense linears %.0f TFLOP/s (%.0f%% of the bf16 peak), routed experts "
+              "%.0f TFLOP/s\n  prefill time by section: %s\n",
+              prefill_s, P / prefill_s, dense_tf, 100 * dense_tf * 1e12 / peak, exp_tf, sections(prof).c_str());
+  const double long_ms = decode_ms(model, seq, steps, rng, c.vocab_size);
+  const double per_token = static_cast<double>(model.sequence_bytes(seq) - model.cache_fixed_bytes()) / P;
+  std::printf("  decode at %lld tokens: %.2f ms/step (%.2fx the %lld-token step); caches %.0f bytes/token (%d layers); "
+              "memory in use %.1f GiB\n",
+              static_cast<long long>(P), long_ms, long_ms / ref_ms, static_cast<long long>(ref_tokens), per_token,
+              c.num_hidden_layers, mem_prefilled);
+  model.free_sequence(seq);
+  char row[260];
+  std::snprintf(row, sizeof row,
+                "| long run | %lld | 1 | prefill %.0f | %.0f | prefill %.0f s; decode %.2f ms/step = %.2fx the 4K step "
+                "(%.2f ms); %.1f GiB in use |",
+                static_cast<long long>(P), P / prefill_s, P / prefill_s / layer_scale, prefill_s, long_ms,
+                long_ms / ref_ms, ref_ms, mem_prefilled);
+  table.push_back(row);
+  add("long_tokens", static_cast<double>(P));
+  add("long_prefill_s", prefill_s);
+  add("long_prefill_tokens_per_s", P / prefill_s);
+  add("long_decode_ms", long_ms);
+  add("long_ref_decode_ms", ref_ms);
+  add("long_mem_GiB", mem_prefilled);
+  add("long_cache_bytes_per_token", per_token);
+}
+
 }  // namespace
 
 void run_cuda_bench(const BenchOptions& o) {
@@ -207,6 +300,8 @@ void run_cuda_bench(const BenchOptions& o) {
   const double layer_scale = 43.0 / o.layers;
   std::mt19937 rng(5);
   cudaStream_t s = model.stream();
+
+  if (o.long_tokens > 0) long_run(model, c, o, peak, layer_scale, rng, add, table);
 
   if (o.prefill) {
     const int64_t P = o.prefill_tokens;

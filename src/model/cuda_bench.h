@@ -21,6 +21,10 @@ struct BenchOptions {
   int64_t prefill_chunk = 8192;  // prefill in chunks of this many tokens (0: one forward)
   int decode_steps = 8;
   bool prefill = true, decode = true;
+  // The long run: one sequence prefilled with this many tokens (in chunks of prefill_chunk),
+  // then decoded, with progress, memory in use and the step time against a 4096-token
+  // sequence's (0: none).
+  int64_t long_tokens = 0;
   std::string json;  // where to write the numbers as JSON ("" = nowhere)
 };
 
