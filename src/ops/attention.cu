@@ -444,13 +444,24 @@ sparse_attention_mma_kernel(const float* q, CacheRows chunk, const float* sink, 
     for (int i = tid; i < nent; i += C::kThreads) sel_s[i] = selected[r * a.K + i];
     sel = sel_s;
   }
-  // q → bf16, heads past hb zero.
-  for (int i = tid; i < C::kM * Dh / 4; i += C::kThreads) {
-    const int row = i / (Dh / 4), d = 4 * (i % (Dh / 4));
-    float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    if (row < hb) v = *reinterpret_cast<const float4*>(q + (r * a.H + h0 + row) * Dh + d);
-    uint2 b{bf16x2_bits(v.x, v.y), bf16x2_bits(v.z, v.w)};
-    *reinterpret_cast<uint2*>(Qs + row * ld + d) = b;
+  // q → bf16, heads past hb zero; 16 loads in flight per thread (one round trip per batch).
+  {
+    constexpr int kBatch = 16;
+    const int total = C::kM * Dh / 4;
+    for (int i0 = tid; i0 < total; i0 += kBatch * C::kThreads) {
+      float4 v[kBatch];
+#pragma unroll
+      for (int u = 0; u < kBatch; ++u) {
+        const int i = i0 + u * C::kThreads, row = i / (Dh / 4), d = 4 * (i % (Dh / 4));
+        v[u] = i < total && row < hb ? *reinterpret_cast<const float4*>(q + (r * a.H + h0 + row) * Dh + d)
+                                     : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      }
+#pragma unroll
+      for (int u = 0; u < kBatch; ++u) {
+        const int i = i0 + u * C::kThreads, row = i / (Dh / 4), d = 4 * (i % (Dh / 4));
+        if (i < total) *reinterpret_cast<uint2*>(Qs + row * ld + d) = uint2{bf16x2_bits(v[u].x, v[u].y), bf16x2_bits(v[u].z, v[u].w)};
+      }
+    }
   }
   __syncthreads();
 
@@ -541,7 +552,10 @@ sparse_attention_mma_kernel(const float* q, CacheRows chunk, const float* sink, 
   for (; t < ntiles; t += splits) {
     const int next = t + splits;
     const bool has_next = next < ntiles;
-    if (has_next) load_scales(next);
+    if (has_next) {  // the next tile's bytes travel during this one's products
+      load_scales(next);
+      issue_copies(next);
+    }
     // Scores: 16 heads × 32 keys per warp over all Dh dims.
     float s[4][4];
 #pragma unroll
@@ -549,6 +563,7 @@ sparse_attention_mma_kernel(const float* q, CacheRows chunk, const float* sink, 
     {
       const bf16* qa = Qs + (16 * rg + (lane & 15)) * ld + (lane >> 4) * 8;
       const bf16* kb = Ks + (32 * kh + (lane & 7) + ((lane >> 4) << 3)) * ld + ((lane >> 3) & 1) * 8;
+#pragma unroll 4
       for (int kk = 0; kk < Dh; kk += 16) {
         uint32_t af[4], b0[4], b1[4];
         ldsm_x4(af, qa + kk);
@@ -601,10 +616,7 @@ sparse_attention_mma_kernel(const float* q, CacheRows chunk, const float* sink, 
     }
     l_a = l_a * al_a + ps_a;
     l_b = l_b * al_b + ps_b;
-    if (has_next) {
-      store_scales();
-      issue_copies(next);
-    }
+    if (has_next) store_scales();
     __syncthreads();
     // Values: 16 heads × Dh/2 dims per warp, rescaled first.
 #pragma unroll
