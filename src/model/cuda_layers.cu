@@ -164,7 +164,7 @@ void CudaModel::moe(const DMoe& w, const float* a_in, float* out) {
   mark("moe.group");
   const int64_t n = rows * k;
   const bool fast = prec_ == Precision::Fast, few = rows <= 64;
-  const int tile_rows = fast && !few ? 64 : 1 << 30;
+  const int tile_rows = fast && !few ? kMoeTileRows : 1 << 30;
   const int max_tiles = static_cast<int>(tile_rows >= n ? std::min<int64_t>(E, n) : n / tile_rows + std::min<int64_t>(E, n));
   int32_t* counts = scratch_->get<int32_t>("moe.counts", E);
   int32_t* offsets = scratch_->get<int32_t>("moe.offsets", E + 1);

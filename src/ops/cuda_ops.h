@@ -232,9 +232,13 @@ struct ExpertMatrix {
   const bf16* w = nullptr;
   int rows = 0, cols = 0;
 };
-// Grouped expert GEMMs over the tiles of moe_group_cuda (bf16 inputs, float32 accumulation):
+// Many rows per expert (prefill, moe_grouped.cu): grouped expert GEMMs over the tiles of
+// moe_group_cuda made with tile_rows = kMoeTileRows (bf16 inputs, float32 accumulation), with no
+// host synchronization (the tile list stays on the device):
 //   swiglu:  h [n, F] (bf16) = swiglu(xs · W1_eᵀ, xs · W3_eᵀ) · weight[perm[r]]
 //   down:    y [n, D] (float32) = h · W2_eᵀ
+// Weight rows (F, D) must be even; columns a multiple of 32.
+constexpr int kMoeTileRows = 128;
 void moe_grouped_swiglu_cuda(const bf16* xs, const ExpertMatrix& w1, const ExpertMatrix& w3, const int2* tiles,
                              const int32_t* ntiles, int max_tiles, int tile_rows, const int32_t* offsets,
                              float limit, const float* weight, const int32_t* perm, bf16* h, cudaStream_t s);

@@ -1,44 +1,15 @@
-// CUDA expert products of the MoE (contracts in cuda_ops.h). Expert weights stay in their
-// stored form (packed FP4 with E8M0 scales per 32, or bf16) and are dequantized on the fly:
-// Hopper has no FP4 tensor cores. Both forms take bf16 activations and accumulate in float32 on
-// the bf16 tensor cores, so a decode step computes what a prefill computes up to summation order.
-//   gemv:    few rows per expert (decode): streams each weight once per 8 rows at HBM speed.
-//   grouped: many rows (prefill): 64×64 tiles of bf16 WMMA.
-#include <mma.h>
-
-#include "cuda/check.h"
-#include "ops/cuda_device.cuh"
+// CUDA expert products for few rows per expert (decode; contracts in cuda_ops.h). Expert weights
+// stay in their stored form (packed FP4 with E8M0 scales per 32, or bf16) and are decoded in
+// registers: Hopper has no FP4 tensor cores. Both forms take bf16 activations and accumulate in
+// float32 on the bf16 tensor cores, the products of the many-row kernel (moe_grouped.cu), so a
+// decode step computes what a prefill computes up to summation order.
+#include "ops/moe_experts.cuh"
 
 namespace dsv4::cuda {
 
 namespace {
 
-namespace wmma = nvcuda::wmma;
-
-// ---- weight access ------------------------------------------------------------------------
-// 8 consecutive weights of row n of expert e starting at column k (k % 8 == 0), as floats.
-__device__ __forceinline__ void load8(const ExpertMatrix& w, int e, int n, int k, float* out) {
-  const int64_t row = static_cast<int64_t>(e) * w.rows + n;
-  if (w.codes) {
-    const uint32_t c = *reinterpret_cast<const uint32_t*>(w.codes + row * (w.cols / 2) + k / 2);
-    const float s = dev::e8m0_value(w.scales[row * (w.cols / 32) + k / 32]);
-#pragma unroll
-    for (int j = 0; j < 8; ++j) out[j] = dev::e2m1_value((c >> (4 * j)) & 0xf) * s;
-  } else {
-    const uint4 v = *reinterpret_cast<const uint4*>(w.w + row * w.cols + k);
-    const bf16* b = reinterpret_cast<const bf16*>(&v);
-#pragma unroll
-    for (int j = 0; j < 8; ++j) out[j] = __bfloat162float(b[j]);
-  }
-}
-
-__device__ __forceinline__ float swiglu_value(float g, float u, float limit) {
-  if (limit > 0.0f) {
-    u = fminf(fmaxf(u, -limit), limit);
-    g = fminf(g, limit);
-  }
-  return g / (1.0f + expf(-g)) * u;
-}
+using namespace expert;
 
 // ---- gemv (decode) ---------------------------------------------------------------------------
 // A decode step reads every weight of its experts once, so the kernel must keep up with HBM: about
@@ -163,32 +134,6 @@ __device__ __forceinline__ void mma_order4(const uint4 (&v)[4], int j, uint32_t*
   out[3] = __byte_perm(w[1], w[3], 0x7632);
 }
 
-// FP4 codes i and i + 4 of the word q (low nibble first) as a bf16 pair of value e2m1 · 2^-126:
-// the nibble (s e1 e0 m) goes to bf16 bits 15 (sign), 8 7 (exponent) and 6 (mantissa). The multiply
-// places a copy shifted for the magnitude and one shifted for the sign; they do not overlap.
-template <int i>
-__device__ __forceinline__ uint32_t e2m1_pair(uint32_t q) {
-  const uint32_t v = i < 2 ? q : q >> 8;
-  constexpr int j = i & 1;
-  constexpr uint32_t kNibbles = 0x000f000fu << (4 * j);
-  constexpr uint32_t kPlace = (1u << (6 - 4 * j)) + (1u << (12 - 4 * j));
-  return ((v & kNibbles) * kPlace) & 0x81c081c0u;
-}
-__device__ __forceinline__ uint32_t bf16x2_mul(uint32_t a, uint32_t b) {
-  uint32_t d;
-  asm("mul.rn.bf16x2 %0, %1, %2;" : "=r"(d) : "r"(a), "r"(b));
-  return d;
-}
-__device__ __forceinline__ uint32_t bf16x2_pow2(uint32_t biased_exp) { return (biased_exp << 7) * 0x10001u; }
-
-// D += A · B for one m16n8k16 tile: a = rows (g, k 2t..), (g + 8, k 2t..), (g, k 2t + 8..), (g + 8, k 2t + 8..).
-__device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-      "{%0, %1, %2, %3};"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
 // The 8 mma k-steps of one chunk: step 2j + h takes A from code word j (or words 4j + 2h, + 1 of
 // the bf16 order) and B from xb[4j + 2h], xb[4j + 2h + 1].
 // FP4: the weight is e2m1 · 2^(b − 127) for scale byte b: 2^(b − 1) times the decoded pair, one
@@ -202,8 +147,8 @@ __device__ __forceinline__ void gemv_mma_fp4(const GemvStage<true, kMats>& st, c
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       const uint32_t b = st.scale[m][r];
-      f1[r] = bf16x2_pow2(min(b, 128u) + 126u);
-      f2[r] = bf16x2_pow2(b > 128u ? b - 1u : 127u);
+      f1[r] = e8m0_factor1(b);
+      f2[r] = e8m0_factor2(b);
     }
     const uint32_t* q0 = reinterpret_cast<const uint32_t*>(&st.codes[m][0]);
     const uint32_t* q1 = reinterpret_cast<const uint32_t*>(&st.codes[m][1]);
@@ -330,114 +275,6 @@ moe_gemv_kernel(const bf16* x, ExpertMatrix wa, ExpertMatrix wb, const int2* til
   }
 }
 
-// ---- grouped WMMA ---------------------------------------------------------------------------
-struct GroupedConfig {
-  static constexpr int kBM = 64, kBN = 64, kBK = 32, kThreads = 128, kPad = 8;
-  static constexpr int kLd = kBK + kPad;  // bf16 row stride in shared memory (multiple of 8)
-  static constexpr int kWarpsM = 2, kWarpsN = 2, kFragM = kBM / kWarpsM / 16, kFragN = kBN / kWarpsN / 16;
-  static_assert(kWarpsM * kWarpsN * 32 == kThreads, "one warp per 32×32 sub-tile");
-  static_assert(kBK % 16 == 0 && kBK % 8 == 0 && kLd % 8 == 0, "WMMA bf16 tiles");
-};
-
-// Shared tile loads: activations (bf16 rows of the tile, zero past the expert's rows) and one
-// weight matrix (dequantized to bf16, zero past the last output row).
-__device__ __forceinline__ void load_x_tile(const bf16* x, int K, int r0, int nvalid, int k0, bf16* xs) {
-  using C = GroupedConfig;
-  for (int i = threadIdx.x; i < C::kBM * C::kBK / 8; i += blockDim.x) {
-    const int row = i / (C::kBK / 8), c8 = (i % (C::kBK / 8)) * 8;
-    uint4 v = make_uint4(0, 0, 0, 0);
-    if (row < nvalid) v = *reinterpret_cast<const uint4*>(x + static_cast<int64_t>(r0 + row) * K + k0 + c8);
-    *reinterpret_cast<uint4*>(xs + row * C::kLd + c8) = v;
-  }
-}
-__device__ __forceinline__ void load_w_tile(const ExpertMatrix& w, int e, int n0, int k0, bf16* ws) {
-  using C = GroupedConfig;
-  for (int i = threadIdx.x; i < C::kBN * C::kBK / 8; i += blockDim.x) {
-    const int row = i / (C::kBK / 8), c8 = (i % (C::kBK / 8)) * 8;
-    float v[8] = {};
-    if (n0 + row < w.rows) load8(w, e, n0 + row, k0 + c8, v);
-#pragma unroll
-    for (int j = 0; j < 8; ++j) ws[row * C::kLd + c8 + j] = __float2bfloat16_rn(v[j]);
-  }
-}
-
-template <bool kSwiglu>
-__global__ void __launch_bounds__(GroupedConfig::kThreads)
-moe_grouped_kernel(const bf16* x, ExpertMatrix wa, ExpertMatrix wb, const int2* tiles, const int32_t* ntiles,
-                   const int32_t* offsets, float limit, const float* weight, const int32_t* perm, bf16* h_out,
-                   float* y_out) {
-  using C = GroupedConfig;
-  __shared__ __align__(128) bf16 xs[C::kBM * C::kLd];
-  __shared__ __align__(128) bf16 was[C::kBN * C::kLd];
-  __shared__ __align__(128) bf16 wbs[kSwiglu ? C::kBN * C::kLd : 16];
-  __shared__ __align__(128) float out[C::kBM * C::kBN];
-  if (static_cast<int>(blockIdx.x) >= *ntiles) return;
-  const int2 tile = tiles[blockIdx.x];
-  const int e = tile.x, r0 = tile.y, nvalid = min(C::kBM, offsets[e + 1] - r0);
-  const int n0 = blockIdx.y * C::kBN, K = wa.cols, N = wa.rows;
-  const int warp = threadIdx.x >> 5, wm = warp / C::kWarpsN, wn = warp % C::kWarpsN;
-  using Acc = wmma::fragment<wmma::accumulator, 16, 16, 16, float>;
-  Acc acc_a[C::kFragM][C::kFragN], acc_b[C::kFragM][C::kFragN];
-#pragma unroll
-  for (int i = 0; i < C::kFragM; ++i)
-#pragma unroll
-    for (int j = 0; j < C::kFragN; ++j) {
-      wmma::fill_fragment(acc_a[i][j], 0.0f);
-      wmma::fill_fragment(acc_b[i][j], 0.0f);
-    }
-  for (int k0 = 0; k0 < K; k0 += C::kBK) {
-    load_x_tile(x, K, r0, nvalid, k0, xs);
-    load_w_tile(wa, e, n0, k0, was);
-    if (kSwiglu) load_w_tile(wb, e, n0, k0, wbs);
-    __syncthreads();
-#pragma unroll
-    for (int kk = 0; kk < C::kBK; kk += 16) {
-      wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> fa[C::kFragM];
-#pragma unroll
-      for (int i = 0; i < C::kFragM; ++i)
-        wmma::load_matrix_sync(fa[i], xs + (wm * C::kFragM * 16 + i * 16) * C::kLd + kk, C::kLd);
-#pragma unroll
-      for (int j = 0; j < C::kFragN; ++j) {
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> fb;
-        const int nrow = (wn * C::kFragN + j) * 16;
-        wmma::load_matrix_sync(fb, was + nrow * C::kLd + kk, C::kLd);
-#pragma unroll
-        for (int i = 0; i < C::kFragM; ++i) wmma::mma_sync(acc_a[i][j], fa[i], fb, acc_a[i][j]);
-        if (kSwiglu) {
-          wmma::load_matrix_sync(fb, wbs + nrow * C::kLd + kk, C::kLd);
-#pragma unroll
-          for (int i = 0; i < C::kFragM; ++i) wmma::mma_sync(acc_b[i][j], fa[i], fb, acc_b[i][j]);
-        }
-      }
-    }
-    __syncthreads();
-  }
-  // Epilogue: SwiGLU elementwise on matching fragments (same layout), then rows through shared memory.
-#pragma unroll
-  for (int i = 0; i < C::kFragM; ++i)
-#pragma unroll
-    for (int j = 0; j < C::kFragN; ++j) {
-      if (kSwiglu)
-        for (int t = 0; t < acc_a[i][j].num_elements; ++t)
-          acc_a[i][j].x[t] = swiglu_value(acc_a[i][j].x[t], acc_b[i][j].x[t], limit);
-      wmma::store_matrix_sync(out + (wm * C::kFragM * 16 + i * 16) * C::kBN + (wn * C::kFragN + j) * 16, acc_a[i][j],
-                              C::kBN, wmma::mem_row_major);
-    }
-  __syncthreads();
-  for (int i = threadIdx.x; i < C::kBM * C::kBN; i += blockDim.x) {
-    const int row = i / C::kBN, col = i % C::kBN;
-    if (row >= nvalid || n0 + col >= N) continue;
-    const int64_t r = r0 + row;
-    if (kSwiglu) h_out[r * N + n0 + col] = __float2bfloat16_rn(out[i] * weight[perm[r]]);
-    else y_out[r * N + n0 + col] = out[i];
-  }
-}
-
-void check_expert(const ExpertMatrix& w, const char* what) {
-  DSV4_CHECK((w.codes && w.scales) || w.w, "moe", what, ": no weights");
-  DSV4_CHECK(w.cols % 32 == 0, "moe", what, ": ", w.cols, " columns, not a multiple of 32");
-}
-
 // One block per 16 output rows of each tile (the tiles of one expert adjacent, sharing its
 // activation rows in L1); the weight format becomes a template argument.
 template <bool kSwiglu>
@@ -474,30 +311,6 @@ void moe_gemv_down_cuda(const bf16* h, const ExpertMatrix& w2, const int2* tiles
   check_expert(w2, "w2");
   if (max_tiles == 0) return;
   launch_gemv<false>(h, w2, w2, tiles, ntiles, max_tiles, offsets, 0.0f, nullptr, nullptr, nullptr, y, s);
-}
-
-void moe_grouped_swiglu_cuda(const bf16* xs, const ExpertMatrix& w1, const ExpertMatrix& w3, const int2* tiles,
-                             const int32_t* ntiles, int max_tiles, int tile_rows, const int32_t* offsets,
-                             float limit, const float* weight, const int32_t* perm, bf16* h, cudaStream_t s) {
-  check_expert(w1, "w1");
-  check_expert(w3, "w3");
-  DSV4_CHECK(tile_rows == GroupedConfig::kBM, "moe", "grouped tiles must have ", GroupedConfig::kBM, " rows");
-  if (max_tiles == 0) return;
-  dim3 grid(max_tiles, (w1.rows + GroupedConfig::kBN - 1) / GroupedConfig::kBN);
-  moe_grouped_kernel<true><<<grid, GroupedConfig::kThreads, 0, s>>>(xs, w1, w3, tiles, ntiles, offsets, limit, weight,
-                                                                     perm, h, nullptr);
-  DSV4_CUDA_LAUNCHED("moe_grouped_kernel<swiglu>");
-}
-
-void moe_grouped_down_cuda(const bf16* h, const ExpertMatrix& w2, const int2* tiles, const int32_t* ntiles,
-                           int max_tiles, int tile_rows, const int32_t* offsets, float* y, cudaStream_t s) {
-  check_expert(w2, "w2");
-  DSV4_CHECK(tile_rows == GroupedConfig::kBM, "moe", "grouped tiles must have ", GroupedConfig::kBM, " rows");
-  if (max_tiles == 0) return;
-  dim3 grid(max_tiles, (w2.rows + GroupedConfig::kBN - 1) / GroupedConfig::kBN);
-  moe_grouped_kernel<false><<<grid, GroupedConfig::kThreads, 0, s>>>(h, w2, w2, tiles, ntiles, offsets, 0.0f, nullptr,
-                                                                      nullptr, nullptr, y);
-  DSV4_CUDA_LAUNCHED("moe_grouped_kernel<down>");
 }
 
 }  // namespace dsv4::cuda

@@ -1,10 +1,11 @@
 // The products of the CUDA model against their CPU oracle, as test_ops.cpp does for the other
-// ops: MoE routing, grouping and experts (gemv and grouped), swiglu with its FP8 rounding, the
-// cuBLASLt GEMMs and the few-row GEMV.
+// ops: MoE routing, grouping and experts (gemv and grouped, decode- and prefill-sized), swiglu
+// with its FP8 rounding, the cuBLASLt GEMMs and the few-row GEMV.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 
 #include "core/dtype.h"
 #include "cuda/blas.h"
@@ -56,16 +57,16 @@ std::vector<Check> op_moe_route(std::mt19937& rng) {
   return out;
 }
 
-// The routed experts of one layer through grouping, the two expert-product paths and the combine.
-std::vector<Check> op_moe_experts(std::mt19937& rng) {
-  // D and F not multiples of 64 or 128 (row and column tails), scales on both sides of 2^1.
-  const int T = 40, E = 8, k = 2, D = 288, F = 160;
+// The routed experts of one layer through grouping, the two expert-product paths (gemv: few rows,
+// decode; grouped: many rows, prefill) and the combine, for both weight forms, against the CPU
+// with the expert inputs (x and h) rounded to bf16 as both paths round them. `pick(t, i)` is the
+// i-th expert of token t (distinct for one token).
+std::vector<Check> moe_experts_case(std::mt19937& rng, int T, int E, int k, int D, int F,
+                                    const std::function<int32_t(int, int)>& pick) {
   const float limit = 10.0f;
   std::vector<int32_t> experts(T * k);
-  for (int t = 0; t < T; ++t) {
-    experts[t * k] = static_cast<int32_t>(rng() % E);
-    experts[t * k + 1] = (experts[t * k] + 1 + static_cast<int32_t>(rng() % (E - 1))) % E;
-  }
+  for (int t = 0; t < T; ++t)
+    for (int i = 0; i < k; ++i) experts[t * k + i] = pick(t, i);
   std::vector<float> weights = randn(rng, T * k, 0.5f), x = randn(rng, T * D), shared = randn(rng, T * D);
   // FP4 weights with random scales, and their float32 values.
   auto make_fp4 = [&](int rows, int cols, std::vector<uint8_t>& codes, std::vector<uint8_t>& scales) {
@@ -81,68 +82,96 @@ std::vector<Check> op_moe_experts(std::mt19937& rng) {
   };
   std::vector<uint8_t> c1, s1, c3, s3, c2, s2;
   std::vector<float> w1 = make_fp4(F, D, c1, s1), w3 = make_fp4(F, D, c3, s3), w2 = make_fp4(D, F, c2, s2);
-  // CPU reference with optional bf16 rounding of the expert inputs (x and h), as the grouped path.
-  auto reference = [&](bool bf16_inputs) {
-    auto rnd = [&](float v) { return bf16_inputs ? bf16_to_f32(f32_to_bf16(v)) : v; };
-    std::vector<float> out = shared, g(F), u(F), h(F), y(D), xr(D);
-    for (int t = 0; t < T; ++t)
-      for (int i = 0; i < k; ++i) {
-        const int e = experts[t * k + i];
-        for (int d = 0; d < D; ++d) xr[d] = rnd(x[t * D + d]);
-        ops::linear(xr.data(), 1, D, &w1[static_cast<size_t>(e) * F * D], F, g.data());
-        ops::linear(xr.data(), 1, D, &w3[static_cast<size_t>(e) * F * D], F, u.data());
-        ops::swiglu(g.data(), u.data(), F, limit, h.data());
-        for (int f = 0; f < F; ++f) h[f] = rnd(h[f] * weights[t * k + i]);
-        ops::linear(h.data(), 1, F, &w2[static_cast<size_t>(e) * D * F], D, y.data());
-        for (int d = 0; d < D; ++d) out[t * D + d] += y[d];
-      }
-    return out;
-  };
+  // CPU reference with bf16 rounding of the expert inputs (x and h).
+  auto rnd = [](float v) { return bf16_to_f32(f32_to_bf16(v)); };
+  std::vector<float> want = shared, g(F), u(F), h(F), y(D), xr(D);
+  for (int t = 0; t < T; ++t)
+    for (int i = 0; i < k; ++i) {
+      const int e = experts[t * k + i];
+      for (int d = 0; d < D; ++d) xr[d] = rnd(x[t * D + d]);
+      ops::linear(xr.data(), 1, D, &w1[static_cast<size_t>(e) * F * D], F, g.data());
+      ops::linear(xr.data(), 1, D, &w3[static_cast<size_t>(e) * F * D], F, u.data());
+      ops::swiglu(g.data(), u.data(), F, limit, h.data());
+      for (int f = 0; f < F; ++f) h[f] = rnd(h[f] * weights[t * k + i]);
+      ops::linear(h.data(), 1, F, &w2[static_cast<size_t>(e) * D * F], D, y.data());
+      for (int d = 0; d < D; ++d) want[t * D + d] += y[d];
+    }
   auto dex = dev(experts);
   auto dw = dev(weights), dx = dev(x), dsh = dev(shared);
   auto dc1 = dev(c1), ds1 = dev(s1), dc3 = dev(c3), ds3 = dev(s3), dc2 = dev(c2), ds2 = dev(s2);
   // The same values as bf16 matrices (e2m1 × 2^k is exact in bf16).
   auto as_bf16 = [](const std::vector<float>& w) {
-    std::vector<uint16_t> h(w.size());
-    for (size_t i = 0; i < w.size(); ++i) h[i] = f32_to_bf16(w[i]);
+    std::vector<uint16_t> hb(w.size());
+    for (size_t i = 0; i < w.size(); ++i) hb[i] = f32_to_bf16(w[i]);
     DeviceArray<bf16> d(w.size());
-    DSV4_CUDA_CHECK(cudaMemcpy(d.get(), h.data(), h.size() * 2, cudaMemcpyHostToDevice));
+    DSV4_CUDA_CHECK(cudaMemcpy(d.get(), hb.data(), hb.size() * 2, cudaMemcpyHostToDevice));
     return d;
   };
   DeviceArray<bf16> b1 = as_bf16(w1), b3 = as_bf16(w3), b2 = as_bf16(w2);
-  const std::vector<float> want = reference(true);
   std::vector<Check> out;
   for (bool fp4 : {true, false})
     for (bool grouped : {false, true}) {
       ExpertMatrix m1{fp4 ? dc1.get() : nullptr, fp4 ? ds1.get() : nullptr, fp4 ? nullptr : b1.get(), F, D},
           m3{fp4 ? dc3.get() : nullptr, fp4 ? ds3.get() : nullptr, fp4 ? nullptr : b3.get(), F, D},
           m2{fp4 ? dc2.get() : nullptr, fp4 ? ds2.get() : nullptr, fp4 ? nullptr : b2.get(), D, F};
-      const int n = T * k, tile_rows = grouped ? 64 : 1 << 30;
-      const int max_tiles = grouped ? n / 64 + E : E;
+      const int n = T * k, tile_rows = grouped ? kMoeTileRows : 1 << 30;
+      const int max_tiles = grouped ? n / kMoeTileRows + E : E;
       DeviceArray<int32_t> counts(E), offsets(E + 1), perm(n), inv(n), ntiles(1);
       DeviceArray<int2> tiles(max_tiles);
       DSV4_CUDA_CHECK(cudaMemset(counts.get(), 0, E * sizeof(int32_t)));
       moe_group_cuda(dex.get(), T, k, E, counts.get(), offsets.get(), perm.get(), inv.get(), tile_rows, tiles.get(),
                      ntiles.get(), 0);
       DeviceArray<float> ys(n * D), result(T * D);
-      DeviceArray<bf16> xs(n * D), h(n * F);
+      DeviceArray<bf16> xs(n * D), hd(n * F);
       moe_gather_cuda(dx.get(), D, perm.get(), n, k, nullptr, xs.get(), 0);
       if (grouped) {
         moe_grouped_swiglu_cuda(xs.get(), m1, m3, tiles.get(), ntiles.get(), max_tiles, tile_rows, offsets.get(),
-                                limit, dw.get(), perm.get(), h.get(), 0);
-        moe_grouped_down_cuda(h.get(), m2, tiles.get(), ntiles.get(), max_tiles, tile_rows, offsets.get(), ys.get(), 0);
+                                limit, dw.get(), perm.get(), hd.get(), 0);
+        moe_grouped_down_cuda(hd.get(), m2, tiles.get(), ntiles.get(), max_tiles, tile_rows, offsets.get(), ys.get(),
+                              0);
       } else {
         moe_gemv_swiglu_cuda(xs.get(), m1, m3, tiles.get(), ntiles.get(), max_tiles, offsets.get(), limit, dw.get(),
-                             perm.get(), h.get(), 0);
-        moe_gemv_down_cuda(h.get(), m2, tiles.get(), ntiles.get(), max_tiles, offsets.get(), ys.get(), 0);
+                             perm.get(), hd.get(), 0);
+        moe_gemv_down_cuda(hd.get(), m2, tiles.get(), ntiles.get(), max_tiles, offsets.get(), ys.get(), 0);
       }
       moe_combine_cuda(ys.get(), inv.get(), dsh.get(), T, k, D, result.get(), 0);
       // bf16 inputs on both sides; a float32 summation-order difference can still move an element
       // of h across a bf16 rounding boundary (2^-8 relative), so a few outputs may differ by that.
-      out.push_back(check(str(grouped ? "grouped wmma" : "gemv", fp4 ? " (fp4 weights)" : " (bf16 weights)"),
-                          host(result), want, 4e-3, 0.05));
+      out.push_back(check(str(grouped ? "grouped" : "gemv", fp4 ? " (fp4 weights)" : " (bf16 weights)"), host(result),
+                          want, 4e-3, 0.05));
     }
   return out;
+}
+
+// Decode-sized: ~10 rows per expert (partial tiles only). D and F not multiples of 64 or 128 (row
+// and column tails), scales on both sides of 2^1.
+std::vector<Check> op_moe_experts(std::mt19937& rng) {
+  const int E = 8;
+  std::vector<int32_t> first(40);
+  for (auto& e : first) e = static_cast<int32_t>(rng() % E);
+  return moe_experts_case(rng, 40, E, 2, 288, 160, [&](int t, int i) {
+    return i == 0 ? first[t] : (first[t] + 1 + static_cast<int32_t>(rng() % (E - 1))) % E;
+  });
+}
+
+// Prefill-sized: one expert with ~420 rows (three full tiles and a partial one), experts of ~190
+// and of ~25 rows (tiles whose second half of warps has no rows), two experts with none; K tails of half
+// a stage (D = 544, F = 160) and feature blocks cut short (F = 160 of 128-feature blocks, D = 544
+// of 256) in both products; the ring of stages wraps (D: 9 stages of 64 columns).
+std::vector<Check> op_moe_experts_prefill(std::mt19937& rng) {
+  const int T = 600, E = 8;
+  const int32_t busy = 0, rare = 7, common[] = {1, 2, 4, 5};  // 3 and 6: no rows
+  std::vector<int32_t> first(T);
+  for (auto& e : first) {
+    const uint32_t r = rng() % 100;
+    e = r < 70 ? busy : r < 74 ? rare : common[rng() % 4];
+  }
+  return moe_experts_case(rng, T, E, 2, 544, 160, [&](int t, int i) {
+    if (i == 0) return first[t];
+    int32_t e = common[rng() % 4];
+    if (e == first[t]) e = first[t] == common[0] ? common[1] : common[0];
+    return e;
+  });
 }
 
 // swiglu + FP8 rounding in one launch equals swiglu_cuda then quantize_fp8_1x128_cuda, bit for bit.
@@ -332,8 +361,9 @@ std::vector<Check> op_gemv(std::mt19937& rng) {
 }
 
 const OpCase kCases[] = {
-    {"moe_route", op_moe_route}, {"moe_experts", op_moe_experts}, {"moe_group", op_moe_group},
-    {"swiglu_quant", op_swiglu_quant}, {"gemm", op_gemm},          {"gemv", op_gemv},
+    {"moe_route", op_moe_route},     {"moe_experts", op_moe_experts}, {"moe_experts_prefill", op_moe_experts_prefill},
+    {"moe_group", op_moe_group},     {"swiglu_quant", op_swiglu_quant}, {"gemm", op_gemm},
+    {"gemv", op_gemv},
 };
 
 }  // namespace
