@@ -168,6 +168,8 @@ void add_ape_cuda(float* z, int64_t rows, int width, const float* ape, int m, co
 // score [rows, ld]: for row r (sequence slot[r], position pos[r]) and entry i < (pos+1)/4 of its
 // sequence: Σ_h (w[r, h] · w_scale) · ReLU(qI[r, h] · k_i). qI [rows, HI·DI] must be FP4-simulated (then the
 // bf16 tensor-core products are exact, as the entries are); entries past the count are not written.
+// Up to 64 rows (decode) each row streams the entries on its own; more rows (prefill, DI = 128)
+// share each decoded tile of entries among blocks of consecutive rows.
 void indexer_scores_cuda(const float* qI, const float* w, float w_scale, int64_t rows, int HI, int DI, const int32_t* slot,
                          const int32_t* pos, const LayerCache* caches, bool compact, float* score, int64_t ld,
                          int64_t max_count, cudaStream_t s);

@@ -19,6 +19,8 @@
 //     barriers); the grid is sized to fill the GPU once, warps stride over the tiles;
 //   - the ReLU-weighted head sum is fused: per thread 8 heads, then a butterfly over the warp.
 // More than kGroupHeads heads take several passes, the later ones adding to the scores.
+// More than kFewRows rows (prefill) go to indexer_prefill.cu, where query rows share each
+// entry tile.
 //
 // Top-k. A radix select of the K-th largest key (8-bit digits from the top) by a thread block
 // cluster of 1..8 blocks per row: each block keeps its slice of the row in shared memory, the
@@ -32,82 +34,14 @@
 
 #include "cuda/check.h"
 #include "ops/cuda_device.cuh"
+#include "ops/indexer_cuda.cuh"
 
 namespace dsv4::cuda {
 
 namespace {
 
 namespace cg = cooperative_groups;
-
-// ---- PTX helpers ----------------------------------------------------------------------------------
-
-__device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t sel) {
-  uint32_t d;
-  asm("prmt.b32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(sel));
-  return d;
-}
-__device__ __forceinline__ uint32_t mul_bf16x2(uint32_t a, uint32_t b) {
-  uint32_t d;
-  asm("mul.rn.bf16x2 %0, %1, %2;" : "=r"(d) : "r"(a), "r"(b));
-  return d;
-}
-__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<const uint32_t*>(&v);
-}
-// c[16×8] += a[16×16] · b[16×8]; fragments as in the PTX ISA (groupID = lane / 4, tig = lane % 4).
-__device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-// kBytes from global to shared; zero-filled without reading when !valid.
-template <int kBytes>
-__device__ __forceinline__ void cp_async(void* dst, const void* src, bool valid) {
-  static_assert(kBytes == 4 || kBytes == 8 || kBytes == 16, "cp.async copies 4, 8 or 16 bytes");
-  const uint32_t d = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
-  const uint32_t n = valid ? kBytes : 0;
-  if constexpr (kBytes == 16)
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(d), "l"(src), "r"(n) : "memory");
-  else
-    asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;" ::"r"(d), "l"(src), "n"(kBytes), "r"(n) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
-template <int kPending>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;" ::"n"(kPending) : "memory");
-}
-
-// ---- e2m1 codes -> bf16 ---------------------------------------------------------------------------
-
-// The e2m1 magnitudes {0, 0.5, 1, 1.5, 2, 3, 4, 6} in bf16 are 0x0000, 0x3F00, 0x3F80, 0x3FC0,
-// 0x4000, 0x4040, 0x4080, 0x40C0: their high and low bytes as 8-byte prmt tables (codes 0-3, 4-7).
-constexpr uint32_t kE2m1HighBytes03 = 0x3F3F3F00u, kE2m1HighBytes47 = 0x40404040u;
-constexpr uint32_t kE2m1LowBytes03 = 0xC0800000u, kE2m1LowBytes47 = 0xC0804000u;
-constexpr uint32_t kBf16SignBits = 0x80008000u;
-
-// 8 codes (nibble i = element i) -> 4 bf16 pairs (pair p = elements 2p, 2p+1, the lower one in the
-// low half), exact. Magnitudes by table lookup; the sign (nibble bit 3) of element 2p is bit 7 of
-// byte p of (x << 4) and that of element 2p+1 bit 7 of byte p of x: prmt's sign-replicate mode
-// (selector bit 3) copies them to bytes 1 and 3.
-__device__ __forceinline__ void e2m1x8_to_bf16(uint32_t x, uint32_t (&pairs)[4]) {
-  const uint32_t mag = x & 0x77777777u, x4 = x << 4;
-#pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    const uint32_t sel = half ? mag >> 16 : mag;  // prmt reads the low 4 selector nibbles
-    const uint32_t hi = prmt(kE2m1HighBytes03, kE2m1HighBytes47, sel);
-    const uint32_t lo = prmt(kE2m1LowBytes03, kE2m1LowBytes47, sel);
-    pairs[2 * half] = prmt(lo, hi, 0x5140u);
-    pairs[2 * half + 1] = prmt(lo, hi, 0x7362u);
-  }
-#pragma unroll
-  for (int p = 0; p < 4; ++p) pairs[p] |= prmt(x4, x, 0xC080u + 0x1010u * p) & kBf16SignBits;
-}
-// 2^(b − 127) as bf16, twice (b = 0 is the subnormal 2^−127, as e8m0_value).
-__device__ __forceinline__ uint32_t e8m0_to_bf16x2(uint32_t b) {
-  const uint32_t h = b ? b << 7 : 0x0040u;
-  return h | (h << 16);
-}
+using namespace indexer;
 
 // ---- scores ----------------------------------------------------------------------------------------
 
@@ -497,6 +431,8 @@ void indexer_scores_cuda(const float* qI, const float* w, float w_scale, int64_t
                          const int32_t* pos, const LayerCache* caches, bool compact, float* score, int64_t ld,
                          int64_t max_count, cudaStream_t s) {
   if (rows == 0 || max_count == 0) return;
+  if (rows > kFewRows && prefill_scores_fit(DI))
+    return prefill_scores(qI, w, w_scale, rows, HI, DI, slot, pos, caches, compact, score, ld, max_count, s);
   switch (DI) {
     case 32: return launch_scores<32>(qI, w, w_scale, rows, HI, slot, pos, caches, compact, score, ld, max_count, s);
     case 64: return launch_scores<64>(qI, w, w_scale, rows, HI, slot, pos, caches, compact, score, ld, max_count, s);
