@@ -287,20 +287,34 @@ sparse_attention_kernel(const float* q, const float* kv, const float* sink, Attn
   }
 }
 
-// One block per (row, head): merges the splits' partials with the sink.
+// One block per (row, head): merges the splits' partials with the sink. The splits' weights
+// exp(m_s − M) / L are computed once into shared memory, then each dim is one weighted sum.
+constexpr int kMaxSplits = 128;
 __global__ void attention_combine_kernel(const float* part, const float* sink, int H, int Dh, int splits, float* o) {
+  __shared__ float wgt[kMaxSplits];
+  __shared__ float total;
   const int64_t r = blockIdx.x;
   const int h = blockIdx.y;
   const int pstride = Dh + 4;
   const float* base = part + (r * H + h) * static_cast<int64_t>(splits) * pstride;
-  float M = sink[h];
-  for (int s = 0; s < splits; ++s) M = fmaxf(M, base[s * pstride + Dh]);
-  float L = expf(sink[h] - M);
-  for (int s = 0; s < splits; ++s) L += base[s * pstride + Dh + 1] * expf(base[s * pstride + Dh] - M);
+  if (threadIdx.x < 32) {  // one warp: the maximum, the weights, the denominator (splits in order)
+    float M = sink[h];
+    for (int s = threadIdx.x; s < splits; s += 32) M = fmaxf(M, base[s * pstride + Dh]);
+    M = dev::warp_max(M);
+    for (int s = threadIdx.x; s < splits; s += 32) wgt[s] = expf(base[s * pstride + Dh] - M);
+    __syncwarp();
+    if (threadIdx.x == 0) {
+      float L = expf(sink[h] - M);
+      for (int s = 0; s < splits; ++s) L += base[s * pstride + Dh + 1] * wgt[s];
+      total = L;
+    }
+  }
+  __syncthreads();
+  const float inv = 1.0f / total;
   for (int d = threadIdx.x; d < Dh; d += blockDim.x) {
     float v = 0.0f;
-    for (int s = 0; s < splits; ++s) v += base[s * pstride + d] * expf(base[s * pstride + Dh] - M);
-    o[(r * H + h) * Dh + d] = v / L;
+    for (int s = 0; s < splits; ++s) v += base[s * pstride + d] * wgt[s];
+    o[(r * H + h) * Dh + d] = v * inv;
   }
 }
 
@@ -723,7 +737,7 @@ int mma_splits(int64_t rows, const AttnShape& a) {
   const int64_t blocks = rows * (a.H / std::min(MmaAttn::kM, a.H));
   const int64_t target = 132;  // one block on each SM
   if (blocks >= target) return 1;
-  int64_t splits = std::min<int64_t>(64, (target + blocks - 1) / blocks);
+  int64_t splits = std::min<int64_t>(kMaxSplits, (target + blocks - 1) / blocks);
   if (a.max_keys > 0) splits = std::min<int64_t>(splits, (a.max_keys + MmaAttn::kN - 1) / MmaAttn::kN);
   return static_cast<int>(std::max<int64_t>(1, splits));
 }
