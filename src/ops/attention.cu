@@ -479,35 +479,33 @@ sparse_attention_mma_kernel(const float* q, CacheRows chunk, const float* sink, 
   }
   __syncthreads();
 
-  // Staging of tile t: the scale bytes through registers (two per thread), codes and RoPE dims by cp.async.
+  // Staging of tile t: four threads per attended row (its source found once); the scale bytes
+  // through registers (two per thread), codes and RoPE dims by cp.async.
   const int code_pieces = N / 16, pieces = code_pieces + R / 8;
+  static_assert(C::kThreads == 4 * C::kN && C::kMaxScaleBlocks == 8, "four threads per row, two scales each");
+  const int srow = tid >> 2, squad = tid & 3;
   uint8_t sc_reg[2];
   auto load_scales = [&](int t) {
+    const KeyRow kr = key_row(t * C::kN + srow, nkeys, nwin, lo, seq, a.W, sel);
 #pragma unroll
     for (int u = 0; u < 2; ++u) {
-      const int i = tid + u * C::kThreads, row = i / C::kMaxScaleBlocks, b = i % C::kMaxScaleBlocks;
-      sc_reg[u] = 0;
-      if (row < C::kN && b < nblk) {
-        const KeyRow kr = key_row(t * C::kN + row, nkeys, nwin, lo, seq, a.W, sel);
-        if (kr.row >= 0) sc_reg[u] = src[kr.which].scales[kr.row * nblk + b];
-      }
+      const int b = squad + 4 * u;
+      sc_reg[u] = kr.row >= 0 && b < nblk ? src[kr.which].scales[kr.row * nblk + b] : 0;
     }
   };
   auto store_scales = [&]() {
 #pragma unroll
-    for (int u = 0; u < 2; ++u) {
-      const int i = tid + u * C::kThreads;
-      if (i < C::kN * C::kMaxScaleBlocks) stage_sc[i] = sc_reg[u];
-    }
+    for (int u = 0; u < 2; ++u) stage_sc[srow * C::kMaxScaleBlocks + squad + 4 * u] = sc_reg[u];
   };
   auto issue_copies = [&](int t) {
-    for (int i = tid; i < C::kN * pieces; i += C::kThreads) {
-      const int row = i / pieces, pc = i % pieces;
-      const KeyRow kr = key_row(t * C::kN + row, nkeys, nwin, lo, seq, a.W, sel);
-      if (kr.row < 0) continue;
+    const KeyRow kr = key_row(t * C::kN + srow, nkeys, nwin, lo, seq, a.W, sel);
+    if (kr.row >= 0) {
       const CacheRows& c = src[kr.which];
-      if (pc < code_pieces) cp_async16(stage + row * stage_ld + 16 * pc, c.codes + kr.row * N + 16 * pc);
-      else cp_async16(stage + row * stage_ld + N + 16 * (pc - code_pieces), c.rope + kr.row * R + 8 * (pc - code_pieces));
+      unsigned char* dst = stage + srow * stage_ld;
+      for (int pc = squad; pc < pieces; pc += 4) {
+        if (pc < code_pieces) cp_async16(dst + 16 * pc, c.codes + kr.row * N + 16 * pc);
+        else cp_async16(dst + N + 16 * (pc - code_pieces), c.rope + kr.row * R + 8 * (pc - code_pieces));
+      }
     }
     asm volatile("cp.async.commit_group;" ::: "memory");
   };
