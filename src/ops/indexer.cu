@@ -242,10 +242,11 @@ void launch_scores(const float* qI, const float* w, float w_scale, int64_t rows,
 struct TopkConfig {
   static constexpr int kThreads = 1024, kWarps = kThreads / 32;
   static constexpr int kMaxCluster = 8;              // the portable cluster size
+  static constexpr int kMaxClusterWide = 16;         // non-portable, where the GPU co-schedules it (H100/H200)
   static constexpr int kDigitBits = 8, kBuckets = 1 << kDigitBits, kRounds = 32 / kDigitBits;
   static constexpr int kMaxCachedKeys = 48 * 1024;   // a slice's keys in shared memory: 192 KiB
   static constexpr int kMinSliceKeys = 4096;         // shorter slices do not pay for a cluster's barriers
-  static_assert(kWarps <= 32 && kMaxCluster <= 32, "one warp scans the warps and the blocks");
+  static_assert(kWarps <= 32 && kMaxClusterWide <= 32, "one warp scans the warps and the blocks");
   static_assert(kBuckets % 32 == 0 && kBuckets <= kThreads, "one thread per bucket, whole lanes per bucket run");
 };
 
@@ -415,14 +416,41 @@ __global__ void __launch_bounds__(TopkConfig::kThreads)
 }
 
 // Blocks per row: enough that each slice fits in shared memory, more while the GPU has idle SMs
-// and slices stay long; a power of two up to the portable cluster size.
-int topk_cluster(int64_t rows, int64_t ld, int sms) {
+// and slices stay long (one decode row at 1M tokens: 16 blocks of 16384 keys where the GPU
+// co-schedules a cluster of 16); a power of two up to `max_cluster`.
+int topk_cluster(int64_t rows, int64_t ld, int sms, int max_cluster) {
   using C = TopkConfig;
   int fit = 1;
-  while (fit < C::kMaxCluster && (ld + fit - 1) / fit > C::kMaxCachedKeys) fit *= 2;
+  while (fit < max_cluster && (ld + fit - 1) / fit > C::kMaxCachedKeys) fit *= 2;
   int par = 1;
-  while (par < C::kMaxCluster && rows * par * 2 <= sms && ld / (par * 2) >= C::kMinSliceKeys) par *= 2;
+  while (par < max_cluster && rows * par * 2 <= sms && ld / (par * 2) >= C::kMinSliceKeys) par *= 2;
   return std::max(fit, par);
+}
+
+// 16 when the kernel may form non-portable clusters of 16 blocks and the GPU can hold one at
+// the largest shared-memory size; else the portable 8. Asked once (after the shared-memory opt-in).
+int topk_max_cluster() {
+  using C = TopkConfig;
+  static int max_cluster = 0;
+  if (max_cluster) return max_cluster;
+  max_cluster = C::kMaxCluster;
+  if (cudaFuncSetAttribute(topk_kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) == cudaSuccess) {
+    cudaLaunchAttribute attr{};
+    attr.id = cudaLaunchAttributeClusterDimension;
+    attr.val.clusterDim.x = C::kMaxClusterWide;
+    attr.val.clusterDim.y = attr.val.clusterDim.z = 1;
+    cudaLaunchConfig_t cfg{};
+    cfg.gridDim = dim3(C::kMaxClusterWide);
+    cfg.blockDim = dim3(C::kThreads);
+    cfg.dynamicSmemBytes = C::kMaxCachedKeys * sizeof(uint32_t);
+    cfg.attrs = &attr;
+    cfg.numAttrs = 1;
+    int clusters = 0;
+    if (cudaOccupancyMaxActiveClusters(&clusters, topk_kernel, &cfg) == cudaSuccess && clusters >= 1)
+      max_cluster = C::kMaxClusterWide;
+  }
+  (void)cudaGetLastError();  // a refusal above is an answer, not an error to report later
+  return max_cluster;
 }
 
 }  // namespace
@@ -449,10 +477,6 @@ void topk_cuda(const float* score, int64_t ld, int64_t rows, const int32_t* pos,
   int device = 0, sms = 0;
   DSV4_CUDA_CHECK(cudaGetDevice(&device));
   DSV4_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  const int cluster = topk_cluster(rows, ld, sms);
-  const int64_t slice = ((ld + cluster - 1) / cluster + 31) / 32 * 32;
-  const int cached = static_cast<int>(std::min<int64_t>(slice, C::kMaxCachedKeys));
-  const int smem = cached * static_cast<int>(sizeof(uint32_t));
   // Opt in once to the largest slice: the kernel's static shared memory comes on top of the
   // dynamic part, so a dynamic size just under 48 KiB already needs it.
   static int raised = 0;
@@ -460,6 +484,10 @@ void topk_cuda(const float* score, int64_t ld, int64_t rows, const int32_t* pos,
     raised = C::kMaxCachedKeys * static_cast<int>(sizeof(uint32_t));
     DSV4_CUDA_CHECK(cudaFuncSetAttribute(topk_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, raised));
   }
+  const int cluster = topk_cluster(rows, ld, sms, topk_max_cluster());
+  const int64_t slice = ((ld + cluster - 1) / cluster + 31) / 32 * 32;
+  const int cached = static_cast<int>(std::min<int64_t>(slice, C::kMaxCachedKeys));
+  const int smem = cached * static_cast<int>(sizeof(uint32_t));
   cudaLaunchAttribute attr{};
   attr.id = cudaLaunchAttributeClusterDimension;
   attr.val.clusterDim.x = static_cast<unsigned>(cluster);
