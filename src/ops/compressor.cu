@@ -10,31 +10,6 @@ namespace {
 
 constexpr int kThreads = 256;
 
-// Writes a quantized kv row (values already simulated except the nope dims, which are quantized
-// here with block scales of 64): float32 or compact. `e` in shared memory.
-__device__ void write_kv_row(float* e, const RowFormat& f, const CacheRows& c, int64_t row) {
-  const int N = f.d - f.R, nblocks = (N + 63) / 64;
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
-  for (int b = warp; b < nblocks; b += nwarps) {
-    const int b0 = b * 64, b1 = min(N, b0 + 64);
-    float amax = 0.0f;
-    for (int i = b0 + lane; i < b1; i += 32) amax = fmaxf(amax, fabsf(e[i]));
-    amax = dev::warp_max(amax);
-    const int k = dev::fp8_scale_exp(amax);
-    const float s = ldexpf(1.0f, k);
-    for (int i = b0 + lane; i < b1; i += 32) {
-      const float v = dev::fp8_sim_value(e[i], s);
-      if (f.compact) c.codes[row * N + i] = dev::e4m3_code(v / s);
-      else c.f32[row * f.d + i] = v;
-    }
-    if (f.compact && lane == 0) c.scales[row * nblocks + b] = static_cast<uint8_t>(k + 127);
-  }
-  for (int i = N + threadIdx.x; i < f.d; i += blockDim.x) {
-    if (f.compact) c.rope[row * f.R + (i - N)] = __float2bfloat16_rn(e[i]);
-    else c.f32[row * f.d + i] = e[i];
-  }
-}
-
 // Indexer row: FP4 simulation in blocks of 32 (one warp per block), float32 or packed codes.
 __device__ void write_indexer_row(float* e, const RowFormat& f, const CacheRows& c, int64_t row) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
@@ -106,7 +81,7 @@ __global__ void compress_entries_kernel(const float* u, const float* z, int m, R
     dev::rope_pair(e[d - f.R + 2 * k], e[d - f.R + 2 * k + 1], freqs[k], i * m, false);
   __syncthreads();
   if (!f.indexer) {
-    write_kv_row(e, f, cache.entries, i);
+    dev::write_kv_row(e, f, cache.entries, i);
     return;
   }
   // Hadamard rotation of all d dims (the CPU's butterfly order), then FP4.

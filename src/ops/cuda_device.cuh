@@ -184,4 +184,30 @@ __device__ __forceinline__ float cache_value(const CacheRows& c, const RowFormat
   return e4m3_value(c.codes[row * N + i]) * e8m0_value(c.scales[row * ((N + 63) / 64) + i / 64]);
 }
 
+// Writes kv row `row` of a cache (float32 or compact) from its values e: the nope dims are
+// FP8-simulated here in blocks of 64 (the identity on values that already are: a recomputed
+// scale can halve, the values stay), the RoPE dims copied (compact: rounded to bf16).
+__device__ __forceinline__ void write_kv_row(const float* e, const RowFormat& f, const CacheRows& c, int64_t row) {
+  const int N = f.d - f.R, nblocks = (N + 63) / 64;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+  for (int b = warp; b < nblocks; b += nwarps) {
+    const int b0 = b * 64, b1 = min(N, b0 + 64);
+    float amax = 0.0f;
+    for (int i = b0 + lane; i < b1; i += 32) amax = fmaxf(amax, fabsf(e[i]));
+    amax = warp_max(amax);
+    const int k = fp8_scale_exp(amax);
+    const float s = ldexpf(1.0f, k);
+    for (int i = b0 + lane; i < b1; i += 32) {
+      const float v = fp8_sim_value(e[i], s);
+      if (f.compact) c.codes[row * N + i] = e4m3_code(v / s);
+      else c.f32[row * f.d + i] = v;
+    }
+    if (f.compact && lane == 0) c.scales[row * nblocks + b] = static_cast<uint8_t>(k + 127);
+  }
+  for (int i = N + threadIdx.x; i < f.d; i += blockDim.x) {
+    if (f.compact) c.rope[row * f.R + (i - N)] = __float2bfloat16_rn(e[i]);
+    else c.f32[row * f.d + i] = e[i];
+  }
+}
+
 }  // namespace dsv4::cuda::dev

@@ -1,0 +1,26 @@
+// What the two CUDA attention files share (contract of the op in cuda_ops.h): attention.cu has
+// the float32 kernel, the combine of split partials and the entry points; attention_mma.cu the
+// fast precision's tensor-core kernel.
+#pragma once
+#include <cstdint>
+
+#include "ops/cuda_ops.h"
+
+namespace dsv4::cuda::attn {
+
+constexpr int kMaxSplits = 128;  // the most partials one (row, head) is split into
+
+// part [rows, H, splits, Dh + 4] (per split: unnormalized o [Dh], m, l, pad) merged with the
+// sink into o [rows, H, Dh].
+void launch_combine(const float* part, const float* sink, int64_t rows, int H, int Dh, int splits, float* o,
+                    cudaStream_t s);
+
+// The tensor-core kernel: whether it takes this shape, its work buffer in floats (the split
+// partials and the chunk's rows in compact form), and the attention itself.
+bool mma_fits(const AttnShape& a);
+int64_t mma_work(int64_t rows, const AttnShape& a);
+void mma_attention(const float* q, const float* kv, const float* sink, const AttnShape& a, const int32_t* slot,
+                   const int32_t* pos, int64_t rows, const SeqRows* seqs, const LayerCache* caches,
+                   const int32_t* selected, float* o, float* work, cudaStream_t s);
+
+}  // namespace dsv4::cuda::attn
