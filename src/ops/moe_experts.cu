@@ -160,8 +160,8 @@ __device__ __forceinline__ void gemv_mma_fp4(const GemvStage<true, kMats>& st, c
       for (int h = 0; h < 2; ++h) {
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
-          a[h][i] = bf16x2_mul(a[h][i], f1[i & 1]);
-          if (kWide) a[h][i] = bf16x2_mul(a[h][i], f2[i & 1]);
+          a[h][i] = mul_bf16x2(a[h][i], f1[i & 1]);
+          if (kWide) a[h][i] = mul_bf16x2(a[h][i], f2[i & 1]);
         }
         mma_bf16(acc[m], a[h], xb[4 * j + 2 * h], xb[4 * j + 2 * h + 1]);
       }

@@ -6,8 +6,12 @@
 
 #include "cuda/check.h"
 #include "ops/cuda_ops.h"
+#include "ops/cuda_ptx.cuh"
 
 namespace dsv4::cuda::expert {
+
+using ptx::mma_bf16;
+using ptx::mul_bf16x2;
 
 // silu(min(g, λ)) · clamp(u, ±λ) in float32 (λ = 0: no clamp), model.md §9.
 __device__ __forceinline__ float swiglu_value(float g, float u, float limit) {
@@ -29,11 +33,6 @@ __device__ __forceinline__ uint32_t e2m1_pair(uint32_t q) {
   constexpr uint32_t kPlace = (1u << (6 - 4 * j)) + (1u << (12 - 4 * j));
   return ((v & kNibbles) * kPlace) & 0x81c081c0u;
 }
-__device__ __forceinline__ uint32_t bf16x2_mul(uint32_t a, uint32_t b) {
-  uint32_t d;
-  asm("mul.rn.bf16x2 %0, %1, %2;" : "=r"(d) : "r"(a), "r"(b));
-  return d;
-}
 // 2^(e − 127) in both halves (a biased exponent e in 1..254).
 __device__ __forceinline__ uint32_t bf16x2_pow2(uint32_t biased_exp) { return (biased_exp << 7) * 0x10001u; }
 // An E8M0 byte b scales a decoded pair (e2m1 · 2^-126) by 2^(b − 1) = f1 · f2: f1 = 2^(min(b, 128) − 1)
@@ -41,13 +40,6 @@ __device__ __forceinline__ uint32_t bf16x2_pow2(uint32_t biased_exp) { return (b
 __device__ __forceinline__ uint32_t e8m0_factor1(uint32_t b) { return bf16x2_pow2(min(b, 128u) + 126u); }
 __device__ __forceinline__ uint32_t e8m0_factor2(uint32_t b) { return bf16x2_pow2(b > 128u ? b - 1u : 127u); }
 
-// D += A · B for one m16n8k16 tile: a = rows (g, k 2t..), (g + 8, k 2t..), (g, k 2t + 8..), (g + 8, k 2t + 8..).
-__device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-      "{%0, %1, %2, %3};"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
 
 inline void check_expert(const ExpertMatrix& w, const char* what) {
   DSV4_CHECK((w.codes && w.scales) || w.w, "moe", what, ": no weights");

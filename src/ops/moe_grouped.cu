@@ -71,24 +71,6 @@ __device__ __forceinline__ bool slot_in_second(int s) {
   return kSwiglu && ((s >> 5) & 1);
 }
 
-__device__ __forceinline__ uint32_t smem_addr(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-// 16 bytes from global to shared; zero-filled without reading when !valid.
-__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(smem_addr(dst)), "l"(src), "r"(valid ? 16 : 0)
-               : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
-template <int kPending>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;" ::"n"(kPending) : "memory");
-}
-__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const bf16* p) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(smem_addr(p)));
-}
 
 // What a block reads: tile rows [r0, r0 + valid) of x (rows of expert e) and its slots' weight rows.
 struct GroupedBlock {
@@ -111,7 +93,7 @@ __device__ __forceinline__ void load_stage(const GroupedBlock& b, int kb, uint8_
   for (int q = 0; q < C::kRows * (C::kBK / 8) / C::kThreads; ++q) {
     const int row = (tid >> 3) + q * (C::kThreads / 8), col = k0 + 8 * piece8;
     const bool valid = row < b.valid && col < b.K;
-    cp_async16(xd + row * C::kLd + 8 * piece8, valid ? b.x + static_cast<int64_t>(b.r0 + row) * b.K + col : b.x, valid);
+    ptx::cp_async<16>(xd + row * C::kLd + 8 * piece8, valid ? b.x + static_cast<int64_t>(b.r0 + row) * b.K + col : b.x, valid);
   }
   if constexpr (kFp4) {
     const int piece = tid & 1;  // 32-column piece (16 bytes of codes)
@@ -120,7 +102,7 @@ __device__ __forceinline__ void load_stage(const GroupedBlock& b, int kb, uint8_
       const int s = (tid >> 1) + q * (C::kThreads / 2), n = slot_row<kSwiglu>(s, b.n0), col = k0 + 32 * piece;
       const uint8_t* codes = slot_in_second<kSwiglu>(s) ? b.wb.codes : b.wa.codes;
       const bool valid = n < b.N && col < b.K;
-      cp_async16(wd + s * C::kCodeLd + 16 * piece,
+      ptx::cp_async<16>(wd + s * C::kCodeLd + 16 * piece,
                  valid ? codes + (static_cast<int64_t>(b.e) * b.N + n) * (b.K / 2) + col / 2 : codes, valid);
     }
   } else {
@@ -129,7 +111,7 @@ __device__ __forceinline__ void load_stage(const GroupedBlock& b, int kb, uint8_
       const int s = (tid >> 3) + q * (C::kThreads / 8), n = slot_row<kSwiglu>(s, b.n0), col = k0 + 8 * piece8;
       const bf16* w = slot_in_second<kSwiglu>(s) ? b.wb.w : b.wa.w;
       const bool valid = n < b.N && col < b.K;
-      cp_async16(wd + (s * C::kLd + 8 * piece8) * 2, valid ? w + (static_cast<int64_t>(b.e) * b.N + n) * b.K + col : w,
+      ptx::cp_async<16>(wd + (s * C::kLd + 8 * piece8) * 2, valid ? w + (static_cast<int64_t>(b.e) * b.N + n) * b.K + col : w,
                  valid);
     }
   }
@@ -156,8 +138,8 @@ __device__ __forceinline__ void decode_words(const uint4& q, uint32_t b, bf16* o
     uint32_t p[4] = {e2m1_pair<0>(w[j]), e2m1_pair<1>(w[j]), e2m1_pair<2>(w[j]), e2m1_pair<3>(w[j])};
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-      p[i] = bf16x2_mul(p[i], f1);
-      if (kWide) p[i] = bf16x2_mul(p[i], f2);
+      p[i] = mul_bf16x2(p[i], f1);
+      if (kWide) p[i] = mul_bf16x2(p[i], f2);
     }
     *reinterpret_cast<uint4*>(out + 8 * j) =
         make_uint4(__byte_perm(p[0], p[1], 0x5410), __byte_perm(p[2], p[3], 0x5410), __byte_perm(p[0], p[1], 0x7632),
@@ -213,13 +195,13 @@ moe_grouped_kernel(const bf16* x, ExpertMatrix wa, ExpertMatrix wb, const int2* 
 
   for (int s = 0; s < C::kStages - 1; ++s) {
     if (s < nkb) load_stage<kSwiglu, kFp4>(b, s, smem);
-    cp_async_commit();
+    ptx::cp_async_commit();
   }
   uint32_t next_scales = 0;
   if constexpr (kFp4) {
     const uint32_t first = stage_scales(my_scales, 0, b.K);
     next_scales = stage_scales(my_scales, 1, b.K);
-    cp_async_wait<C::kStages - 2>();  // stage 0 (this thread's copies)
+    ptx::cp_async_wait<C::kStages - 2>();  // stage 0 (this thread's copies)
     __syncthreads();
     decode_half(my_codes(0), 0, first, my_decoded(0));
     decode_half(my_codes(0), 1, first, my_decoded(0));
@@ -227,10 +209,10 @@ moe_grouped_kernel(const bf16* x, ExpertMatrix wa, ExpertMatrix wb, const int2* 
   for (int kb = 0; kb < nkb; ++kb) {
     // Stage kb + kLookahead has landed; after the barrier everyone is done with iteration kb − 1,
     // so ring entry (kb − 1) % kStages and the decoded tile of kb − 1 are free.
-    cp_async_wait<C::kStages - 2 - C::kLookahead>();
+    ptx::cp_async_wait<C::kStages - 2 - C::kLookahead>();
     __syncthreads();
     if (kb + C::kStages - 1 < nkb) load_stage<kSwiglu, kFp4>(b, kb + C::kStages - 1, smem);
-    cp_async_commit();  // possibly empty: keeps the group count
+    ptx::cp_async_commit();  // possibly empty: keeps the group count
     const bool decode = kFp4 && kb + 1 < nkb;
     const uint32_t scales = next_scales;
     if (kFp4) next_scales = stage_scales(my_scales, kb + 2, b.K);
@@ -245,11 +227,11 @@ moe_grouped_kernel(const bf16* x, ExpertMatrix wa, ExpertMatrix wb, const int2* 
         for (int kk = 2 * half; kk < 2 * half + 2; ++kk) {
           uint32_t a[C::kFragM][4];
 #pragma unroll
-          for (int i = 0; i < C::kFragM; ++i) ldsm_x4(a[i], xa + 16 * i * C::kLd + 16 * kk);
+          for (int i = 0; i < C::kFragM; ++i) ptx::ldmatrix_x4(a[i], xa + 16 * i * C::kLd + 16 * kk);
 #pragma unroll
           for (int jj = 0; jj < C::kFragN / 2; ++jj) {
             uint32_t w[4];
-            ldsm_x4(w, wt + 16 * jj * C::kLd + 16 * kk);
+            ptx::ldmatrix_x4(w, wt + 16 * jj * C::kLd + 16 * kk);
 #pragma unroll
             for (int i = 0; i < C::kFragM; ++i) {
               mma_bf16(acc[i][2 * jj], a[i], w[0], w[1]);
@@ -260,7 +242,7 @@ moe_grouped_kernel(const bf16* x, ExpertMatrix wa, ExpertMatrix wb, const int2* 
       }
     }
   }
-  cp_async_wait<0>();
+  ptx::cp_async_wait<0>();
   if (!has_rows) return;
 
   // Epilogue from registers: row pairs of an n8 tile are adjacent outputs (one 4- or 8-byte store).
