@@ -310,10 +310,8 @@ __global__ void __launch_bounds__(TopkConfig::kThreads)
     }
     cluster.sync();  // every block's histogram is complete
     for (int b = threadIdx.x; b < C::kBuckets; b += blockDim.x) {
-      uint32_t sum = 0;  // the remote reads all in flight at once (unrolled), added in rank order
-#pragma unroll
-      for (int q = 0; q < C::kMaxClusterWide; ++q)
-        if (q < nblocks) sum += cluster.map_shared_rank(h, q)[b];
+      uint32_t sum = 0;
+      for (int q = 0; q < nblocks; ++q) sum += cluster.map_shared_rank(h, q)[b];
       total[b] = sum;
     }
     __syncthreads();
