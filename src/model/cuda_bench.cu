@@ -8,6 +8,7 @@
 #include <map>
 #include <random>
 
+#include "cuda/launch.h"
 #include "model/cuda_bench.h"
 #include "model/cuda_model_impl.cuh"
 
@@ -378,12 +379,29 @@ void run_cuda_bench(const BenchOptions& o) {
         Timer t(s);
         for (int i = 0; i < o.decode_steps; ++i) step();
         const double ms = t.ms() / o.decode_steps;
+        double no_pdl_ms = 0;
+        if (o.compare_pdl && pdl_enabled()) {  // the same graph step captured without PDL
+          set_pdl(false);
+          step();
+          step();
+          DSV4_CUDA_CHECK(cudaStreamSynchronize(s));
+          Timer tn(s);
+          for (int i = 0; i < o.decode_steps; ++i) step();
+          no_pdl_ms = tn.ms() / o.decode_steps;
+          set_pdl(true);
+          step();  // re-captured with PDL for what follows
+        }
         graph = false;
         const double bytes = decode_weight_bytes(model.weights(), c, B) + B * decode_cache_bytes(c, C, true);
         const double tps = B / (ms * 1e-3), frac = bytes / (ms * 1e-3) / bw;
         std::printf("decode B=%d C=%lld: %.2f ms/step (CUDA graph; eager launches %.2f ms), %.0f tokens/s (%.0f scaled to "
                     "43 layers), %.2f GB read/step, %.0f%% of the measured read bandwidth\n",
                     B, static_cast<long long>(C), ms, eager_ms, tps, tps / layer_scale, bytes / 1e9, 100 * frac);
+        if (no_pdl_ms > 0) {
+          std::printf("  without programmatic dependent launch: %.2f ms/step (PDL saves %.1f%%)\n", no_pdl_ms,
+                      100 * (1 - ms / no_pdl_ms));
+          add(str("decode_nopdl_ms_B", B, "_C", C), no_pdl_ms);
+        }
         if (!first_ms.count(B)) first_ms[B] = ms;
         char row[240];
         std::snprintf(row, sizeof row,

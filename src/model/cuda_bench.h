@@ -21,6 +21,8 @@ struct BenchOptions {
   int64_t prefill_chunk = 8192;  // prefill in chunks of this many tokens (0: one forward)
   int decode_steps = 8;
   bool prefill = true, decode = true;
+  // Each decode point also with programmatic dependent launch off (cuda/launch.h), side by side.
+  bool compare_pdl = false;
   // The long run: one sequence prefilled with this many tokens (in chunks of prefill_chunk),
   // then decoded, with progress, memory in use and the step time against a 4096-token
   // sequence's (0: none).

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <set>
 
+#include "cuda/launch.h"
 #include "model/block.h"
 #include "model/cuda_model.h"
 #include "model/cuda_model_impl.cuh"
@@ -599,7 +600,7 @@ void CudaModel::decode_step_graph(const std::vector<SeqChunk>& batch) {
     handles.push_back(ch.seq);
   }
   prepare(batch, false, true);
-  if (graph_ && handles == graph_seqs_) {
+  if (graph_ && handles == graph_seqs_ && graph_pdl_ == pdl_enabled()) {
     DSV4_CUDA_CHECK(cudaGraphLaunch(graph_, stream_));
   } else {
     // This step runs eagerly and sizes every scratch buffer; then the same launches are captured
@@ -617,6 +618,7 @@ void CudaModel::decode_step_graph(const std::vector<SeqChunk>& batch) {
     DSV4_CUDA_CHECK(cudaGraphInstantiate(&graph_, g, 0));
     cudaGraphDestroy(g);
     graph_seqs_ = handles;
+    graph_pdl_ = pdl_enabled();
   }
   for (const SeqChunk& ch : batch) seq(ch.seq).pos += 1;
 }

@@ -259,6 +259,7 @@ class CudaModel : public Backend {
   float* logits_ = nullptr;
   cudaGraphExec_t graph_ = nullptr;
   std::vector<int> graph_seqs_;
+  bool graph_pdl_ = false;  // captured with programmatic dependent launches (cuda/launch.h)
   struct Timed {
     cudaEvent_t start, stop;
     double flop;

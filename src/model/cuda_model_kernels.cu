@@ -1,6 +1,7 @@
 // Small kernels of the CUDA model: embedding rows into the n streams, the MTP's stream
 // update, and the random fills of a synthetic model (a hash of (seed, index), no state).
 #include "cuda/check.h"
+#include "cuda/launch.h"
 #include "model/cuda_model_impl.cuh"
 #include "ops/cuda_device.cuh"
 
@@ -12,6 +13,7 @@ unsigned grid_for(int64_t n, int threads) { return static_cast<unsigned>((n + th
 
 __global__ void embed_kernel(const float* tf, const bf16* tb, int64_t D, const int32_t* ids, int64_t rows, int n,
                              float* X) {
+  dev::pdl_begin();
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i >= rows * n * D) return;
   const int64_t d = i % D, r = i / (n * D);
@@ -20,6 +22,7 @@ __global__ void embed_kernel(const float* tf, const bf16* tb, int64_t D, const i
 }
 
 __global__ void add_halves_kernel(const float* y2, int64_t M, int64_t N, float* y, int64_t ldy) {
+  dev::pdl_begin();
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i >= M * N) return;
   const int64_t r = i / N, c = i % N;
@@ -27,6 +30,7 @@ __global__ void add_halves_kernel(const float* y2, int64_t M, int64_t N, float* 
 }
 
 __global__ void add_to_streams_kernel(float* X, const float* e, int64_t rows, int n, int64_t D) {
+  dev::pdl_begin();
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i >= rows * n * D) return;
   X[i] += e[(i / (n * D)) * D + i % D];
@@ -99,20 +103,17 @@ void fill_cache_bytes_cuda(uint8_t* p, size_t n, uint64_t seed, cudaStream_t s) 
 void embed_rows_cuda(const DTensor& table, const int32_t* ids, int64_t rows, int n, float* X, cudaStream_t s) {
   const int64_t total = rows * n * table.cols;
   if (total == 0) return;
-  embed_kernel<<<grid_for(total, 256), 256, 0, s>>>(table.f32.get(), table.bf.get(), table.cols, ids, rows, n, X);
-  DSV4_CUDA_LAUNCHED("embed_kernel");
+  launch("embed_kernel", embed_kernel, grid_for(total, 256), 256, 0, s, table.f32.get(), table.bf.get(), table.cols, ids, rows, n, X);
 }
 
 void add_halves_cuda(const float* y2, int64_t M, int64_t N, float* y, int64_t ldy, cudaStream_t s) {
   if (M * N == 0) return;
-  add_halves_kernel<<<grid_for(M * N, 256), 256, 0, s>>>(y2, M, N, y, ldy);
-  DSV4_CUDA_LAUNCHED("add_halves_kernel");
+  launch("add_halves_kernel", add_halves_kernel, grid_for(M * N, 256), 256, 0, s, y2, M, N, y, ldy);
 }
 
 void add_to_streams_cuda(float* X, const float* e, int64_t rows, int n, int64_t D, cudaStream_t s) {
   if (rows * n * D == 0) return;
-  add_to_streams_kernel<<<grid_for(rows * n * D, 256), 256, 0, s>>>(X, e, rows, n, D);
-  DSV4_CUDA_LAUNCHED("add_to_streams_kernel");
+  launch("add_to_streams_kernel", add_to_streams_kernel, grid_for(rows * n * D, 256), 256, 0, s, X, e, rows, n, D);
 }
 
 void fill_normal_cuda(float* x, int64_t n, float std, uint64_t seed, cudaStream_t s) {

@@ -6,6 +6,7 @@
 // tiles s, s + S, ...) and a combine kernel merges the partial (m, l, o) with the sink.
 // Float32 arithmetic throughout (both cache forms decode to float32).
 #include "cuda/check.h"
+#include "cuda/launch.h"
 #include "ops/attention_cuda.cuh"
 #include "ops/cuda_device.cuh"
 
@@ -47,6 +48,7 @@ __global__ void __launch_bounds__(AttnConfig::kThreads)
 sparse_attention_kernel(const float* q, const float* kv, const float* sink, AttnShape a, const int32_t* slot,
                         const int32_t* pos, const SeqRows* seqs, const LayerCache* caches, const int32_t* selected,
                         float* o, int splits, float* part) {
+  dev::pdl_begin();
   using C = AttnConfig;
   static_assert(kHeads % (C::kThreads / 32) == 0, "heads split evenly over the warps");
   constexpr int kPerWarp = kHeads / (C::kThreads / 32);
@@ -298,6 +300,7 @@ struct Combine {
 };
 __global__ void __launch_bounds__(Combine::kThreads)
 attention_combine_kernel(const float* part, const float* sink, int H, int Dh, int splits, float* o) {
+  dev::pdl_begin();
   using C = Combine;
   __shared__ float wgt[kMaxSplits];
   __shared__ float total;
@@ -357,6 +360,7 @@ int attention_splits(int64_t rows, const AttnShape& a) {
 // One block per (sequence, ring slot j of the last W rows): the row re-encoded from its float32
 // values (already FP8-simulated on the nope dims, so the same values come back).
 __global__ void window_keep_kernel(const float* kv, RowFormat f, int W, const SeqRows* seqs, const LayerCache* caches) {
+  dev::pdl_begin();
   const SeqRows seq = seqs[blockIdx.x];
   const int p = seq.pos0 + seq.T - W + static_cast<int>(blockIdx.y);
   if (p < seq.pos0 || p < 0) return;
@@ -374,8 +378,7 @@ void launch_combine(const float* part, const float* sink, int64_t rows, int H, i
   DSV4_CHECK(splits <= kMaxSplits && Dh % 4 == 0, "attention", "combine: ", splits, " splits, head_dim ", Dh);
   const dim3 grid(static_cast<unsigned>(rows), static_cast<unsigned>(H),
                   static_cast<unsigned>((Dh + Combine::kDims - 1) / Combine::kDims));
-  attention_combine_kernel<<<grid, Combine::kThreads, 0, s>>>(part, sink, H, Dh, splits, o);
-  DSV4_CUDA_LAUNCHED("attention_combine_kernel");
+  launch("attention_combine_kernel", attention_combine_kernel, grid, Combine::kThreads, 0, s, part, sink, H, Dh, splits, o);
 }
 
 }  // namespace attn
@@ -405,25 +408,24 @@ void sparse_attention_cuda(const float* q, const float* kv, const float* sink, c
   const int splits = attention_splits(rows, a);
   DSV4_CHECK(splits == 1 || work, "attention", "a split attention needs its work buffer");
   dim3 grid(static_cast<unsigned>(rows), static_cast<unsigned>(a.H / hb), static_cast<unsigned>(splits));
-  auto launch = [&](auto kernel, size_t& raised) {
+  auto start = [&](auto kernel, size_t& raised) {
     if (smem > 48 * 1024 && smem > raised) {
       DSV4_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
       raised = smem;
     }
-    kernel<<<grid, C::kThreads, smem, s>>>(q, kv, sink, a, slot, pos, seqs, caches, selected, o, splits, work);
+    launch("sparse_attention_kernel", kernel, grid, C::kThreads, smem, s, q, kv, sink, a, slot, pos, seqs, caches,
+           selected, o, splits, work);
   };
   static size_t raised_few = 0, raised_many = 0;
-  if (kh == C::kHeadsFew) launch(sparse_attention_kernel<C::kHeadsFew>, raised_few);
-  else launch(sparse_attention_kernel<C::kHeads>, raised_many);
-  DSV4_CUDA_LAUNCHED("sparse_attention_kernel");
+  if (kh == C::kHeadsFew) start(sparse_attention_kernel<C::kHeadsFew>, raised_few);
+  else start(sparse_attention_kernel<C::kHeads>, raised_many);
   if (splits > 1) attn::launch_combine(work, sink, rows, a.H, a.Dh, splits, o, s);
 }
 
 void window_keep_cuda(const float* kv, RowFormat f, int W, const SeqRows* seqs, int nseq, const LayerCache* caches,
                       cudaStream_t s) {
   if (nseq == 0) return;
-  window_keep_kernel<<<dim3(nseq, W), 128, 0, s>>>(kv, f, W, seqs, caches);
-  DSV4_CUDA_LAUNCHED("window_keep_kernel");
+  launch("window_keep_kernel", window_keep_kernel, dim3(nseq, W), 128, 0, s, kv, f, W, seqs, caches);
 }
 
 }  // namespace dsv4::cuda

@@ -11,6 +11,7 @@
 // Warps: 8 = 4 row groups (16 heads) × 2 halves (32 keys of the scores, Dh/2 dims of the values),
 // so each thread's rows are the same in both phases and the rescaling stays in registers.
 #include "cuda/check.h"
+#include "cuda/launch.h"
 #include "ops/attention_cuda.cuh"
 #include "ops/cuda_device.cuh"
 #include "ops/cuda_ptx.cuh"
@@ -50,6 +51,7 @@ __global__ void __launch_bounds__(MmaAttn::kThreads, 1)
 sparse_attention_mma_kernel(const float* q, CacheRows chunk, const float* sink, AttnShape a, const int32_t* slot,
                             const int32_t* pos, const SeqRows* seqs, const LayerCache* caches,
                             const int32_t* selected, float* o, int splits, float* part) {
+  dev::pdl_begin();
   using C = MmaAttn;
   const int Dh = a.Dh, N = Dh - a.R, R = a.R, nblk = (N + 63) / 64;
   const int ld = Dh + C::kPad, ldp = C::kN + C::kPad;  // bf16 strides of Q/K and P
@@ -336,6 +338,7 @@ sparse_attention_mma_kernel(const float* q, CacheRows chunk, const float* sink, 
 }
 
 __global__ void encode_rows_kernel(const float* kv, RowFormat f, CacheRows out) {
+  dev::pdl_begin();
   dev::write_kv_row(kv + static_cast<int64_t>(blockIdx.x) * f.d, f, out, blockIdx.x);
 }
 
@@ -389,8 +392,7 @@ void mma_attention(const float* q, const float* kv, const float* sink, const Att
   chunk.codes = enc;
   chunk.scales = enc + up16(rows * N);
   chunk.rope = reinterpret_cast<bf16*>(chunk.scales + up16(rows * nblk));
-  encode_rows_kernel<<<static_cast<unsigned>(rows), 128, 0, s>>>(kv, RowFormat{a.Dh, a.R, true, false}, chunk);
-  DSV4_CUDA_LAUNCHED("encode_rows_kernel");
+  launch("encode_rows_kernel", encode_rows_kernel, static_cast<unsigned>(rows), 128, 0, s, kv, RowFormat{a.Dh, a.R, true, false}, chunk);
   const size_t smem = mma_smem(a);
   static size_t raised = 0;
   if (smem > 48 * 1024 && smem > raised) {
@@ -400,9 +402,8 @@ void mma_attention(const float* q, const float* kv, const float* sink, const Att
   }
   const int hb = std::min(MmaAttn::kM, a.H);
   dim3 grid(static_cast<unsigned>(rows), static_cast<unsigned>(a.H / hb), static_cast<unsigned>(splits));
-  sparse_attention_mma_kernel<<<grid, MmaAttn::kThreads, smem, s>>>(q, chunk, sink, a, slot, pos, seqs, caches,
+  launch("sparse_attention_mma_kernel", sparse_attention_mma_kernel, grid, MmaAttn::kThreads, smem, s, q, chunk, sink, a, slot, pos, seqs, caches,
                                                                      selected, o, splits, work);
-  DSV4_CUDA_LAUNCHED("sparse_attention_mma_kernel");
   if (splits > 1) launch_combine(work, sink, rows, a.H, a.Dh, splits, o, s);
 }
 

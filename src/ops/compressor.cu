@@ -2,6 +2,7 @@
 // over the block's rows (§6), RMSNorm, RoPE at the block's first position, quantization
 // (FP8 on the nope dims, or Hadamard + FP4 for the indexer) and the cache write.
 #include "cuda/check.h"
+#include "cuda/launch.h"
 #include "ops/cuda_device.cuh"
 
 namespace dsv4::cuda {
@@ -33,6 +34,7 @@ __device__ void write_indexer_row(float* e, const RowFormat& f, const CacheRows&
 __global__ void compress_entries_kernel(const float* u, const float* z, int m, RowFormat f, const float* norm, float eps,
                                         const float* freqs, const CompressJob* jobs, const int32_t* njobs,
                                         const SeqRows* seqs, const LayerCache* caches, int which) {
+  dev::pdl_begin();
   extern __shared__ float e[];
   __shared__ float scratch[33];
   if (static_cast<int>(blockIdx.x) >= *njobs) return;
@@ -102,6 +104,7 @@ __global__ void compress_entries_kernel(const float* u, const float* z, int m, R
 
 __global__ void compressor_keep_kernel(const float* u, const float* z, int width, int ring_rows, const SeqRows* seqs,
                                        const LayerCache* caches, int which) {
+  dev::pdl_begin();
   const SeqRows seq = seqs[blockIdx.x];
   const int p = seq.pos0 + seq.T - ring_rows + static_cast<int>(blockIdx.y);
   if (p < seq.pos0 || p < 0) return;
@@ -116,6 +119,7 @@ __global__ void compressor_keep_kernel(const float* u, const float* z, int width
 }
 
 __global__ void add_ape_kernel(float* z, int64_t rows, int width, const float* ape, int m, const int32_t* pos) {
+  dev::pdl_begin();
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i >= rows * width) return;
   const int64_t r = i / width;
@@ -130,23 +134,20 @@ void compress_entries_cuda(const float* u, const float* z, int m, RowFormat f, c
   if (max_jobs == 0) return;
   DSV4_CHECK(!f.indexer || (f.d % 32 == 0 && (f.d & (f.d - 1)) == 0), "compressor", "indexer width ", f.d,
              " must be a power of two (Hadamard) and a multiple of 32");
-  compress_entries_kernel<<<max_jobs, kThreads, f.d * sizeof(float), s>>>(u, z, m, f, norm, eps, freqs, jobs, njobs,
+  launch("compress_entries_kernel", compress_entries_kernel, max_jobs, kThreads, f.d * sizeof(float), s, u, z, m, f, norm, eps, freqs, jobs, njobs,
                                                                           seqs, caches, which);
-  DSV4_CUDA_LAUNCHED("compress_entries_kernel");
 }
 
 void compressor_keep_cuda(const float* u, const float* z, int width, int ring_rows, const SeqRows* seqs, int nseq,
                           const LayerCache* caches, int which, cudaStream_t s) {
   if (nseq == 0) return;
-  compressor_keep_kernel<<<dim3(nseq, ring_rows), 128, 0, s>>>(u, z, width, ring_rows, seqs, caches, which);
-  DSV4_CUDA_LAUNCHED("compressor_keep_kernel");
+  launch("compressor_keep_kernel", compressor_keep_kernel, dim3(nseq, ring_rows), 128, 0, s, u, z, width, ring_rows, seqs, caches, which);
 }
 
 void add_ape_cuda(float* z, int64_t rows, int width, const float* ape, int m, const int32_t* pos, cudaStream_t s) {
   const int64_t n = rows * width;
   if (n == 0) return;
-  add_ape_kernel<<<static_cast<unsigned>((n + 255) / 256), 256, 0, s>>>(z, rows, width, ape, m, pos);
-  DSV4_CUDA_LAUNCHED("add_ape_kernel");
+  launch("add_ape_kernel", add_ape_kernel, static_cast<unsigned>((n + 255) / 256), 256, 0, s, z, rows, width, ape, m, pos);
 }
 
 }  // namespace dsv4::cuda

@@ -13,6 +13,7 @@
 //             GEMM reads them);
 //   F32:      float32 throughout.
 #include "cuda/check.h"
+#include "cuda/launch.h"
 #include "ops/cuda_device.cuh"
 
 namespace dsv4::cuda {
@@ -94,6 +95,17 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const __grid_constant__ 
   const bool active = n0 < a.N;
   const bool second = n0 + 1 < a.N;
   const int64_t n1 = second ? n0 + 1 : n0;
+  // The pair's weight rows start streaming into L2 while the previous kernel finishes (PDL):
+  // they are the bulk of the bytes and depend on nothing earlier in the stream.
+  if (active && part == 0 && lane < 2 && (lane == 0 || second)) {
+    const int64_t n = lane == 0 ? n0 : n1;
+    constexpr int kBytes = kW == GemvWeights::FP8Block ? 1 : kW == GemvWeights::BF16 ? 2 : 4;
+    const void* row = kW == GemvWeights::FP8Block ? static_cast<const void*>(a.w_fp8 + n * a.ldw)
+                      : kW == GemvWeights::BF16   ? static_cast<const void*>(a.w_bf16 + n * a.ldw)
+                                                  : static_cast<const void*>(a.w_f32 + n * a.ldw);
+    dev::prefetch_l2(row, static_cast<uint32_t>(a.K * kBytes));
+  }
+  dev::pdl_begin();
   float acc0[kM] = {}, acc1[kM] = {};
   if (active) {
     // Both rows lie in one group (group_rows is even) and in one 128-row scale block (n0 is even).
@@ -157,7 +169,7 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const __grid_constant__ 
 }
 
 template <GemvWeights kW>
-void launch(const GemvArgs* mats, int count, cudaStream_t s) {
+void launch_gemv(const GemvArgs* mats, int count, cudaStream_t s) {
   static int sms = 0;
   if (!sms) DSV4_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
   // Enough blocks to keep every SM streaming: split a row pair's columns over up to 8 warps
@@ -180,11 +192,8 @@ void launch(const GemvArgs* mats, int count, cudaStream_t s) {
   const unsigned blocks = static_cast<unsigned>(b.first_block[count]);
   if (blocks == 0) return;
   const int64_t M = mats[0].M;
-  if (M <= 1) gemv_kernel<kW, 1><<<blocks, kThreads, 0, s>>>(b);
-  else if (M <= 2) gemv_kernel<kW, 2><<<blocks, kThreads, 0, s>>>(b);
-  else if (M <= 4) gemv_kernel<kW, 4><<<blocks, kThreads, 0, s>>>(b);
-  else gemv_kernel<kW, 8><<<blocks, kThreads, 0, s>>>(b);
-  DSV4_CUDA_LAUNCHED("gemv_kernel");
+  auto kernel = M <= 1 ? gemv_kernel<kW, 1> : M <= 2 ? gemv_kernel<kW, 2> : M <= 4 ? gemv_kernel<kW, 4> : gemv_kernel<kW, 8>;
+  launch("gemv_kernel", kernel, blocks, kThreads, 0, s, b);
 }
 
 }  // namespace
@@ -209,9 +218,9 @@ void gemv_many_cuda(const GemvArgs* mats, int count, cudaStream_t s) {
                "FP8 activation groups must start on a 128-column scale block");
   }
   switch (mats[0].weights) {
-    case GemvWeights::FP8Block: launch<GemvWeights::FP8Block>(mats, count, s); break;
-    case GemvWeights::BF16: launch<GemvWeights::BF16>(mats, count, s); break;
-    case GemvWeights::F32: launch<GemvWeights::F32>(mats, count, s); break;
+    case GemvWeights::FP8Block: launch_gemv<GemvWeights::FP8Block>(mats, count, s); break;
+    case GemvWeights::BF16: launch_gemv<GemvWeights::BF16>(mats, count, s); break;
+    case GemvWeights::F32: launch_gemv<GemvWeights::F32>(mats, count, s); break;
   }
 }
 

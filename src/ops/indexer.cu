@@ -33,6 +33,7 @@
 #include <algorithm>
 
 #include "cuda/check.h"
+#include "cuda/launch.h"
 #include "ops/cuda_device.cuh"
 #include "ops/indexer_cuda.cuh"
 
@@ -75,6 +76,7 @@ template <int DI>
 __global__ void __launch_bounds__(ScoreTraits<DI>::kThreads, ScoreTraits<DI>::kMinBlocks)
     indexer_scores_kernel(const float* qI, const float* w, float w_scale, int HI, const int32_t* slot,
                           const int32_t* pos, const LayerCache* caches, bool compact, float* score, int64_t ld) {
+  dev::pdl_begin();
   using T = ScoreTraits<DI>;
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ float ws[T::kGroupHeads];
@@ -230,8 +232,7 @@ void launch_scores(const float* qI, const float* w, float w_scale, int64_t rows,
   const int64_t fill = std::max<int64_t>(1, static_cast<int64_t>(sms) * std::max(1, per_sm[compact]) / rows);
   const int64_t parts = std::min((tiles + T::kWarps - 1) / T::kWarps, fill);
   const dim3 grid(static_cast<unsigned>(rows), static_cast<unsigned>(parts));
-  indexer_scores_kernel<DI><<<grid, T::kThreads, smem, s>>>(qI, w, w_scale, HI, slot, pos, caches, compact, score, ld);
-  DSV4_CUDA_LAUNCHED("indexer_scores_kernel");
+  launch("indexer_scores_kernel", indexer_scores_kernel<DI>, grid, T::kThreads, smem, s, qI, w, w_scale, HI, slot, pos, caches, compact, score, ld);
 }
 
 // ---- top-k -----------------------------------------------------------------------------------------
@@ -258,6 +259,7 @@ __device__ __forceinline__ uint32_t order_key(float v) {
 
 __global__ void __launch_bounds__(TopkConfig::kThreads)
     topk_kernel(const float* score, int64_t ld, const int32_t* pos, int ratio, int K, int32_t* idx, int cached_keys) {
+  dev::pdl_begin();
   using C = TopkConfig;
   extern __shared__ uint32_t keys[];  // [cached_keys]: the slice's keys when it fits
   __shared__ uint32_t hist[2][C::kBuckets];  // double-buffered: others may still read the last digit's
@@ -488,22 +490,23 @@ void topk_cuda(const float* score, int64_t ld, int64_t rows, const int32_t* pos,
   const int64_t slice = ((ld + cluster - 1) / cluster + 31) / 32 * 32;
   const int cached = static_cast<int>(std::min<int64_t>(slice, C::kMaxCachedKeys));
   const int smem = cached * static_cast<int>(sizeof(uint32_t));
-  cudaLaunchAttribute attr{};
-  attr.id = cudaLaunchAttributeClusterDimension;
-  attr.val.clusterDim.x = static_cast<unsigned>(cluster);
-  attr.val.clusterDim.y = 1;
-  attr.val.clusterDim.z = 1;
+  cudaLaunchAttribute attr[2]{};
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = static_cast<unsigned>(cluster);
+  attr[0].val.clusterDim.y = 1;
+  attr[0].val.clusterDim.z = 1;
+  attr[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;  // PDL, as cuda::launch (launch.h)
+  attr[1].val.programmaticStreamSerializationAllowed = 1;
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = dim3(static_cast<unsigned>(rows * cluster));
   cfg.blockDim = dim3(C::kThreads);
   cfg.dynamicSmemBytes = static_cast<size_t>(smem);
   cfg.stream = s;
-  cfg.attrs = &attr;
-  cfg.numAttrs = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = pdl_enabled() ? 2 : 1;
   const cudaError_t e = cudaLaunchKernelEx(&cfg, topk_kernel, score, ld, pos, ratio, K, idx, cached);
   DSV4_CHECK(e == cudaSuccess, "topk", "launch of ", rows, " rows × ", cluster, " blocks (ld ", ld, ", ", smem,
              " B shared, raised ", raised, ") failed: ", cudaGetErrorString(e));
-  DSV4_CUDA_LAUNCHED("topk_kernel");
 }
 
 }  // namespace dsv4::cuda

@@ -33,6 +33,7 @@
 #include <algorithm>
 
 #include "cuda/check.h"
+#include "cuda/launch.h"
 #include "ops/indexer_cuda.cuh"
 
 namespace dsv4::cuda::indexer {
@@ -79,6 +80,7 @@ __global__ void __launch_bounds__(PrefillTraits<kCompact>::kThreads, PrefillTrai
     indexer_prefill_kernel(const float* qI, const float* w, float w_scale, int64_t rows, int HI,
                            const int32_t* slot, const int32_t* pos, const LayerCache* caches, float* score,
                            int64_t ld, int parts) {
+  dev::pdl_begin();
   using T = PrefillTraits<kCompact>;
   extern __shared__ __align__(128) unsigned char smem[];  // bf16 tiles [2][kTile][kRowBytes], raw [kStages][kStageBytes]
   __shared__ int row_slot[T::kRows], row_count[T::kRows];
@@ -296,9 +298,8 @@ void launch_prefill(const float* qI, const float* w, float w_scale, int64_t rows
   const int64_t want = (int64_t{T::kWaves} * sms * per_sm + row_blocks - 1) / row_blocks;
   const int64_t parts = std::clamp<int64_t>(want, 1, std::max<int64_t>(1, tiles / T::kMinTilesPerBlock));
   DSV4_CHECK(row_blocks * parts <= INT32_MAX, "indexer", rows, " rows × ", parts, " parts: too many blocks");
-  indexer_prefill_kernel<kCompact><<<static_cast<unsigned>(row_blocks * parts), T::kThreads, T::kSmemBytes, s>>>(
+  launch("indexer_prefill_kernel", indexer_prefill_kernel<kCompact>, static_cast<unsigned>(row_blocks * parts), T::kThreads, T::kSmemBytes, s, 
       qI, w, w_scale, rows, HI, slot, pos, caches, score, ld, static_cast<int>(parts));
-  DSV4_CUDA_LAUNCHED("indexer_prefill_kernel");
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "cuda/check.h"
+#include "cuda/launch.h"
 #include "ops/cuda_device.cuh"
 
 namespace dsv4::cuda {
@@ -23,6 +24,7 @@ static_assert(kMaxStreams * kMaxStreams <= 32, "comb fits one warp");
 __global__ void hc_pre_kernel(const float* X, const float* mix, int parts, int64_t T, int n, int64_t D,
                               const float* base, const float* scale, float eps, float hc_eps, int iters, bool head,
                               const float* norm, float* a, float* post, float* comb, uint8_t* q, float* qs) {
+  dev::pdl_begin();
   extern __shared__ float y[];
   __shared__ float scratch[33];
   __shared__ float pre[kMaxStreams];
@@ -173,6 +175,7 @@ __global__ void hc_pre_kernel(const float* X, const float* mix, int parts, int64
 // Each thread keeps N + 1 partial sums.
 __global__ void __launch_bounds__(kMixThreads) hc_mix_kernel(const float* X, const float* fn, int64_t T, int64_t K, int N,
                                                              float* parts) {
+  dev::pdl_begin();
   __shared__ float red[kMixThreads / 32][kMixMaxRows + 1];
   const int64_t t = blockIdx.y, slice = (K + gridDim.x - 1) / gridDim.x;
   const int64_t c0 = blockIdx.x * slice, c1 = min(K, c0 + slice);
@@ -202,6 +205,7 @@ __global__ void __launch_bounds__(kMixThreads) hc_mix_kernel(const float* X, con
 
 __global__ void hc_post_kernel(const float* X, const float* o, const float* post, const float* comb, int64_t T, int n,
                                int64_t D, float* Xout) {
+  dev::pdl_begin();
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i >= T * n * D) return;
   const int64_t d = i % D, k = (i / D) % n, t = i / (n * D);
@@ -223,25 +227,22 @@ void hc_pre_cuda(const float* X, const float* mix, int64_t T, int n, int64_t D, 
   if (smem > 40 * 1024)  // with the static shared memory on top, near 48 KiB already needs the opt-in
     DSV4_CUDA_CHECK(cudaFuncSetAttribute(hc_pre_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
   const int threads = T < 128 ? 1024 : 256;  // few tokens: one block per token must stream alone (≥ 2 warps)
-  hc_pre_kernel<<<static_cast<unsigned>(T), threads, smem, s>>>(X, mix, mix_parts, T, n, D, base, scale, eps, hc_eps,
+  launch("hc_pre_kernel", hc_pre_kernel, static_cast<unsigned>(T), threads, smem, s, X, mix, mix_parts, T, n, D, base, scale, eps, hc_eps,
                                                             sinkhorn_iters, head, norm, a, post, comb, q, qs);
-  DSV4_CUDA_LAUNCHED("hc_pre_kernel");
 }
 
 bool hc_mix_fits(int64_t T, int N) { return T >= 1 && T <= kHcMixMaxTokens && N >= 1 && N <= kMixMaxRows; }
 
 void hc_mix_cuda(const float* X, const float* fn, int64_t T, int64_t K, int N, float* parts, int S, cudaStream_t s) {
   DSV4_CHECK(hc_mix_fits(T, N) && S >= 1, "hc_mix", T, " tokens, ", N, " rows, ", S, " slices do not fit");
-  hc_mix_kernel<<<dim3(static_cast<unsigned>(S), static_cast<unsigned>(T)), kMixThreads, 0, s>>>(X, fn, T, K, N, parts);
-  DSV4_CUDA_LAUNCHED("hc_mix_kernel");
+  launch("hc_mix_kernel", hc_mix_kernel, dim3(static_cast<unsigned>(S), static_cast<unsigned>(T)), kMixThreads, 0, s, X, fn, T, K, N, parts);
 }
 
 void hc_post_cuda(const float* X, const float* o, const float* post, const float* comb, int64_t T, int n, int64_t D,
                   float* Xout, cudaStream_t s) {
   const int64_t total = T * n * D;
   if (total == 0) return;
-  hc_post_kernel<<<static_cast<unsigned>((total + 255) / 256), 256, 0, s>>>(X, o, post, comb, T, n, D, Xout);
-  DSV4_CUDA_LAUNCHED("hc_post_kernel");
+  launch("hc_post_kernel", hc_post_kernel, static_cast<unsigned>((total + 255) / 256), 256, 0, s, X, o, post, comb, T, n, D, Xout);
 }
 
 }  // namespace dsv4::cuda

@@ -4,6 +4,7 @@
 #include <cub/block/block_scan.cuh>
 
 #include "cuda/check.h"
+#include "cuda/launch.h"
 #include "ops/cuda_device.cuh"
 
 namespace dsv4::cuda {
@@ -34,6 +35,7 @@ __device__ void block_argmax(float& v, int& i, float* sv, int* si) {
 
 __global__ void moe_route_kernel(const float* logits, int E, int k, int func, const float* bias, const int32_t* tid2eid,
                                  const int32_t* ids, float routed_scale, int32_t* experts, float* weights) {
+  dev::pdl_begin();
   extern __shared__ float sh[];
   float* p = sh;           // [E]
   float* biased = sh + E;  // [E]
@@ -90,6 +92,7 @@ __global__ void moe_route_kernel(const float* logits, int E, int k, int func, co
 }
 
 __global__ void moe_count_kernel(const int32_t* experts, int64_t n, int32_t* counts) {
+  dev::pdl_begin();
   const int64_t a = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (a < n) atomicAdd(&counts[experts[a]], 1);
 }
@@ -100,6 +103,7 @@ constexpr int kOffsetThreads = 1024;
 // those of the experts before it).
 __global__ void moe_offsets_kernel(const int32_t* counts, int E, int tile_rows, int32_t* offsets, int2* tiles,
                                    int32_t* ntiles) {
+  dev::pdl_begin();
   using Scan = cub::BlockScan<int, kOffsetThreads>;
   __shared__ typename Scan::TempStorage tmp;
   const int e = threadIdx.x;
@@ -123,6 +127,7 @@ __global__ void moe_offsets_kernel(const int32_t* counts, int E, int tile_rows, 
 // rank of assignment a within its expert counts the earlier assignments of that expert (stable).
 __global__ void moe_group_small_kernel(const int32_t* experts, int n, int E, int tile_rows, int32_t* counts,
                                        int32_t* offsets, int32_t* perm, int32_t* inv, int2* tiles, int32_t* ntiles) {
+  dev::pdl_begin();
   using Scan = cub::BlockScan<int, kOffsetThreads>;
   __shared__ typename Scan::TempStorage tmp;
   __shared__ int cnt[kOffsetThreads], off[kOffsetThreads];
@@ -164,6 +169,7 @@ constexpr int kScatterThreads = 256;
 // One block per expert: its assignments in order, by a block scan over all assignments.
 __global__ void moe_scatter_kernel(const int32_t* experts, int64_t n, const int32_t* offsets, int32_t* perm,
                                    int32_t* inv) {
+  dev::pdl_begin();
   using Scan = cub::BlockScan<int, kScatterThreads>;
   __shared__ typename Scan::TempStorage tmp;
   const int e = blockIdx.x;
@@ -184,6 +190,7 @@ __global__ void moe_scatter_kernel(const int32_t* experts, int64_t n, const int3
 
 __global__ void moe_gather_kernel(const float* x, int64_t D, const int32_t* perm, int64_t n, int k, float* xs,
                                   bf16* xb) {
+  dev::pdl_begin();
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i >= n * D) return;
   const int64_t r = i / D;
@@ -194,6 +201,7 @@ __global__ void moe_gather_kernel(const float* x, int64_t D, const int32_t* perm
 
 __global__ void swiglu_kernel(const float* g, const float* u, int64_t rows, int64_t F, float limit, const float* weight,
                               const int32_t* perm, float* h) {
+  dev::pdl_begin();
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i >= rows * F) return;
   float gi = g[i], ui = u[i];
@@ -210,6 +218,7 @@ __global__ void swiglu_kernel(const float* g, const float* u, int64_t rows, int6
 // per (row, block of 128).
 __global__ void swiglu_quant_kernel(const float* g, const float* u, int64_t rows, int64_t F, float limit, float* h,
                                     uint8_t* q, float* qs) {
+  dev::pdl_begin();
   const int64_t w = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32;
   const int lane = threadIdx.x & 31;
   const int64_t nb = F / 128;
@@ -231,6 +240,7 @@ __global__ void swiglu_quant_kernel(const float* g, const float* u, int64_t rows
 
 __global__ void moe_combine_kernel(const float* ys, const int32_t* inv, const float* shared, int64_t T, int k, int64_t D,
                                    float* out) {
+  dev::pdl_begin();
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i >= T * D) return;
   const int64_t t = i / D, d = i % D;
@@ -247,9 +257,8 @@ void moe_route_cuda(const float* logits, int64_t T, int E, int k, ScoringFunc f,
                     const int32_t* tid2eid, const int32_t* ids, float routed_scale, int32_t* experts, float* weights,
                     cudaStream_t s) {
   if (T == 0) return;
-  moe_route_kernel<<<static_cast<unsigned>(T), kRouteThreads, 2 * E * sizeof(float), s>>>(
+  launch("moe_route_kernel", moe_route_kernel, static_cast<unsigned>(T), kRouteThreads, 2 * E * sizeof(float), s, 
       logits, E, k, static_cast<int>(f), bias, tid2eid, ids, routed_scale, experts, weights);
-  DSV4_CUDA_LAUNCHED("moe_route_kernel");
 }
 
 void moe_group_cuda(const int32_t* experts, int64_t T, int k, int E, int32_t* counts, int32_t* offsets, int32_t* perm,
@@ -258,47 +267,39 @@ void moe_group_cuda(const int32_t* experts, int64_t T, int k, int E, int32_t* co
   if (n == 0) return;
   DSV4_CHECK(E <= kOffsetThreads, "moe", E, " routed experts: at most ", kOffsetThreads, " supported");
   if (n <= kOffsetThreads) {  // decode: one launch
-    moe_group_small_kernel<<<1, kOffsetThreads, 0, s>>>(experts, static_cast<int>(n), E, tile_rows, counts, offsets,
+    launch("moe_group_small_kernel", moe_group_small_kernel, 1, kOffsetThreads, 0, s, experts, static_cast<int>(n), E, tile_rows, counts, offsets,
                                                         perm, inv, tiles, ntiles);
-    DSV4_CUDA_LAUNCHED("moe_group_small_kernel");
     return;
   }
   DSV4_CUDA_CHECK(cudaMemsetAsync(counts, 0, E * sizeof(int32_t), s));
-  moe_count_kernel<<<grid_for(n, 256), 256, 0, s>>>(experts, n, counts);
-  DSV4_CUDA_LAUNCHED("moe_count_kernel");
-  moe_offsets_kernel<<<1, kOffsetThreads, 0, s>>>(counts, E, tile_rows, offsets, tiles, ntiles);
-  DSV4_CUDA_LAUNCHED("moe_offsets_kernel");
-  moe_scatter_kernel<<<E, kScatterThreads, 0, s>>>(experts, n, offsets, perm, inv);
-  DSV4_CUDA_LAUNCHED("moe_scatter_kernel");
+  launch("moe_count_kernel", moe_count_kernel, grid_for(n, 256), 256, 0, s, experts, n, counts);
+  launch("moe_offsets_kernel", moe_offsets_kernel, 1, kOffsetThreads, 0, s, counts, E, tile_rows, offsets, tiles, ntiles);
+  launch("moe_scatter_kernel", moe_scatter_kernel, E, kScatterThreads, 0, s, experts, n, offsets, perm, inv);
 }
 
 void moe_gather_cuda(const float* x, int64_t D, const int32_t* perm, int64_t n, int k, float* xs_f32, bf16* xs_bf16,
                      cudaStream_t s) {
   if (n == 0) return;
-  moe_gather_kernel<<<grid_for(n * D, 256), 256, 0, s>>>(x, D, perm, n, k, xs_f32, xs_bf16);
-  DSV4_CUDA_LAUNCHED("moe_gather_kernel");
+  launch("moe_gather_kernel", moe_gather_kernel, grid_for(n * D, 256), 256, 0, s, x, D, perm, n, k, xs_f32, xs_bf16);
 }
 
 void swiglu_cuda(const float* g, const float* u, int64_t rows, int64_t F, float limit, const float* weight,
                  const int32_t* perm, float* h, cudaStream_t s) {
   if (rows * F == 0) return;
-  swiglu_kernel<<<grid_for(rows * F, 256), 256, 0, s>>>(g, u, rows, F, limit, weight, perm, h);
-  DSV4_CUDA_LAUNCHED("swiglu_kernel");
+  launch("swiglu_kernel", swiglu_kernel, grid_for(rows * F, 256), 256, 0, s, g, u, rows, F, limit, weight, perm, h);
 }
 
 void swiglu_quant_cuda(const float* g, const float* u, int64_t rows, int64_t F, float limit, float* h, uint8_t* q,
                        float* qs, cudaStream_t s) {
   DSV4_CHECK(F % 128 == 0, "swiglu_quant", "F = ", F, " is not a multiple of 128");
   if (rows * F == 0) return;
-  swiglu_quant_kernel<<<grid_for(rows * (F / 128) * 32, 256), 256, 0, s>>>(g, u, rows, F, limit, h, q, qs);
-  DSV4_CUDA_LAUNCHED("swiglu_quant_kernel");
+  launch("swiglu_quant_kernel", swiglu_quant_kernel, grid_for(rows * (F / 128) * 32, 256), 256, 0, s, g, u, rows, F, limit, h, q, qs);
 }
 
 void moe_combine_cuda(const float* ys, const int32_t* inv, const float* shared, int64_t T, int k, int64_t D, float* out,
                       cudaStream_t s) {
   if (T * D == 0) return;
-  moe_combine_kernel<<<grid_for(T * D, 256), 256, 0, s>>>(ys, inv, shared, T, k, D, out);
-  DSV4_CUDA_LAUNCHED("moe_combine_kernel");
+  launch("moe_combine_kernel", moe_combine_kernel, grid_for(T * D, 256), 256, 0, s, ys, inv, shared, T, k, D, out);
 }
 
 }  // namespace dsv4::cuda

@@ -204,6 +204,7 @@ __global__ void __launch_bounds__(GemvConfig::kWarps * 32, kFp4 ? GemvConfig::kF
 moe_gemv_kernel(const bf16* x, ExpertMatrix wa, ExpertMatrix wb, const int2* tiles, const int32_t* ntiles,
                 const int32_t* offsets, float limit, const float* weight, const int32_t* perm, bf16* h_out,
                 float* y_out) {
+  dev::pdl_begin();
   using C = GemvConfig;
   constexpr int kMats = kSwiglu ? 2 : 1;
   using Stage = GemvStage<kFp4, kMats>;
@@ -285,11 +286,9 @@ void launch_gemv(const bf16* x, const ExpertMatrix& wa, const ExpertMatrix& wb, 
   DSV4_CHECK(max_tiles <= 65535, "moe", "gemv: ", max_tiles, " tiles, more than a grid column holds (65535)");
   const dim3 grid((wa.rows + C::kRows - 1) / C::kRows, max_tiles), block(C::kWarps * 32);
   if (wa.codes) {
-    moe_gemv_kernel<kSwiglu, true><<<grid, block, 0, s>>>(x, wa, wb, tiles, ntiles, offsets, limit, weight, perm, h, y);
-    DSV4_CUDA_LAUNCHED("moe_gemv_kernel<fp4>");
+    launch("moe_gemv_kernel", moe_gemv_kernel<kSwiglu, true>, grid, block, 0, s, x, wa, wb, tiles, ntiles, offsets, limit, weight, perm, h, y);
   } else {
-    moe_gemv_kernel<kSwiglu, false><<<grid, block, 0, s>>>(x, wa, wb, tiles, ntiles, offsets, limit, weight, perm, h, y);
-    DSV4_CUDA_LAUNCHED("moe_gemv_kernel<bf16>");
+    launch("moe_gemv_kernel", moe_gemv_kernel<kSwiglu, false>, grid, block, 0, s, x, wa, wb, tiles, ntiles, offsets, limit, weight, perm, h, y);
   }
 }
 

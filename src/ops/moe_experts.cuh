@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "cuda/check.h"
+#include "cuda/launch.h"
 #include "ops/cuda_ops.h"
 #include "ops/cuda_ptx.cuh"
 

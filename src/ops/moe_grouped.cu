@@ -161,6 +161,7 @@ __global__ void __launch_bounds__(GroupedConfig<kFp4>::kThreads, 1)
 moe_grouped_kernel(const bf16* x, ExpertMatrix wa, ExpertMatrix wb, const int2* tiles, const int32_t* ntiles,
                    const int32_t* offsets, float limit, const float* weight, const int32_t* perm, bf16* h_out,
                    float* y_out) {
+  dev::pdl_begin();
   using C = GroupedConfig<kFp4>;
   extern __shared__ __align__(128) uint8_t smem[];
   if (static_cast<int>(blockIdx.y) >= *ntiles) return;
@@ -285,8 +286,7 @@ void launch_form(const bf16* x, const ExpertMatrix& wa, const ExpertMatrix& wb, 
   DSV4_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem));
   const int features = kSwiglu ? C::kSlots / 2 : C::kSlots;
   const dim3 grid((wa.rows + features - 1) / features, max_tiles);
-  kernel<<<grid, C::kThreads, C::kSmem, s>>>(x, wa, wb, tiles, ntiles, offsets, limit, weight, perm, h, y);
-  DSV4_CUDA_LAUNCHED("moe_grouped_kernel");
+  launch("moe_grouped_kernel", kernel, grid, C::kThreads, C::kSmem, s, x, wa, wb, tiles, ntiles, offsets, limit, weight, perm, h, y);
 }
 
 // The weight form becomes a template argument.

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "cuda/check.h"
+#include "cuda/launch.h"
 #include "ops/cuda_device.cuh"
 
 namespace dsv4::cuda {
@@ -12,6 +13,7 @@ namespace {
 // One warp per block of `block` values (block ≤ 1024): amax, scale, rounding.
 template <bool kFp4>
 __global__ void block_sim_kernel(float* x, int64_t rows, int64_t n, int64_t ld, int64_t block) {
+  dev::pdl_begin();
   const int64_t nblocks = (n + block - 1) / block;
   const int64_t w = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32;
   const int lane = threadIdx.x & 31;
@@ -23,6 +25,7 @@ __global__ void block_sim_kernel(float* x, int64_t rows, int64_t n, int64_t ld, 
 // One block per vector, d/2 threads: the butterfly stages of the fast Walsh–Hadamard transform
 // in the CPU's order (h = 1, 2, 4, ...), then the scale.
 __global__ void hadamard_kernel(float* x, int d, float scale) {
+  dev::pdl_begin();
   extern __shared__ float v[];
   float* xv = x + blockIdx.x * static_cast<int64_t>(d);
   for (int i = threadIdx.x; i < d; i += blockDim.x) v[i] = xv[i];
@@ -40,6 +43,7 @@ __global__ void hadamard_kernel(float* x, int d, float scale) {
 }
 
 __global__ void round_rope_bf16_kernel(float* x, int64_t rows, int64_t ld, int R) {
+  dev::pdl_begin();
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i >= rows * R) return;
   float* p = x + (i / R) * ld + (ld - R) + (i % R);
@@ -47,11 +51,13 @@ __global__ void round_rope_bf16_kernel(float* x, int64_t rows, int64_t ld, int R
 }
 
 __global__ void to_bf16_kernel(const float* x, int64_t n, bf16* y) {
+  dev::pdl_begin();
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i < n) y[i] = __float2bfloat16_rn(x[i]);
 }
 
 __global__ void split_bf16_kernel(const float* x, int64_t n, bf16* hi, bf16* lo) {
+  dev::pdl_begin();
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i >= n) return;
   const bf16 h = __float2bfloat16_rn(x[i]);
@@ -61,6 +67,7 @@ __global__ void split_bf16_kernel(const float* x, int64_t n, bf16* hi, bf16* lo)
 
 // One warp per 1×128 block: 4 values per lane.
 __global__ void quantize_fp8_kernel(const float* x, int64_t M, int64_t K, uint8_t* q, float* scale, int64_t lds) {
+  dev::pdl_begin();
   const int64_t w = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32;
   const int lane = threadIdx.x & 31;
   const int64_t kb = K / 128;
@@ -80,15 +87,13 @@ unsigned blocks_for(int64_t threads_total, int per_block) {
 void fp8_sim_cuda(float* x, int64_t rows, int64_t n, int64_t ld, int64_t block, cudaStream_t s) {
   const int64_t warps = rows * ((n + block - 1) / block);
   if (warps == 0) return;
-  block_sim_kernel<false><<<blocks_for(warps * 32, 256), 256, 0, s>>>(x, rows, n, ld, block);
-  DSV4_CUDA_LAUNCHED("block_sim_kernel<fp8>");
+  launch("block_sim_kernel", block_sim_kernel<false>, blocks_for(warps * 32, 256), 256, 0, s, x, rows, n, ld, block);
 }
 
 void fp4_sim_cuda(float* x, int64_t rows, int64_t n, int64_t ld, cudaStream_t s) {
   const int64_t warps = rows * ((n + 31) / 32);
   if (warps == 0) return;
-  block_sim_kernel<true><<<blocks_for(warps * 32, 256), 256, 0, s>>>(x, rows, n, ld, 32);
-  DSV4_CUDA_LAUNCHED("block_sim_kernel<fp4>");
+  launch("block_sim_kernel", block_sim_kernel<true>, blocks_for(warps * 32, 256), 256, 0, s, x, rows, n, ld, 32);
 }
 
 void hadamard_cuda(float* x, int64_t count, int64_t d, cudaStream_t s) {
@@ -96,34 +101,29 @@ void hadamard_cuda(float* x, int64_t count, int64_t d, cudaStream_t s) {
   if (count == 0) return;
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
   const int threads = static_cast<int>(std::max<int64_t>(32, std::min<int64_t>(512, d / 2)));
-  hadamard_kernel<<<static_cast<unsigned>(count), threads, d * sizeof(float), s>>>(x, static_cast<int>(d), scale);
-  DSV4_CUDA_LAUNCHED("hadamard_kernel");
+  launch("hadamard_kernel", hadamard_kernel, static_cast<unsigned>(count), threads, d * sizeof(float), s, x, static_cast<int>(d), scale);
 }
 
 void round_rope_bf16_cuda(float* x, int64_t rows, int64_t ld, int R, cudaStream_t s) {
   if (rows * R == 0) return;
-  round_rope_bf16_kernel<<<blocks_for(rows * R, 256), 256, 0, s>>>(x, rows, ld, R);
-  DSV4_CUDA_LAUNCHED("round_rope_bf16_kernel");
+  launch("round_rope_bf16_kernel", round_rope_bf16_kernel, blocks_for(rows * R, 256), 256, 0, s, x, rows, ld, R);
 }
 
 void to_bf16_cuda(const float* x, int64_t n, bf16* y, cudaStream_t s) {
   if (n == 0) return;
-  to_bf16_kernel<<<blocks_for(n, 256), 256, 0, s>>>(x, n, y);
-  DSV4_CUDA_LAUNCHED("to_bf16_kernel");
+  launch("to_bf16_kernel", to_bf16_kernel, blocks_for(n, 256), 256, 0, s, x, n, y);
 }
 
 void split_bf16_cuda(const float* x, int64_t n, bf16* hi, bf16* lo, cudaStream_t s) {
   if (n == 0) return;
-  split_bf16_kernel<<<blocks_for(n, 256), 256, 0, s>>>(x, n, hi, lo);
-  DSV4_CUDA_LAUNCHED("split_bf16_kernel");
+  launch("split_bf16_kernel", split_bf16_kernel, blocks_for(n, 256), 256, 0, s, x, n, hi, lo);
 }
 
 void quantize_fp8_1x128_cuda(const float* x, int64_t M, int64_t K, uint8_t* q, float* scale, int64_t ld_scale,
                              cudaStream_t s) {
   DSV4_CHECK(K % 128 == 0, "quantize_fp8", "K = ", K, " is not a multiple of 128");
   if (M == 0) return;
-  quantize_fp8_kernel<<<blocks_for(M * (K / 128) * 32, 256), 256, 0, s>>>(x, M, K, q, scale, ld_scale);
-  DSV4_CUDA_LAUNCHED("quantize_fp8_kernel");
+  launch("quantize_fp8_kernel", quantize_fp8_kernel, blocks_for(M * (K / 128) * 32, 256), 256, 0, s, x, M, K, q, scale, ld_scale);
 }
 
 }  // namespace dsv4::cuda

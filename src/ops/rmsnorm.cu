@@ -1,5 +1,6 @@
 // CUDA rmsnorm (contract in rmsnorm.h / cuda_ops.h): one block per row.
 #include "cuda/check.h"
+#include "cuda/launch.h"
 #include "ops/cuda_device.cuh"
 
 namespace dsv4::cuda {
@@ -7,6 +8,7 @@ namespace dsv4::cuda {
 namespace {
 
 __global__ void rmsnorm_kernel(const float* x, int64_t D, const float* w, float eps, float* y) {
+  dev::pdl_begin();
   __shared__ float scratch[33];
   const float* xr = x + blockIdx.x * D;
   float* yr = y + blockIdx.x * D;
@@ -23,6 +25,7 @@ __global__ void rmsnorm_kernel(const float* x, int64_t D, const float* w, float 
 // separate kernels, in one launch.
 __global__ void rmsnorm_rope_kernel(float* x, int64_t D, const float* w, float eps, int heads, int R, const float* freqs,
                                     const int32_t* pos, int fp8_block, bool round_rope) {
+  dev::pdl_begin();
   extern __shared__ float row[];
   __shared__ float scratch[33];
   float* xr = x + blockIdx.x * D;
@@ -53,15 +56,13 @@ void rmsnorm_rope_cuda(float* x, int64_t rows, int heads, int64_t D, const float
                        const int32_t* pos, int fp8_block, bool round_rope, cudaStream_t s) {
   DSV4_CHECK(R % 2 == 0 && R <= D && heads >= 1, "rmsnorm_rope", "R = ", R, ", D = ", D, ", heads = ", heads);
   if (rows * heads == 0) return;
-  rmsnorm_rope_kernel<<<static_cast<unsigned>(rows * heads), rmsnorm_threads(D), D * sizeof(float), s>>>(
+  launch("rmsnorm_rope_kernel", rmsnorm_rope_kernel, static_cast<unsigned>(rows * heads), rmsnorm_threads(D), D * sizeof(float), s, 
       x, D, w, eps, heads, R, freqs, pos, fp8_block, round_rope);
-  DSV4_CUDA_LAUNCHED("rmsnorm_rope_kernel");
 }
 
 void rmsnorm_cuda(const float* x, int64_t T, int64_t D, const float* w, float eps, float* y, cudaStream_t s) {
   if (T == 0) return;
-  rmsnorm_kernel<<<static_cast<unsigned>(T), rmsnorm_threads(D), 0, s>>>(x, D, w, eps, y);
-  DSV4_CUDA_LAUNCHED("rmsnorm_kernel");
+  launch("rmsnorm_kernel", rmsnorm_kernel, static_cast<unsigned>(T), rmsnorm_threads(D), 0, s, x, D, w, eps, y);
 }
 
 }  // namespace dsv4::cuda

@@ -13,6 +13,7 @@
 #include "infer/parity.h"
 #include "io/tokenizer.h"
 #include "model/backend.h"
+#include "cuda/launch.h"
 #include "model/cuda_model_impl.cuh"
 #include "model/model.h"
 
@@ -176,7 +177,8 @@ TEST(CudaModel, SequenceCapacityIsChecked) {
   EXPECT_THROW(gpu->forward({{s, {1, 2, 3, 4, 5}}}), Error);
 }
 
-// A decode step replayed from a captured CUDA graph computes exactly what the eager step computes.
+// A decode step replayed from a captured CUDA graph computes exactly what the eager step computes,
+// with or without programmatic dependent launch.
 TEST(CudaModel, GraphDecodeEqualsEagerDecode) {
   ModelConfig c = tiny_config();
   Model m(c, random_params(c, 7));
@@ -200,6 +202,14 @@ TEST(CudaModel, GraphDecodeEqualsEagerDecode) {
   };
   const std::vector<float> eager = run(false), graph = run(true);
   EXPECT_EQ(eager, graph);
+  // Programmatic dependent launch (cuda/launch.h) changes when kernels start, never what they
+  // compute: a missing wait would let a kernel read its input before it is written.
+  ASSERT_TRUE(cuda::pdl_enabled());
+  cuda::set_pdl(false);
+  const std::vector<float> eager_serial = run(false), graph_serial = run(true);
+  cuda::set_pdl(true);
+  EXPECT_EQ(eager, eager_serial);
+  EXPECT_EQ(graph, graph_serial);
 }
 
 // dsv4 generate on the GPU: greedy generation through the CUDA backend (float32) gives the CPU's

@@ -1,0 +1,78 @@
+// Kernel launches with programmatic dependent launch (PDL, Hopper): the next kernel in the
+// stream may start while this one finishes, so its launch, its block scheduling and any work
+// that needs no earlier result (a product's first weight loads) overlap the previous kernel's
+// tail instead of following it. A decode step is ~45 dependent kernels per layer, most of them
+// a few microseconds long; the gap between two of them is what PDL removes.
+//
+// The contract, for every kernel started by cuda::launch:
+//   * it calls dev::pdl_wait() before it reads anything an earlier kernel of the stream wrote
+//     and before it writes anything (an earlier kernel may still be reading it); what comes
+//     before the wait may only read data no kernel of the stream writes (weights);
+//   * it calls dev::pdl_release() after its wait (dev::pdl_begin() does both), so the kernel
+//     after it is launched at most one kernel ahead and its wait orders it after this one.
+// griddepcontrol.wait returns once every prerequisite grid has completed and its memory is
+// visible; in a kernel launched without PDL both instructions do nothing.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <utility>
+
+#include "cuda/check.h"
+
+namespace dsv4::cuda {
+
+// PDL on (the default) or off for launches from now on (DSV4_PDL=0 in the environment starts
+// with it off). Graphs keep what they were captured with.
+bool pdl_enabled();
+void set_pdl(bool on);
+
+// kernel<<<grid, block, smem, s>>>(args...) with the PDL attribute when enabled; a launch error
+// names the kernel.
+template <typename... Params, typename... Args>
+void launch(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
+            Args&&... args) {
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = s;
+  cudaLaunchAttribute attr[1];
+  if (pdl_enabled()) {
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+  }
+  check(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...), name, __FILE__, __LINE__);
+}
+
+namespace dev {
+
+// Waits until the kernels this one depends on have completed and their writes are visible.
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+// Lets the next kernel of the stream be launched (it still waits for this one to complete).
+__device__ __forceinline__ void pdl_release() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+// The start of a kernel with nothing to do before its inputs are ready.
+__device__ __forceinline__ void pdl_begin() {
+  pdl_wait();
+  pdl_release();
+}
+
+// Starts `bytes` (a multiple of 16, from a 16-byte-aligned address) streaming from HBM into L2
+// without waiting for them: what a kernel may do with its weights before pdl_wait().
+__device__ __forceinline__ void prefetch_l2(const void* p, uint32_t bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"(bytes) : "memory");
+#endif
+}
+
+}  // namespace dev
+}  // namespace dsv4::cuda
