@@ -357,7 +357,7 @@ void run_cuda_bench(const BenchOptions& o) {
         }
         std::vector<int> seqs;
         for (int b = 0; b < B; ++b) {
-          seqs.push_back(model.new_sequence(C + o.decode_steps + 16));
+          seqs.push_back(model.new_sequence(C + 3 * o.decode_steps + 32));  // eager, graph, and the --compare-pdl steps
           model.fake_context(seqs.back(), C, 100 + b);
         }
         bool graph = false;
