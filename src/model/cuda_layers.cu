@@ -8,16 +8,15 @@ namespace dsv4::cuda {
 
 // u = wkv · a, z = wgate · a + ape[t mod m]; the entries this step completes; the pending ring.
 void CudaModel::compress(const DCompressor& w, int m, const RowFormat& f, const float* u, float* z, int table_row,
-                         int which) {
+                         int which, cudaStream_t s) {
   const BatchDesc& b = *batch_;
   auto it = b.jobs.find(m);
   const BatchDesc::Jobs jobs = it == b.jobs.end() ? BatchDesc::Jobs{} : it->second;
   const LayerCache* caches = b.d_caches + static_cast<int64_t>(table_row) * b.nseq;
   const int width = static_cast<int>(w.wkv.rows);
-  add_ape_cuda(z, b.rows, width, w.ape.get(), m, b.d_pos, stream_);
-  compress_entries_cuda(u, z, m, f, w.norm.get(), c_.rms_norm_eps, w_.freqs(m), jobs.list, jobs.count, jobs.capacity,
-                        b.d_seqs, caches, which, stream_);
-  compressor_keep_cuda(u, z, width, m == 4 ? 2 * m : m, b.d_seqs, b.nseq, caches, which, stream_);
+  compress_entries_cuda(u, z, w.ape.get(), m, f, w.norm.get(), c_.rms_norm_eps, w_.freqs(m), jobs.list, jobs.count,
+                        jobs.capacity, b.d_seqs, caches, which, s);
+  compressor_keep_cuda(u, z, w.ape.get(), m, width, m == 4 ? 2 * m : m, b.d_seqs, b.nseq, caches, which, s);
 }
 
 void CudaModel::attention(const DBlock& blk, int table_row, const float* a_in, float* out,
@@ -26,7 +25,7 @@ void CudaModel::attention(const DBlock& blk, int table_row, const float* a_in, f
   const DAttn& w = blk.attn;
   const int m = blk.ratio;
   const int64_t rows = b.rows, D = c_.hidden_size, H = c_.num_attention_heads, Dh = c_.head_dim;
-  const int64_t R = c_.qk_rope_head_dim, N = Dh - R, Q = c_.q_lora_rank, G = c_.o_groups, O = c_.o_lora_rank;
+  const int64_t R = c_.qk_rope_head_dim, Q = c_.q_lora_rank, G = c_.o_groups, O = c_.o_lora_rank;
   const int64_t HI = c_.index_n_heads, DI = c_.index_head_dim, K = c_.index_topk;
   const float eps = c_.rms_norm_eps;
   const float* freqs = w_.freqs(m);
@@ -57,48 +56,71 @@ void CudaModel::attention(const DBlock& blk, int table_row, const float* a_in, f
   }
   linear_many(a, proj);
 
-  // Query: low rank, q_norm, per-head RMS normalization (no weight), RoPE.
-  rmsnorm_cuda(qr, rows, Q, w.q_norm.get(), eps, qr, stream_);
-  Act qra = act("attn.qr", qr, rows, Q);
-  float* q = scratch_->get<float>("attn.q", rows * H * Dh);
-  linear(w.wq_b, qra, q);
-  rmsnorm_rope_cuda(q, rows, static_cast<int>(H), Dh, nullptr, eps, static_cast<int>(R), freqs, b.d_pos, 0, false,
-                    stream_);
-
-  // Window key/value: one shared head, kv_norm, RoPE, FP8 simulation of the nope dims
-  // (and, with compact caches, the RoPE dims as the cache keeps them).
-  rmsnorm_rope_cuda(kv, rows, 1, Dh, w.kv_norm.get(), eps, static_cast<int>(R), freqs, b.d_pos, 64, compact_, stream_);
-
-  // Compressed entries (m > 0) and the lightning indexer (m = 4).
+  // Decode: the compressors and the lightning indexer run beside the query's chain, on two side
+  // streams forked after the projections (the indexer again after the query's norm, whose FP8
+  // form it reads) and joined before the attention.
+  const bool side = side_enabled() && m > 0 && prequantized_ && Q % 128 == 0;
+  cudaStream_t s_comp = side ? side2_ : stream_, s_idx = side ? side_ : stream_;
+  if (side) {
+    fork_side(s_comp);
+    if (m == 4) fork_side(s_idx);
+  }
+  // Compressed entries (m > 0) and the indexer's (m = 4).
   mark("attn.compress");
   if (m > 0)
-    compress(w.comp, m, RowFormat{static_cast<int>(Dh), static_cast<int>(R), compact_, false}, cu, cz, table_row, 0);
+    compress(w.comp, m, RowFormat{static_cast<int>(Dh), static_cast<int>(R), compact_, false}, cu, cz, table_row, 0,
+             s_comp);
+  if (m == 4)
+    compress(w.idx_comp, 4, RowFormat{static_cast<int>(DI), static_cast<int>(R), compact_, true}, iu, iz, table_row, 1,
+             s_idx);
+
+  // Query: low rank, q_norm, per-head RMS normalization (no weight), RoPE.
+  mark("attn.qkv");
+  Act qra = act("attn.qr", qr, rows, Q);
+  if (prequantized_ && Q % 128 == 0) adopt_quantized(qra);  // decode: the norm also writes wq_b's FP8 input
+  rmsnorm_cuda(qr, rows, Q, w.q_norm.get(), eps, qr, stream_, qra.q, qra.qs);
+  if (side && m == 4) fork_side(s_idx);
+  float* q = scratch_->get<float>("attn.q", rows * H * Dh);
+  linear(w.wq_b, qra, q);
+  // Window key/value: one shared head, kv_norm, RoPE, FP8 simulation of the nope dims
+  // (and, with compact caches, the RoPE dims as the cache keeps them). One launch for both.
+  rmsnorm_rope2_cuda(RmsRopeRows{q, rows, static_cast<int>(H), Dh, nullptr, 0, false},
+                     RmsRopeRows{kv, rows, 1, Dh, w.kv_norm.get(), 64, compact_}, eps, static_cast<int>(R), freqs,
+                     b.d_pos, stream_);
+
+  // The lightning indexer (m = 4): its query heads, scores over the indexer entries, top-k.
   int32_t* selected = nullptr;
   if (m == 4) {
-    compress(w.idx_comp, 4, RowFormat{static_cast<int>(DI), static_cast<int>(R), compact_, true}, iu, iz, table_row, 1);
-
     mark("attn.indexer");
     float* qI = scratch_->get<float>("idx.q", rows * HI * DI);
-    linear(w.idx_wq_b, qra, qI);
-    rope_cuda(qI, rows, HI, HI * DI, DI, DI - R, static_cast<int>(R), freqs, b.d_pos, false, stream_);
-    hadamard_cuda(qI, rows * HI, DI, stream_);
-    fp4_sim_cuda(qI, rows, HI * DI, HI * DI, stream_);
-    const float wscale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(DI) * HI));
-
     selected = scratch_->get<int32_t>("idx.selected", rows * K);
     const int64_t max_count = b.idx_max_count;
     const int64_t chunk = std::max<int64_t>(1, (int64_t(1) << 26) / max_count);  // 256 MiB of scores at most
     float* score = scratch_->get<float>("idx.score", std::min(rows, chunk) * max_count);
+    if (side) {  // the few-row product on the indexer's stream (qra is already in FP8)
+      GemvArgs g;
+      DSV4_CHECK(gemv_args(w.idx_wq_b, 0, w.idx_wq_b.rows, qra, 0, qI, w.idx_wq_b.rows, 0.0f, 0, 0, g), "cuda",
+                 "the indexer's query projection does not fit the few-row kernel");
+      gemv_cuda(g, s_idx);
+    } else {
+      linear(w.idx_wq_b, qra, qI);
+    }
+    indexer_query_cuda(qI, rows, static_cast<int>(HI), DI, static_cast<int>(R), freqs, b.d_pos, s_idx);
+    const float wscale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(DI) * HI));
     for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
       const int64_t nr = std::min(chunk, rows - r0);
       indexer_scores_cuda(qI + r0 * HI * DI, iw + r0 * HI, wscale, nr, static_cast<int>(HI), static_cast<int>(DI),
-                          b.d_slot + r0, b.d_pos + r0, caches, compact_, score, max_count, max_count, stream_);
-      topk_cuda(score, max_count, nr, b.d_pos + r0, 4, static_cast<int>(K), selected + r0 * K, stream_);
+                          b.d_slot + r0, b.d_pos + r0, caches, compact_, score, max_count, max_count, s_idx);
+      topk_cuda(score, max_count, nr, b.d_pos + r0, 4, static_cast<int>(K), selected + r0 * K, s_idx);
     }
-    if (topk_rows) {
-      topk_rows->resize(rows * K);
-      download(topk_rows->data(), selected, rows * K, stream_);
-    }
+  }
+  if (side) {
+    join_side(s_comp);
+    if (m == 4) join_side(s_idx);
+  }
+  if (topk_rows && selected) {
+    topk_rows->resize(rows * K);
+    download(topk_rows->data(), selected, rows * K, stream_);
   }
 
   // Window rows, then compressed entries, in one softmax with the sink; then the inverse RoPE.
@@ -111,17 +133,20 @@ void CudaModel::attention(const DBlock& blk, int table_row, const float* a_in, f
       INT32_MAX, c_.sliding_window + (m == 4 ? std::min<int64_t>(K, max_pos / 4) : m > 0 ? max_pos / m : 0)));
   shape.bf16_products = compact_;  // the fast precision: bf16 tensor cores (attention.cu)
   float* work = scratch_->get<float>("attn.work", std::max<int64_t>(1, sparse_attention_work(rows, shape)));
-  sparse_attention_cuda(q, kv, w.sink.get(), shape, b.d_slot, b.d_pos, rows, b.d_seqs, caches, selected, o, work,
-                        stream_);
-  rope_cuda(o, rows, H, H * Dh, Dh, N, static_cast<int>(R), freqs, b.d_pos, true, stream_);
-  window_keep_cuda(kv, RowFormat{static_cast<int>(Dh), static_cast<int>(R), compact_, false}, c_.sliding_window,
-                   b.d_seqs, b.nseq, caches, stream_);
+  // The inverse RoPE and (decode) wo_a's FP8 input come out of the attention's last step.
+  Act oa = act("attn.o", o, rows, H * Dh);
+  if (prequantized_ && Dh % 128 == 0) adopt_quantized(oa);
+  const bool kept = sparse_attention_cuda(q, kv, w.sink.get(), shape, b.d_slot, b.d_pos, rows, b.d_seqs, caches,
+                                          selected, o, work, stream_,
+                                          AttnOutput{freqs, oa.q, oa.qs, rows == b.nseq});
+  if (!kept)
+    window_keep_cuda(kv, RowFormat{static_cast<int>(Dh), static_cast<int>(R), compact_, false}, c_.sliding_window,
+                     b.d_seqs, b.nseq, caches, stream_);
 
   // Grouped low-rank output: group g's heads through its rows of wo_a, then wo_b.
   mark("attn.out");
   const int64_t gin = H * Dh / G;
   float* og = scratch_->get<float>("attn.og", rows * G * O);
-  Act oa = act("attn.o", o, rows, H * Dh);
   if (!gemv(w.wo_a, 0, G * O, oa, 0, og, G * O, 0.0f, O, gin))  // one launch for all groups
     for (int64_t g = 0; g < G; ++g) gemm(w.wo_a, g * O, O, oa, g * gin, og + g * O, G * O);
   Act oga = act("attn.og", og, rows, G * O);
@@ -144,24 +169,31 @@ void CudaModel::moe(const DMoe& w, const float* a_in, float* out) {
   linear_many(a, {{&w.gate, logits}, {&w.sw1, sg}, {&w.sw3, su}});  // the gate and the shared expert's inputs
   int32_t* experts = scratch_->get<int32_t>("moe.experts", rows * k);
   float* weights = scratch_->get<float>("moe.weights", rows * k);
-  moe_route_cuda(logits, rows, E, k, c_.scoring_func, w.bias.empty() ? nullptr : w.bias.get(),
-                 w.tid2eid.empty() ? nullptr : w.tid2eid.get(), b.d_ids, c_.routed_scaling_factor, experts, weights,
-                 stream_);
-
-  // Shared expert (weight 1) on every row.
+  // Shared expert (weight 1) on every row; decode: on the side stream, beside the routed experts
+  // (joined before the combine).
+  const bool side = side_enabled() && w.sw2.kind == GemmKind::FP8Block && F % 128 == 0;
   float* sh = scratch_->get<float>("moe.sh", rows * F);
+  float* ysh = scratch_->get<float>("moe.ysh", rows * D);
   Act sha = act("moe.sh", sh, rows, F);
-  if (gemv_enabled_ && w.sw2.kind == GemmKind::FP8Block && rows <= kGemvMaxRows && F % 128 == 0) {  // decode: one launch
+  if (side) {
+    adopt_quantized(sha);  // (allocates before the fork: the side stream never waits on a resize)
+    fork_side(side_);
+    swiglu_quant_cuda(sg, su, rows, F, limit, sh, sha.q, sha.qs, side_);
+    GemvArgs g;
+    DSV4_CHECK(gemv_args(w.sw2, 0, w.sw2.rows, sha, 0, ysh, w.sw2.rows, 0.0f, 0, 0, g), "cuda",
+               "the shared expert's down projection does not fit the few-row kernel");
+    gemv_cuda(g, side_);
+  } else if (gemv_enabled_ && w.sw2.kind == GemmKind::FP8Block && rows <= kGemvMaxRows && F % 128 == 0) {  // decode: one launch
     adopt_quantized(sha);
     swiglu_quant_cuda(sg, su, rows, F, limit, sh, sha.q, sha.qs, stream_);
+    linear(w.sw2, sha, ysh);
   } else {
     swiglu_cuda(sg, su, rows, F, limit, nullptr, nullptr, sh, stream_);
+    linear(w.sw2, sha, ysh);
   }
-  float* ysh = scratch_->get<float>("moe.ysh", rows * D);
-  linear(w.sw2, sha, ysh);
 
-  // Routed experts: the T·k assignments sorted by expert (stable), each expert's rows as one product.
-  mark("moe.group");
+  // The routed experts' grouping: the T·k assignments sorted by expert (stable). Few rows: routing
+  // and grouping in one launch, here; otherwise grouped after the shared expert.
   const int64_t n = rows * k;
   const bool fast = prec_ == Precision::Fast, few = rows <= 64;
   const int tile_rows = fast && !few ? kMoeTileRows : 1 << 30;
@@ -172,7 +204,18 @@ void CudaModel::moe(const DMoe& w, const float* a_in, float* out) {
   int32_t* inv = scratch_->get<int32_t>("moe.inv", n);
   int2* tiles = scratch_->get<int2>("moe.tiles", max_tiles);
   int32_t* ntiles = scratch_->get<int32_t>("moe.ntiles", 1);
-  moe_group_cuda(experts, rows, k, E, counts, offsets, perm, inv, tile_rows, tiles, ntiles, stream_);
+  const float* bias = w.bias.empty() ? nullptr : w.bias.get();
+  const int32_t* tid2eid = w.tid2eid.empty() ? nullptr : w.tid2eid.get();
+  if (fast && few)
+    moe_route_group_cuda(logits, rows, E, k, c_.scoring_func, bias, tid2eid, b.d_ids, c_.routed_scaling_factor,
+                         experts, weights, counts, offsets, perm, inv, tile_rows, tiles, ntiles, stream_);
+  else
+    moe_route_cuda(logits, rows, E, k, c_.scoring_func, bias, tid2eid, b.d_ids, c_.routed_scaling_factor, experts,
+                   weights, stream_);
+
+  // Routed experts: each expert's rows as one product.
+  mark("moe.group");
+  if (!(fast && few)) moe_group_cuda(experts, rows, k, E, counts, offsets, perm, inv, tile_rows, tiles, ntiles, stream_);
   float* ys = scratch_->get<float>("moe.ys", n * D);
   mark("moe.experts");
   cudaEvent_t timer = tic(true, 6.0 * n * F * D);
@@ -199,11 +242,16 @@ void CudaModel::moe(const DMoe& w, const float* a_in, float* out) {
         linear_f32(h + r0 * F, cnt, F, w.w2.f32.get() + e * D * F, D, ys + r0 * D, D);
       }
   } else if (few) {
-    bf16* xs = scratch_->get<bf16>("moe.xb", n * D);
-    moe_gather_cuda(a_in, D, perm, n, k, nullptr, xs, stream_);
     bf16* h = scratch_->get<bf16>("moe.hb", n * F);
-    moe_gemv_swiglu_cuda(xs, w.w1.view(), w.w3.view(), tiles, ntiles, max_tiles, offsets, limit, weights, perm, h,
-                         stream_);
+    if (rows <= kGemvMaxRows) {  // the expert rows read from a_in through perm: no gather launch
+      moe_gemv_swiglu_gather_cuda(a_in, k, w.w1.view(), w.w3.view(), tiles, ntiles, max_tiles, offsets, limit,
+                                  weights, perm, h, stream_);
+    } else {  // many rows per expert: gathered once in bf16 (the float32 rows read per block cost more)
+      bf16* xs = scratch_->get<bf16>("moe.xb", n * D);
+      moe_gather_cuda(a_in, D, perm, n, k, nullptr, xs, stream_);
+      moe_gemv_swiglu_cuda(xs, w.w1.view(), w.w3.view(), tiles, ntiles, max_tiles, offsets, limit, weights, perm, h,
+                           stream_);
+    }
     moe_gemv_down_cuda(h, w.w2.view(), tiles, ntiles, max_tiles, offsets, ys, stream_);
   } else {
     bf16* xs = scratch_->get<bf16>("moe.xb", n * D);
@@ -215,6 +263,7 @@ void CudaModel::moe(const DMoe& w, const float* a_in, float* out) {
   }
   toc(timer);
   mark("moe.combine");
+  if (side) join_side(side_);
   moe_combine_cuda(ys, inv, ysh, rows, k, D, out, stream_);
 }
 

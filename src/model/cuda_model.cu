@@ -105,6 +105,10 @@ CudaModel::CudaModel(const ModelConfig& c, const Params* params, const Checkpoin
              "no usable CUDA device (", cudaGetErrorString(e), "); use --device cpu");
   DSV4_CHECK(params || p == Precision::Fast, "cuda", "a synthetic model has the fast precision only");
   DSV4_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  DSV4_CUDA_CHECK(cudaStreamCreateWithFlags(&side_, cudaStreamNonBlocking));
+  DSV4_CUDA_CHECK(cudaStreamCreateWithFlags(&side2_, cudaStreamNonBlocking));
+  DSV4_CUDA_CHECK(cudaEventCreateWithFlags(&fork_ev_, cudaEventDisableTiming));
+  DSV4_CUDA_CHECK(cudaEventCreateWithFlags(&join_ev_, cudaEventDisableTiming));
   blas_ = std::make_unique<Blas>();
   const bool fp8_ok = p == Precision::Fast && blas_->fp8_block_supported();
   w_ = load_model(c_, params, ck, p, fp8_ok, seed, stream_);
@@ -119,8 +123,22 @@ CudaModel::~CudaModel() {
   if (graph_) cudaGraphExecDestroy(graph_);
   seqs_.clear();
   scratch_.reset();
+  if (fork_ev_) cudaEventDestroy(fork_ev_);
+  if (join_ev_) cudaEventDestroy(join_ev_);
+  if (side_) cudaStreamDestroy(side_);
+  if (side2_) cudaStreamDestroy(side2_);
   if (stream_) cudaStreamDestroy(stream_);
 }
+
+void CudaModel::fork_side(cudaStream_t side) {
+  DSV4_CUDA_CHECK(cudaEventRecord(fork_ev_, stream_));
+  DSV4_CUDA_CHECK(cudaStreamWaitEvent(side, fork_ev_, 0));
+}
+void CudaModel::join_side(cudaStream_t side) {
+  DSV4_CUDA_CHECK(cudaEventRecord(join_ev_, side));
+  DSV4_CUDA_CHECK(cudaStreamWaitEvent(stream_, join_ev_, 0));
+}
+bool CudaModel::side_enabled() const { return gemv_enabled_ && batch_->rows <= kGemvMaxRows; }
 
 std::string CudaModel::describe() const {
   return str("cuda ", precision_name(prec_), " (", w_.formats, "; caches ", compact_ ? "compact" : "float32", "; ",
@@ -312,34 +330,30 @@ bool CudaModel::gemv(const DTensor& W, int64_t w_row0, int64_t nrows, Act& x, in
   return true;
 }
 
-// Several projections of the same activations: one few-row launch per weight form when they
-// fit it (decode), otherwise one GEMM each.
+// Several projections of the same activations: one few-row launch for all of them (any weight
+// forms) when they fit it (decode), otherwise one GEMM each.
 void CudaModel::linear_many(Act& x, const std::vector<std::pair<const DTensor*, float*>>& list) {
-  std::map<int, std::vector<GemvArgs>> by_kind;
-  std::map<int, double> flop;
+  std::vector<GemvArgs> batch;
+  double flop = 0;
+  auto flush = [&] {
+    if (batch.empty()) return;
+    cudaEvent_t t = tic(false, flop);
+    gemv_many_cuda(batch.data(), static_cast<int>(batch.size()), stream_);
+    toc(t);
+    batch.clear();
+    flop = 0;
+  };
   for (const auto& [W, y] : list) {
     GemvArgs g;
     if (gemv_args(*W, 0, W->rows, x, 0, y, W->rows, 0.0f, 0, 0, g)) {
-      std::vector<GemvArgs>& v = by_kind[static_cast<int>(g.weights)];
-      if (static_cast<int>(v.size()) == kGemvMaxMats) {  // full: launch what is there
-        cudaEvent_t t = tic(false, flop[static_cast<int>(g.weights)]);
-        gemv_many_cuda(v.data(), static_cast<int>(v.size()), stream_);
-        toc(t);
-        v.clear();
-        flop[static_cast<int>(g.weights)] = 0;
-      }
-      v.push_back(g);
-      flop[static_cast<int>(g.weights)] += 2.0 * x.M * W->rows * W->cols;
+      if (static_cast<int>(batch.size()) == kGemvMaxMats) flush();  // full: launch what is there
+      batch.push_back(g);
+      flop += 2.0 * x.M * W->rows * W->cols;
     } else {
       linear(*W, x, y);
     }
   }
-  for (auto& [kind, v] : by_kind)
-    if (!v.empty()) {
-      cudaEvent_t t = tic(false, flop[kind]);
-      gemv_many_cuda(v.data(), static_cast<int>(v.size()), stream_);
-      toc(t);
-    }
+  flush();
 }
 
 void CudaModel::gemm(const DTensor& W, int64_t w_row0, int64_t nrows, Act& x, int64_t x_col0, float* y, int64_t ldy,
@@ -496,8 +510,10 @@ void CudaModel::run_block(const DBlock& blk, int table_row, float*& X, std::vect
   float* x1 = scratch_->get<float>("X1", rows * n * D);
   auto sublayer = [&](const DHc& hc, const DeviceArray<float>& norm, const std::string& act_name, auto&& body) {
     mark("mhc");
-    const int parts = mix_product(X, hc, "hc.mix");
-    float* mix = scratch_->get<float>("hc.mix", std::max(parts, 1) * rows * (hc.rows + 1));
+    // Decode: the mix product and hc_pre in one launch (hc_pre_fused_cuda), else mix, then hc_pre.
+    const bool fused = gemv_enabled_ && hc_pre_fused_fits(rows, static_cast<int>(n), D);
+    const int parts = fused ? 0 : mix_product(X, hc, "hc.mix");
+    float* mix = fused ? nullptr : scratch_->get<float>("hc.mix", std::max(parts, 1) * rows * (hc.rows + 1));
     float* a = scratch_->get<float>("hc.a", rows * D);
     float* post = scratch_->get<float>("hc.post", rows * n);
     float* comb = scratch_->get<float>("hc.comb", rows * n * n);
@@ -506,12 +522,28 @@ void CudaModel::run_block(const DBlock& blk, int table_row, float*& X, std::vect
     Act aa = act(act_name, a, rows, D);
     prequantized_ = prec_ == Precision::Fast && gemv_enabled_ && rows <= kGemvMaxRows && D % 128 == 0;
     if (prequantized_) adopt_quantized(aa);
-    hc_pre_cuda(X, mix, rows, static_cast<int>(n), D, hc.base.get(), hc.scale.get(), c_.rms_norm_eps, c_.hc_eps,
-                c_.hc_sinkhorn_iters, false, norm.get(), a, post, comb, stream_, parts, aa.q, aa.qs);
+    // Decode: comb's Sinkhorn (a chain of 2·iters dependent steps) beside the sub-layer, which
+    // does not need it; hc_post waits for it.
+    const bool side = fused && side_enabled();
+    if (side) {
+      float* mix_row = scratch_->get<float>("hc.mix_row", rows * kHcMixRow);
+      hc_pre_fused_cuda(X, hc.fn.get(), rows, static_cast<int>(n), D, hc.base.get(), hc.scale.get(), c_.rms_norm_eps,
+                        c_.hc_eps, c_.hc_sinkhorn_iters, false, norm.get(), a, nullptr, nullptr, stream_, aa.q, aa.qs,
+                        mix_row);
+      fork_side(side_);
+      hc_comb_cuda(mix_row, rows, static_cast<int>(n), D, hc.base.get(), hc.scale.get(), c_.rms_norm_eps, c_.hc_eps,
+                   c_.hc_sinkhorn_iters, post, comb, side_);
+    } else if (fused)
+      hc_pre_fused_cuda(X, hc.fn.get(), rows, static_cast<int>(n), D, hc.base.get(), hc.scale.get(), c_.rms_norm_eps,
+                        c_.hc_eps, c_.hc_sinkhorn_iters, false, norm.get(), a, post, comb, stream_, aa.q, aa.qs);
+    else
+      hc_pre_cuda(X, mix, rows, static_cast<int>(n), D, hc.base.get(), hc.scale.get(), c_.rms_norm_eps, c_.hc_eps,
+                  c_.hc_sinkhorn_iters, false, norm.get(), a, post, comb, stream_, parts, aa.q, aa.qs);
     float* o = scratch_->get<float>("hc.o", rows * D);
     body(a, o);
     prequantized_ = false;
     mark("mhc");
+    if (side) join_side(side_);
     float* Xn = X == x0 ? x1 : x0;
     hc_post_cuda(X, o, post, comb, rows, static_cast<int>(n), D, Xn, stream_);
     X = Xn;
@@ -525,11 +557,16 @@ void CudaModel::run_block(const DBlock& blk, int table_row, float*& X, std::vect
 void CudaModel::head(const float* X, const DHc& hc, const DeviceArray<float>& norm) {
   const int64_t rows = batch_->rows, n = c_.hc_mult, D = c_.hidden_size, V = c_.vocab_size;
   mark("head");
-  const int parts = mix_product(X, hc, "head.mix");
-  float* mix = scratch_->get<float>("head.mix", std::max<int64_t>(parts, 1) * rows * (n + 1));
   float* y = scratch_->get<float>("head.y", rows * D);
-  hc_pre_cuda(X, mix, rows, static_cast<int>(n), D, hc.base.get(), hc.scale.get(), c_.rms_norm_eps, c_.hc_eps,
-              c_.hc_sinkhorn_iters, true, norm.get(), y, nullptr, nullptr, stream_, parts);
+  if (gemv_enabled_ && hc_pre_fused_fits(rows, static_cast<int>(n), D)) {  // decode: one launch
+    hc_pre_fused_cuda(X, hc.fn.get(), rows, static_cast<int>(n), D, hc.base.get(), hc.scale.get(), c_.rms_norm_eps,
+                      c_.hc_eps, c_.hc_sinkhorn_iters, true, norm.get(), y, nullptr, nullptr, stream_);
+  } else {
+    const int parts = mix_product(X, hc, "head.mix");
+    float* mix = scratch_->get<float>("head.mix", std::max<int64_t>(parts, 1) * rows * (n + 1));
+    hc_pre_cuda(X, mix, rows, static_cast<int>(n), D, hc.base.get(), hc.scale.get(), c_.rms_norm_eps, c_.hc_eps,
+                c_.hc_sinkhorn_iters, true, norm.get(), y, nullptr, nullptr, stream_, parts);
+  }
   logits_ = scratch_->get<float>("logits", rows * V);
   Act ya = act("head.y", y, rows, D);
   linear(w_.head, ya, logits_);

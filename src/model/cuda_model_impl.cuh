@@ -131,7 +131,8 @@ class Scratch {
   T* get(const std::string& name, size_t n) {
     DeviceArray<char>& b = bufs_[name];
     if (n * sizeof(T) > b.bytes()) {
-      DSV4_CUDA_CHECK(cudaStreamSynchronize(stream_));  // an earlier launch may still read the old buffer
+      // An earlier launch, on either stream of the model, may still read the old buffer.
+      DSV4_CUDA_CHECK(cudaDeviceSynchronize());
       b.resize(n * sizeof(T));
     }
     return reinterpret_cast<T*>(b.get());
@@ -220,7 +221,8 @@ class CudaModel : public Backend {
   float* run_main(ForwardTrace* trace);
   void run_block(const DBlock& b, int table_row, float*& X, std::vector<int32_t>* topk_rows);
   void attention(const DBlock& b, int table_row, const float* a, float* out, std::vector<int32_t>* topk_rows);
-  void compress(const DCompressor& w, int m, const RowFormat& f, const float* u, float* z, int table_row, int which);
+  void compress(const DCompressor& w, int m, const RowFormat& f, const float* u, float* z, int table_row, int which,
+                cudaStream_t s);
   void moe(const DMoe& w, const float* a, float* out);
   void head(const float* X, const DHc& hc, const DeviceArray<float>& norm);
   ForwardOut finish(int64_t rows, bool want_streams, const float* X);
@@ -250,6 +252,14 @@ class CudaModel : public Backend {
   Precision prec_;
   bool compact_;
   cudaStream_t stream_ = nullptr;
+  // Decode's side branch: work that the main stream's next kernels do not need (mHC's comb, the
+  // shared expert) runs beside them, forked after what it reads and joined before its first use.
+  // Captured graphs keep the two branches.
+  cudaStream_t side_ = nullptr, side2_ = nullptr;  // (two: a CSA layer's indexer and its compressor)
+  cudaEvent_t fork_ev_ = nullptr, join_ev_ = nullptr;
+  void fork_side(cudaStream_t side);  // `side` waits for everything issued on stream_ so far
+  void join_side(cudaStream_t side);  // stream_ waits for everything issued on `side` so far
+  bool side_enabled() const;  // few rows (decode, where a step is a chain of short kernels)
   std::unique_ptr<Blas> blas_;
   DModel w_;
   std::map<int, std::unique_ptr<Sequence>> seqs_;

@@ -299,7 +299,8 @@ struct Combine {
   static constexpr int kDims = 128, kGroups = 8, kThreads = kGroups * kDims / 4;
 };
 __global__ void __launch_bounds__(Combine::kThreads)
-attention_combine_kernel(const float* part, const float* sink, int H, int Dh, int splits, float* o) {
+attention_combine_kernel(const float* part, const float* sink, int H, int Dh, int R, int splits, const int32_t* pos,
+                         AttnOutput out, float* o) {
   dev::pdl_begin();
   using C = Combine;
   __shared__ float wgt[kMaxSplits];
@@ -343,8 +344,34 @@ attention_combine_kernel(const float* part, const float* sink, int H, int Dh, in
       sum.x += t.x, sum.y += t.y, sum.z += t.z, sum.w += t.w;
     }
     const float inv = 1.0f / total;
-    *reinterpret_cast<float4*>(o + (r * H + h) * Dh + d) = make_float4(sum.x * inv, sum.y * inv, sum.z * inv, sum.w * inv);
+    float4 v = make_float4(sum.x * inv, sum.y * inv, sum.z * inv, sum.w * inv);
+    // The output step: rope_kernel's inverse rotation of the pairs in the RoPE dims, then (warp 0
+    // holds the block's 128 dims, one quantization block) quantize_fp8_kernel's rounding.
+    const int N = Dh - R;
+    if (out.freqs && d + 3 >= N) {
+      const int p = pos[r];
+      if (d >= N) dev::rope_pair(v.x, v.y, out.freqs[(d - N) / 2], p, true);
+      if (d + 2 >= N) dev::rope_pair(v.z, v.w, out.freqs[(d + 2 - N) / 2], p, true);
+    }
+    *reinterpret_cast<float4*>(o + (r * H + h) * Dh + d) = v;
+    if (out.q) {
+      const int64_t col = static_cast<int64_t>(h) * Dh + blockIdx.z * C::kDims;
+      const float sc = dev::quantize_e4m3_block128(v, out.q + r * H * Dh + col, quad);
+      if (quad == 0) out.qs[(col / 128) * gridDim.x + r] = sc;
+    }
   }
+}
+
+// The output step without a combine (one split): the separate kernels.
+__global__ void output_quantize_kernel(const float* o, int64_t rows, int64_t cols, uint8_t* q, float* qs) {
+  dev::pdl_begin();
+  const int64_t w = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32;
+  const int lane = threadIdx.x & 31;
+  if (w >= rows * (cols / 128)) return;
+  const int64_t r = w / (cols / 128), b = w % (cols / 128);
+  const float4 v = *reinterpret_cast<const float4*>(o + r * cols + b * 128 + lane * 4);
+  const float sc = dev::quantize_e4m3_block128(v, q + r * cols + b * 128, lane);
+  if (lane == 0) qs[b * rows + r] = sc;
 }
 
 int attention_splits(int64_t rows, const AttnShape& a) {
@@ -373,12 +400,27 @@ __global__ void window_keep_kernel(const float* kv, RowFormat f, int W, const Se
 
 namespace attn {
 
-void launch_combine(const float* part, const float* sink, int64_t rows, int H, int Dh, int splits, float* o,
-                    cudaStream_t s) {
+void launch_combine(const float* part, const float* sink, int64_t rows, int H, int Dh, int R, int splits,
+                    const int32_t* pos, const AttnOutput& out, float* o, cudaStream_t s) {
   DSV4_CHECK(splits <= kMaxSplits && Dh % 4 == 0, "attention", "combine: ", splits, " splits, head_dim ", Dh);
+  DSV4_CHECK(!out.q || (out.qs && Dh % Combine::kDims == 0), "attention", "an FP8 output needs scales and head_dim ",
+             Dh, " a multiple of ", Combine::kDims);
   const dim3 grid(static_cast<unsigned>(rows), static_cast<unsigned>(H),
                   static_cast<unsigned>((Dh + Combine::kDims - 1) / Combine::kDims));
-  launch("attention_combine_kernel", attention_combine_kernel, grid, Combine::kThreads, 0, s, part, sink, H, Dh, splits, o);
+  launch("attention_combine_kernel", attention_combine_kernel, grid, Combine::kThreads, 0, s, part, sink, H, Dh, R,
+         splits, pos, out, o);
+}
+
+void output_step(int64_t rows, int H, int Dh, int R, const int32_t* pos, const AttnOutput& out, float* o,
+                 cudaStream_t s) {
+  if (rows == 0) return;
+  if (out.freqs) rope_cuda(o, rows, H, static_cast<int64_t>(H) * Dh, Dh, Dh - R, R, out.freqs, pos, true, s);
+  if (out.q) {
+    const int64_t cols = static_cast<int64_t>(H) * Dh;
+    DSV4_CHECK(out.qs && cols % 128 == 0, "attention", "an FP8 output needs scales and H·head_dim % 128 == 0");
+    launch("output_quantize_kernel", output_quantize_kernel,
+           static_cast<unsigned>((rows * (cols / 128) * 32 + 255) / 256), 256, 0, s, o, rows, cols, out.q, out.qs);
+  }
 }
 
 }  // namespace attn
@@ -389,17 +431,17 @@ int64_t sparse_attention_work(int64_t rows, const AttnShape& a) {
   return splits > 1 ? rows * a.H * splits * (a.Dh + 4) : 0;
 }
 
-void sparse_attention_cuda(const float* q, const float* kv, const float* sink, const AttnShape& a,
+bool sparse_attention_cuda(const float* q, const float* kv, const float* sink, const AttnShape& a,
                            const int32_t* slot, const int32_t* pos, int64_t rows, const SeqRows* seqs,
                            const LayerCache* caches, const int32_t* selected, float* o, float* work,
-                           cudaStream_t s) {
+                           cudaStream_t s, const AttnOutput& out) {
   using C = AttnConfig;
   DSV4_CHECK(a.Dh <= C::kMaxDh && a.Dh % 4 == 0, "attention", "head_dim ", a.Dh, " must be a multiple of 4 up to ",
              C::kMaxDh);
-  if (rows == 0) return;
+  if (rows == 0) return false;
   if (attn::mma_fits(a)) {
-    attn::mma_attention(q, kv, sink, a, slot, pos, rows, seqs, caches, selected, o, work, s);
-    return;
+    attn::mma_attention(q, kv, sink, a, slot, pos, rows, seqs, caches, selected, o, work, s, out);
+    return out.one_row_each;
   }
   const int hb = heads_per_block(rows, a);
   DSV4_CHECK(a.H % hb == 0, "attention", "num_attention_heads ", a.H, " is not a multiple of ", hb);
@@ -419,7 +461,9 @@ void sparse_attention_cuda(const float* q, const float* kv, const float* sink, c
   static size_t raised_few = 0, raised_many = 0;
   if (kh == C::kHeadsFew) start(sparse_attention_kernel<C::kHeadsFew>, raised_few);
   else start(sparse_attention_kernel<C::kHeads>, raised_many);
-  if (splits > 1) attn::launch_combine(work, sink, rows, a.H, a.Dh, splits, o, s);
+  if (splits > 1) attn::launch_combine(work, sink, rows, a.H, a.Dh, a.R, splits, pos, out, o, s);
+  else attn::output_step(rows, a.H, a.Dh, a.R, pos, out, o, s);
+  return false;
 }
 
 void window_keep_cuda(const float* kv, RowFormat f, int W, const SeqRows* seqs, int nseq, const LayerCache* caches,

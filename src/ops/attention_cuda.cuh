@@ -11,16 +11,20 @@ namespace dsv4::cuda::attn {
 constexpr int kMaxSplits = 128;  // the most partials one (row, head) is split into
 
 // part [rows, H, splits, Dh + 4] (per split: unnormalized o [Dh], m, l, pad) merged with the
-// sink into o [rows, H, Dh].
-void launch_combine(const float* part, const float* sink, int64_t rows, int H, int Dh, int splits, float* o,
-                    cudaStream_t s);
+// sink into o [rows, H, Dh], then the output step `out` (R: the RoPE dims of a head).
+void launch_combine(const float* part, const float* sink, int64_t rows, int H, int Dh, int R, int splits,
+                    const int32_t* pos, const AttnOutput& out, float* o, cudaStream_t s);
+// The output step `out` alone, on o as the attention kernel wrote it (no combine).
+void output_step(int64_t rows, int H, int Dh, int R, const int32_t* pos, const AttnOutput& out, float* o,
+                 cudaStream_t s);
 
 // The tensor-core kernel: whether it takes this shape, its work buffer in floats (the split
 // partials and the chunk's rows in compact form), and the attention itself.
 bool mma_fits(const AttnShape& a);
 int64_t mma_work(int64_t rows, const AttnShape& a);
+// With out.one_row_each the kernel that encodes the chunk's rows also writes them to the window ring.
 void mma_attention(const float* q, const float* kv, const float* sink, const AttnShape& a, const int32_t* slot,
                    const int32_t* pos, int64_t rows, const SeqRows* seqs, const LayerCache* caches,
-                   const int32_t* selected, float* o, float* work, cudaStream_t s);
+                   const int32_t* selected, float* o, float* work, cudaStream_t s, const AttnOutput& out);
 
 }  // namespace dsv4::cuda::attn

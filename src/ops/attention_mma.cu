@@ -337,9 +337,14 @@ sparse_attention_mma_kernel(const float* q, CacheRows chunk, const float* sink, 
   put(rb, L_b, 2);
 }
 
-__global__ void encode_rows_kernel(const float* kv, RowFormat f, CacheRows out) {
+// Row r of the chunk in compact form for the attention; decode (ring given) also into the window
+// ring at slot pos mod W, as window_keep_kernel writes it.
+__global__ void encode_rows_kernel(const float* kv, RowFormat f, CacheRows out, const int32_t* slot,
+                                   const int32_t* pos, const LayerCache* caches, int W) {
   dev::pdl_begin();
-  dev::write_kv_row(kv + static_cast<int64_t>(blockIdx.x) * f.d, f, out, blockIdx.x);
+  const float* row = kv + static_cast<int64_t>(blockIdx.x) * f.d;
+  dev::write_kv_row(row, f, out, blockIdx.x);
+  if (caches) dev::write_kv_row(row, f, caches[slot[blockIdx.x]].window, pos[blockIdx.x] % W);
 }
 
 int mma_splits(int64_t rows, const AttnShape& a) {
@@ -380,7 +385,7 @@ int64_t mma_work(int64_t rows, const AttnShape& a) {
 
 void mma_attention(const float* q, const float* kv, const float* sink, const AttnShape& a, const int32_t* slot,
                    const int32_t* pos, int64_t rows, const SeqRows* seqs, const LayerCache* caches,
-                   const int32_t* selected, float* o, float* work, cudaStream_t s) {
+                   const int32_t* selected, float* o, float* work, cudaStream_t s, const AttnOutput& out) {
   DSV4_CHECK(work, "attention", "the tensor-core attention needs its work buffer");
   const int splits = mma_splits(rows, a);
   const int64_t part_floats = splits > 1 ? rows * a.H * splits * (a.Dh + 4) : 0;
@@ -392,7 +397,8 @@ void mma_attention(const float* q, const float* kv, const float* sink, const Att
   chunk.codes = enc;
   chunk.scales = enc + up16(rows * N);
   chunk.rope = reinterpret_cast<bf16*>(chunk.scales + up16(rows * nblk));
-  launch("encode_rows_kernel", encode_rows_kernel, static_cast<unsigned>(rows), 128, 0, s, kv, RowFormat{a.Dh, a.R, true, false}, chunk);
+  launch("encode_rows_kernel", encode_rows_kernel, static_cast<unsigned>(rows), 128, 0, s, kv,
+         RowFormat{a.Dh, a.R, true, false}, chunk, slot, pos, out.one_row_each ? caches : nullptr, a.W);
   const size_t smem = mma_smem(a);
   static size_t raised = 0;
   if (smem > 48 * 1024 && smem > raised) {
@@ -404,7 +410,8 @@ void mma_attention(const float* q, const float* kv, const float* sink, const Att
   dim3 grid(static_cast<unsigned>(rows), static_cast<unsigned>(a.H / hb), static_cast<unsigned>(splits));
   launch("sparse_attention_mma_kernel", sparse_attention_mma_kernel, grid, MmaAttn::kThreads, smem, s, q, chunk, sink, a, slot, pos, seqs, caches,
                                                                      selected, o, splits, work);
-  if (splits > 1) launch_combine(work, sink, rows, a.H, a.Dh, splits, o, s);
+  if (splits > 1) launch_combine(work, sink, rows, a.H, a.Dh, a.R, splits, pos, out, o, s);
+  else output_step(rows, a.H, a.Dh, a.R, pos, out, o, s);
 }
 
 }  // namespace dsv4::cuda::attn

@@ -31,9 +31,9 @@ __device__ void write_indexer_row(float* e, const RowFormat& f, const CacheRows&
   }
 }
 
-__global__ void compress_entries_kernel(const float* u, const float* z, int m, RowFormat f, const float* norm, float eps,
-                                        const float* freqs, const CompressJob* jobs, const int32_t* njobs,
-                                        const SeqRows* seqs, const LayerCache* caches, int which) {
+__global__ void compress_entries_kernel(const float* u, const float* z, const float* ape, int m, RowFormat f,
+                                        const float* norm, float eps, const float* freqs, const CompressJob* jobs,
+                                        const int32_t* njobs, const SeqRows* seqs, const LayerCache* caches, int which) {
   dev::pdl_begin();
   extern __shared__ float e[];
   __shared__ float scratch[33];
@@ -49,25 +49,31 @@ __global__ void compress_entries_kernel(const float* u, const float* z, int m, R
     return p >= seq.pos0 ? chunk + static_cast<int64_t>(seq.row0 + p - seq.pos0) * width
                          : ring + static_cast<int64_t>(p % ring_rows) * width;
   };
+  // z at position p, column c: the chunk's rows get their ape here (one rounding of z + ape); the
+  // ring's already have it.
+  auto z_at = [&](int p, int c) {
+    return p >= seq.pos0 ? z[static_cast<int64_t>(seq.row0 + p - seq.pos0) * width + c] + ape[(p % m) * width + c]
+                         : ring_z[static_cast<int64_t>(p % ring_rows) * width + c];
+  };
   const int i = job.entry;
   const bool has_prev = overlap && i > 0;
   for (int feat = threadIdx.x; feat < d; feat += blockDim.x) {
     const int cf = overlap ? d + feat : feat;
     float mx = -INFINITY;
-    for (int r = 0; r < m; ++r) mx = fmaxf(mx, row_of(z, ring_z, i * m + r)[cf]);
+    for (int r = 0; r < m; ++r) mx = fmaxf(mx, z_at(i * m + r, cf));
     if (has_prev)
-      for (int r = 0; r < m; ++r) mx = fmaxf(mx, row_of(z, ring_z, (i - 1) * m + r)[feat]);
+      for (int r = 0; r < m; ++r) mx = fmaxf(mx, z_at((i - 1) * m + r, feat));
     float num = 0.0f, den = 0.0f;
     if (has_prev)
       for (int r = 0; r < m; ++r) {
         const int p = (i - 1) * m + r;
-        const float w = expf(row_of(z, ring_z, p)[feat] - mx);
+        const float w = expf(z_at(p, feat) - mx);
         den += w;
         num += w * row_of(u, ring_u, p)[feat];
       }
     for (int r = 0; r < m; ++r) {
       const int p = i * m + r;
-      const float w = expf(row_of(z, ring_z, p)[cf] - mx);
+      const float w = expf(z_at(p, cf) - mx);
       den += w;
       num += w * row_of(u, ring_u, p)[cf];
     }
@@ -102,8 +108,8 @@ __global__ void compress_entries_kernel(const float* u, const float* z, int m, R
   write_indexer_row(e, f, cache.idx_entries, i);
 }
 
-__global__ void compressor_keep_kernel(const float* u, const float* z, int width, int ring_rows, const SeqRows* seqs,
-                                       const LayerCache* caches, int which) {
+__global__ void compressor_keep_kernel(const float* u, const float* z, const float* ape, int m, int width,
+                                       int ring_rows, const SeqRows* seqs, const LayerCache* caches, int which) {
   dev::pdl_begin();
   const SeqRows seq = seqs[blockIdx.x];
   const int p = seq.pos0 + seq.T - ring_rows + static_cast<int>(blockIdx.y);
@@ -112,42 +118,30 @@ __global__ void compressor_keep_kernel(const float* u, const float* z, int width
   float* ru = (which ? cache.idx_u : cache.comp_u) + static_cast<int64_t>(p % ring_rows) * width;
   float* rz = (which ? cache.idx_z : cache.comp_z) + static_cast<int64_t>(p % ring_rows) * width;
   const int64_t src = static_cast<int64_t>(seq.row0 + p - seq.pos0) * width;
+  const float* ape_p = ape + static_cast<int64_t>(p % m) * width;
   for (int j = threadIdx.x; j < width; j += blockDim.x) {
     ru[j] = u[src + j];
-    rz[j] = z[src + j];
+    rz[j] = z[src + j] + ape_p[j];
   }
-}
-
-__global__ void add_ape_kernel(float* z, int64_t rows, int width, const float* ape, int m, const int32_t* pos) {
-  dev::pdl_begin();
-  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (i >= rows * width) return;
-  const int64_t r = i / width;
-  z[i] += ape[static_cast<int64_t>(pos[r] % m) * width + i % width];
 }
 
 }  // namespace
 
-void compress_entries_cuda(const float* u, const float* z, int m, RowFormat f, const float* norm, float eps,
-                           const float* freqs, const CompressJob* jobs, const int32_t* njobs, int max_jobs,
+void compress_entries_cuda(const float* u, const float* z, const float* ape, int m, RowFormat f, const float* norm,
+                           float eps, const float* freqs, const CompressJob* jobs, const int32_t* njobs, int max_jobs,
                            const SeqRows* seqs, const LayerCache* caches, int which, cudaStream_t s) {
   if (max_jobs == 0) return;
   DSV4_CHECK(!f.indexer || (f.d % 32 == 0 && (f.d & (f.d - 1)) == 0), "compressor", "indexer width ", f.d,
              " must be a power of two (Hadamard) and a multiple of 32");
-  launch("compress_entries_kernel", compress_entries_kernel, max_jobs, kThreads, f.d * sizeof(float), s, u, z, m, f, norm, eps, freqs, jobs, njobs,
-                                                                          seqs, caches, which);
+  launch("compress_entries_kernel", compress_entries_kernel, max_jobs, kThreads, f.d * sizeof(float), s, u, z, ape, m,
+         f, norm, eps, freqs, jobs, njobs, seqs, caches, which);
 }
 
-void compressor_keep_cuda(const float* u, const float* z, int width, int ring_rows, const SeqRows* seqs, int nseq,
-                          const LayerCache* caches, int which, cudaStream_t s) {
+void compressor_keep_cuda(const float* u, const float* z, const float* ape, int m, int width, int ring_rows,
+                          const SeqRows* seqs, int nseq, const LayerCache* caches, int which, cudaStream_t s) {
   if (nseq == 0) return;
-  launch("compressor_keep_kernel", compressor_keep_kernel, dim3(nseq, ring_rows), 128, 0, s, u, z, width, ring_rows, seqs, caches, which);
-}
-
-void add_ape_cuda(float* z, int64_t rows, int width, const float* ape, int m, const int32_t* pos, cudaStream_t s) {
-  const int64_t n = rows * width;
-  if (n == 0) return;
-  launch("add_ape_kernel", add_ape_kernel, static_cast<unsigned>((n + 255) / 256), 256, 0, s, z, rows, width, ape, m, pos);
+  launch("compressor_keep_kernel", compressor_keep_kernel, dim3(nseq, ring_rows), 128, 0, s, u, z, ape, m, width,
+         ring_rows, seqs, caches, which);
 }
 
 }  // namespace dsv4::cuda

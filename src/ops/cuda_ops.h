@@ -51,8 +51,10 @@ struct RowFormat {
 };
 
 // ---- rmsnorm.cu ----
-// x [T, D] -> y [T, D] = w ⊙ x / sqrt(mean(x²) + ε) (w null: 1). y may equal x.
-void rmsnorm_cuda(const float* x, int64_t T, int64_t D, const float* w, float eps, float* y, cudaStream_t s);
+// x [T, D] -> y [T, D] = w ⊙ x / sqrt(mean(x²) + ε) (w null: 1). y may equal x. With q (D % 128 == 0),
+// y is also rounded for an FP8 GEMM as quantize_fp8_1x128_cuda does: codes q [T, D], scales qs [D/128][T].
+void rmsnorm_cuda(const float* x, int64_t T, int64_t D, const float* w, float eps, float* y, cudaStream_t s,
+                  uint8_t* q = nullptr, float* qs = nullptr);
 
 // In place on rows·heads vectors x [rows·heads, D] (vector v at position pos[v / heads]):
 // rmsnorm (weight w, or none), RoPE of the last R dims, then (fp8_block > 0) FP8 simulation of
@@ -60,6 +62,19 @@ void rmsnorm_cuda(const float* x, int64_t T, int64_t D, const float* w, float ep
 // the same values as rmsnorm_cuda, rope_cuda, fp8_sim_cuda and round_rope_bf16_cuda in a row.
 void rmsnorm_rope_cuda(float* x, int64_t rows, int heads, int64_t D, const float* w, float eps, int R, const float* freqs,
                        const int32_t* pos, int fp8_block, bool round_rope, cudaStream_t s);
+// Two such normalizations (same eps, R, freqs, pos) in one launch; D of both needs the same
+// thread count (rmsnorm.cu). A job with rows = 0 is none.
+struct RmsRopeRows {
+  float* x = nullptr;
+  int64_t rows = 0;
+  int heads = 1;
+  int64_t D = 0;
+  const float* w = nullptr;
+  int fp8_block = 0;
+  bool round_rope = false;
+};
+void rmsnorm_rope2_cuda(const RmsRopeRows& a, const RmsRopeRows& b, float eps, int R, const float* freqs,
+                        const int32_t* pos, cudaStream_t s);
 
 // ---- rope.cu ----
 // For each row r and head h < heads: rotates the R dims at x + r·ld + h·stride + offset by θ_i(pos[r])
@@ -73,6 +88,10 @@ void fp8_sim_cuda(float* x, int64_t rows, int64_t n, int64_t ld, int64_t block, 
 void fp4_sim_cuda(float* x, int64_t rows, int64_t n, int64_t ld, cudaStream_t s);
 // hadamard: `count` contiguous vectors of d (a power of two, ≤ 1024): x <- (x · H_d) · d^(−1/2).
 void hadamard_cuda(float* x, int64_t count, int64_t d, cudaStream_t s);
+// The indexer's query heads x [rows, heads, d] in place (model.md §7): RoPE of the last R dims at
+// pos[row], Hadamard, FP4 simulation per 32: rope_cuda, hadamard_cuda and fp4_sim_cuda in one launch.
+void indexer_query_cuda(float* x, int64_t rows, int heads, int64_t d, int R, const float* freqs, const int32_t* pos,
+                        cudaStream_t s);
 // Rounds the last R dims of each row (stride ld) to bf16 and back (what a compact cache keeps).
 void round_rope_bf16_cuda(float* x, int64_t rows, int64_t ld, int R, cudaStream_t s);
 // GEMM inputs of the fast path: x [M, K] -> bf16; or e4m3 in 1×128 blocks with power-of-two
@@ -118,8 +137,8 @@ struct GemvArgs {
 // Whether M rows of K columns suit the kernel (M ≤ kGemvMaxRows, K a multiple of its vectors).
 bool gemv_fits(GemvWeights w, int64_t M, int64_t K);
 void gemv_cuda(const GemvArgs& a, cudaStream_t s);
-// Up to kGemvMaxMats products with the same weight form, M and K (typically the same
-// activations through several matrices) in one launch.
+// Up to kGemvMaxMats products with the same M and K, in any weight forms (typically the same
+// activations through several matrices) in one launch; each computes what gemv_cuda computes.
 constexpr int kGemvMaxMats = 8;
 void gemv_many_cuda(const GemvArgs* mats, int count, cudaStream_t s);
 
@@ -141,6 +160,20 @@ void hc_pre_cuda(const float* X, const float* mix, int64_t T, int n, int64_t D, 
 constexpr int kHcMixMaxTokens = 8;
 bool hc_mix_fits(int64_t T, int N);
 void hc_mix_cuda(const float* X, const float* fn, int64_t T, int64_t K, int N, float* parts, int S, cudaStream_t s);
+// hc_mix + hc_pre in one launch for few tokens (decode): the same outputs from fn [rows, n·D]
+// itself, one thread block cluster per token (the mix row summed in a fixed order: deterministic).
+// Fits T ≤ kHcMixMaxTokens, n ≤ 4, D % 128 == 0, and a GPU that runs the cluster (sm_90).
+bool hc_pre_fused_fits(int64_t T, int n, int64_t D);
+void hc_pre_fused_cuda(const float* X, const float* fn, int64_t T, int n, int64_t D, const float* base, const float* scale,
+                       float eps, float hc_eps, int sinkhorn_iters, bool head, const float* norm, float* a, float* post,
+                       float* comb, cudaStream_t s, uint8_t* q = nullptr, float* qs = nullptr,
+                       float* mix_out = nullptr);
+// With mix_out (sub-layers, not the head): post and comb are left to hc_comb_cuda, which may run
+// beside the sub-layer (they are first needed by hc_post); mix_out [T][25] gets the summed mix row
+// (24 columns for n = 4, then Σx² at column 24) they are computed from.
+constexpr int kHcMixRow = 25;
+void hc_comb_cuda(const float* mix_row, int64_t T, int n, int64_t D, const float* base, const float* scale, float eps,
+                  float hc_eps, int sinkhorn_iters, float* post, float* comb, cudaStream_t s);
 // hc_post: X' [t, k] = post_k · o[t] + Σ_j comb_jk X[t, j] -> Xout [T, n, D] (Xout ≠ X).
 void hc_post_cuda(const float* X, const float* o, const float* post, const float* comb, int64_t T, int n, int64_t D,
                   float* Xout, cudaStream_t s);
@@ -153,16 +186,17 @@ struct CompressJob {
 // For each job: pool the block's rows (§6; rows before the chunk from the pending ring),
 // RMSNorm_norm, RoPE at entry·m, then FP8 simulation of the first d − R dims (main) or
 // Hadamard + FP4 simulation of all d dims (indexer), and write the row of the entry cache.
-// u, z: [rows, c·d] (z with ape added). `which`: 0 = main compressor, 1 = the indexer's.
+// u, z: [rows, c·d], the chunk's rows as the projections give them: z's row at position p gets
+// ape [m, c·d] row p mod m added where it is read (the ring keeps rows with it added).
+// `which`: 0 = main compressor, 1 = the indexer's.
 // jobs [max_jobs], of which the first *njobs (a device value: a captured graph replays any count).
-void compress_entries_cuda(const float* u, const float* z, int m, RowFormat f, const float* norm, float eps,
-                           const float* freqs, const CompressJob* jobs, const int32_t* njobs, int max_jobs,
+void compress_entries_cuda(const float* u, const float* z, const float* ape, int m, RowFormat f, const float* norm,
+                           float eps, const float* freqs, const CompressJob* jobs, const int32_t* njobs, int max_jobs,
                            const SeqRows* seqs, const LayerCache* caches, int which, cudaStream_t s);
-// Keeps the last ring_rows rows of each sequence's chunk in its pending ring (after compress_entries).
-void compressor_keep_cuda(const float* u, const float* z, int width, int ring_rows, const SeqRows* seqs, int nseq,
-                          const LayerCache* caches, int which, cudaStream_t s);
-// z[r] += ape[pos[r] mod m] for all rows.
-void add_ape_cuda(float* z, int64_t rows, int width, const float* ape, int m, const int32_t* pos, cudaStream_t s);
+// Keeps the last ring_rows rows of each sequence's chunk in its pending ring (after compress_entries),
+// z with ape added as above.
+void compressor_keep_cuda(const float* u, const float* z, const float* ape, int m, int width, int ring_rows,
+                          const SeqRows* seqs, int nseq, const LayerCache* caches, int which, cudaStream_t s);
 
 // ---- indexer.cu ----
 // score [rows, ld]: for row r (sequence slot[r], position pos[r]) and entry i < (pos+1)/4 of its
@@ -193,12 +227,26 @@ struct AttnShape {
   // (e4m3 × 2^k and the bf16 RoPE dims are bf16 values).
   bool bf16_products = false;
 };
+// What happens to o after the softmax (optional): the inverse RoPE of each head's last R dims
+// (rope_cuda, inverse, frequencies `freqs` at pos), then (q given, Dh % 128 == 0) the rounding of
+// o [rows, H·Dh] for an FP8 GEMM as quantize_fp8_1x128_cuda does (codes q, scales qs [H·Dh/128][rows]).
+// Where the attention ends in a combine of split partials (decode) the combine does both.
+struct AttnOutput {
+  const float* freqs = nullptr;
+  uint8_t* q = nullptr;
+  float* qs = nullptr;
+  // Every sequence of the batch has one row (decode): the chunk's rows may go to the window ring
+  // before the attention (the slot a row takes held the position just leaving its window).
+  bool one_row_each = false;
+};
 // `work`: sparse_attention_work(rows, a) floats (none when rows fill the GPU; few rows split the
 // attended rows over several blocks, whose partials meet in a combine step).
-void sparse_attention_cuda(const float* q, const float* kv, const float* sink, const AttnShape& a,
+// Returns true when it also wrote the chunk's rows to the window ring (window_keep_cuda's work:
+// the tensor-core path with out.one_row_each).
+bool sparse_attention_cuda(const float* q, const float* kv, const float* sink, const AttnShape& a,
                            const int32_t* slot, const int32_t* pos, int64_t rows, const SeqRows* seqs,
                            const LayerCache* caches, const int32_t* selected, float* o, float* work,
-                           cudaStream_t s);
+                           cudaStream_t s, const AttnOutput& out = {});
 int64_t sparse_attention_work(int64_t rows, const AttnShape& a);
 // Writes the last W rows of each sequence's chunk into its window ring.
 void window_keep_cuda(const float* kv, RowFormat f, int W, const SeqRows* seqs, int nseq, const LayerCache* caches,
@@ -216,6 +264,12 @@ void moe_route_cuda(const float* logits, int64_t T, int E, int k, ScoringFunc f,
 // as (expert, first sorted row), ntiles [1]. counts need not be zero on entry.
 void moe_group_cuda(const int32_t* experts, int64_t T, int k, int E, int32_t* counts, int32_t* offsets, int32_t* perm,
                     int32_t* inv, int tile_rows, int2* tiles, int32_t* ntiles, cudaStream_t s);
+// moe_route_cuda then moe_group_cuda, bit for bit, in one launch for few rows (T ≤ 64, E ≤ 256,
+// T·k ≤ 1024; beyond, the two).
+void moe_route_group_cuda(const float* logits, int64_t T, int E, int k, ScoringFunc f, const float* bias,
+                          const int32_t* tid2eid, const int32_t* ids, float routed_scale, int32_t* experts,
+                          float* weights, int32_t* counts, int32_t* offsets, int32_t* perm, int32_t* inv, int tile_rows,
+                          int2* tiles, int32_t* ntiles, cudaStream_t s);
 // xs [T·k, D] = x[perm / k] (float32 or bf16 output).
 void moe_gather_cuda(const float* x, int64_t D, const int32_t* perm, int64_t n, int k, float* xs_f32, bf16* xs_bf16,
                      cudaStream_t s);
@@ -254,6 +308,11 @@ void moe_grouped_down_cuda(const bf16* h, const ExpertMatrix& w2, const int2* ti
 void moe_gemv_swiglu_cuda(const bf16* xs, const ExpertMatrix& w1, const ExpertMatrix& w3, const int2* tiles,
                           const int32_t* ntiles, int max_tiles, const int32_t* offsets, float limit,
                           const float* weight, const int32_t* perm, bf16* h, cudaStream_t s);
+// moe_gemv_swiglu_cuda on the rows xs = moe_gather_cuda(x [T, D] float32, perm, k) without the
+// gather: each row read through perm and rounded to bf16 on load (the same h, bit for bit).
+void moe_gemv_swiglu_gather_cuda(const float* x, int k, const ExpertMatrix& w1, const ExpertMatrix& w3,
+                                 const int2* tiles, const int32_t* ntiles, int max_tiles, const int32_t* offsets,
+                                 float limit, const float* weight, const int32_t* perm, bf16* h, cudaStream_t s);
 void moe_gemv_down_cuda(const bf16* h, const ExpertMatrix& w2, const int2* tiles, const int32_t* ntiles,
                         int max_tiles, const int32_t* offsets, float* y, cudaStream_t s);
 // out [T, D] = shared [T, D] + Σ_i ys[inv[t·k + i]] (i in order).

@@ -12,6 +12,9 @@
 //   BF16:     bf16 weights times the activations' two bf16 halves (hi + lo, as the split-input
 //             GEMM reads them);
 //   F32:      float32 throughout.
+#include <algorithm>
+#include <cstdint>
+
 #include "cuda/check.h"
 #include "cuda/launch.h"
 #include "ops/cuda_device.cuh"
@@ -27,23 +30,36 @@ constexpr int kRowsPerWarp = 2;  // two output rows per warp: two independent we
 template <GemvWeights kW>
 constexpr int kVec = kW == GemvWeights::FP8Block ? 16 : kW == GemvWeights::BF16 ? 8 : 4;
 
-// The weights of one lane step (16 bytes of row n from column k), as floats.
+// Column steps whose weights a lane loads before it uses the first: with one 16-byte load per
+// row and step in flight, a warp waits a full memory latency per step and the SM streams at half
+// the HBM rate; four steps of raw weights (8 × 16 bytes) cost 32 registers and keep it fed.
+constexpr int kInFlight = 4;
+
+// The 16 raw bytes of row n at column k (streamed: read once, not kept in L1).
 template <GemvWeights kW>
-__device__ __forceinline__ void load_w(const GemvArgs& a, int64_t n, int64_t k, float* out) {
+__device__ __forceinline__ uint4 load_w(const GemvArgs& a, int64_t n, int64_t k) {
+  const void* p = kW == GemvWeights::FP8Block ? static_cast<const void*>(a.w_fp8 + n * a.ldw + k)
+                  : kW == GemvWeights::BF16   ? static_cast<const void*>(a.w_bf16 + n * a.ldw + k)
+                                              : static_cast<const void*>(a.w_f32 + n * a.ldw + k);
+  return __ldcs(reinterpret_cast<const uint4*>(p));
+}
+
+// Word i (4 bytes) of a raw weight vector as floats: 4 e4m3, 2 bf16 or 1 float32.
+template <GemvWeights kW>
+__device__ __forceinline__ void decode_word(uint32_t w, float* out) {
   if constexpr (kW == GemvWeights::FP8Block) {
-    dev::e4m3x16(__ldcs(reinterpret_cast<const uint4*>(a.w_fp8 + n * a.ldw + k)), out);
-  } else if constexpr (kW == GemvWeights::BF16) {
-    const uint4 v = __ldcs(reinterpret_cast<const uint4*>(a.w_bf16 + n * a.ldw + k));
-    const __nv_bfloat162* b = reinterpret_cast<const __nv_bfloat162*>(&v);
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const float2 f = __bfloat1622float2(b[i]);
-      out[2 * i] = f.x;
-      out[2 * i + 1] = f.y;
+    for (int h = 0; h < 2; ++h) {
+      const __half2_raw r = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(w >> (16 * h)), __NV_E4M3);
+      const float2 f = __half22float2(__half2(r));
+      out[2 * h] = f.x;
+      out[2 * h + 1] = f.y;
     }
+  } else if constexpr (kW == GemvWeights::BF16) {
+    out[0] = __uint_as_float(w << 16);
+    out[1] = __uint_as_float(w & 0xffff0000u);
   } else {
-    const float4 v = __ldcs(reinterpret_cast<const float4*>(a.w_f32 + n * a.ldw + k));
-    out[0] = v.x, out[1] = v.y, out[2] = v.z, out[3] = v.w;
+    out[0] = __uint_as_float(w);
   }
 }
 
@@ -76,21 +92,20 @@ __device__ __forceinline__ void load_x(const GemvArgs& a, int m, int64_t c, floa
 struct GemvBatch {
   GemvArgs mats[kGemvMaxMats];
   int first_block[kGemvMaxMats + 1];
-  int count, ksplit;
+  int ksplit[kGemvMaxMats];  // per product, from its own shape: a product sums as it would alone
+  int count;
 };
 
+constexpr int kWarps = kThreads / 32;
+
+// Block `block` of product a (its first row pair block · kWarps / ksplit).
 template <GemvWeights kW, int kM>
-__global__ void __launch_bounds__(kThreads) gemv_kernel(const __grid_constant__ GemvBatch batch) {
-  constexpr int V = kVec<kW>, kWarps = kThreads / 32;
-  __shared__ float red[kWarps][kM][kRowsPerWarp];
-  int mi = 0;
-  while (mi + 1 < batch.count && static_cast<int>(blockIdx.x) >= batch.first_block[mi + 1]) ++mi;
-  const GemvArgs& a = batch.mats[mi];
-  const int ksplit = batch.ksplit;
+__device__ __forceinline__ void gemv_block(const GemvArgs& a, int64_t block, int ksplit,
+                                           float (&red)[kWarps][kM][kRowsPerWarp]) {
+  constexpr int V = kVec<kW>;
   const int lane = threadIdx.x & 31, w = threadIdx.x / 32;
   const int part = w % ksplit;
-  const int64_t pair =
-      static_cast<int64_t>(blockIdx.x - batch.first_block[mi]) * (kWarps / ksplit) + w / ksplit;
+  const int64_t pair = block * (kWarps / ksplit) + w / ksplit;
   const int64_t n0 = pair * kRowsPerWarp;
   const bool active = n0 < a.N;
   const bool second = n0 + 1 < a.N;
@@ -105,39 +120,65 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const __grid_constant__ 
                                                   : static_cast<const void*>(a.w_f32 + n * a.ldw);
     dev::prefetch_l2(row, static_cast<uint32_t>(a.K * kBytes));
   }
+  // Both rows lie in one group (group_rows is even) and in one 128-row scale block (n0 is even).
+  const int64_t col0 = active && a.group_rows ? (n0 / a.group_rows) * a.group_stride : 0;
+  const float* wscale = kW == GemvWeights::FP8Block && active ? a.w_scale + (n0 / 128) * a.ldw_scale : nullptr;
+  const int64_t stride = static_cast<int64_t>(ksplit) * 32 * V;
+  int64_t k0 = (static_cast<int64_t>(part) * 32 + lane) * V;
+  uint4 raw0[kInFlight], raw1[kInFlight];
+  float sw[kInFlight];
+  auto load_steps = [&](int64_t kb) {  // the weights of kInFlight steps from kb (and their scales), all issued before any use
+#pragma unroll
+    for (int u = 0; u < kInFlight; ++u) {
+      const int64_t k = kb + u * stride;
+      if (k < a.K) {
+        raw0[u] = load_w<kW>(a, n0, k);
+        raw1[u] = load_w<kW>(a, n1, k);
+        if constexpr (kW == GemvWeights::FP8Block) sw[u] = __ldg(wscale + k / 128);
+      }
+    }
+  };
+  if (active) load_steps(k0);  // weights only, so before the wait: they overlap the previous kernel
   dev::pdl_begin();
   float acc0[kM] = {}, acc1[kM] = {};
   if (active) {
-    // Both rows lie in one group (group_rows is even) and in one 128-row scale block (n0 is even).
-    const int64_t col0 = a.group_rows ? (n0 / a.group_rows) * a.group_stride : 0;
-    const float* wscale = kW == GemvWeights::FP8Block ? a.w_scale + (n0 / 128) * a.ldw_scale : nullptr;
-#pragma unroll 4
-    for (int64_t k = (static_cast<int64_t>(part) * 32 + lane) * V; k < a.K; k += static_cast<int64_t>(ksplit) * 32 * V) {
-      float w0[V], w1[V];
-      load_w<kW>(a, n0, k, w0);
-      load_w<kW>(a, n1, k, w1);
-      float sw = 1.0f;
-      if constexpr (kW == GemvWeights::FP8Block) sw = __ldg(wscale + k / 128);
+    for (; k0 < a.K; k0 += kInFlight * stride) {
 #pragma unroll
-      for (int m = 0; m < kM; ++m) {
-        if (m >= a.M) break;
-        float xv[V];
-        load_x<kW>(a, m, col0 + k, xv);
-        float d0 = 0.0f, d1 = 0.0f;
+      for (int u = 0; u < kInFlight; ++u) {
+        const int64_t k = k0 + u * stride;
+        if (k >= a.K) break;
+        const uint32_t* r0 = reinterpret_cast<const uint32_t*>(&raw0[u]);
+        const uint32_t* r1 = reinterpret_cast<const uint32_t*>(&raw1[u]);
 #pragma unroll
-        for (int j = 0; j < V; ++j) {
-          d0 = fmaf(w0[j], xv[j], d0);
-          d1 = fmaf(w1[j], xv[j], d1);
-        }
-        if constexpr (kW == GemvWeights::FP8Block) {
-          const float sc = sw * __ldg(a.xs + ((col0 + k) / 128) * a.ldxs + m);
-          acc0[m] = fmaf(d0, sc, acc0[m]);
-          acc1[m] = fmaf(d1, sc, acc1[m]);
-        } else {
-          acc0[m] += d0;
-          acc1[m] += d1;
+        for (int m = 0; m < kM; ++m) {
+          if (m >= a.M) break;
+          float xv[V];
+          load_x<kW>(a, m, col0 + k, xv);
+          // Per word: its weights of both rows against the matching activations, in column order.
+          constexpr int kPerWord = V / 4;
+          float d0 = 0.0f, d1 = 0.0f;
+#pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            float w0[kPerWord], w1[kPerWord];
+            decode_word<kW>(r0[i], w0);
+            decode_word<kW>(r1[i], w1);
+#pragma unroll
+            for (int j = 0; j < kPerWord; ++j) {
+              d0 = fmaf(w0[j], xv[kPerWord * i + j], d0);
+              d1 = fmaf(w1[j], xv[kPerWord * i + j], d1);
+            }
+          }
+          if constexpr (kW == GemvWeights::FP8Block) {
+            const float sc = sw[u] * __ldg(a.xs + ((col0 + k) / 128) * a.ldxs + m);
+            acc0[m] = fmaf(d0, sc, acc0[m]);
+            acc1[m] = fmaf(d1, sc, acc1[m]);
+          } else {
+            acc0[m] += d0;
+            acc1[m] += d1;
+          }
         }
       }
+      if (k0 + kInFlight * stride < a.K) load_steps(k0 + kInFlight * stride);
     }
   }
 #pragma unroll
@@ -168,38 +209,76 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const __grid_constant__ 
   }
 }
 
-template <GemvWeights kW>
+// Each block runs the product whose block range holds it, in that product's weight form: one
+// form per launch (kForm), or any mix of them (kForm = kMixed: the gate in float32 and the shared
+// expert in FP8, say, in one launch; more registers, so fewer blocks per SM).
+constexpr int kMixed = -1;
+template <int kM, int kForm>
+__global__ void __launch_bounds__(kThreads, kM == 1 ? 3 : 2)
+    gemv_kernel(const __grid_constant__ GemvBatch batch) {
+  __shared__ float red[kWarps][kM][kRowsPerWarp];
+  int mi = 0;
+  while (mi + 1 < batch.count && static_cast<int>(blockIdx.x) >= batch.first_block[mi + 1]) ++mi;
+  const GemvArgs& a = batch.mats[mi];
+  const int64_t block = static_cast<int64_t>(blockIdx.x) - batch.first_block[mi];
+  if constexpr (kForm != kMixed) {
+    gemv_block<static_cast<GemvWeights>(kForm), kM>(a, block, batch.ksplit[mi], red);
+  } else {
+    switch (a.weights) {
+      case GemvWeights::FP8Block: gemv_block<GemvWeights::FP8Block, kM>(a, block, batch.ksplit[mi], red); break;
+      case GemvWeights::BF16: gemv_block<GemvWeights::BF16, kM>(a, block, batch.ksplit[mi], red); break;
+      case GemvWeights::F32: gemv_block<GemvWeights::F32, kM>(a, block, batch.ksplit[mi], red); break;
+    }
+  }
+}
+
+template <int kM>
+auto kernel_for(const GemvArgs* mats, int count) {
+  bool mixed = false;
+  for (int i = 1; i < count; ++i) mixed |= mats[i].weights != mats[0].weights;
+  if (mixed) return gemv_kernel<kM, kMixed>;
+  switch (mats[0].weights) {
+    case GemvWeights::FP8Block: return gemv_kernel<kM, static_cast<int>(GemvWeights::FP8Block)>;
+    case GemvWeights::BF16: return gemv_kernel<kM, static_cast<int>(GemvWeights::BF16)>;
+    default: return gemv_kernel<kM, static_cast<int>(GemvWeights::F32)>;
+  }
+}
+
+int vec_of(GemvWeights w) { return w == GemvWeights::FP8Block ? 16 : w == GemvWeights::BF16 ? 8 : 4; }
+
 void launch_gemv(const GemvArgs* mats, int count, cudaStream_t s) {
   static int sms = 0;
   if (!sms) DSV4_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
   // Enough blocks to keep every SM streaming: split a row pair's columns over up to 8 warps
   // when there are few pairs (short matrices), as long as each warp keeps whole column steps.
-  constexpr int kWarps = kThreads / 32;
-  const int64_t K = mats[0].K, steps = (K + 32 * kVec<kW> - 1) / (32 * kVec<kW>);
-  int64_t pairs = 0;
-  for (int i = 0; i < count; ++i) pairs += (mats[i].N + kRowsPerWarp - 1) / kRowsPerWarp;
+  // Decided per product from its own shape, so that a product sums the same in any launch.
   GemvBatch b{};
   b.count = count;
-  b.ksplit = 1;
-  while (b.ksplit < kWarps && (pairs * b.ksplit + kWarps - 1) / kWarps < 2 * sms && steps >= 2 * b.ksplit) b.ksplit *= 2;
-  const int per_block = kWarps / b.ksplit;
   b.first_block[0] = 0;
   for (int i = 0; i < count; ++i) {
+    const int64_t pairs = (mats[i].N + kRowsPerWarp - 1) / kRowsPerWarp;
+    const int64_t steps = (mats[i].K + 32 * vec_of(mats[i].weights) - 1) / (32 * vec_of(mats[i].weights));
+    int ks = 1;
+    while (ks < kWarps && (pairs * ks + kWarps - 1) / kWarps < 2 * sms && steps >= 2 * ks) ks *= 2;
     b.mats[i] = mats[i];
-    const int64_t mp = (mats[i].N + kRowsPerWarp - 1) / kRowsPerWarp;
-    b.first_block[i + 1] = b.first_block[i] + static_cast<int>((mp + per_block - 1) / per_block);
+    b.ksplit[i] = ks;
+    const int per_block = kWarps / ks;
+    b.first_block[i + 1] = b.first_block[i] + static_cast<int>((pairs + per_block - 1) / per_block);
   }
   const unsigned blocks = static_cast<unsigned>(b.first_block[count]);
   if (blocks == 0) return;
   const int64_t M = mats[0].M;
-  auto kernel = M <= 1 ? gemv_kernel<kW, 1> : M <= 2 ? gemv_kernel<kW, 2> : M <= 4 ? gemv_kernel<kW, 4> : gemv_kernel<kW, 8>;
+  auto kernel = M <= 1   ? kernel_for<1>(mats, count)
+                : M <= 2 ? kernel_for<2>(mats, count)
+                : M <= 4 ? kernel_for<4>(mats, count)
+                         : kernel_for<8>(mats, count);
   launch("gemv_kernel", kernel, blocks, kThreads, 0, s, b);
 }
 
 }  // namespace
 
 bool gemv_fits(GemvWeights w, int64_t M, int64_t K) {
-  const int v = w == GemvWeights::FP8Block ? 16 : w == GemvWeights::BF16 ? 8 : 4;
+  const int v = vec_of(w);
   return M >= 1 && M <= kGemvMaxRows && K > 0 && K % v == 0 && (w != GemvWeights::FP8Block || K % 128 == 0);
 }
 
@@ -210,18 +289,13 @@ void gemv_many_cuda(const GemvArgs* mats, int count, cudaStream_t s) {
   for (int i = 0; i < count; ++i) {
     const GemvArgs& a = mats[i];
     DSV4_CHECK(gemv_fits(a.weights, a.M, a.K), "gemv", "M = ", a.M, ", K = ", a.K, " do not fit the few-row kernel");
-    DSV4_CHECK(a.weights == mats[0].weights && a.M == mats[0].M && a.K == mats[0].K, "gemv",
-               "products in one launch share the weight form, M and K");
+    DSV4_CHECK(a.M == mats[0].M && a.K == mats[0].K, "gemv", "products in one launch share M and K");
     DSV4_CHECK(a.group_rows == 0 || (a.group_rows % 2 == 0 && a.group_stride % 16 == 0), "gemv", "groups of ",
                a.group_rows, " rows with stride ", a.group_stride, " are not supported");
     DSV4_CHECK(a.weights != GemvWeights::FP8Block || a.group_stride % 128 == 0, "gemv",
                "FP8 activation groups must start on a 128-column scale block");
   }
-  switch (mats[0].weights) {
-    case GemvWeights::FP8Block: launch_gemv<GemvWeights::FP8Block>(mats, count, s); break;
-    case GemvWeights::BF16: launch_gemv<GemvWeights::BF16>(mats, count, s); break;
-    case GemvWeights::F32: launch_gemv<GemvWeights::F32>(mats, count, s); break;
-  }
+  launch_gemv(mats, count, s);
 }
 
 }  // namespace dsv4::cuda

@@ -1,15 +1,21 @@
 // CUDA mHC (contracts in mhc.h / cuda_ops.h): float32 throughout, as the spec requires.
 // The mix product fn · x comes from a float32 GEMM (many tokens) or from hc_mix_kernel's
-// column-slice partials (few tokens: decode); hc_pre_kernel then does the rest per token.
+// column-slice partials (few tokens); hc_pre_kernel then does the rest per token. Decode runs
+// both in one launch instead: hc_pre_fused_kernel, a thread block cluster per token.
+#include <cooperative_groups.h>
+
 #include <algorithm>
 
 #include "cuda/check.h"
 #include "cuda/launch.h"
 #include "ops/cuda_device.cuh"
+#include "ops/cuda_ptx.cuh"
 
 namespace dsv4::cuda {
 
 namespace {
+
+namespace cg = cooperative_groups;
 
 constexpr int kMaxStreams = 5;  // comb (n × n) lives in one warp
 constexpr int kMixThreads = 256, kMixMaxRows = (2 + 4) * 4;  // the few-token mix product: n ≤ 4
@@ -17,10 +23,59 @@ constexpr int kMixThreads = 256, kMixMaxRows = (2 + 4) * 4;  // the few-token mi
 __device__ __forceinline__ float sigmoid(float v) { return 1.0f / (1.0f + expf(-v)); }
 
 static_assert(kMaxStreams * kMaxStreams <= 32, "comb fits one warp");
+static_assert(kHcMixRow == kMixMaxRows + 1, "hc_comb_cuda's mix row: the mix columns, then the sum of squares");
+
+// comb of one token by one warp (model.md §3) from its logits: lane j·n + k holds comb[j][k]
+// (lanes ≥ n·n: nothing). Row and column sums by xor shuffles when n is a power of two (a row's
+// lanes are neighbours, a column's are n apart), else through shared memory cs [32] in index
+// order (as the CPU sums them). A chain of 2·iters dependent steps.
+__device__ __forceinline__ float sinkhorn_warp(float logit, int n, float hc_eps, int iters, float* cs) {
+  const int lane = threadIdx.x & 31;
+  const bool on = lane < n * n, pow2 = (n & (n - 1)) == 0;
+  const int j = lane / n, k = lane % n;
+  float c = on ? logit : 0.0f;
+  auto xor_sum = [&](float v, int first, int last) {
+    for (int o = first; o <= last; o <<= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+  };
+  auto row_sum = [&](float v) {
+    if (pow2) return n > 1 ? xor_sum(v, 1, n / 2) : v;
+    cs[lane] = v;
+    __syncwarp();
+    float sum = 0.0f;
+    if (on)
+      for (int i = 0; i < n; ++i) sum += cs[j * n + i];
+    __syncwarp();
+    return sum;
+  };
+  auto col_sum = [&](float v) {
+    if (pow2) return n > 1 ? xor_sum(v, n, n * n / 2) : v;
+    cs[lane] = v;
+    __syncwarp();
+    float sum = 0.0f;
+    if (on)
+      for (int i = 0; i < n; ++i) sum += cs[i * n + k];
+    __syncwarp();
+    return sum;
+  };
+  cs[lane] = c;
+  __syncwarp();
+  float mx = -INFINITY;
+  if (on)
+    for (int i = 0; i < n; ++i) mx = fmaxf(mx, cs[j * n + i]);
+  __syncwarp();
+  c = on ? expf(c - mx) : 0.0f;
+  c = c / row_sum(c) + hc_eps;
+  for (int it = 0; it < iters; ++it) {
+    if (it > 0) c = c / (row_sum(c) + hc_eps);
+    c = c / (col_sum(c) + hc_eps);
+  }
+  return c;
+}
 
 // One block per token (at least two warps). Shared: y [D], then the mix partials.
-// Warp 0 computes pre and post, then normalizes comb (Sinkhorn, a chain of 2·iters dependent
-// steps) while the other warps mix the streams into y and normalize it: the two overlap.
+// Warp 0 computes pre and post, then normalizes comb (sinkhorn_warp) while the other warps mix
+// the streams into y and normalize it: the two overlap.
 __global__ void hc_pre_kernel(const float* X, const float* mix, int parts, int64_t T, int n, int64_t D,
                               const float* base, const float* scale, float eps, float hc_eps, int iters, bool head,
                               const float* norm, float* a, float* post, float* comb, uint8_t* q, float* qs) {
@@ -77,50 +132,10 @@ __global__ void hc_pre_kernel(const float* X, const float* mix, int parts, int64
   __syncthreads();
 
   if (warp == 0) {
-    // comb: lane j·n + k holds comb[j][k]; row and column sums by xor shuffles when n is a power
-    // of two (a row's lanes are neighbours, a column's are n apart), else through shared memory
-    // in index order (as the CPU sums them).
     if (head) return;
-    const bool on = lane < n * n, pow2 = (n & (n - 1)) == 0;
-    const int j = lane / n, k = lane % n;
-    float c = on ? mixs[2 * n + lane] * inv * scale[2] + base[2 * n + lane] : 0.0f;
-    auto xor_sum = [&](float v, int first, int last) {
-      for (int o = first; o <= last; o <<= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-      return v;
-    };
-    auto row_sum = [&](float v) {
-      if (pow2) return n > 1 ? xor_sum(v, 1, n / 2) : v;
-      cs[lane] = v;
-      __syncwarp();
-      float sum = 0.0f;
-      if (on)
-        for (int i = 0; i < n; ++i) sum += cs[j * n + i];
-      __syncwarp();
-      return sum;
-    };
-    auto col_sum = [&](float v) {
-      if (pow2) return n > 1 ? xor_sum(v, n, n * n / 2) : v;
-      cs[lane] = v;
-      __syncwarp();
-      float sum = 0.0f;
-      if (on)
-        for (int i = 0; i < n; ++i) sum += cs[i * n + k];
-      __syncwarp();
-      return sum;
-    };
-    cs[lane] = c;
-    __syncwarp();
-    float mx = -INFINITY;
-    if (on)
-      for (int i = 0; i < n; ++i) mx = fmaxf(mx, cs[j * n + i]);
-    __syncwarp();
-    c = on ? expf(c - mx) : 0.0f;
-    c = c / row_sum(c) + hc_eps;
-    for (int it = 0; it < iters; ++it) {
-      if (it > 0) c = c / (row_sum(c) + hc_eps);
-      c = c / (col_sum(c) + hc_eps);
-    }
-    if (on) comb[t * n * n + lane] = c;
+    const float logit = lane < n * n ? mixs[2 * n + lane] * inv * scale[2] + base[2 * n + lane] : 0.0f;
+    const float c = sinkhorn_warp(logit, n, hc_eps, iters, cs);
+    if (lane < n * n) comb[t * n * n + lane] = c;
     return;
   }
 
@@ -203,6 +218,170 @@ __global__ void __launch_bounds__(kMixThreads) hc_mix_kernel(const float* X, con
   }
 }
 
+// ---- hc_mix + hc_pre fused, few tokens (decode) -------------------------------------------------
+//
+// One thread block cluster per token. Block `rank` owns the columns [d0, d0 + Ds) of every stream
+// (D in 128-column units, split as evenly as floor division gives):
+//   - before pdl_wait, its share of fn (the columns j·D + d0 .. of every row) and of norm go to
+//     shared memory by cp.async: weights, so that load overlaps the previous kernel's tail;
+//   - its partial mix row and Σ x² are pushed into every block's shared memory (distributed shared
+//     memory), one cluster barrier, then each warp sums the partials in rank order: the same bits
+//     in every warp of every block, every run;
+//   - every block computes pre; block 0's warp 0 also post and comb (the Sinkhorn, which no other
+//     warp or block waits for); the other warps make y of the slice, its Σ y² goes around the
+//     cluster like the mix, then a = norm ⊙ y / rms and its FP8 blocks.
+// Partials are pushed, never pulled, so no block waits for the others before it leaves.
+struct FusedConfig {
+  static constexpr int kThreads = 256, kWarps = kThreads / 32;
+  static constexpr int kMaxCluster = 8;          // the portable cluster size
+  static constexpr int kMaxClusterWide = 16;     // non-portable, where the GPU co-schedules it (H100/H200)
+  static constexpr int kUnit = 128;              // columns of one FP8 block: a block owns whole units
+  static constexpr int kCols = kMixMaxRows + 1;  // the mix rows, then Σ x² (column kMixMaxRows)
+  static_assert(kUnit == 4 * 32, "one warp covers a unit with 16-byte accesses");
+  static_assert(kMaxClusterWide <= 32 && kCols <= 32, "one lane per block of the cluster, one per mix column");
+};
+
+__device__ __forceinline__ void cluster_arrive_relaxed() { asm volatile("barrier.cluster.arrive.relaxed;" ::: "memory"); }
+__device__ __forceinline__ void cluster_arrive() { asm volatile("barrier.cluster.arrive.release;" ::: "memory"); }
+__device__ __forceinline__ void cluster_wait() { asm volatile("barrier.cluster.wait.acquire;" ::: "memory"); }
+
+// Dynamic shared memory: fn's share [rows][n][Ds], norm's [Ds], X[t]'s [n][Ds], y [Ds] (as float4 groups).
+__global__ void __launch_bounds__(FusedConfig::kThreads)
+    hc_pre_fused_kernel(const float* X, const float* fn, int64_t T, int n, int D, const float* base, const float* scale,
+                        float eps, float hc_eps, int iters, bool head, const float* norm, float* a, float* post,
+                        float* comb, uint8_t* q, float* qs, float* mix_out) {
+  using C = FusedConfig;
+  __shared__ float red[C::kWarps][C::kCols];                // this block's warps' partial mix
+  __shared__ float gather[C::kMaxClusterWide][C::kCols];    // pushed by block r: its partial mix
+  __shared__ float ygather[C::kMaxClusterWide][C::kWarps];  // pushed by block r: its warps' Σ y²
+  __shared__ float cs[32];
+  extern __shared__ float4 smem4[];
+  const cg::cluster_group cluster = cg::this_cluster();
+  const int nblocks = static_cast<int>(cluster.num_blocks()), rank = static_cast<int>(cluster.block_rank());
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t t = blockIdx.x / nblocks, nD = static_cast<int64_t>(n) * D;
+  const int units = D / C::kUnit, u0 = rank * units / nblocks, u1 = (rank + 1) * units / nblocks;
+  const int d0 = u0 * C::kUnit, G = (u1 - u0) * (C::kUnit / 4);  // float4 groups of the slice
+  const int rows = head ? n : (2 + n) * n, items = n * G;        // item j·G + g: stream j, group g
+  float4* fn_s = smem4;                   // [rows][items]
+  float4* norm_s = fn_s + rows * items;  // [G]
+  float4* x_s = norm_s + G;              // [items]
+  float4* y_s = x_s + items;             // [G]
+
+  cluster_arrive_relaxed();  // pushes into a block's shared memory wait until it has started
+  for (int e = threadIdx.x; e < rows * items; e += C::kThreads) {
+    const int r = e / items, j = (e % items) / G, g = e % G;
+    ptx::cp_async<16>(fn_s + e, fn + r * nD + static_cast<int64_t>(j) * D + d0 + 4 * g);
+  }
+  for (int g = threadIdx.x; g < G; g += C::kThreads) ptx::cp_async<16>(norm_s + g, norm + d0 + 4 * g);
+  ptx::cp_async_commit();
+  const float base_l = lane < rows ? base[lane] : 0.0f;  // lane c: base of mix column c
+  const float scale0 = scale[0], scale1 = head ? 0.0f : scale[1], scale2 = head ? 0.0f : scale[2];
+  dev::pdl_begin();
+
+  const float* x = X + t * nD;
+  for (int i = threadIdx.x; i < items; i += C::kThreads)
+    x_s[i] = reinterpret_cast<const float4*>(x + static_cast<int64_t>(i / G) * D + d0)[i % G];
+  ptx::cp_async_wait<0>();
+  __syncthreads();
+  // The slice's mix product and Σ x², per thread, then per warp.
+  float acc[C::kCols] = {};
+  for (int i = threadIdx.x; i < items; i += C::kThreads) {
+    const float4 xv = x_s[i];
+#pragma unroll
+    for (int r = 0; r < kMixMaxRows; ++r)
+      if (r < rows) {
+        const float4 f = fn_s[r * items + i];
+        acc[r] = fmaf(f.w, xv.w, fmaf(f.z, xv.z, fmaf(f.y, xv.y, fmaf(f.x, xv.x, acc[r]))));
+      }
+    acc[kMixMaxRows] = fmaf(xv.w, xv.w, fmaf(xv.z, xv.z, fmaf(xv.y, xv.y, fmaf(xv.x, xv.x, acc[kMixMaxRows]))));
+  }
+#pragma unroll
+  for (int c = 0; c < C::kCols; ++c) {
+    if (c >= rows && c < kMixMaxRows) continue;
+    const float v = dev::warp_sum(acc[c]);
+    if (lane == 0) red[warp][c] = v;
+  }
+  __syncthreads();
+  cluster_wait();  // every block has started
+  for (int e = threadIdx.x; e < C::kCols * nblocks; e += C::kThreads) {
+    const int c = e % C::kCols, dst = e / C::kCols;
+    if (c >= rows && c < kMixMaxRows) continue;
+    float v = 0.0f;
+    for (int w = 0; w < C::kWarps; ++w) v += red[w][c];
+    *cluster.map_shared_rank(&gather[rank][c], dst) = v;
+  }
+  cluster_arrive();
+  cluster_wait();
+  // Lane c: mix column c over the blocks in rank order; every lane then has pre (and the RMS of x).
+  float m = 0.0f;
+  if (lane < rows || lane == kMixMaxRows)
+    for (int r = 0; r < nblocks; ++r) m += gather[r][lane];
+  const float inv = 1.0f / sqrtf(__shfl_sync(0xffffffffu, m, kMixMaxRows) / static_cast<float>(nD) + eps);
+
+  if (warp == 0) {  // no Σ y² to give: arrives at once; block 0 normalizes comb meanwhile
+    cluster_arrive_relaxed();
+    if (rank == 0 && !head && mix_out) {  // or leaves post and comb to hc_comb_cuda (off the critical path)
+      if (lane < rows || lane == kMixMaxRows) mix_out[t * (kMixMaxRows + 1) + lane] = m;
+    } else if (rank == 0 && !head) {
+      const int lp = (n + lane) & 31, lc = (2 * n + lane) & 31;  // lane's post and comb columns
+      const float mp = __shfl_sync(0xffffffffu, m, lp), bp = __shfl_sync(0xffffffffu, base_l, lp);
+      const float mc = __shfl_sync(0xffffffffu, m, lc), bc = __shfl_sync(0xffffffffu, base_l, lc);
+      if (lane < n) post[t * n + lane] = 2.0f * sigmoid(mp * inv * scale1 + bp);
+      const float c = sinkhorn_warp(lane < n * n ? mc * inv * scale2 + bc : 0.0f, n, hc_eps, iters, cs);
+      if (lane < n * n) comb[t * n * n + lane] = c;
+    }
+    cluster_wait();
+    return;
+  }
+
+  // Warps 1..: y = Σ_j pre_j X[j] on the slice; Σ y² around the cluster; a = norm ⊙ y / rms.
+  float pre[kMaxStreams];
+#pragma unroll
+  for (int j = 0; j < kMaxStreams; ++j) {
+    const float mj = __shfl_sync(0xffffffffu, m, j), bj = __shfl_sync(0xffffffffu, base_l, j);
+    pre[j] = sigmoid(mj * inv * scale0 + bj) + hc_eps;
+  }
+  const int wt = threadIdx.x - 32, workers = C::kThreads - 32;
+  float ys = 0.0f;
+  for (int g = wt; g < G; g += workers) {
+    float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll
+    for (int j = 0; j < kMaxStreams; ++j) {
+      if (j >= n) break;
+      const float4 xj = x_s[j * G + g];
+      v.x += pre[j] * xj.x, v.y += pre[j] * xj.y, v.z += pre[j] * xj.z, v.w += pre[j] * xj.w;
+    }
+    y_s[g] = v;
+    ys += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+  }
+  ys = dev::warp_sum(ys);
+  if (lane < nblocks) *cluster.map_shared_rank(&ygather[rank][warp], lane) = ys;
+  cluster_arrive();
+  cluster_wait();
+  float total = 0.0f;
+  if (lane < nblocks)
+    for (int w = 1; w < C::kWarps; ++w) total += ygather[lane][w];
+  total = dev::warp_sum(total);  // a butterfly: the same bits in every lane
+  const float inv2 = 1.0f / sqrtf(total / static_cast<float>(D) + eps);
+  float4* a4 = reinterpret_cast<float4*>(a + t * D + d0);
+  if (q) {  // one worker warp per 128 outputs: a, then its FP8 rounding (quantize_fp8_1x128_cuda's rule)
+    for (int k = warp - 1; k < G / 32; k += C::kWarps - 1) {
+      const int g = k * 32 + lane;
+      const float4 yv = y_s[g], nv = norm_s[g];
+      const float4 v = make_float4(nv.x * (yv.x * inv2), nv.y * (yv.y * inv2), nv.z * (yv.z * inv2), nv.w * (yv.w * inv2));
+      a4[g] = v;
+      const float sc = dev::quantize_e4m3_block128(v, q + t * D + d0 + k * C::kUnit, lane);
+      if (lane == 0) qs[(u0 + k) * T + t] = sc;
+    }
+    return;
+  }
+  for (int g = wt; g < G; g += workers) {
+    const float4 yv = y_s[g], nv = norm_s[g];
+    a4[g] = make_float4(nv.x * (yv.x * inv2), nv.y * (yv.y * inv2), nv.z * (yv.z * inv2), nv.w * (yv.w * inv2));
+  }
+}
+
 __global__ void hc_post_kernel(const float* X, const float* o, const float* post, const float* comb, int64_t T, int n,
                                int64_t D, float* Xout) {
   dev::pdl_begin();
@@ -212,6 +391,87 @@ __global__ void hc_post_kernel(const float* X, const float* o, const float* post
   float v = post[t * n + k] * o[t * D + d];
   for (int j = 0; j < n; ++j) v += comb[t * n * n + j * n + k] * X[(t * n + j) * D + d];
   Xout[i] = v;
+}
+
+// post and comb of token blockIdx.x from the summed mix row hc_pre_fused_kernel left (one warp),
+// with the same formulas and bits as its block 0 would compute them.
+__global__ void hc_comb_kernel(const float* mix_row, int n, int64_t D, const float* base, const float* scale, float eps,
+                               float hc_eps, int iters, float* post, float* comb) {
+  dev::pdl_begin();
+  __shared__ float cs[32];
+  const int lane = threadIdx.x & 31, rows = (2 + n) * n;
+  const int64_t t = blockIdx.x;
+  const float* row = mix_row + t * (kMixMaxRows + 1);
+  const float m = lane < rows || lane == kMixMaxRows ? row[lane] : 0.0f;
+  const float base_l = lane < rows ? base[lane] : 0.0f;
+  const float inv =
+      1.0f / sqrtf(__shfl_sync(0xffffffffu, m, kMixMaxRows) / static_cast<float>(static_cast<int64_t>(n) * D) + eps);
+  const int lp = (n + lane) & 31, lc = (2 * n + lane) & 31;  // lane's post and comb columns
+  const float mp = __shfl_sync(0xffffffffu, m, lp), bp = __shfl_sync(0xffffffffu, base_l, lp);
+  const float mc = __shfl_sync(0xffffffffu, m, lc), bc = __shfl_sync(0xffffffffu, base_l, lc);
+  if (lane < n) post[t * n + lane] = 2.0f * sigmoid(mp * inv * scale[1] + bp);
+  const float c = sinkhorn_warp(lane < n * n ? mc * inv * scale[2] + bc : 0.0f, n, hc_eps, iters, cs);
+  if (lane < n * n) comb[t * n * n + lane] = c;
+}
+
+// The cluster per token: 16 blocks where the GPU co-schedules such a cluster (non-portable;
+// H100/H200), else the portable 8, at most one block per 128 columns; 0 where none runs.
+// Asked once per (n, D), with the shared-memory opt-in of the sub-layer mix (the larger).
+struct FusedPlan {
+  int cluster = 0;
+  size_t smem = 0;
+};
+
+size_t fused_smem(int rows, int n, int64_t D, int cluster) {
+  using C = FusedConfig;
+  const int64_t units = D / C::kUnit, cols = (units + cluster - 1) / cluster * C::kUnit;
+  return static_cast<size_t>((rows * n + n + 2) * cols) * sizeof(float);
+}
+
+FusedPlan fused_plan(int n, int64_t D) {
+  using C = FusedConfig;
+  static int cached_n = 0;
+  static int64_t cached_D = 0;
+  static FusedPlan cached;
+  if (n == cached_n && D == cached_D) return cached;
+  int device = 0, optin = 0;
+  DSV4_CUDA_CHECK(cudaGetDevice(&device));
+  DSV4_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  cudaFuncAttributes fa{};
+  DSV4_CUDA_CHECK(cudaFuncGetAttributes(&fa, hc_pre_fused_kernel));
+  FusedPlan plan;
+  for (const int want : {C::kMaxClusterWide, C::kMaxCluster}) {
+    const int cluster = static_cast<int>(std::min<int64_t>(want, D / C::kUnit));
+    const size_t smem = fused_smem((2 + n) * n, n, D, cluster);
+    if (cluster < 1 || smem + fa.sharedSizeBytes > static_cast<size_t>(optin)) continue;
+    const int bytes = static_cast<int>(smem);
+    if (cudaFuncSetAttribute(hc_pre_fused_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) != cudaSuccess) continue;
+    if (cluster > C::kMaxCluster &&
+        cudaFuncSetAttribute(hc_pre_fused_kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) != cudaSuccess)
+      continue;
+    cudaLaunchAttribute attr{};
+    attr.id = cudaLaunchAttributeClusterDimension;
+    attr.val.clusterDim.x = static_cast<unsigned>(cluster);
+    attr.val.clusterDim.y = attr.val.clusterDim.z = 1;
+    cudaLaunchConfig_t cfg{};
+    cfg.gridDim = dim3(static_cast<unsigned>(cluster));
+    cfg.blockDim = dim3(C::kThreads);
+    cfg.dynamicSmemBytes = smem;
+    cfg.attrs = &attr;
+    cfg.numAttrs = 1;
+    int clusters = 0;
+    if (cudaOccupancyMaxActiveClusters(&clusters, hc_pre_fused_kernel, &cfg) == cudaSuccess && clusters >= 1) {
+      plan = {cluster, smem};
+      break;
+    }
+  }
+  (void)cudaGetLastError();  // a refusal above is an answer, not an error to report later
+  if (plan.cluster > 0) {
+    const int bytes = static_cast<int>(plan.smem);
+    DSV4_CUDA_CHECK(cudaFuncSetAttribute(hc_pre_fused_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+  }
+  cached_n = n, cached_D = D, cached = plan;
+  return plan;
 }
 
 }  // namespace
@@ -236,6 +496,48 @@ bool hc_mix_fits(int64_t T, int N) { return T >= 1 && T <= kHcMixMaxTokens && N 
 void hc_mix_cuda(const float* X, const float* fn, int64_t T, int64_t K, int N, float* parts, int S, cudaStream_t s) {
   DSV4_CHECK(hc_mix_fits(T, N) && S >= 1, "hc_mix", T, " tokens, ", N, " rows, ", S, " slices do not fit");
   launch("hc_mix_kernel", hc_mix_kernel, dim3(static_cast<unsigned>(S), static_cast<unsigned>(T)), kMixThreads, 0, s, X, fn, T, K, N, parts);
+}
+
+bool hc_pre_fused_fits(int64_t T, int n, int64_t D) {
+  using C = FusedConfig;
+  return T >= 1 && T <= kHcMixMaxTokens && n >= 1 && n <= kMaxStreams && (2 + n) * n <= kMixMaxRows &&
+         D >= C::kUnit && D % C::kUnit == 0 && D <= (1 << 24) && fused_plan(n, D).cluster > 0;
+}
+
+void hc_pre_fused_cuda(const float* X, const float* fn, int64_t T, int n, int64_t D, const float* base, const float* scale,
+                       float eps, float hc_eps, int sinkhorn_iters, bool head, const float* norm, float* a, float* post,
+                       float* comb, cudaStream_t s, uint8_t* q, float* qs, float* mix_out) {
+  DSV4_CHECK(hc_pre_fused_fits(T, n, D), "hc_pre_fused", T, " tokens, hc_mult ", n, ", D = ", D,
+             " do not fit (hc_pre_fused_fits; use hc_mix_cuda + hc_pre_cuda)");
+  DSV4_CHECK(!q || qs, "hc_pre_fused", "FP8 output needs scales");
+  const FusedPlan plan = fused_plan(n, D);
+  const size_t smem = fused_smem(head ? n : (2 + n) * n, n, D, plan.cluster);
+  cudaLaunchAttribute attr[2]{};
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = static_cast<unsigned>(plan.cluster);
+  attr[0].val.clusterDim.y = 1;
+  attr[0].val.clusterDim.z = 1;
+  attr[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;  // PDL, as cuda::launch (launch.h)
+  attr[1].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = dim3(static_cast<unsigned>(T * plan.cluster));
+  cfg.blockDim = dim3(FusedConfig::kThreads);
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = s;
+  cfg.attrs = attr;
+  cfg.numAttrs = pdl_enabled() ? 2 : 1;
+  const cudaError_t e = cudaLaunchKernelEx(&cfg, hc_pre_fused_kernel, X, fn, T, n, static_cast<int>(D), base, scale, eps,
+                                           hc_eps, sinkhorn_iters, head, norm, a, post, comb, q, qs, mix_out);
+  DSV4_CHECK(e == cudaSuccess, "hc_pre_fused", "launch of ", T, " clusters × ", plan.cluster, " blocks (", smem,
+             " B shared) failed: ", cudaGetErrorString(e));
+}
+
+void hc_comb_cuda(const float* mix_row, int64_t T, int n, int64_t D, const float* base, const float* scale, float eps,
+                  float hc_eps, int sinkhorn_iters, float* post, float* comb, cudaStream_t s) {
+  DSV4_CHECK(n >= 1 && (2 + n) * n <= kMixMaxRows, "hc_comb", "hc_mult ", n, " outside [1, 4]");
+  if (T == 0) return;
+  launch("hc_comb_kernel", hc_comb_kernel, static_cast<unsigned>(T), 32, 0, s, mix_row, n, D, base, scale, eps, hc_eps,
+         sinkhorn_iters, post, comb);
 }
 
 void hc_post_cuda(const float* X, const float* o, const float* post, const float* comb, int64_t T, int n, int64_t D,

@@ -123,20 +123,18 @@ __global__ void moe_offsets_kernel(const int32_t* counts, int E, int tile_rows, 
   }
 }
 
-// Few assignments (n ≤ kOffsetThreads): counts, offsets, tiles, perm and inv in one block. The
-// rank of assignment a within its expert counts the earlier assignments of that expert (stable).
-__global__ void moe_group_small_kernel(const int32_t* experts, int n, int E, int tile_rows, int32_t* counts,
-                                       int32_t* offsets, int32_t* perm, int32_t* inv, int2* tiles, int32_t* ntiles) {
-  dev::pdl_begin();
+// Few assignments (n ≤ kOffsetThreads, a block of kOffsetThreads): counts, offsets, tiles, perm and
+// inv from the experts in ex [kOffsetThreads] (shared; -1 past n). The rank of assignment a within
+// its expert counts the earlier assignments of that expert (stable).
+__device__ void group_small(const int* ex, int n, int E, int tile_rows, int32_t* counts, int32_t* offsets,
+                            int32_t* perm, int32_t* inv, int2* tiles, int32_t* ntiles) {
   using Scan = cub::BlockScan<int, kOffsetThreads>;
   __shared__ typename Scan::TempStorage tmp;
   __shared__ int cnt[kOffsetThreads], off[kOffsetThreads];
-  __shared__ int ex[kOffsetThreads];
   const int t = threadIdx.x;
   cnt[t] = 0;
   __syncthreads();
-  const int e_mine = t < n ? experts[t] : -1;
-  ex[t] = e_mine;
+  const int e_mine = ex[t];
   if (t < n) atomicAdd(&cnt[e_mine], 1);
   __syncthreads();
   const int c = t < E ? cnt[t] : 0;
@@ -162,6 +160,136 @@ __global__ void moe_group_small_kernel(const int32_t* experts, int n, int E, int
     perm[off[e_mine] + rank] = t;
     inv[t] = off[e_mine] + rank;
   }
+}
+
+__global__ void moe_group_small_kernel(const int32_t* experts, int n, int E, int tile_rows, int32_t* counts,
+                                       int32_t* offsets, int32_t* perm, int32_t* inv, int2* tiles, int32_t* ntiles) {
+  dev::pdl_begin();
+  __shared__ int ex[kOffsetThreads];
+  ex[threadIdx.x] = static_cast<int>(threadIdx.x) < n ? experts[threadIdx.x] : -1;
+  __syncthreads();
+  group_small(ex, n, E, tile_rows, counts, offsets, perm, inv, tiles, ntiles);
+}
+
+// ---- few rows: routing and grouping in one block -----------------------------------------------
+// moe_route_kernel's outputs for every row, then moe_group_small_kernel's, bit for bit: a warp per
+// row (rows w, w + 32, ...), lane l holding experts l + 32 j (j < kFewPerLane) in registers. The
+// sums and maxima of the scores are moe_route_kernel's block reductions (kRouteThreads threads)
+// replayed in the warp: lane l stands for the threads l + 32 v, v < kRouteWarps, so every float32
+// addition happens in the same order; the top-k argmax is a total order (value, then index), whose
+// result does not depend on the reduction order.
+constexpr int kRouteWarps = kRouteThreads / 32;
+constexpr int kFewRows = 64, kFewPerLane = 8;  // T ≤ 64 rows, E ≤ 256 experts (registers: 64 at 1024 threads)
+static_assert(kFewPerLane % kRouteWarps == 0, "thread v of the route block holds the lanes' j ≡ v mod 8");
+
+// dev::block_sum / block_max of the kRouteThreads-thread block over the values part[v] of thread
+// lane + 32 v: each of its warps' shuffle tree, then warp 0's over the warp totals.
+template <class Op>
+__device__ float route_block_reduce(const float (&part)[kRouteWarps], float identity, Op op) {
+  const int lane = threadIdx.x & 31;
+  float total = identity;
+#pragma unroll
+  for (int v = 0; v < kRouteWarps; ++v) {
+    float x = part[v];
+    for (int o = 16; o > 0; o >>= 1) x = op(x, __shfl_xor_sync(0xffffffffu, x, o));
+    if (lane == v) total = x;
+  }
+  for (int o = 16; o > 0; o >>= 1) total = op(total, __shfl_xor_sync(0xffffffffu, total, o));
+  return total;
+}
+
+// x[j] of the lane holding expert e (every lane calls it).
+__device__ __forceinline__ float lane_pick(const float (&x)[kFewPerLane], int e) {
+  float v = 0.0f;
+#pragma unroll
+  for (int j = 0; j < kFewPerLane; ++j)
+    if (j == e / 32) v = x[j];
+  return __shfl_sync(0xffffffffu, v, e % 32);
+}
+
+__global__ void __launch_bounds__(kOffsetThreads)
+moe_route_group_kernel(const float* logits, int T, int E, int k, int func, const float* bias, const int32_t* tid2eid,
+                       const int32_t* ids, float routed_scale, int tile_rows, int32_t* experts, float* weights,
+                       int32_t* counts, int32_t* offsets, int32_t* perm, int32_t* inv, int2* tiles, int32_t* ntiles) {
+  dev::pdl_begin();
+  __shared__ int ex_all[kOffsetThreads];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n = T * k;
+  ex_all[threadIdx.x] = -1;
+  __syncthreads();
+  for (int t = warp; t < T; t += kOffsetThreads / 32) {
+    const float* l = logits + static_cast<int64_t>(t) * E;
+    float x[kFewPerLane], p[kFewPerLane];
+#pragma unroll
+    for (int j = 0; j < kFewPerLane; ++j) x[j] = lane + 32 * j < E ? l[lane + 32 * j] : 0.0f;
+    if (func == static_cast<int>(ScoringFunc::Softmax)) {
+      float part[kRouteWarps];
+#pragma unroll
+      for (int v = 0; v < kRouteWarps; ++v) part[v] = -INFINITY;
+#pragma unroll
+      for (int j = 0; j < kFewPerLane; ++j)
+        if (lane + 32 * j < E) part[j % kRouteWarps] = fmaxf(part[j % kRouteWarps], x[j]);
+      const float mx = route_block_reduce(part, -INFINITY, [](float a, float b) { return fmaxf(a, b); });
+#pragma unroll
+      for (int v = 0; v < kRouteWarps; ++v) part[v] = 0.0f;
+#pragma unroll
+      for (int j = 0; j < kFewPerLane; ++j)
+        if (lane + 32 * j < E) part[j % kRouteWarps] += (p[j] = expf(x[j] - mx));
+      const float sum = route_block_reduce(part, 0.0f, [](float a, float b) { return a + b; });
+#pragma unroll
+      for (int j = 0; j < kFewPerLane; ++j) p[j] /= sum;
+    } else if (func == static_cast<int>(ScoringFunc::Sigmoid)) {
+#pragma unroll
+      for (int j = 0; j < kFewPerLane; ++j) p[j] = 1.0f / (1.0f + expf(-x[j]));
+    } else {
+#pragma unroll
+      for (int j = 0; j < kFewPerLane; ++j) p[j] = sqrtf(x[j] > 20.0f ? x[j] : log1pf(expf(x[j])));
+    }
+    int* ex = ex_all + t * k;
+    if (tid2eid) {
+      for (int i = lane; i < k; i += 32) ex[i] = tid2eid[static_cast<int64_t>(ids[t]) * k + i];
+    } else {
+      float biased[kFewPerLane];  // x is free: the biased scores
+#pragma unroll
+      for (int j = 0; j < kFewPerLane; ++j) {
+        const int e = lane + 32 * j;
+        biased[j] = e < E ? p[j] + (bias ? bias[e] : 0.0f) : -INFINITY;
+      }
+      for (int i = 0; i < k; ++i) {  // in order of decreasing biased score, ties to the lower index
+        float v = -INFINITY;
+        int idx = 0x7fffffff;
+#pragma unroll
+        for (int j = 0; j < kFewPerLane; ++j) {
+          const int e = lane + 32 * j;
+          if (e < E && (biased[j] > v || (biased[j] == v && e < idx))) v = biased[j], idx = e;
+        }
+        for (int o = 16; o > 0; o >>= 1) {
+          const float ov = __shfl_xor_sync(0xffffffffu, v, o);
+          const int oi = __shfl_xor_sync(0xffffffffu, idx, o);
+          if (ov > v || (ov == v && oi < idx)) v = ov, idx = oi;
+        }
+        if (lane == 0) ex[i] = idx;
+#pragma unroll
+        for (int j = 0; j < kFewPerLane; ++j)
+          if (lane + 32 * j == idx) biased[j] = -INFINITY;
+      }
+    }
+    __syncwarp();
+    float* w = weights + static_cast<int64_t>(t) * k;
+    float sum = 0.0f;
+    for (int i = 0; i < k; ++i) {
+      const float pe = lane_pick(p, ex[i]);
+      if (lane == 0) sum += (w[i] = pe);
+    }
+    if (lane == 0) {
+      for (int i = 0; i < k; ++i) {
+        if (func != static_cast<int>(ScoringFunc::Softmax)) w[i] /= sum;
+        w[i] *= routed_scale;
+      }
+    }
+    for (int i = lane; i < k; i += 32) experts[static_cast<int64_t>(t) * k + i] = ex[i];
+  }
+  __syncthreads();
+  group_small(ex_all, n, E, tile_rows, counts, offsets, perm, inv, tiles, ntiles);
 }
 
 constexpr int kScatterThreads = 256;
@@ -275,6 +403,21 @@ void moe_group_cuda(const int32_t* experts, int64_t T, int k, int E, int32_t* co
   launch("moe_count_kernel", moe_count_kernel, grid_for(n, 256), 256, 0, s, experts, n, counts);
   launch("moe_offsets_kernel", moe_offsets_kernel, 1, kOffsetThreads, 0, s, counts, E, tile_rows, offsets, tiles, ntiles);
   launch("moe_scatter_kernel", moe_scatter_kernel, E, kScatterThreads, 0, s, experts, n, offsets, perm, inv);
+}
+
+void moe_route_group_cuda(const float* logits, int64_t T, int E, int k, ScoringFunc f, const float* bias,
+                          const int32_t* tid2eid, const int32_t* ids, float routed_scale, int32_t* experts,
+                          float* weights, int32_t* counts, int32_t* offsets, int32_t* perm, int32_t* inv, int tile_rows,
+                          int2* tiles, int32_t* ntiles, cudaStream_t s) {
+  if (T == 0) return;
+  if (T > kFewRows || E > 32 * kFewPerLane || T * k > kOffsetThreads) {
+    moe_route_cuda(logits, T, E, k, f, bias, tid2eid, ids, routed_scale, experts, weights, s);
+    moe_group_cuda(experts, T, k, E, counts, offsets, perm, inv, tile_rows, tiles, ntiles, s);
+    return;
+  }
+  launch("moe_route_group_kernel", moe_route_group_kernel, 1, kOffsetThreads, 0, s, logits, static_cast<int>(T), E, k,
+         static_cast<int>(f), bias, tid2eid, ids, routed_scale, tile_rows, experts, weights, counts, offsets, perm, inv,
+         tiles, ntiles);
 }
 
 void moe_gather_cuda(const float* x, int64_t D, const int32_t* perm, int64_t n, int k, float* xs_f32, bf16* xs_bf16,

@@ -196,14 +196,38 @@ __device__ __forceinline__ void gemv_mma(const GemvStage<false, kMats>& st, cons
   }
 }
 
+// 32 activations (columns col .. col + 31) as 16 bf16 words: a bf16 row as stored, or a float32 row
+// rounded as moe_gather_kernel rounds it (zeros without a row).
+__device__ __forceinline__ void gemv_load_x(uint4 (&xv)[4], const bf16* xrow, const float* xrow_f32, int col) {
+  if (xrow) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) xv[i] = __ldg(reinterpret_cast<const uint4*>(xrow + col) + i);
+  } else if (xrow_f32) {
+    auto pair = [](float lo, float hi) {
+      const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+      return *reinterpret_cast<const uint32_t*>(&v);
+    };
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const float4 a = __ldg(reinterpret_cast<const float4*>(xrow_f32 + col) + 2 * i);
+      const float4 b = __ldg(reinterpret_cast<const float4*>(xrow_f32 + col) + 2 * i + 1);
+      xv[i] = make_uint4(pair(a.x, a.y), pair(a.z, a.w), pair(b.x, b.y), pair(b.z, b.w));
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) xv[i] = make_uint4(0, 0, 0, 0);
+  }
+}
+
 // Block (row slice blockIdx.x, tile blockIdx.y): output rows n0 .. n0 + 15 of the tile's expert for
 // all its activation rows. Lane (g, t) of warp w: rows n0 + g and n0 + g + 8, activation row g of the
-// pass, columns [32 (4s + t), + 32) of the steps s = w, w + 8, ...
+// pass, columns [32 (4s + t), + 32) of the steps s = w, w + 8, ... Activation row r is x[r] (bf16), or
+// with x_f32 (swiglu only) the token row x_f32[perm[r] / k] rounded to bf16 on load: no gather.
 template <bool kSwiglu, bool kFp4>
 __global__ void __launch_bounds__(GemvConfig::kWarps * 32, kFp4 ? GemvConfig::kFp4Blocks : GemvConfig::kBf16Blocks)
-moe_gemv_kernel(const bf16* x, ExpertMatrix wa, ExpertMatrix wb, const int2* tiles, const int32_t* ntiles,
-                const int32_t* offsets, float limit, const float* weight, const int32_t* perm, bf16* h_out,
-                float* y_out) {
+moe_gemv_kernel(const bf16* x, const float* x_f32, int k, ExpertMatrix wa, ExpertMatrix wb, const int2* tiles,
+                const int32_t* ntiles, const int32_t* offsets, float limit, const float* weight, const int32_t* perm,
+                bf16* h_out, float* y_out) {
   dev::pdl_begin();
   using C = GemvConfig;
   constexpr int kMats = kSwiglu ? 2 : 1;
@@ -229,7 +253,10 @@ moe_gemv_kernel(const bf16* x, ExpertMatrix wa, ExpertMatrix wb, const int2* til
   const int r_begin = offsets[e], r_end = offsets[e + 1];
   for (int r0 = r_begin; r0 < r_end; r0 += C::kCols) {
     const int nr = min(C::kCols, r_end - r0);
-    const bf16* xrow = g < nr ? x + static_cast<int64_t>(r0 + g) * K : nullptr;
+    const bf16* xrow = nullptr;
+    const float* xrow_f32 = nullptr;
+    if (kSwiglu && g < nr && x_f32) xrow_f32 = x_f32 + static_cast<int64_t>(perm[r0 + g] / k) * K;
+    else if (g < nr) xrow = x + static_cast<int64_t>(r0 + g) * K;
     float acc[kMats][4] = {};
     for (int s0 = warp; s0 < steps; s0 += Stage::kDepth * C::kWarps) {
 #pragma unroll
@@ -237,10 +264,8 @@ moe_gemv_kernel(const bf16* x, ExpertMatrix wa, ExpertMatrix wb, const int2* til
         const int s = s0 + u * C::kWarps;
         if (s >= steps) break;
         const int col = column(s);
-        uint4 xv[4] = {};
-        if (xrow && col < K)
-#pragma unroll
-          for (int i = 0; i < 4; ++i) xv[i] = __ldg(reinterpret_cast<const uint4*>(xrow + col) + i);
+        uint4 xv[4];
+        gemv_load_x(xv, col < K ? xrow : nullptr, col < K ? xrow_f32 : nullptr, col);
         uint32_t xb[C::kWords];
 #pragma unroll
         for (int j = 0; j < 4; ++j) mma_order4(xv, j, xb + 4 * j);
@@ -279,37 +304,51 @@ moe_gemv_kernel(const bf16* x, ExpertMatrix wa, ExpertMatrix wb, const int2* til
 // One block per 16 output rows of each tile (the tiles of one expert adjacent, sharing its
 // activation rows in L1); the weight format becomes a template argument.
 template <bool kSwiglu>
-void launch_gemv(const bf16* x, const ExpertMatrix& wa, const ExpertMatrix& wb, const int2* tiles,
+void launch_gemv(const bf16* x, const float* x_f32, int k, const ExpertMatrix& wa, const ExpertMatrix& wb, const int2* tiles,
                  const int32_t* ntiles, int max_tiles, const int32_t* offsets, float limit, const float* weight,
                  const int32_t* perm, bf16* h, float* y, cudaStream_t s) {
   using C = GemvConfig;
   DSV4_CHECK(max_tiles <= 65535, "moe", "gemv: ", max_tiles, " tiles, more than a grid column holds (65535)");
   const dim3 grid((wa.rows + C::kRows - 1) / C::kRows, max_tiles), block(C::kWarps * 32);
   if (wa.codes) {
-    launch("moe_gemv_kernel", moe_gemv_kernel<kSwiglu, true>, grid, block, 0, s, x, wa, wb, tiles, ntiles, offsets, limit, weight, perm, h, y);
+    launch("moe_gemv_kernel", moe_gemv_kernel<kSwiglu, true>, grid, block, 0, s, x, x_f32, k, wa, wb, tiles, ntiles, offsets, limit, weight, perm, h, y);
   } else {
-    launch("moe_gemv_kernel", moe_gemv_kernel<kSwiglu, false>, grid, block, 0, s, x, wa, wb, tiles, ntiles, offsets, limit, weight, perm, h, y);
+    launch("moe_gemv_kernel", moe_gemv_kernel<kSwiglu, false>, grid, block, 0, s, x, x_f32, k, wa, wb, tiles, ntiles, offsets, limit, weight, perm, h, y);
   }
 }
 
 }  // namespace
 
-void moe_gemv_swiglu_cuda(const bf16* xs, const ExpertMatrix& w1, const ExpertMatrix& w3, const int2* tiles,
-                          const int32_t* ntiles, int max_tiles, const int32_t* offsets, float limit,
-                          const float* weight, const int32_t* perm, bf16* h, cudaStream_t s) {
+namespace {
+void check_swiglu(const ExpertMatrix& w1, const ExpertMatrix& w3) {
   check_expert(w1, "w1");
   check_expert(w3, "w3");
   DSV4_CHECK((w1.codes != nullptr) == (w3.codes != nullptr) && w1.rows == w3.rows && w1.cols == w3.cols, "moe",
              "gemv: w1 and w3 differ in format or shape");
+}
+}  // namespace
+
+void moe_gemv_swiglu_cuda(const bf16* xs, const ExpertMatrix& w1, const ExpertMatrix& w3, const int2* tiles,
+                          const int32_t* ntiles, int max_tiles, const int32_t* offsets, float limit,
+                          const float* weight, const int32_t* perm, bf16* h, cudaStream_t s) {
+  check_swiglu(w1, w3);
   if (max_tiles == 0) return;
-  launch_gemv<true>(xs, w1, w3, tiles, ntiles, max_tiles, offsets, limit, weight, perm, h, nullptr, s);
+  launch_gemv<true>(xs, nullptr, 1, w1, w3, tiles, ntiles, max_tiles, offsets, limit, weight, perm, h, nullptr, s);
+}
+
+void moe_gemv_swiglu_gather_cuda(const float* x, int k, const ExpertMatrix& w1, const ExpertMatrix& w3,
+                                 const int2* tiles, const int32_t* ntiles, int max_tiles, const int32_t* offsets,
+                                 float limit, const float* weight, const int32_t* perm, bf16* h, cudaStream_t s) {
+  check_swiglu(w1, w3);
+  if (max_tiles == 0) return;
+  launch_gemv<true>(nullptr, x, k, w1, w3, tiles, ntiles, max_tiles, offsets, limit, weight, perm, h, nullptr, s);
 }
 
 void moe_gemv_down_cuda(const bf16* h, const ExpertMatrix& w2, const int2* tiles, const int32_t* ntiles,
                         int max_tiles, const int32_t* offsets, float* y, cudaStream_t s) {
   check_expert(w2, "w2");
   if (max_tiles == 0) return;
-  launch_gemv<false>(h, w2, w2, tiles, ntiles, max_tiles, offsets, 0.0f, nullptr, nullptr, nullptr, y, s);
+  launch_gemv<false>(h, nullptr, 1, w2, w2, tiles, ntiles, max_tiles, offsets, 0.0f, nullptr, nullptr, nullptr, y, s);
 }
 
 }  // namespace dsv4::cuda

@@ -42,6 +42,36 @@ __global__ void hadamard_kernel(float* x, int d, float scale) {
   for (int i = threadIdx.x; i < d; i += blockDim.x) xv[i] = v[i] * scale;
 }
 
+// The indexer's query heads (one block per head vector of d): RoPE of the last R dims
+// (rope_kernel's rotation), the butterflies and scale of hadamard_kernel, then block_sim_kernel's
+// FP4 rounding per 32 values, on the vector in shared memory: bit for bit the three kernels.
+__global__ void indexer_query_kernel(float* x, int heads, int d, int R, float scale, const float* freqs,
+                                     const int32_t* pos) {
+  dev::pdl_begin();
+  extern __shared__ float v[];
+  float* xv = x + blockIdx.x * static_cast<int64_t>(d);
+  for (int i = threadIdx.x; i < d; i += blockDim.x) v[i] = xv[i];
+  __syncthreads();
+  const int p = pos[blockIdx.x / heads], N = d - R;
+  for (int i = threadIdx.x; i < R / 2; i += blockDim.x) dev::rope_pair(v[N + 2 * i], v[N + 2 * i + 1], freqs[i], p, false);
+  __syncthreads();
+  for (int h = 1; h < d; h *= 2) {
+    for (int t = threadIdx.x; t < d / 2; t += blockDim.x) {
+      const int j = (t / h) * 2 * h + (t % h);
+      const float a = v[j], b = v[j + h];
+      v[j] = a + b;
+      v[j + h] = a - b;
+    }
+    __syncthreads();
+  }
+  for (int i = threadIdx.x; i < d; i += blockDim.x) v[i] *= scale;
+  __syncthreads();
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+  for (int b = warp; b < d / 32; b += nwarps) dev::sim_block<true>(v, b * 32, b * 32 + 32, lane);
+  __syncthreads();
+  for (int i = threadIdx.x; i < d; i += blockDim.x) xv[i] = v[i];
+}
+
 __global__ void round_rope_bf16_kernel(float* x, int64_t rows, int64_t ld, int R) {
   dev::pdl_begin();
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
@@ -102,6 +132,17 @@ void hadamard_cuda(float* x, int64_t count, int64_t d, cudaStream_t s) {
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
   const int threads = static_cast<int>(std::max<int64_t>(32, std::min<int64_t>(512, d / 2)));
   launch("hadamard_kernel", hadamard_kernel, static_cast<unsigned>(count), threads, d * sizeof(float), s, x, static_cast<int>(d), scale);
+}
+
+void indexer_query_cuda(float* x, int64_t rows, int heads, int64_t d, int R, const float* freqs, const int32_t* pos,
+                        cudaStream_t s) {
+  DSV4_CHECK(d >= 32 && (d & (d - 1)) == 0 && d <= 1024 && R % 2 == 0 && R <= d, "indexer", "query heads of ", d,
+             " dims (a power of two in [32, 1024]) with ", R, " RoPE dims");
+  if (rows * heads == 0) return;
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
+  const int threads = static_cast<int>(std::max<int64_t>(32, std::min<int64_t>(512, d / 2)));
+  launch("indexer_query_kernel", indexer_query_kernel, static_cast<unsigned>(rows * heads), threads, d * sizeof(float),
+         s, x, heads, static_cast<int>(d), R, scale, freqs, pos);
 }
 
 void round_rope_bf16_cuda(float* x, int64_t rows, int64_t ld, int R, cudaStream_t s) {

@@ -1,4 +1,6 @@
 // CUDA rmsnorm (contract in rmsnorm.h / cuda_ops.h): one block per row.
+#include <algorithm>
+
 #include "cuda/check.h"
 #include "cuda/launch.h"
 #include "ops/cuda_device.cuh"
@@ -7,7 +9,10 @@ namespace dsv4::cuda {
 
 namespace {
 
-__global__ void rmsnorm_kernel(const float* x, int64_t D, const float* w, float eps, float* y) {
+// With q: one warp per 128 columns writes y and its FP8 rounding (quantize_fp8_1x128_cuda's
+// rule; scales qs[b · ldqs + row]), saving the GEMM input's separate quantize launch.
+__global__ void rmsnorm_kernel(const float* x, int64_t D, const float* w, float eps, float* y, uint8_t* q, float* qs,
+                               int64_t ldqs) {
   dev::pdl_begin();
   __shared__ float scratch[33];
   const float* xr = x + blockIdx.x * D;
@@ -16,19 +21,40 @@ __global__ void rmsnorm_kernel(const float* x, int64_t D, const float* w, float 
   for (int64_t i = threadIdx.x; i < D; i += blockDim.x) ss += xr[i] * xr[i];
   ss = dev::block_sum(ss, scratch);
   const float inv = 1.0f / sqrtf(ss / static_cast<float>(D) + eps);
+  if (q) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+    for (int64_t b = warp; b < D / 128; b += nwarps) {
+      const int64_t d = b * 128 + lane * 4;
+      const float4 xv = *reinterpret_cast<const float4*>(xr + d);
+      const float4 wv = w ? *reinterpret_cast<const float4*>(w + d) : make_float4(1.0f, 1.0f, 1.0f, 1.0f);
+      const float4 v = make_float4(wv.x * (xv.x * inv), wv.y * (xv.y * inv), wv.z * (xv.z * inv), wv.w * (xv.w * inv));
+      __syncwarp();  // y may be x: every lane has read its columns before any is overwritten
+      *reinterpret_cast<float4*>(yr + d) = v;
+      const float sc = dev::quantize_e4m3_block128(v, q + blockIdx.x * D + b * 128, lane);
+      if (lane == 0) qs[b * ldqs + blockIdx.x] = sc;
+    }
+    return;
+  }
   for (int64_t i = threadIdx.x; i < D; i += blockDim.x) yr[i] = (w ? w[i] : 1.0f) * (xr[i] * inv);
 }
 
 // rmsnorm_kernel's arithmetic (same thread count, same summation order), then on the same
 // row in shared memory: RoPE of the last R dims, FP8 simulation of the first d − R in blocks of
 // fp8_block (block_sim_kernel's rule), bf16 rounding of the RoPE dims; bit for bit the
-// separate kernels, in one launch.
-__global__ void rmsnorm_rope_kernel(float* x, int64_t D, const float* w, float eps, int heads, int R, const float* freqs,
-                                    const int32_t* pos, int fp8_block, bool round_rope) {
+// separate kernels, in one launch. Blocks past a.rows · a.heads take b's vectors (two
+// normalizations in one launch: the query heads and the window key of a decode step).
+__global__ void rmsnorm_rope_kernel(RmsRopeRows a, RmsRopeRows b, float eps, int R, const float* freqs,
+                                    const int32_t* pos) {
   dev::pdl_begin();
   extern __shared__ float row[];
   __shared__ float scratch[33];
-  float* xr = x + blockIdx.x * D;
+  int64_t v = blockIdx.x;
+  const bool second = v >= a.rows * a.heads;
+  if (second) v -= a.rows * a.heads;
+  const RmsRopeRows& j = second ? b : a;
+  const int64_t D = j.D;
+  const float* w = j.w;
+  float* xr = j.x + v * D;
   float ss = 0.0f;
   for (int64_t i = threadIdx.x; i < D; i += blockDim.x) ss += xr[i] * xr[i];
   ss = dev::block_sum(ss, scratch);
@@ -36,33 +62,47 @@ __global__ void rmsnorm_rope_kernel(float* x, int64_t D, const float* w, float e
   for (int64_t i = threadIdx.x; i < D; i += blockDim.x) row[i] = (w ? w[i] : 1.0f) * (xr[i] * inv);
   __syncthreads();
   const int64_t N = D - R;
-  const int p = pos[blockIdx.x / heads];
+  const int p = pos[v / j.heads];
   for (int i = threadIdx.x; i < R / 2; i += blockDim.x) dev::rope_pair(row[N + 2 * i], row[N + 2 * i + 1], freqs[i], p, false);
-  if (fp8_block > 0) {
+  if (j.fp8_block > 0) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
-    for (int64_t b0 = static_cast<int64_t>(warp) * fp8_block; b0 < N; b0 += static_cast<int64_t>(nwarps) * fp8_block)
-      dev::sim_block<false>(row, b0, min(N, b0 + fp8_block), lane);
+    for (int64_t b0 = static_cast<int64_t>(warp) * j.fp8_block; b0 < N; b0 += static_cast<int64_t>(nwarps) * j.fp8_block)
+      dev::sim_block<false>(row, b0, min(N, b0 + j.fp8_block), lane);
   }
   __syncthreads();
   for (int64_t i = threadIdx.x; i < D; i += blockDim.x)
-    xr[i] = round_rope && i >= N ? __bfloat162float(__float2bfloat16_rn(row[i])) : row[i];
+    xr[i] = j.round_rope && i >= N ? __bfloat162float(__float2bfloat16_rn(row[i])) : row[i];
 }
 
 int rmsnorm_threads(int64_t D) { return D >= 1024 ? 256 : D >= 256 ? 128 : 64; }
 
 }  // namespace
 
-void rmsnorm_rope_cuda(float* x, int64_t rows, int heads, int64_t D, const float* w, float eps, int R, const float* freqs,
-                       const int32_t* pos, int fp8_block, bool round_rope, cudaStream_t s) {
-  DSV4_CHECK(R % 2 == 0 && R <= D && heads >= 1, "rmsnorm_rope", "R = ", R, ", D = ", D, ", heads = ", heads);
-  if (rows * heads == 0) return;
-  launch("rmsnorm_rope_kernel", rmsnorm_rope_kernel, static_cast<unsigned>(rows * heads), rmsnorm_threads(D), D * sizeof(float), s, 
-      x, D, w, eps, heads, R, freqs, pos, fp8_block, round_rope);
+void rmsnorm_rope2_cuda(const RmsRopeRows& a, const RmsRopeRows& b, float eps, int R, const float* freqs,
+                        const int32_t* pos, cudaStream_t s) {
+  for (const RmsRopeRows* j : {&a, &b})
+    DSV4_CHECK(j->rows == 0 || (R % 2 == 0 && R <= j->D && j->heads >= 1), "rmsnorm_rope", "R = ", R, ", D = ", j->D,
+               ", heads = ", j->heads);
+  const int64_t blocks = a.rows * a.heads + b.rows * b.heads;
+  if (blocks == 0) return;
+  const int64_t D = std::max(a.rows ? a.D : 0, b.rows ? b.D : 0);
+  DSV4_CHECK(a.rows == 0 || b.rows == 0 || rmsnorm_threads(a.D) == rmsnorm_threads(b.D), "rmsnorm_rope",
+             "one launch needs one thread count: D = ", a.D, " and ", b.D);
+  launch("rmsnorm_rope_kernel", rmsnorm_rope_kernel, static_cast<unsigned>(blocks), rmsnorm_threads(D),
+         D * sizeof(float), s, a, b, eps, R, freqs, pos);
 }
 
-void rmsnorm_cuda(const float* x, int64_t T, int64_t D, const float* w, float eps, float* y, cudaStream_t s) {
+void rmsnorm_rope_cuda(float* x, int64_t rows, int heads, int64_t D, const float* w, float eps, int R, const float* freqs,
+                       const int32_t* pos, int fp8_block, bool round_rope, cudaStream_t s) {
+  rmsnorm_rope2_cuda(RmsRopeRows{x, rows, heads, D, w, fp8_block, round_rope}, RmsRopeRows{}, eps, R, freqs, pos, s);
+}
+
+void rmsnorm_cuda(const float* x, int64_t T, int64_t D, const float* w, float eps, float* y, cudaStream_t s, uint8_t* q,
+                  float* qs) {
+  DSV4_CHECK(!q || (qs && D % 128 == 0), "rmsnorm", "FP8 output needs scales and D % 128 == 0 (D = ", D, ")");
   if (T == 0) return;
-  launch("rmsnorm_kernel", rmsnorm_kernel, static_cast<unsigned>(T), rmsnorm_threads(D), 0, s, x, D, w, eps, y);
+  launch("rmsnorm_kernel", rmsnorm_kernel, static_cast<unsigned>(T), rmsnorm_threads(D), 0, s, x, D, w, eps, y, q, qs,
+         T);
 }
 
 }  // namespace dsv4::cuda

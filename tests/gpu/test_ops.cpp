@@ -160,6 +160,16 @@ std::vector<Check> op_rmsnorm(std::mt19937& rng) {
     DeviceArray<float> dy(T * D);
     rmsnorm_cuda(dx.get(), T, D, weighted ? dw.get() : nullptr, kEps, dy.get(), 0);
     out.push_back(check(str("D=", D), host(dy), ref, f32_rule(D)));
+    // With the FP8 output fused in (in place, as the query's low rank uses it): the same y, and
+    // the codes and scales quantize_fp8_1x128_cuda makes of it.
+    DeviceArray<uint8_t> q1(T * D), q2(T * D);
+    DeviceArray<float> s1(T * D / 128), s2(T * D / 128);
+    auto dz = dev(x);
+    rmsnorm_cuda(dz.get(), T, D, weighted ? dw.get() : nullptr, kEps, dz.get(), 0, q1.get(), s1.get());
+    quantize_fp8_1x128_cuda(dy.get(), T, D, q2.get(), s2.get(), T, 0);
+    out.push_back(check(str("D=", D, " + fp8 y"), host(dz), host(dy), 0));
+    out.push_back(check(str("D=", D, " + fp8 codes"), as_float(host(q1)), as_float(host(q2)), 0));
+    out.push_back(check(str("D=", D, " + fp8 scales"), host(s1), host(s2), 0));
   }
   return out;
 }
@@ -205,11 +215,36 @@ std::vector<Check> op_rmsnorm_rope(std::mt19937& rng) {
       rmsnorm_rope_cuda(b.get(), rows, heads, D, wp, kEps, R, df.get(), dp.get(), key ? 64 : 0, key, 0);
       out.push_back(check(str(key ? "window key" : "query heads", " D=", D), host(b), host(a), 0));
     }
+  // Both forms in one launch (the decode step's query heads and window key) = one launch each.
+  const int D = 512, H = 4;
+  std::vector<float> q = randn(rng, rows * H * D, 3.0f), kv = randn(rng, rows * D, 3.0f), w = randn(rng, D);
+  auto dw = dev(w);
+  auto q1 = dev(q), q2 = dev(q), k1 = dev(kv), k2 = dev(kv);
+  rmsnorm_rope_cuda(q1.get(), rows, H, D, nullptr, kEps, R, df.get(), dp.get(), 0, false, 0);
+  rmsnorm_rope_cuda(k1.get(), rows, 1, D, dw.get(), kEps, R, df.get(), dp.get(), 64, true, 0);
+  rmsnorm_rope2_cuda(RmsRopeRows{q2.get(), rows, H, D, nullptr, 0, false}, RmsRopeRows{k2.get(), rows, 1, D, dw.get(), 64, true},
+                     kEps, R, df.get(), dp.get(), 0);
+  out.push_back(check("two in one launch: query", host(q2), host(q1), 0));
+  out.push_back(check("two in one launch: key", host(k2), host(k1), 0));
   return out;
 }
 
 std::vector<Check> op_quant(std::mt19937& rng) {
   std::vector<Check> out;
+  {  // The indexer's query heads in one launch = RoPE, Hadamard and FP4 simulation one after another
+    const int rows = 3, heads = 64, d = 128, R = 64;
+    const std::vector<float> freqs = ops::rope_frequencies(R, 160000.0f, {16.0f, 32.0f, 1.0f, 65536});
+    const std::vector<int32_t> pos = {0, 4095, 1000000};
+    auto df = dev(freqs);
+    auto dp = dev(pos);
+    const std::vector<float> x = randn(rng, rows * heads * d, 2.0f);
+    auto a = dev(x), b = dev(x);
+    rope_cuda(a.get(), rows, heads, heads * d, d, d - R, R, df.get(), dp.get(), false, 0);
+    hadamard_cuda(a.get(), rows * heads, d, 0);
+    fp4_sim_cuda(a.get(), rows, heads * d, heads * d, 0);
+    indexer_query_cuda(b.get(), rows, heads, d, R, df.get(), dp.get(), 0);
+    out.push_back(check("indexer query heads", host(b), host(a), 0));
+  }
   {  // FP8 simulation: rows of very different magnitudes (subnormal codes, the 1e-4 floor, saturation)
     const int rows = 9, n = 448, ld = 512;
     std::vector<float> x = randn(rng, rows * ld);
@@ -317,10 +352,81 @@ std::vector<Check> op_mhc(std::mt19937& rng) {
   out.push_back(check("hc_pre + fp8 a", host(da3), host(da2), 0));
   out.push_back(check("hc_pre + fp8 codes", as_float(host(q1)), as_float(host(q2)), 0));
   out.push_back(check("hc_pre + fp8 scales", host(s1), host(s2), 0));
+  // hc_mix + hc_pre in one launch (decode: a cluster per token) for 1..kHcMixMaxTokens tokens,
+  // each count against the oracle's first tokens: D = 1024 (8 blocks of one 128-column unit),
+  // 2560 (16 blocks of one or two units) and 4096 (16 blocks of two). A block that missed another's
+  // partial mix or Σ y² would be far off; a second run must give the same bits.
+  for (const int Df : {1024, 2560, 4096}) {
+    const int nDf = n * Df, Tf = kHcMixMaxTokens;
+    if (!hc_pre_fused_fits(Tf, n, Df)) {
+      ADD_FAILURE() << "hc_pre_fused does not fit " << Tf << " tokens of D = " << Df;
+      continue;
+    }
+    const ops::HcShape sf{n, Df, kEps, kEps, 20};
+    std::vector<float> Xf = randn(rng, Tf * nDf), fnf = randn(rng, rows * nDf, 1.0f / std::sqrt(static_cast<float>(nDf)));
+    std::vector<float> hfnf = randn(rng, n * nDf, 1.0f / std::sqrt(static_cast<float>(nDf))), normf = randn(rng, Df);
+    std::vector<float> yf(Tf * Df), pref(Tf * n), postf(Tf * n), combf(Tf * n * n), af(Tf * Df), hyf(Tf * Df);
+    ops::hc_pre(Xf.data(), Tf, sf, fnf.data(), base.data(), scale.data(), yf.data(), pref.data(), postf.data(), combf.data());
+    ops::rmsnorm(yf.data(), Tf, Df, normf.data(), kEps, af.data());
+    ops::hc_head(Xf.data(), Tf, sf, hfnf.data(), hbase.data(), hscale.data(), hyf.data());
+    ops::rmsnorm(hyf.data(), Tf, Df, normf.data(), kEps, hyf.data());
+    auto dXf = dev(Xf), dfnf = dev(fnf), dhfnf = dev(hfnf), dnormf = dev(normf);
+    std::vector<float> ga, gpost, gcomb, ghy, ra, rpost, rcomb, rhy, ga2, gaq, qcodes, qcodes2, qscales, qscales2;
+    std::vector<float> gad, gpostd, gcombd;
+    auto append = [](std::vector<float>& to, const std::vector<float>& from) { to.insert(to.end(), from.begin(), from.end()); };
+    for (int Tk = 1; Tk <= Tf; ++Tk) {
+      DeviceArray<float> fa(Tk * Df), fa2(Tk * Df), fpost(Tk * n), fcomb(Tk * n * n), fhy(Tk * Df), faq(Tk * Df);
+      DeviceArray<uint8_t> fq(Tk * Df), fq2(Tk * Df);
+      DeviceArray<float> fs(Tk * Df / 128), fs2(Tk * Df / 128);
+      hc_pre_fused_cuda(dXf.get(), dfnf.get(), Tk, n, Df, dbase.get(), dscale.get(), kEps, kEps, 20, false, dnormf.get(),
+                        fa.get(), fpost.get(), fcomb.get(), 0);
+      hc_pre_fused_cuda(dXf.get(), dfnf.get(), Tk, n, Df, dbase.get(), dscale.get(), kEps, kEps, 20, false, dnormf.get(),
+                        fa2.get(), fpost.get(), fcomb.get(), 0);
+      hc_pre_fused_cuda(dXf.get(), dhfnf.get(), Tk, n, Df, dhbase.get(), dhscale.get(), kEps, kEps, 20, true,
+                        dnormf.get(), fhy.get(), nullptr, nullptr, 0);
+      hc_pre_fused_cuda(dXf.get(), dfnf.get(), Tk, n, Df, dbase.get(), dscale.get(), kEps, kEps, 20, false, dnormf.get(),
+                        faq.get(), fpost.get(), fcomb.get(), 0, fq.get(), fs.get());
+      quantize_fp8_1x128_cuda(faq.get(), Tk, Df, fq2.get(), fs2.get(), Tk, 0);
+      // post and comb deferred to hc_comb_cuda (decode's side stream): the same a, post and comb.
+      DeviceArray<float> fad(Tk * Df), fpostd(Tk * n), fcombd(Tk * n * n), mix_row(Tk * kHcMixRow);
+      hc_pre_fused_cuda(dXf.get(), dfnf.get(), Tk, n, Df, dbase.get(), dscale.get(), kEps, kEps, 20, false, dnormf.get(),
+                        fad.get(), nullptr, nullptr, 0, nullptr, nullptr, mix_row.get());
+      hc_comb_cuda(mix_row.get(), Tk, n, Df, dbase.get(), dscale.get(), kEps, kEps, 20, fpostd.get(), fcombd.get(), 0);
+      append(gad, host(fad));
+      append(gpostd, host(fpostd));
+      append(gcombd, host(fcombd));
+      append(ga, host(fa));
+      append(ga2, host(fa2));
+      append(gaq, host(faq));
+      append(gpost, host(fpost));
+      append(gcomb, host(fcomb));
+      append(ghy, host(fhy));
+      append(qcodes, as_float(host(fq)));
+      append(qcodes2, as_float(host(fq2)));
+      append(qscales, host(fs));
+      append(qscales2, host(fs2));
+      append(ra, first(af, Tk * Df));
+      append(rpost, first(postf, Tk * n));
+      append(rcomb, first(combf, Tk * n * n));
+      append(rhy, first(hyf, Tk * Df));
+    }
+    const std::string at = str(" D=", Df);
+    out.push_back(check("hc_pre_fused a" + at, ga, ra, f32_rule(nDf)));
+    out.push_back(check("hc_pre_fused post" + at, gpost, rpost, f32_rule(nDf)));
+    out.push_back(check("hc_pre_fused comb" + at, gcomb, rcomb, f32_rule(nDf)));
+    out.push_back(check("hc_pre_fused head" + at, ghy, rhy, f32_rule(nDf)));
+    out.push_back(check("hc_pre_fused rerun" + at, ga2, ga, 0));
+    out.push_back(check("hc_pre_fused + fp8 a" + at, gaq, ga, 0));
+    out.push_back(check("hc_pre_fused + fp8 codes" + at, qcodes, qcodes2, 0));
+    out.push_back(check("hc_pre_fused + fp8 scales" + at, qscales, qscales2, 0));
+    out.push_back(check("hc_pre_fused, comb deferred: a" + at, gad, ga, 0));
+    out.push_back(check("hc_pre_fused, comb deferred: post" + at, gpostd, gpost, 0));
+    out.push_back(check("hc_pre_fused, comb deferred: comb" + at, gcombd, gcomb, 0));
+  }
   return out;
 }
 
-// Two chunks of one sequence through add_ape + compress_entries + compressor_keep, against the
+// Two chunks of one sequence through compress_entries + compressor_keep (ape added as they read z), against the
 // CPU pooling, norm, RoPE and quantization of every entry (as attention_layer.cpp does them).
 std::vector<Check> op_compressor(std::mt19937& rng) {
   struct Shape_ { int m, d; bool indexer, compact; };
@@ -365,20 +471,17 @@ std::vector<Check> op_compressor(std::mt19937& rng) {
     for (int Tc : {T1, T2}) {
       std::vector<float> uc(u.begin() + p0 * width, u.begin() + (p0 + Tc) * width);
       std::vector<float> zc(z.begin() + p0 * width, z.begin() + (p0 + Tc) * width);
-      std::vector<int32_t> pos(Tc);
-      std::iota(pos.begin(), pos.end(), p0);
       std::vector<CompressJob> jobs;
       for (int i = p0 / m; i < (p0 + Tc) / m; ++i) jobs.push_back({0, i});
       auto du = dev(uc), dz = dev(zc);
-      auto dpos = dev(pos);
       DeviceArray<SeqRows> dseq(std::vector<SeqRows>{{0, Tc, p0}});
       DeviceArray<CompressJob> djobs(jobs.empty() ? std::vector<CompressJob>{{0, 0}} : jobs);
       DeviceArray<int32_t> dnjobs(std::vector<int32_t>{static_cast<int32_t>(jobs.size())});
-      add_ape_cuda(dz.get(), Tc, width, dape.get(), m, dpos.get(), 0);
-      compress_entries_cuda(du.get(), dz.get(), m, RowFormat{d, R, sh.compact, sh.indexer}, dnorm.get(), kEps,
-                            dfreqs.get(), djobs.get(), dnjobs.get(), static_cast<int>(jobs.size()) + 1, dseq.get(), dlc.get(),
-                            sh.indexer ? 1 : 0, 0);
-      compressor_keep_cuda(du.get(), dz.get(), width, ring_rows, dseq.get(), 1, dlc.get(), sh.indexer ? 1 : 0, 0);
+      compress_entries_cuda(du.get(), dz.get(), dape.get(), m, RowFormat{d, R, sh.compact, sh.indexer}, dnorm.get(),
+                            kEps, dfreqs.get(), djobs.get(), dnjobs.get(), static_cast<int>(jobs.size()) + 1, dseq.get(),
+                            dlc.get(), sh.indexer ? 1 : 0, 0);
+      compressor_keep_cuda(du.get(), dz.get(), dape.get(), m, width, ring_rows, dseq.get(), 1, dlc.get(),
+                           sh.indexer ? 1 : 0, 0);
       DSV4_CUDA_CHECK(cudaDeviceSynchronize());
       p0 += Tc;
     }
@@ -573,7 +676,7 @@ struct AttnCase {
   int H, Dh, R, W, T, pos0, K, m;
   bool compact, bf16;  // bf16: the fast path's tensor-core kernel (compact caches)
 };
-Check attention_case(std::mt19937& rng, const AttnCase& c) {
+void attention_case(std::mt19937& rng, const AttnCase& c, std::vector<Check>& out) {
   const int H = c.H, Dh = c.Dh, R = c.R, N = Dh - R, W = c.W, T = c.T, pos0 = c.pos0, K = c.K, m = c.m;
   const bool compact = c.compact;
   const int ent_rows = (pos0 + T) / std::max(m, 1) + 1;
@@ -659,15 +762,32 @@ Check attention_case(std::mt19937& rng, const AttnCase& c) {
     for (size_t i = 0; i < ref.size(); ++i) na += double(absref[i]) * absref[i], nr += double(ref[i]) * ref[i];
     tol += std::ldexp(1.0, -8) * std::sqrt(na / nr);
   }
-  return check(str("m=", m, compact ? " compact" : " f32", c.bf16 ? " bf16" : "", " H=", H, " Dh=", Dh, " T=", T,
-                   " pos0=", pos0),
-               host(o), ref, tol);
+  const std::string name = str("m=", m, compact ? " compact" : " f32", c.bf16 ? " bf16" : "", " H=", H, " Dh=", Dh,
+                               " T=", T, " pos0=", pos0);
+  out.push_back(check(name, host(o), ref, tol));
+  // The output step (inverse RoPE, FP8 rounding for wo_a), fused into the combine where there is
+  // one, equals rope_cuda and quantize_fp8_1x128_cuda run on o afterwards, bit for bit.
+  const std::vector<float> freqs = ops::rope_frequencies(R, 160000.0f, {16.0f, 32.0f, 1.0f, 65536});
+  auto dfreqs = dev(freqs);
+  const bool fp8 = Dh % 128 == 0;
+  DeviceArray<float> o2(T * H * Dh), s1(fp8 ? T * H * Dh / 128 : 1), s2(fp8 ? T * H * Dh / 128 : 1);
+  DeviceArray<uint8_t> q1(T * H * Dh), q2(T * H * Dh);
+  sparse_attention_cuda(dq.get(), dkv.get(), dsink.get(), shape, dslot.get(), dpos.get(), T, dseq.get(), dlc.get(),
+                        m == 4 ? dsel.get() : nullptr, o2.get(), work.get(), 0,
+                        AttnOutput{dfreqs.get(), fp8 ? q2.get() : nullptr, fp8 ? s2.get() : nullptr});
+  rope_cuda(o.get(), T, H, H * Dh, Dh, N, R, dfreqs.get(), dpos.get(), true, 0);
+  out.push_back(check(name + " + inverse rope", host(o2), host(o), 0));
+  if (fp8) {
+    quantize_fp8_1x128_cuda(o.get(), T, H * Dh, q1.get(), s1.get(), T, 0);
+    out.push_back(check(name + " + fp8 codes", as_float(host(q2)), as_float(host(q1)), 0));
+    out.push_back(check(name + " + fp8 scales", host(s2), host(s1), 0));
+  }
 }
 
 std::vector<Check> op_attention(std::mt19937& rng) {
   std::vector<Check> out;
   for (auto [m, compact] : {std::pair{0, false}, std::pair{128, true}, std::pair{4, false}, std::pair{4, true}})
-    out.push_back(attention_case(rng, {64, 512, 64, 128, 5, 300, 16, m, compact, false}));
+    attention_case(rng, {64, 512, 64, 128, 5, 300, 16, m, compact, false}, out);
   return out;
 }
 
@@ -682,7 +802,7 @@ std::vector<Check> op_attention_bf16(std::mt19937& rng) {
                             AttnCase{64, 512, 64, 128, 150, 900, 100, 4, true, true},
                             AttnCase{128, 512, 64, 128, 3, 1000, 16, 128, true, true},
                             AttnCase{4, 128, 64, 16, 7, 40, 8, 4, true, true}})
-    out.push_back(attention_case(rng, c));
+    attention_case(rng, c, out);
   return out;
 }
 

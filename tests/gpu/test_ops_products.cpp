@@ -57,6 +57,65 @@ std::vector<Check> op_moe_route(std::mt19937& rng) {
   return out;
 }
 
+// Few rows: routing and grouping in one launch (moe_route_group_cuda) against moe_route_cuda then
+// moe_group_cuda, bit for bit, for every scoring function, learned and hash routing, one row to 64.
+std::vector<Check> op_moe_route_group(std::mt19937& rng) {
+  const int E = 256, k = 6, V = 50;
+  std::vector<Check> out;
+  for (int T : {1, 2, 7, 64})
+    for (ScoringFunc f : {ScoringFunc::SqrtSoftplus, ScoringFunc::Softmax, ScoringFunc::Sigmoid})
+      for (bool hash : {false, true}) {
+        std::vector<float> logits = randn(rng, T * E, 3.0f), bias = randn(rng, E, 0.1f);
+        for (float& v : logits) v = std::round(v * 8.0f) / 8.0f;  // ties between experts
+        std::vector<int32_t> ids(T), table(V * k);
+        for (int t = 0; t < T; ++t) ids[t] = static_cast<int32_t>(rng() % V);
+        for (auto& e : table) e = static_cast<int32_t>(rng() % E);
+        auto dl = dev(logits), db = dev(bias);
+        auto dids = dev(ids), dtab = dev(table);
+        const float* bp = hash ? nullptr : db.get();
+        const int32_t* tp = hash ? dtab.get() : nullptr;
+        const int n = T * k, tile_rows = 1 << 30, max_tiles = std::min(E, n);
+        struct Out {
+          DeviceArray<int32_t> ex, counts, offsets, perm, inv, ntiles;
+          DeviceArray<float> wt;
+          DeviceArray<int2> tiles;
+        };
+        auto make = [&] {  // outputs start out different: a write that is missing shows
+          return Out{DeviceArray<int32_t>(std::vector<int32_t>(n, -7)), DeviceArray<int32_t>(std::vector<int32_t>(E, 5)),
+                     DeviceArray<int32_t>(std::vector<int32_t>(E + 1, -7)), DeviceArray<int32_t>(std::vector<int32_t>(n, -7)),
+                     DeviceArray<int32_t>(std::vector<int32_t>(n, -7)), DeviceArray<int32_t>(std::vector<int32_t>(1, -7)),
+                     DeviceArray<float>(std::vector<float>(n, -7.0f)),
+                     DeviceArray<int2>(std::vector<int2>(max_tiles, int2{-7, -7}))};
+        };
+        Out two = make(), one = make();
+        moe_route_cuda(dl.get(), T, E, k, f, bp, tp, dids.get(), 1.5f, two.ex.get(), two.wt.get(), 0);
+        moe_group_cuda(two.ex.get(), T, k, E, two.counts.get(), two.offsets.get(), two.perm.get(), two.inv.get(),
+                       tile_rows, two.tiles.get(), two.ntiles.get(), 0);
+        moe_route_group_cuda(dl.get(), T, E, k, f, bp, tp, dids.get(), 1.5f, one.ex.get(), one.wt.get(),
+                             one.counts.get(), one.offsets.get(), one.perm.get(), one.inv.get(), tile_rows,
+                             one.tiles.get(), one.ntiles.get(), 0);
+        auto ints = [](const DeviceArray<int32_t>& d) {
+          std::vector<int32_t> h = host(d);
+          return std::vector<float>(h.begin(), h.end());
+        };
+        auto tile_list = [](const DeviceArray<int2>& d) {
+          std::vector<float> v;
+          for (const int2& t : host(d)) v.push_back(static_cast<float>(t.x)), v.push_back(static_cast<float>(t.y));
+          return v;
+        };
+        const std::string name = str("T=", T, " f=", static_cast<int>(f), hash ? " hash" : " learned");
+        out.push_back(check(name + " experts", ints(one.ex), ints(two.ex), 0));
+        out.push_back(check(name + " weights", host(one.wt), host(two.wt), 0));
+        out.push_back(check(name + " counts", ints(one.counts), ints(two.counts), 0));
+        out.push_back(check(name + " offsets", ints(one.offsets), ints(two.offsets), 0));
+        out.push_back(check(name + " perm", ints(one.perm), ints(two.perm), 0));
+        out.push_back(check(name + " inv", ints(one.inv), ints(two.inv), 0));
+        out.push_back(check(name + " ntiles", ints(one.ntiles), ints(two.ntiles), 0));
+        out.push_back(check(name + " tiles", tile_list(one.tiles), tile_list(two.tiles), 0));
+      }
+  return out;
+}
+
 // The routed experts of one layer through grouping, the two expert-product paths (gemv: few rows,
 // decode; grouped: many rows, prefill) and the combine, for both weight forms, against the CPU
 // with the expert inputs (x and h) rounded to bf16 as both paths round them. `pick(t, i)` is the
@@ -133,6 +192,17 @@ std::vector<Check> moe_experts_case(std::mt19937& rng, int T, int E, int k, int 
         moe_gemv_swiglu_cuda(xs.get(), m1, m3, tiles.get(), ntiles.get(), max_tiles, offsets.get(), limit, dw.get(),
                              perm.get(), hd.get(), 0);
         moe_gemv_down_cuda(hd.get(), m2, tiles.get(), ntiles.get(), max_tiles, offsets.get(), ys.get(), 0);
+        // Without the gather: the rows of x read through perm and rounded on load, the same h bit for bit.
+        DeviceArray<bf16> hg(std::vector<bf16>(n * F, __float2bfloat16(-7.0f)));
+        moe_gemv_swiglu_gather_cuda(dx.get(), k, m1, m3, tiles.get(), ntiles.get(), max_tiles, offsets.get(), limit,
+                                    dw.get(), perm.get(), hg.get(), 0);
+        auto as_f32 = [](const DeviceArray<bf16>& d) {
+          std::vector<float> v;
+          for (const bf16& b : host(d)) v.push_back(__bfloat162float(b));
+          return v;
+        };
+        out.push_back(check(str("gemv without gather", fp4 ? " (fp4 weights)" : " (bf16 weights)"), as_f32(hg),
+                            as_f32(hd), 0));
       }
       moe_combine_cuda(ys.get(), inv.get(), dsh.get(), T, k, D, result.get(), 0);
       // bf16 inputs on both sides; a float32 summation-order difference can still move an element
@@ -356,13 +426,34 @@ std::vector<Check> op_gemv(std::mt19937& rng) {
         out.push_back(check(str(kn, " M=", M, grouped ? " grouped" : "", beta ? " beta=1" : ""), host(y), ref,
                             f32_rule(K)));
       }
+    // The three forms in one launch (linear_many's decode launch) = one launch each, bit for bit.
+    std::vector<GemvArgs> mats;
+    std::vector<DeviceArray<float>> alone, together;
+    for (GemvWeights kind : {GemvWeights::F32, GemvWeights::FP8Block, GemvWeights::BF16}) {
+      GemvArgs g;
+      g.weights = kind;
+      g.M = M, g.N = N, g.K = K, g.ldw = K;
+      g.w_f32 = dw.get(), g.w_bf16 = dwb.get(), g.w_fp8 = dcodes.get(), g.w_scale = dsc.get(), g.ldw_scale = K / 128;
+      g.x = dx.get(), g.ldx = ldx, g.xq = q.get(), g.ldxq = ldx, g.xs = qs.get(), g.ldxs = M;
+      g.ldy = N;
+      alone.emplace_back(M * N);
+      together.emplace_back(M * N);
+      g.y = alone.back().get();
+      gemv_cuda(g, 0);
+      g.y = together.back().get();
+      mats.push_back(g);
+    }
+    gemv_many_cuda(mats.data(), static_cast<int>(mats.size()), 0);
+    for (size_t i = 0; i < mats.size(); ++i)
+      out.push_back(check(str("mixed launch, product ", i, " M=", M), host(together[i]), host(alone[i]), 0));
   }
   return out;
 }
 
 const OpCase kCases[] = {
     {"moe_route", op_moe_route},     {"moe_experts", op_moe_experts}, {"moe_experts_prefill", op_moe_experts_prefill},
-    {"moe_group", op_moe_group},     {"swiglu_quant", op_swiglu_quant}, {"gemm", op_gemm},
+    {"moe_group", op_moe_group},     {"moe_route_group", op_moe_route_group}, {"swiglu_quant", op_swiglu_quant},
+    {"gemm", op_gemm},
     {"gemv", op_gemv},
 };
 
