@@ -39,31 +39,36 @@ void CudaModel::attention(const DBlock& blk, int table_row, const float* a_in, f
   float* qr = scratch_->get<float>("attn.qr", rows * Q);
   float* kv = scratch_->get<float>("attn.kv", rows * Dh);
   float *cu = nullptr, *cz = nullptr, *iu = nullptr, *iz = nullptr, *iw = nullptr;
-  std::vector<std::pair<const DTensor*, float*>> proj = {{&w.wq_a, qr}, {&w.wkv, kv}};
+  std::vector<std::pair<const DTensor*, float*>> proj = {{&w.wq_a, qr}, {&w.wkv, kv}}, comp_proj, idx_proj;
   if (m > 0) {
     cu = scratch_->get<float>("comp.u", rows * w.comp.wkv.rows);
     cz = scratch_->get<float>("comp.z", rows * w.comp.wkv.rows);
-    proj.push_back({&w.comp.wkv, cu});
-    proj.push_back({&w.comp.wgate, cz});
+    comp_proj = {{&w.comp.wkv, cu}, {&w.comp.wgate, cz}};
   }
   if (m == 4) {
     iu = scratch_->get<float>("idx.u", rows * w.idx_comp.wkv.rows);
     iz = scratch_->get<float>("idx.z", rows * w.idx_comp.wkv.rows);
     iw = scratch_->get<float>("idx.w", rows * HI);
-    proj.push_back({&w.idx_comp.wkv, iu});
-    proj.push_back({&w.idx_comp.wgate, iz});
-    proj.push_back({&w.idx_wproj, iw});
+    idx_proj = {{&w.idx_comp.wkv, iu}, {&w.idx_comp.wgate, iz}, {&w.idx_wproj, iw}};
   }
-  linear_many(a, proj);
 
   // Decode: the compressors and the lightning indexer run beside the query's chain, on two side
-  // streams forked after the projections (the indexer again after the query's norm, whose FP8
-  // form it reads) and joined before the attention.
+  // streams that make their own projections of the input (the indexer forked again after the
+  // query's norm, whose FP8 form it reads); both are joined before the attention.
   const bool side = side_enabled() && m > 0 && prequantized_ && Q % 128 == 0;
   cudaStream_t s_comp = side ? side2_ : stream_, s_idx = side ? side_ : stream_;
   if (side) {
     fork_side(s_comp);
-    if (m == 4) fork_side(s_idx);
+    gemv_many_on(a, comp_proj, s_comp);
+    if (m == 4) {
+      fork_side(s_idx);
+      gemv_many_on(a, idx_proj, s_idx);
+    }
+    linear_many(a, proj);
+  } else {
+    proj.insert(proj.end(), comp_proj.begin(), comp_proj.end());
+    proj.insert(proj.end(), idx_proj.begin(), idx_proj.end());
+    linear_many(a, proj);
   }
   // Compressed entries (m > 0) and the indexer's (m = 4).
   mark("attn.compress");
@@ -84,9 +89,25 @@ void CudaModel::attention(const DBlock& blk, int table_row, const float* a_in, f
   linear(w.wq_b, qra, q);
   // Window key/value: one shared head, kv_norm, RoPE, FP8 simulation of the nope dims
   // (and, with compact caches, the RoPE dims as the cache keeps them). One launch for both.
-  rmsnorm_rope2_cuda(RmsRopeRows{q, rows, static_cast<int>(H), Dh, nullptr, 0, false},
-                     RmsRopeRows{kv, rows, 1, Dh, w.kv_norm.get(), 64, compact_}, eps, static_cast<int>(R), freqs,
-                     b.d_pos, stream_);
+  // Decode (one row per sequence): that launch also writes the key in the attention's compact
+  // chunk form and into the window ring (the attention's encode and window-keep steps).
+  AttnShape shape{static_cast<int>(H), static_cast<int>(Dh), static_cast<int>(R), c_.sliding_window, m,
+                  static_cast<int>(K), static_cast<float>(1.0 / std::sqrt(static_cast<double>(Dh))), compact_};
+  const int64_t max_pos = 4 * b.idx_max_count;  // the largest end position (capacity, for graphs) in this batch
+  shape.max_keys = static_cast<int>(std::min<int64_t>(
+      INT32_MAX, c_.sliding_window + (m == 4 ? std::min<int64_t>(K, max_pos / 4) : m > 0 ? max_pos / m : 0)));
+  shape.bf16_products = compact_;  // the fast precision: bf16 tensor cores (attention.cu)
+  float* work = scratch_->get<float>("attn.work", std::max<int64_t>(1, sparse_attention_work(rows, shape)));
+  RmsRopeRows key{kv, rows, 1, Dh, w.kv_norm.get(), 64, compact_};
+  const bool encoded = side_enabled() && rows == b.nseq && sparse_attention_chunk(work, rows, shape, &key.enc);
+  if (encoded) {
+    key.encode = true;
+    key.ring_caches = caches;
+    key.slot = b.d_slot;
+    key.W = c_.sliding_window;
+  }
+  rmsnorm_rope2_cuda(RmsRopeRows{q, rows, static_cast<int>(H), Dh, nullptr, 0, false}, key, eps, static_cast<int>(R),
+                     freqs, b.d_pos, stream_);
 
   // The lightning indexer (m = 4): its query heads, scores over the indexer entries, top-k.
   int32_t* selected = nullptr;
@@ -126,20 +147,13 @@ void CudaModel::attention(const DBlock& blk, int table_row, const float* a_in, f
   // Window rows, then compressed entries, in one softmax with the sink; then the inverse RoPE.
   mark("attn.core");
   float* o = scratch_->get<float>("attn.o", rows * H * Dh);
-  AttnShape shape{static_cast<int>(H), static_cast<int>(Dh), static_cast<int>(R), c_.sliding_window, m,
-                  static_cast<int>(K), static_cast<float>(1.0 / std::sqrt(static_cast<double>(Dh))), compact_};
-  const int64_t max_pos = 4 * b.idx_max_count;  // the largest end position (capacity, for graphs) in this batch
-  shape.max_keys = static_cast<int>(std::min<int64_t>(
-      INT32_MAX, c_.sliding_window + (m == 4 ? std::min<int64_t>(K, max_pos / 4) : m > 0 ? max_pos / m : 0)));
-  shape.bf16_products = compact_;  // the fast precision: bf16 tensor cores (attention.cu)
-  float* work = scratch_->get<float>("attn.work", std::max<int64_t>(1, sparse_attention_work(rows, shape)));
   // The inverse RoPE and (decode) wo_a's FP8 input come out of the attention's last step.
   Act oa = act("attn.o", o, rows, H * Dh);
   if (prequantized_ && Dh % 128 == 0) adopt_quantized(oa);
   const bool kept = sparse_attention_cuda(q, kv, w.sink.get(), shape, b.d_slot, b.d_pos, rows, b.d_seqs, caches,
                                           selected, o, work, stream_,
-                                          AttnOutput{freqs, oa.q, oa.qs, rows == b.nseq});
-  if (!kept)
+                                          AttnOutput{freqs, oa.q, oa.qs, rows == b.nseq && !encoded, encoded});
+  if (!kept && !encoded)
     window_keep_cuda(kv, RowFormat{static_cast<int>(Dh), static_cast<int>(R), compact_, false}, c_.sliding_window,
                      b.d_seqs, b.nseq, caches, stream_);
 
@@ -166,28 +180,31 @@ void CudaModel::moe(const DMoe& w, const float* a_in, float* out) {
   float* logits = scratch_->get<float>("moe.logits", rows * E);
   float* sg = scratch_->get<float>("moe.sg", rows * F);
   float* su = scratch_->get<float>("moe.su", rows * F);
-  linear_many(a, {{&w.gate, logits}, {&w.sw1, sg}, {&w.sw3, su}});  // the gate and the shared expert's inputs
   int32_t* experts = scratch_->get<int32_t>("moe.experts", rows * k);
   float* weights = scratch_->get<float>("moe.weights", rows * k);
-  // Shared expert (weight 1) on every row; decode: on the side stream, beside the routed experts
-  // (joined before the combine).
-  const bool side = side_enabled() && w.sw2.kind == GemmKind::FP8Block && F % 128 == 0;
+  // Shared expert (weight 1) on every row; decode: all of it on the side stream, beside the gate,
+  // the routing and the routed experts (joined before the combine).
+  const bool side = side_enabled() && prequantized_ && w.sw2.kind == GemmKind::FP8Block && F % 128 == 0;
   float* sh = scratch_->get<float>("moe.sh", rows * F);
   float* ysh = scratch_->get<float>("moe.ysh", rows * D);
   Act sha = act("moe.sh", sh, rows, F);
   if (side) {
     adopt_quantized(sha);  // (allocates before the fork: the side stream never waits on a resize)
     fork_side(side_);
+    gemv_many_on(a, {{&w.sw1, sg}, {&w.sw3, su}}, side_);
+    linear_many(a, {{&w.gate, logits}});
     swiglu_quant_cuda(sg, su, rows, F, limit, sh, sha.q, sha.qs, side_);
     GemvArgs g;
     DSV4_CHECK(gemv_args(w.sw2, 0, w.sw2.rows, sha, 0, ysh, w.sw2.rows, 0.0f, 0, 0, g), "cuda",
                "the shared expert's down projection does not fit the few-row kernel");
     gemv_cuda(g, side_);
   } else if (gemv_enabled_ && w.sw2.kind == GemmKind::FP8Block && rows <= kGemvMaxRows && F % 128 == 0) {  // decode: one launch
+    linear_many(a, {{&w.gate, logits}, {&w.sw1, sg}, {&w.sw3, su}});  // the gate and the shared expert's inputs
     adopt_quantized(sha);
     swiglu_quant_cuda(sg, su, rows, F, limit, sh, sha.q, sha.qs, stream_);
     linear(w.sw2, sha, ysh);
   } else {
+    linear_many(a, {{&w.gate, logits}, {&w.sw1, sg}, {&w.sw3, su}});
     swiglu_cuda(sg, su, rows, F, limit, nullptr, nullptr, sh, stream_);
     linear(w.sw2, sha, ysh);
   }
@@ -264,6 +281,10 @@ void CudaModel::moe(const DMoe& w, const float* a_in, float* out) {
   toc(timer);
   mark("moe.combine");
   if (side) join_side(side_);
+  if (moe_combine_to_) {  // decode: the next sub-layer's hc_pre_fused_cuda combines them (run_block)
+    *moe_combine_to_ = {ys, inv, ysh, k};
+    return;
+  }
   moe_combine_cuda(ys, inv, ysh, rows, k, D, out, stream_);
 }
 

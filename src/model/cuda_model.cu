@@ -221,6 +221,7 @@ size_t CudaModel::cache_fixed_bytes() const {
 void CudaModel::prepare(const std::vector<SeqChunk>& batch, bool mtp, bool for_graph) {
   BatchDesc& b = *batch_;
   b = BatchDesc{};
+  pending_post_ = {}, moe_combine_to_ = nullptr;  // (left by a forward that threw)
   std::map<int, std::vector<CompressJob>> jobs;
   std::map<int, int> capacity;
   int64_t max_end = 0, max_cap = 0;
@@ -354,6 +355,19 @@ void CudaModel::linear_many(Act& x, const std::vector<std::pair<const DTensor*, 
     }
   }
   flush();
+}
+
+void CudaModel::gemv_many_on(Act& x, const std::vector<std::pair<const DTensor*, float*>>& list, cudaStream_t s) {
+  DSV4_CHECK(static_cast<int>(list.size()) <= kGemvMaxMats, "cuda", list.size(), " products in one launch");
+  std::vector<GemvArgs> batch;
+  for (const auto& [W, y] : list) {
+    GemvArgs g;
+    DSV4_CHECK(x.q || W->kind != GemmKind::FP8Block, "cuda", "a side-stream product needs its FP8 input made first");
+    DSV4_CHECK(gemv_args(*W, 0, W->rows, x, 0, y, W->rows, 0.0f, 0, 0, g), "cuda", "a ", W->rows, "×", W->cols,
+               " product does not fit the few-row kernel");
+    batch.push_back(g);
+  }
+  if (!batch.empty()) gemv_many_cuda(batch.data(), static_cast<int>(batch.size()), s);
 }
 
 void CudaModel::gemm(const DTensor& W, int64_t w_row0, int64_t nrows, Act& x, int64_t x_col0, float* y, int64_t ldy,
@@ -503,6 +517,23 @@ int CudaModel::mix_product(const float* X, const DHc& hc, const char* name) {
   return 0;
 }
 
+HcPostArgs CudaModel::take_post() {
+  const HcPostArgs p = pending_post_;
+  if (p.Xout && pending_post_side_) join_side(side_);
+  pending_post_ = {};
+  return p;
+}
+
+// The pending hc_post as its own launches: the MoE combine into the sub-layer's o, then hc_post.
+void CudaModel::settle_post() {
+  const HcPostArgs p = take_post();
+  if (!p.Xout) return;
+  const int64_t rows = batch_->rows, n = c_.hc_mult, D = c_.hidden_size;
+  float* o = scratch_->get<float>("hc.o", rows * D);  // p.o
+  if (p.moe.ys) moe_combine_cuda(p.moe.ys, p.moe.inv, p.moe.shared, rows, p.moe.k, D, o, stream_);
+  hc_post_cuda(p.X, o, p.post, p.comb, rows, static_cast<int>(n), D, p.Xout, stream_);
+}
+
 // One block (block.cpp): two mHC-wrapped sub-layers. X [rows, n, D] moves between two buffers.
 void CudaModel::run_block(const DBlock& blk, int table_row, float*& X, std::vector<int32_t>* topk_rows) {
   const int64_t rows = batch_->rows, n = c_.hc_mult, D = c_.hidden_size;
@@ -512,11 +543,16 @@ void CudaModel::run_block(const DBlock& blk, int table_row, float*& X, std::vect
     mark("mhc");
     // Decode: the mix product and hc_pre in one launch (hc_pre_fused_cuda), else mix, then hc_pre.
     const bool fused = gemv_enabled_ && hc_pre_fused_fits(rows, static_cast<int>(n), D);
+    if (!fused) settle_post();
+    // Decode: the previous sub-layer's hc_post (pending_post_, writing X) is done first by this hc_pre.
+    const HcPostArgs first = take_post();
+    const HcPostArgs* post_first = first.Xout ? &first : nullptr;
     const int parts = fused ? 0 : mix_product(X, hc, "hc.mix");
     float* mix = fused ? nullptr : scratch_->get<float>("hc.mix", std::max(parts, 1) * rows * (hc.rows + 1));
     float* a = scratch_->get<float>("hc.a", rows * D);
-    float* post = scratch_->get<float>("hc.post", rows * n);
-    float* comb = scratch_->get<float>("hc.comb", rows * n * n);
+    // Two post/comb buffers, by X's: the fused hc_pre writes this sub-layer's while it reads the previous one's.
+    float* post = scratch_->get<float>(X == x0 ? "hc.post" : "hc.post1", rows * n);
+    float* comb = scratch_->get<float>(X == x0 ? "hc.comb" : "hc.comb1", rows * n * n);
     // Decode: hc_pre also rounds a for the sub-layer's FP8 projections (no separate quantize launch).
     // The sub-layer's Act of the same name adopts these buffers (adopt_quantized).
     Act aa = act(act_name, a, rows, D);
@@ -529,23 +565,29 @@ void CudaModel::run_block(const DBlock& blk, int table_row, float*& X, std::vect
       float* mix_row = scratch_->get<float>("hc.mix_row", rows * kHcMixRow);
       hc_pre_fused_cuda(X, hc.fn.get(), rows, static_cast<int>(n), D, hc.base.get(), hc.scale.get(), c_.rms_norm_eps,
                         c_.hc_eps, c_.hc_sinkhorn_iters, false, norm.get(), a, nullptr, nullptr, stream_, aa.q, aa.qs,
-                        mix_row);
+                        mix_row, post_first);
       fork_side(side_);
       hc_comb_cuda(mix_row, rows, static_cast<int>(n), D, hc.base.get(), hc.scale.get(), c_.rms_norm_eps, c_.hc_eps,
                    c_.hc_sinkhorn_iters, post, comb, side_);
     } else if (fused)
       hc_pre_fused_cuda(X, hc.fn.get(), rows, static_cast<int>(n), D, hc.base.get(), hc.scale.get(), c_.rms_norm_eps,
-                        c_.hc_eps, c_.hc_sinkhorn_iters, false, norm.get(), a, post, comb, stream_, aa.q, aa.qs);
+                        c_.hc_eps, c_.hc_sinkhorn_iters, false, norm.get(), a, post, comb, stream_, aa.q, aa.qs,
+                        nullptr, post_first);
     else
       hc_pre_cuda(X, mix, rows, static_cast<int>(n), D, hc.base.get(), hc.scale.get(), c_.rms_norm_eps, c_.hc_eps,
                   c_.hc_sinkhorn_iters, false, norm.get(), a, post, comb, stream_, parts, aa.q, aa.qs);
     float* o = scratch_->get<float>("hc.o", rows * D);
+    float* Xn = X == x0 ? x1 : x0;
+    if (fused) {  // decode: this hc_post (and a MoE body's combine) is left to the next fused hc_pre
+      pending_post_ = {X, o, {}, post, comb, Xn};
+      pending_post_side_ = side;
+      moe_combine_to_ = &pending_post_.moe;
+    }
     body(a, o);
+    moe_combine_to_ = nullptr;
     prequantized_ = false;
     mark("mhc");
-    if (side) join_side(side_);
-    float* Xn = X == x0 ? x1 : x0;
-    hc_post_cuda(X, o, post, comb, rows, static_cast<int>(n), D, Xn, stream_);
+    if (!fused) hc_post_cuda(X, o, post, comb, rows, static_cast<int>(n), D, Xn, stream_);
     X = Xn;
   };
   sublayer(blk.hc_attn, blk.attn_norm, "attn.a",
@@ -559,9 +601,12 @@ void CudaModel::head(const float* X, const DHc& hc, const DeviceArray<float>& no
   mark("head");
   float* y = scratch_->get<float>("head.y", rows * D);
   if (gemv_enabled_ && hc_pre_fused_fits(rows, static_cast<int>(n), D)) {  // decode: one launch
+    const HcPostArgs first = take_post();  // the last sub-layer's hc_post first
     hc_pre_fused_cuda(X, hc.fn.get(), rows, static_cast<int>(n), D, hc.base.get(), hc.scale.get(), c_.rms_norm_eps,
-                      c_.hc_eps, c_.hc_sinkhorn_iters, true, norm.get(), y, nullptr, nullptr, stream_);
+                      c_.hc_eps, c_.hc_sinkhorn_iters, true, norm.get(), y, nullptr, nullptr, stream_, nullptr, nullptr,
+                      nullptr, first.Xout ? &first : nullptr);
   } else {
+    settle_post();
     const int parts = mix_product(X, hc, "head.mix");
     float* mix = scratch_->get<float>("head.mix", std::max<int64_t>(parts, 1) * rows * (n + 1));
     hc_pre_cuda(X, mix, rows, static_cast<int>(n), D, hc.base.get(), hc.scale.get(), c_.rms_norm_eps, c_.hc_eps,
@@ -585,6 +630,7 @@ float* CudaModel::run_main(ForwardTrace* trace) {
     std::vector<int32_t> sel;
     run_block(w_.layers[l], l, X, trace ? &sel : nullptr);
     if (!trace) continue;
+    settle_post();  // the block's output, whole
     Tensor h({rows, n, D});
     download(h.ptr(), X, h.data.size(), stream_);
     DSV4_CUDA_CHECK(cudaStreamSynchronize(stream_));

@@ -225,6 +225,14 @@ class CudaModel : public Backend {
                 cudaStream_t s);
   void moe(const DMoe& w, const float* a, float* out);
   void head(const float* X, const DHc& hc, const DeviceArray<float>& norm);
+  // Decode: a sub-layer's hc_post (and the MoE sub-layer's combine before it) is left pending for
+  // the next hc_pre_fused_cuda to do first (post_first): two launches fewer per sub-layer.
+  // settle_post launches it where no fused hc_pre follows (prefill, traces).
+  HcPostArgs pending_post_{};                  // .Xout null: none pending
+  bool pending_post_side_ = false;             // its post and comb come from side_ (joined before use)
+  MoeCombineArgs* moe_combine_to_ = nullptr;   // set: moe() leaves its combine's inputs here, no launch
+  HcPostArgs take_post();  // the pending one (none: .Xout null), its side branch joined; no longer pending
+  void settle_post();
   ForwardOut finish(int64_t rows, bool want_streams, const float* X);
 
   Act act(const std::string& name, const float* x, int64_t M, int64_t K) { return Act{name, x, M, K}; }
@@ -244,6 +252,9 @@ class CudaModel : public Backend {
                  float beta, int64_t group_rows, int64_t group_stride, GemvArgs& g);
   // y_i = x · W_iᵀ for each (W_i, y_i) of the list (y_i with W_i.rows columns).
   void linear_many(Act& x, const std::vector<std::pair<const DTensor*, float*>>& list);
+  // The same as one few-row launch on stream s (a side stream): x already in its GEMM form
+  // (prequantized); every product must fit the few-row kernel.
+  void gemv_many_on(Act& x, const std::vector<std::pair<const DTensor*, float*>>& list, cudaStream_t s);
   void linear_f32(const float* x, int64_t M, int64_t K, const float* W, int64_t N, float* y, int64_t ldy);
   int mix_product(const float* X, const DHc& hc, const char* name);
   Sequence& seq(int id) const;

@@ -425,6 +425,12 @@ void output_step(int64_t rows, int H, int Dh, int R, const int32_t* pos, const A
 
 }  // namespace attn
 
+bool sparse_attention_chunk(float* work, int64_t rows, const AttnShape& a, CacheRows* chunk) {
+  if (!attn::mma_fits(a) || !work) return false;
+  *chunk = attn::chunk_rows(work, rows, a);
+  return true;
+}
+
 int64_t sparse_attention_work(int64_t rows, const AttnShape& a) {
   if (attn::mma_fits(a)) return attn::mma_work(rows, a);
   const int splits = attention_splits(rows, a);

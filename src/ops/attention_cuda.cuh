@@ -22,6 +22,8 @@ void output_step(int64_t rows, int H, int Dh, int R, const int32_t* pos, const A
 // partials and the chunk's rows in compact form), and the attention itself.
 bool mma_fits(const AttnShape& a);
 int64_t mma_work(int64_t rows, const AttnShape& a);
+// Where the chunk's rows sit in compact form in the work buffer (after the split partials).
+CacheRows chunk_rows(float* work, int64_t rows, const AttnShape& a);
 // With out.one_row_each the kernel that encodes the chunk's rows also writes them to the window ring.
 void mma_attention(const float* q, const float* kv, const float* sink, const AttnShape& a, const int32_t* slot,
                    const int32_t* pos, int64_t rows, const SeqRows* seqs, const LayerCache* caches,

@@ -371,6 +371,19 @@ int64_t encoded_bytes(int64_t rows, const AttnShape& a) {
 
 }  // namespace
 
+CacheRows chunk_rows(float* work, int64_t rows, const AttnShape& a) {
+  const int splits = mma_splits(rows, a);
+  const int64_t part_floats = splits > 1 ? rows * a.H * splits * (a.Dh + 4) : 0;
+  unsigned char* enc = reinterpret_cast<unsigned char*>(work + (part_floats + 3) / 4 * 4);
+  const int64_t N = a.Dh - a.R, nblk = (N + 63) / 64;
+  auto up16 = [](int64_t b) { return (b + 15) / 16 * 16; };
+  CacheRows chunk;
+  chunk.codes = enc;
+  chunk.scales = enc + up16(rows * N);
+  chunk.rope = reinterpret_cast<bf16*>(chunk.scales + up16(rows * nblk));
+  return chunk;
+}
+
 bool mma_fits(const AttnShape& a) {
   const int N = a.Dh - a.R;
   return a.bf16_products && a.compact && a.Dh % 16 == 0 && a.Dh <= MmaAttn::kMaxDh && N % 16 == 0 && a.R % 8 == 0 &&
@@ -388,17 +401,11 @@ void mma_attention(const float* q, const float* kv, const float* sink, const Att
                    const int32_t* selected, float* o, float* work, cudaStream_t s, const AttnOutput& out) {
   DSV4_CHECK(work, "attention", "the tensor-core attention needs its work buffer");
   const int splits = mma_splits(rows, a);
-  const int64_t part_floats = splits > 1 ? rows * a.H * splits * (a.Dh + 4) : 0;
   // The chunk's rows, encoded as the caches keep them, after the partials (16-byte aligned).
-  unsigned char* enc = reinterpret_cast<unsigned char*>(work + (part_floats + 3) / 4 * 4);
-  const int64_t N = a.Dh - a.R, nblk = (N + 63) / 64;
-  auto up16 = [](int64_t b) { return (b + 15) / 16 * 16; };
-  CacheRows chunk;
-  chunk.codes = enc;
-  chunk.scales = enc + up16(rows * N);
-  chunk.rope = reinterpret_cast<bf16*>(chunk.scales + up16(rows * nblk));
-  launch("encode_rows_kernel", encode_rows_kernel, static_cast<unsigned>(rows), 128, 0, s, kv,
-         RowFormat{a.Dh, a.R, true, false}, chunk, slot, pos, out.one_row_each ? caches : nullptr, a.W);
+  const CacheRows chunk = chunk_rows(work, rows, a);
+  if (!out.chunk_encoded)
+    launch("encode_rows_kernel", encode_rows_kernel, static_cast<unsigned>(rows), 128, 0, s, kv,
+           RowFormat{a.Dh, a.R, true, false}, chunk, slot, pos, out.one_row_each ? caches : nullptr, a.W);
   const size_t smem = mma_smem(a);
   static size_t raised = 0;
   if (smem > 48 * 1024 && smem > raised) {

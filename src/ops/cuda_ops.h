@@ -72,6 +72,14 @@ struct RmsRopeRows {
   const float* w = nullptr;
   int fp8_block = 0;
   bool round_rope = false;
+  // Optional (a compact window key, D − R a multiple of 64): the final row also written in
+  // compact form to row v of `enc` (the attention's chunk rows, sparse_attention_chunk) and, with
+  // ring_caches, to its sequence's window ring at slot pos mod W (decode: one row per sequence).
+  bool encode = false;
+  CacheRows enc{};
+  const LayerCache* ring_caches = nullptr;
+  const int32_t* slot = nullptr;
+  int W = 0;
 };
 void rmsnorm_rope2_cuda(const RmsRopeRows& a, const RmsRopeRows& b, float eps, int R, const float* freqs,
                         const int32_t* pos, cudaStream_t s);
@@ -164,10 +172,29 @@ void hc_mix_cuda(const float* X, const float* fn, int64_t T, int64_t K, int N, f
 // itself, one thread block cluster per token (the mix row summed in a fixed order: deterministic).
 // Fits T ≤ kHcMixMaxTokens, n ≤ 4, D % 128 == 0, and a GPU that runs the cluster (sm_90).
 bool hc_pre_fused_fits(int64_t T, int n, int64_t D);
+// The previous sub-layer's end for hc_pre_fused_cuda to do first (decode: two launches fewer):
+// Xout = hc_post(X, o, post, comb), o = moe_combine(moe.ys, moe.inv, moe.shared, moe.k) where
+// moe.ys is given (the MoE sub-layer's combine), else o itself. The same bits as those launches.
+struct MoeCombineArgs {
+  const float* ys = nullptr;
+  const int32_t* inv = nullptr;
+  const float* shared = nullptr;
+  int k = 0;
+};
+struct HcPostArgs {
+  const float* X = nullptr;  // [T, n, D]
+  const float* o = nullptr;  // [T, D] (unused with moe.ys)
+  MoeCombineArgs moe;
+  const float* post = nullptr;  // [T, n]
+  const float* comb = nullptr;  // [T, n, n]
+  float* Xout = nullptr;        // [T, n, D], ≠ X
+};
 void hc_pre_fused_cuda(const float* X, const float* fn, int64_t T, int n, int64_t D, const float* base, const float* scale,
                        float eps, float hc_eps, int sinkhorn_iters, bool head, const float* norm, float* a, float* post,
                        float* comb, cudaStream_t s, uint8_t* q = nullptr, float* qs = nullptr,
-                       float* mix_out = nullptr);
+                       float* mix_out = nullptr, const HcPostArgs* post_first = nullptr);
+// (post_first given: X = post_first->Xout, which it writes first, then reads; its post and comb are
+// not this launch's.)
 // With mix_out (sub-layers, not the head): post and comb are left to hc_comb_cuda, which may run
 // beside the sub-layer (they are first needed by hc_post); mix_out [T][25] gets the summed mix row
 // (24 columns for n = 4, then Σx² at column 24) they are computed from.
@@ -238,7 +265,12 @@ struct AttnOutput {
   // Every sequence of the batch has one row (decode): the chunk's rows may go to the window ring
   // before the attention (the slot a row takes held the position just leaving its window).
   bool one_row_each = false;
+  // The chunk's rows are already in the work buffer's compact form (sparse_attention_chunk).
+  bool chunk_encoded = false;
 };
+// Where the tensor-core path keeps the chunk's rows in compact form inside `work`; false when
+// that path does not take the shape (then nothing may be written there).
+bool sparse_attention_chunk(float* work, int64_t rows, const AttnShape& a, CacheRows* chunk);
 // `work`: sparse_attention_work(rows, a) floats (none when rows fill the GPU; few rows split the
 // attended rows over several blocks, whose partials meet in a combine step).
 // Returns true when it also wrote the chunk's rows to the window ring (window_keep_cuda's work:

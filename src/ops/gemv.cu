@@ -32,8 +32,10 @@ constexpr int kVec = kW == GemvWeights::FP8Block ? 16 : kW == GemvWeights::BF16 
 
 // Column steps whose weights a lane loads before it uses the first: with one 16-byte load per
 // row and step in flight, a warp waits a full memory latency per step and the SM streams at half
-// the HBM rate; four steps of raw weights (8 × 16 bytes) cost 32 registers and keep it fed.
-constexpr int kInFlight = 4;
+// the HBM rate. Three steps (6 × 16 bytes, 24 registers) keep one row's kernel at 64 registers,
+// four blocks per SM: the 512-block output projections then run in one wave (four steps need
+// ~76 registers, three blocks per SM, two waves: measured slower).
+constexpr int kInFlight = 3;
 
 // The 16 raw bytes of row n at column k (streamed: read once, not kept in L1).
 template <GemvWeights kW>
@@ -211,10 +213,10 @@ __device__ __forceinline__ void gemv_block(const GemvArgs& a, int64_t block, int
 
 // Each block runs the product whose block range holds it, in that product's weight form: one
 // form per launch (kForm), or any mix of them (kForm = kMixed: the gate in float32 and the shared
-// expert in FP8, say, in one launch; more registers, so fewer blocks per SM).
+// expert in FP8, say, in one launch).
 constexpr int kMixed = -1;
 template <int kM, int kForm>
-__global__ void __launch_bounds__(kThreads, kM == 1 ? 3 : 2)
+__global__ void __launch_bounds__(kThreads, kM == 1 ? 4 : 2)
     gemv_kernel(const __grid_constant__ GemvBatch batch) {
   __shared__ float red[kWarps][kM][kRowsPerWarp];
   int mi = 0;

@@ -245,11 +245,52 @@ __device__ __forceinline__ void cluster_arrive_relaxed() { asm volatile("barrier
 __device__ __forceinline__ void cluster_arrive() { asm volatile("barrier.cluster.arrive.release;" ::: "memory"); }
 __device__ __forceinline__ void cluster_wait() { asm volatile("barrier.cluster.wait.acquire;" ::: "memory"); }
 
+// hc_post_kernel's X' [t, :, d0 + 4g] for the slice's groups g < G (moe_combine_kernel's o first
+// where p.moe.ys is given), with their operations in their order: the same bits. Into p.Xout and
+// x_s [n][G].
+__device__ __forceinline__ void hc_post_slice(const HcPostArgs& p, int64_t t, int n, int D, int d0, int G, float4* x_s) {
+  const int64_t nD = static_cast<int64_t>(n) * D;
+  const float* post = p.post + t * n;
+  const float* comb = p.comb + t * n * n;
+  for (int g = threadIdx.x; g < G; g += blockDim.x) {
+    const int64_t d = d0 + 4 * g;
+    float4 o;
+    if (p.moe.ys) {
+      float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      for (int i = 0; i < p.moe.k; ++i) {
+        const float4 y = *reinterpret_cast<const float4*>(p.moe.ys + static_cast<int64_t>(p.moe.inv[t * p.moe.k + i]) * D + d);
+        v.x += y.x, v.y += y.y, v.z += y.z, v.w += y.w;
+      }
+      const float4 sh = *reinterpret_cast<const float4*>(p.moe.shared + t * D + d);
+      o = make_float4(sh.x + v.x, sh.y + v.y, sh.z + v.z, sh.w + v.w);
+    } else {
+      o = *reinterpret_cast<const float4*>(p.o + t * D + d);
+    }
+    float4 xp[kMaxStreams];
+#pragma unroll
+    for (int j = 0; j < kMaxStreams; ++j)
+      if (j < n) xp[j] = *reinterpret_cast<const float4*>(p.X + t * nD + j * D + d);
+    for (int k = 0; k < n; ++k) {
+      const float pk = post[k];
+      float4 v = make_float4(pk * o.x, pk * o.y, pk * o.z, pk * o.w);
+#pragma unroll
+      for (int j = 0; j < kMaxStreams; ++j)
+        if (j < n) {
+          const float c = comb[j * n + k];
+          v = make_float4(fmaf(c, xp[j].x, v.x), fmaf(c, xp[j].y, v.y), fmaf(c, xp[j].z, v.z), fmaf(c, xp[j].w, v.w));
+        }
+      *reinterpret_cast<float4*>(p.Xout + t * nD + k * D + d) = v;
+      x_s[k * G + g] = v;
+    }
+  }
+}
+
 // Dynamic shared memory: fn's share [rows][n][Ds], norm's [Ds], X[t]'s [n][Ds], y [Ds] (as float4 groups).
+// With step.Xout: X[t]'s slice is made first from the previous sub-layer's (hc_post_slice), X = step.Xout.
 __global__ void __launch_bounds__(FusedConfig::kThreads)
     hc_pre_fused_kernel(const float* X, const float* fn, int64_t T, int n, int D, const float* base, const float* scale,
                         float eps, float hc_eps, int iters, bool head, const float* norm, float* a, float* post,
-                        float* comb, uint8_t* q, float* qs, float* mix_out) {
+                        float* comb, uint8_t* q, float* qs, float* mix_out, HcPostArgs step) {
   using C = FusedConfig;
   __shared__ float red[C::kWarps][C::kCols];                // this block's warps' partial mix
   __shared__ float gather[C::kMaxClusterWide][C::kCols];    // pushed by block r: its partial mix
@@ -279,9 +320,13 @@ __global__ void __launch_bounds__(FusedConfig::kThreads)
   const float scale0 = scale[0], scale1 = head ? 0.0f : scale[1], scale2 = head ? 0.0f : scale[2];
   dev::pdl_begin();
 
-  const float* x = X + t * nD;
-  for (int i = threadIdx.x; i < items; i += C::kThreads)
-    x_s[i] = reinterpret_cast<const float4*>(x + static_cast<int64_t>(i / G) * D + d0)[i % G];
+  if (step.Xout) {
+    hc_post_slice(step, t, n, D, d0, G, x_s);
+  } else {
+    const float* x = X + t * nD;
+    for (int i = threadIdx.x; i < items; i += C::kThreads)
+      x_s[i] = reinterpret_cast<const float4*>(x + static_cast<int64_t>(i / G) * D + d0)[i % G];
+  }
   ptx::cp_async_wait<0>();
   __syncthreads();
   // The slice's mix product and Σ x², per thread, then per warp.
@@ -389,7 +434,7 @@ __global__ void hc_post_kernel(const float* X, const float* o, const float* post
   if (i >= T * n * D) return;
   const int64_t d = i % D, k = (i / D) % n, t = i / (n * D);
   float v = post[t * n + k] * o[t * D + d];
-  for (int j = 0; j < n; ++j) v += comb[t * n * n + j * n + k] * X[(t * n + j) * D + d];
+  for (int j = 0; j < n; ++j) v = fmaf(comb[t * n * n + j * n + k], X[(t * n + j) * D + d], v);  // as hc_post_slice
   Xout[i] = v;
 }
 
@@ -506,10 +551,21 @@ bool hc_pre_fused_fits(int64_t T, int n, int64_t D) {
 
 void hc_pre_fused_cuda(const float* X, const float* fn, int64_t T, int n, int64_t D, const float* base, const float* scale,
                        float eps, float hc_eps, int sinkhorn_iters, bool head, const float* norm, float* a, float* post,
-                       float* comb, cudaStream_t s, uint8_t* q, float* qs, float* mix_out) {
+                       float* comb, cudaStream_t s, uint8_t* q, float* qs, float* mix_out,
+                       const HcPostArgs* post_first) {
   DSV4_CHECK(hc_pre_fused_fits(T, n, D), "hc_pre_fused", T, " tokens, hc_mult ", n, ", D = ", D,
              " do not fit (hc_pre_fused_fits; use hc_mix_cuda + hc_pre_cuda)");
   DSV4_CHECK(!q || qs, "hc_pre_fused", "FP8 output needs scales");
+  const HcPostArgs step = post_first ? *post_first : HcPostArgs{};
+  if (post_first) {
+    const MoeCombineArgs& m = step.moe;
+    DSV4_CHECK(step.Xout == X && step.X && step.X != step.Xout && step.post && step.comb, "hc_pre_fused",
+               "the hc_post done first needs X_prev, post, comb and writes X (a buffer other than X_prev)");
+    DSV4_CHECK(m.ys ? m.inv && m.shared && m.k >= 1 : step.o != nullptr, "hc_pre_fused",
+               "the hc_post done first needs o, or the MoE combine's ys, inv, shared and k >= 1");
+    DSV4_CHECK(step.post != post && step.comb != comb, "hc_pre_fused",
+               "the hc_post done first reads post and comb while this launch writes its own: use other buffers");
+  }
   const FusedPlan plan = fused_plan(n, D);
   const size_t smem = fused_smem(head ? n : (2 + n) * n, n, D, plan.cluster);
   cudaLaunchAttribute attr[2]{};
@@ -527,7 +583,7 @@ void hc_pre_fused_cuda(const float* X, const float* fn, int64_t T, int n, int64_
   cfg.attrs = attr;
   cfg.numAttrs = pdl_enabled() ? 2 : 1;
   const cudaError_t e = cudaLaunchKernelEx(&cfg, hc_pre_fused_kernel, X, fn, T, n, static_cast<int>(D), base, scale, eps,
-                                           hc_eps, sinkhorn_iters, head, norm, a, post, comb, q, qs, mix_out);
+                                           hc_eps, sinkhorn_iters, head, norm, a, post, comb, q, qs, mix_out, step);
   DSV4_CHECK(e == cudaSuccess, "hc_pre_fused", "launch of ", T, " clusters × ", plan.cluster, " blocks (", smem,
              " B shared) failed: ", cudaGetErrorString(e));
 }

@@ -72,6 +72,11 @@ __global__ void rmsnorm_rope_kernel(RmsRopeRows a, RmsRopeRows b, float eps, int
   __syncthreads();
   for (int64_t i = threadIdx.x; i < D; i += blockDim.x)
     xr[i] = j.round_rope && i >= N ? __bfloat162float(__float2bfloat16_rn(row[i])) : row[i];
+  if (j.encode) {  // the compact row (bf16 rounding of the RoPE dims included) for the attention and the ring
+    const RowFormat f{static_cast<int>(D), R, true, false};
+    dev::write_kv_row(row, f, j.enc, v);
+    if (j.ring_caches) dev::write_kv_row(row, f, j.ring_caches[j.slot[v]].window, pos[v] % j.W);
+  }
 }
 
 int rmsnorm_threads(int64_t D) { return D >= 1024 ? 256 : D >= 256 ? 128 : 64; }

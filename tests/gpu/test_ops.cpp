@@ -374,6 +374,17 @@ std::vector<Check> op_mhc(std::mt19937& rng) {
     std::vector<float> ga, gpost, gcomb, ghy, ra, rpost, rcomb, rhy, ga2, gaq, qcodes, qcodes2, qscales, qscales2;
     std::vector<float> gad, gpostd, gcombd;
     auto append = [](std::vector<float>& to, const std::vector<float>& from) { to.insert(to.end(), from.begin(), from.end()); };
+    // The previous sub-layer's hc_post done first (post_first), from o or from the MoE combine's
+    // parts: [variant][output] got and want: X', a, post, comb (comb deferred, as decode runs it), and
+    // the head's X' and y.
+    const int kE = 6;
+    std::vector<int32_t> invf(Tf * kE);
+    std::iota(invf.begin(), invf.end(), 0);
+    std::shuffle(invf.begin(), invf.end(), rng);
+    auto dOf = dev(randn(rng, Tf * Df)), dys = dev(randn(rng, Tf * kE * Df)), dsh = dev(randn(rng, Tf * Df));
+    auto dinv = dev(invf);
+    const char* pf_out[6] = {"X'", "a", "post", "comb", "head X'", "head"};
+    std::vector<float> pf_got[2][6], pf_want[2][6];
     for (int Tk = 1; Tk <= Tf; ++Tk) {
       DeviceArray<float> fa(Tk * Df), fa2(Tk * Df), fpost(Tk * n), fcomb(Tk * n * n), fhy(Tk * Df), faq(Tk * Df);
       DeviceArray<uint8_t> fq(Tk * Df), fq2(Tk * Df);
@@ -392,6 +403,31 @@ std::vector<Check> op_mhc(std::mt19937& rng) {
       hc_pre_fused_cuda(dXf.get(), dfnf.get(), Tk, n, Df, dbase.get(), dscale.get(), kEps, kEps, 20, false, dnormf.get(),
                         fad.get(), nullptr, nullptr, 0, nullptr, nullptr, mix_row.get());
       hc_comb_cuda(mix_row.get(), Tk, n, Df, dbase.get(), dscale.get(), kEps, kEps, 20, fpostd.get(), fcombd.get(), 0);
+      for (const int moe : {0, 1}) {  // want: moe_combine_cuda, hc_post_cuda, the fused kernel; got: one launch
+        DeviceArray<float> oc(Tk * Df), Xw(Tk * nDf), Xg(Tk * nDf), Xh(Tk * nDf), aw(Tk * Df), ag(Tk * Df), hw(Tk * Df),
+            hg(Tk * Df), roww(Tk * kHcMixRow), rowg(Tk * kHcMixRow), pw(Tk * n), pg(Tk * n), cw(Tk * n * n), cg(Tk * n * n);
+        if (moe) moe_combine_cuda(dys.get(), dinv.get(), dsh.get(), Tk, kE, Df, oc.get(), 0);
+        hc_post_cuda(dXf.get(), moe ? oc.get() : dOf.get(), fpost.get(), fcomb.get(), Tk, n, Df, Xw.get(), 0);
+        hc_pre_fused_cuda(Xw.get(), dfnf.get(), Tk, n, Df, dbase.get(), dscale.get(), kEps, kEps, 20, false,
+                          dnormf.get(), aw.get(), nullptr, nullptr, 0, nullptr, nullptr, roww.get());
+        hc_comb_cuda(roww.get(), Tk, n, Df, dbase.get(), dscale.get(), kEps, kEps, 20, pw.get(), cw.get(), 0);
+        hc_pre_fused_cuda(Xw.get(), dhfnf.get(), Tk, n, Df, dhbase.get(), dhscale.get(), kEps, kEps, 20, true,
+                          dnormf.get(), hw.get(), nullptr, nullptr, 0);
+        HcPostArgs step{dXf.get(), dOf.get(), {}, fpost.get(), fcomb.get(), Xg.get()};
+        if (moe) step.moe = {dys.get(), dinv.get(), dsh.get(), kE};
+        hc_pre_fused_cuda(Xg.get(), dfnf.get(), Tk, n, Df, dbase.get(), dscale.get(), kEps, kEps, 20, false,
+                          dnormf.get(), ag.get(), nullptr, nullptr, 0, nullptr, nullptr, rowg.get(), &step);
+        hc_comb_cuda(rowg.get(), Tk, n, Df, dbase.get(), dscale.get(), kEps, kEps, 20, pg.get(), cg.get(), 0);
+        step.Xout = Xh.get();
+        hc_pre_fused_cuda(Xh.get(), dhfnf.get(), Tk, n, Df, dhbase.get(), dhscale.get(), kEps, kEps, 20, true,
+                          dnormf.get(), hg.get(), nullptr, nullptr, 0, nullptr, nullptr, nullptr, &step);
+        const DeviceArray<float>* got[6] = {&Xg, &ag, &pg, &cg, &Xh, &hg};
+        const DeviceArray<float>* want[6] = {&Xw, &aw, &pw, &cw, &Xw, &hw};
+        for (int i = 0; i < 6; ++i) {
+          append(pf_got[moe][i], host(*got[i]));
+          append(pf_want[moe][i], host(*want[i]));
+        }
+      }
       append(gad, host(fad));
       append(gpostd, host(fpostd));
       append(gcombd, host(fcombd));
@@ -422,6 +458,10 @@ std::vector<Check> op_mhc(std::mt19937& rng) {
     out.push_back(check("hc_pre_fused, comb deferred: a" + at, gad, ga, 0));
     out.push_back(check("hc_pre_fused, comb deferred: post" + at, gpostd, gpost, 0));
     out.push_back(check("hc_pre_fused, comb deferred: comb" + at, gcombd, gcomb, 0));
+    for (int moe = 0; moe < 2; ++moe)
+      for (int i = 0; i < 6; ++i)
+        out.push_back(check(str("hc_pre_fused, ", moe ? "moe_combine + " : "", "hc_post first: ", pf_out[i], at),
+                            pf_got[moe][i], pf_want[moe][i], 0));
   }
   return out;
 }
@@ -777,6 +817,28 @@ void attention_case(std::mt19937& rng, const AttnCase& c, std::vector<Check>& ou
                         AttnOutput{dfreqs.get(), fp8 ? q2.get() : nullptr, fp8 ? s2.get() : nullptr});
   rope_cuda(o.get(), T, H, H * Dh, Dh, N, R, dfreqs.get(), dpos.get(), true, 0);
   out.push_back(check(name + " + inverse rope", host(o2), host(o), 0));
+  // Decode's path: the window key's normalization launch also writes its compact chunk rows;
+  // the attention then skips its own encode step: the same key values and the same o.
+  CacheRows enc;
+  if (sparse_attention_chunk(work.get(), T, shape, &enc)) {
+    const std::vector<float> knorm = randn(rng, Dh);
+    auto dknorm = dev(knorm);
+    auto kv1 = dev(kv), kv2 = dev(kv);
+    DeviceArray<float> oa(T * H * Dh), ob(T * H * Dh), work2(work.size());
+    RmsRopeRows k1{kv1.get(), T, 1, Dh, dknorm.get(), 64, compact};
+    rmsnorm_rope2_cuda(RmsRopeRows{}, k1, kEps, R, dfreqs.get(), dpos.get(), 0);
+    sparse_attention_cuda(dq.get(), kv1.get(), dsink.get(), shape, dslot.get(), dpos.get(), T, dseq.get(), dlc.get(),
+                          m == 4 ? dsel.get() : nullptr, oa.get(), work.get(), 0);
+    RmsRopeRows k2{kv2.get(), T, 1, Dh, dknorm.get(), 64, compact};
+    k2.encode = sparse_attention_chunk(work2.get(), T, shape, &k2.enc);
+    rmsnorm_rope2_cuda(RmsRopeRows{}, k2, kEps, R, dfreqs.get(), dpos.get(), 0);
+    AttnOutput pre;
+    pre.chunk_encoded = true;
+    sparse_attention_cuda(dq.get(), kv2.get(), dsink.get(), shape, dslot.get(), dpos.get(), T, dseq.get(), dlc.get(),
+                          m == 4 ? dsel.get() : nullptr, ob.get(), work2.get(), 0, pre);
+    out.push_back(check(name + " key encoded by its norm: key", host(kv2), host(kv1), 0));
+    out.push_back(check(name + " key encoded by its norm: o", host(ob), host(oa), 0));
+  }
   if (fp8) {
     quantize_fp8_1x128_cuda(o.get(), T, H * Dh, q1.get(), s1.get(), T, 0);
     out.push_back(check(name + " + fp8 codes", as_float(host(q2)), as_float(host(q1)), 0));
