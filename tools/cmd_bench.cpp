@@ -1,5 +1,5 @@
 // dsv4 bench [--layers L] [--experts E] [--batches 1,8,64] [--contexts 4096,65536] [--prefill N] [--chunk C]
-// [--steps S] [--long N] [--compare-pdl] [--json FILE]: the CUDA forward on a synthetic V4-Flash-shaped model.
+// [--steps S] [--long N] [--compare-pdl] [--compare-side] [--json FILE]: the CUDA forward on a synthetic V4-Flash-shaped model.
 #include <CLI/CLI.hpp>
 
 #include "cli.h"
@@ -26,6 +26,8 @@ int run(int argc, char** argv) {
   app.add_flag("--no-decode", no_decode, "skip the decode benchmarks");
   app.add_flag("--compare-pdl", o.compare_pdl,
                "time each decode point also without programmatic dependent launch (kernels strictly one after another)");
+  app.add_flag("--compare-side", o.compare_side,
+               "time each decode point also without the side streams (one chain of kernels, no parallel branches)");
   CLI11_PARSE(app, argc, argv);
   o.prefill = !no_prefill;
   o.decode = !no_decode;

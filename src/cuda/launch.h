@@ -66,13 +66,5 @@ __device__ __forceinline__ void pdl_begin() {
   pdl_release();
 }
 
-// Starts `bytes` (a multiple of 16, from a 16-byte-aligned address) streaming from HBM into L2
-// without waiting for them: what a kernel may do with its weights before pdl_wait().
-__device__ __forceinline__ void prefetch_l2(const void* p, uint32_t bytes) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"(bytes) : "memory");
-#endif
-}
-
 }  // namespace dev
 }  // namespace dsv4::cuda

@@ -357,7 +357,7 @@ void run_cuda_bench(const BenchOptions& o) {
         }
         std::vector<int> seqs;
         for (int b = 0; b < B; ++b) {
-          seqs.push_back(model.new_sequence(C + 3 * o.decode_steps + 32));  // eager, graph, and the --compare-pdl steps
+          seqs.push_back(model.new_sequence(C + 4 * o.decode_steps + 32));  // eager, graph, --compare-pdl/-side steps
           model.fake_context(seqs.back(), C, 100 + b);
         }
         bool graph = false;
@@ -391,12 +391,30 @@ void run_cuda_bench(const BenchOptions& o) {
           set_pdl(true);
           step();  // re-captured with PDL for what follows
         }
+        double no_side_ms = 0;
+        if (o.compare_side) {  // the same graph step without the side streams
+          model.set_side_streams(false);
+          step();
+          step();
+          DSV4_CUDA_CHECK(cudaStreamSynchronize(s));
+          Timer tn(s);
+          for (int i = 0; i < o.decode_steps; ++i) step();
+          no_side_ms = tn.ms() / o.decode_steps;
+          model.set_side_streams(true);
+          step();
+        }
+        const CudaModel::GraphStats gs = model.graph_stats();
         graph = false;
         const double bytes = decode_weight_bytes(model.weights(), c, B) + B * decode_cache_bytes(c, C, true);
         const double tps = B / (ms * 1e-3), frac = bytes / (ms * 1e-3) / bw;
         std::printf("decode B=%d C=%lld: %.2f ms/step (CUDA graph; eager launches %.2f ms), %.0f tokens/s (%.0f scaled to "
                     "43 layers), %.2f GB read/step, %.0f%% of the measured read bandwidth\n",
                     B, static_cast<long long>(C), ms, eager_ms, tps, tps / layer_scale, bytes / 1e9, 100 * frac);
+        std::printf("  graph: %zu nodes, %zu edges, %zu of them programmatic (PDL)\n", gs.nodes, gs.edges,
+                    gs.programmatic);
+        if (no_side_ms > 0)
+          std::printf("  without the side streams: %.2f ms/step (they save %.1f%%)\n", no_side_ms,
+                      100 * (1 - ms / no_side_ms));
         if (no_pdl_ms > 0) {
           std::printf("  without programmatic dependent launch: %.2f ms/step (PDL saves %.1f%%)\n", no_pdl_ms,
                       100 * (1 - ms / no_pdl_ms));

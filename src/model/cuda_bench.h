@@ -23,6 +23,8 @@ struct BenchOptions {
   bool prefill = true, decode = true;
   // Each decode point also with programmatic dependent launch off (cuda/launch.h), side by side.
   bool compare_pdl = false;
+  // ... and without the side streams (decode's parallel branches).
+  bool compare_side = false;
   // The long run: one sequence prefilled with this many tokens (in chunks of prefill_chunk),
   // then decoded, with progress, memory in use and the step time against a 4096-token
   // sequence's (0: none).

@@ -1,6 +1,7 @@
 // The CUDA model (cuda_model.h): the whole forward of model.md on the GPU, in the order of
 // the CPU model (model.cpp, block.cpp); the attention and MoE sub-layers are in cuda_layers.cu.
 #include <algorithm>
+#include <cstdlib>
 #include <cmath>
 #include <set>
 
@@ -106,6 +107,7 @@ CudaModel::CudaModel(const ModelConfig& c, const Params* params, const Checkpoin
   DSV4_CHECK(params || p == Precision::Fast, "cuda", "a synthetic model has the fast precision only");
   DSV4_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   DSV4_CUDA_CHECK(cudaStreamCreateWithFlags(&side_, cudaStreamNonBlocking));
+  if (const char* v = std::getenv("DSV4_SIDE"); v && std::string(v) == "0") side_streams_ = false;
   DSV4_CUDA_CHECK(cudaStreamCreateWithFlags(&side2_, cudaStreamNonBlocking));
   DSV4_CUDA_CHECK(cudaEventCreateWithFlags(&fork_ev_, cudaEventDisableTiming));
   DSV4_CUDA_CHECK(cudaEventCreateWithFlags(&join_ev_, cudaEventDisableTiming));
@@ -138,7 +140,7 @@ void CudaModel::join_side(cudaStream_t side) {
   DSV4_CUDA_CHECK(cudaEventRecord(join_ev_, side));
   DSV4_CUDA_CHECK(cudaStreamWaitEvent(stream_, join_ev_, 0));
 }
-bool CudaModel::side_enabled() const { return gemv_enabled_ && batch_->rows <= kGemvMaxRows; }
+bool CudaModel::side_enabled() const { return side_streams_ && gemv_enabled_ && batch_->rows <= kGemvMaxRows; }
 
 std::string CudaModel::describe() const {
   return str("cuda ", precision_name(prec_), " (", w_.formats, "; caches ", compact_ ? "compact" : "float32", "; ",
@@ -683,7 +685,7 @@ void CudaModel::decode_step_graph(const std::vector<SeqChunk>& batch) {
     handles.push_back(ch.seq);
   }
   prepare(batch, false, true);
-  if (graph_ && handles == graph_seqs_ && graph_pdl_ == pdl_enabled()) {
+  if (graph_ && handles == graph_seqs_ && graph_pdl_ == pdl_enabled() && graph_side_ == side_streams_) {
     DSV4_CUDA_CHECK(cudaGraphLaunch(graph_, stream_));
   } else {
     // This step runs eagerly and sizes every scratch buffer; then the same launches are captured
@@ -698,10 +700,20 @@ void CudaModel::decode_step_graph(const std::vector<SeqChunk>& batch) {
     X = run_main(nullptr);
     head(X, w_.hc_head, w_.norm);
     DSV4_CUDA_CHECK(cudaStreamEndCapture(stream_, &g));
+    graph_stats_ = GraphStats{};
+    DSV4_CUDA_CHECK(cudaGraphGetNodes(g, nullptr, &graph_stats_.nodes));
+    DSV4_CUDA_CHECK(cudaGraphGetEdges(g, nullptr, nullptr, nullptr, &graph_stats_.edges));
+    if (graph_stats_.edges) {
+      std::vector<cudaGraphNode_t> from(graph_stats_.edges), to(graph_stats_.edges);
+      std::vector<cudaGraphEdgeData> data(graph_stats_.edges);
+      DSV4_CUDA_CHECK(cudaGraphGetEdges(g, from.data(), to.data(), data.data(), &graph_stats_.edges));
+      for (const cudaGraphEdgeData& e : data) graph_stats_.programmatic += e.type == cudaGraphDependencyTypeProgrammatic;
+    }
     DSV4_CUDA_CHECK(cudaGraphInstantiate(&graph_, g, 0));
     cudaGraphDestroy(g);
     graph_seqs_ = handles;
     graph_pdl_ = pdl_enabled();
+    graph_side_ = side_streams_;
   }
   for (const SeqChunk& ch : batch) seq(ch.seq).pos += 1;
 }

@@ -214,6 +214,14 @@ class CudaModel : public Backend {
   void set_profiling(bool on) { profiling_ = on; }
   // Few-row products through gemv_cuda (default) or always through cuBLASLt (for comparisons).
   void set_gemv(bool on) { gemv_enabled_ = on; }
+  // Decode's side streams (below) on or off (DSV4_SIDE=0 in the environment starts with them off).
+  void set_side_streams(bool on) { side_streams_ = on; }
+  // The last captured decode graph: kernel nodes, dependency edges, and how many of those are
+  // programmatic (PDL: the next kernel may start before the previous one ends).
+  struct GraphStats {
+    size_t nodes = 0, edges = 0, programmatic = 0;
+  };
+  GraphStats graph_stats() const { return graph_stats_; }
   Profile take_profile();
 
  private:
@@ -281,6 +289,9 @@ class CudaModel : public Backend {
   cudaGraphExec_t graph_ = nullptr;
   std::vector<int> graph_seqs_;
   bool graph_pdl_ = false;  // captured with programmatic dependent launches (cuda/launch.h)
+  bool graph_side_ = false;  // captured with the side streams
+  bool side_streams_ = true;
+  GraphStats graph_stats_;
   struct Timed {
     cudaEvent_t start, stop;
     double flop;
