@@ -213,15 +213,29 @@ std::vector<Check> moe_experts_case(std::mt19937& rng, int T, int E, int k, int 
   return out;
 }
 
-// Decode-sized: ~10 rows per expert (partial tiles only). D and F not multiples of 64 or 128 (row
-// and column tails), scales on both sides of 2^1.
+// Decode-sized: ~10 rows per expert (partial tiles only; the gemv in two passes of 8). D and F not
+// multiples of 64 or 128 (row and column tails), scales on both sides of 2^1. Then 6 of 64 experts
+// per token, ~3 rows each: more gemv work items (16-row slices of a tile: ~600 and ~1100) than its
+// persistent grid has blocks, so that blocks run several items of several experts.
 std::vector<Check> op_moe_experts(std::mt19937& rng) {
   const int E = 8;
   std::vector<int32_t> first(40);
   for (auto& e : first) e = static_cast<int32_t>(rng() % E);
-  return moe_experts_case(rng, 40, E, 2, 288, 160, [&](int t, int i) {
+  std::vector<Check> out = moe_experts_case(rng, 40, E, 2, 288, 160, [&](int t, int i) {
     return i == 0 ? first[t] : (first[t] + 1 + static_cast<int32_t>(rng() % (E - 1))) % E;
   });
+  const int T = 32, E_many = 64;
+  std::vector<int32_t> base(T), stride(T);  // expert base + i · stride (odd: distinct mod 64)
+  for (int t = 0; t < T; ++t) {
+    base[t] = static_cast<int32_t>(rng() % E_many);
+    stride[t] = static_cast<int32_t>(2 * (rng() % (E_many / 2)) + 1);
+  }
+  for (Check& c : moe_experts_case(rng, T, E_many, 6, 288, 160,
+                                   [&](int t, int i) { return (base[t] + i * stride[t]) % E_many; })) {
+    c.what = "64 experts: " + c.what;
+    out.push_back(c);
+  }
+  return out;
 }
 
 // Prefill-sized: one expert with ~420 rows (three full tiles and a partial one), experts of ~190
