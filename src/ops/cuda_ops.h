@@ -72,7 +72,7 @@ struct RmsRopeRows {
   const float* w = nullptr;
   int fp8_block = 0;
   bool round_rope = false;
-  // Optional (a compact window key, D − R a multiple of 64): the final row also written in
+  // Optional, second job only (a compact window key): the final row also written in
   // compact form to row v of `enc` (the attention's chunk rows, sparse_attention_chunk) and, with
   // ring_caches, to its sequence's window ring at slot pos mod W (decode: one row per sequence).
   bool encode = false;

@@ -51,10 +51,12 @@ __global__ void rmsnorm_rope_kernel(RmsRopeRows a, RmsRopeRows b, float eps, int
   int64_t v = blockIdx.x;
   const bool second = v >= a.rows * a.heads;
   if (second) v -= a.rows * a.heads;
-  const RmsRopeRows& j = second ? b : a;
-  const int64_t D = j.D;
-  const float* w = j.w;
-  float* xr = j.x + v * D;
+  // The job's fields as scalars (a reference to either parameter would copy both to the stack).
+  const int64_t D = second ? b.D : a.D;
+  const float* w = second ? b.w : a.w;
+  const int heads = second ? b.heads : a.heads, fp8_block = second ? b.fp8_block : a.fp8_block;
+  const bool round_rope = second ? b.round_rope : a.round_rope;
+  float* xr = (second ? b.x : a.x) + v * D;
   float ss = 0.0f;
   for (int64_t i = threadIdx.x; i < D; i += blockDim.x) ss += xr[i] * xr[i];
   ss = dev::block_sum(ss, scratch);
@@ -62,20 +64,20 @@ __global__ void rmsnorm_rope_kernel(RmsRopeRows a, RmsRopeRows b, float eps, int
   for (int64_t i = threadIdx.x; i < D; i += blockDim.x) row[i] = (w ? w[i] : 1.0f) * (xr[i] * inv);
   __syncthreads();
   const int64_t N = D - R;
-  const int p = pos[v / j.heads];
+  const int p = pos[v / heads];
   for (int i = threadIdx.x; i < R / 2; i += blockDim.x) dev::rope_pair(row[N + 2 * i], row[N + 2 * i + 1], freqs[i], p, false);
-  if (j.fp8_block > 0) {
+  if (fp8_block > 0) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
-    for (int64_t b0 = static_cast<int64_t>(warp) * j.fp8_block; b0 < N; b0 += static_cast<int64_t>(nwarps) * j.fp8_block)
-      dev::sim_block<false>(row, b0, min(N, b0 + j.fp8_block), lane);
+    for (int64_t b0 = static_cast<int64_t>(warp) * fp8_block; b0 < N; b0 += static_cast<int64_t>(nwarps) * fp8_block)
+      dev::sim_block<false>(row, b0, min(N, b0 + fp8_block), lane);
   }
   __syncthreads();
   for (int64_t i = threadIdx.x; i < D; i += blockDim.x)
-    xr[i] = j.round_rope && i >= N ? __bfloat162float(__float2bfloat16_rn(row[i])) : row[i];
-  if (j.encode) {  // the compact row (bf16 rounding of the RoPE dims included) for the attention and the ring
+    xr[i] = round_rope && i >= N ? __bfloat162float(__float2bfloat16_rn(row[i])) : row[i];
+  if (second && b.encode) {  // the compact row (bf16 rounding of the RoPE dims included) for the attention and the ring
     const RowFormat f{static_cast<int>(D), R, true, false};
-    dev::write_kv_row(row, f, j.enc, v);
-    if (j.ring_caches) dev::write_kv_row(row, f, j.ring_caches[j.slot[v]].window, pos[v] % j.W);
+    dev::write_kv_row(row, f, b.enc, v);
+    if (b.ring_caches) dev::write_kv_row(row, f, b.ring_caches[b.slot[v]].window, pos[v] % b.W);
   }
 }
 
