@@ -373,33 +373,26 @@ void run_cuda_bench(const BenchOptions& o) {
         for (int i = 0; i < 3; ++i) step();
         const double eager_ms = te.ms() / 3;
         graph = true;
-        step();
-        step();
-        DSV4_CUDA_CHECK(cudaStreamSynchronize(s));
-        Timer t(s);
-        for (int i = 0; i < o.decode_steps; ++i) step();
-        const double ms = t.ms() / o.decode_steps;
-        double no_pdl_ms = 0;
-        if (o.compare_pdl && pdl_enabled()) {  // the same graph step captured without PDL
-          set_pdl(false);
+        // Graph steps: two to capture and warm up, then the timed ones.
+        auto timed_graph_steps = [&] {
           step();
           step();
           DSV4_CUDA_CHECK(cudaStreamSynchronize(s));
-          Timer tn(s);
+          Timer t(s);
           for (int i = 0; i < o.decode_steps; ++i) step();
-          no_pdl_ms = tn.ms() / o.decode_steps;
+          return t.ms() / o.decode_steps;
+        };
+        const double ms = timed_graph_steps();
+        double no_pdl_ms = 0, no_side_ms = 0;
+        if (o.compare_pdl && pdl_enabled()) {  // the same graph step captured without PDL
+          set_pdl(false);
+          no_pdl_ms = timed_graph_steps();
           set_pdl(true);
           step();  // re-captured with PDL for what follows
         }
-        double no_side_ms = 0;
         if (o.compare_side) {  // the same graph step without the side streams
           model.set_side_streams(false);
-          step();
-          step();
-          DSV4_CUDA_CHECK(cudaStreamSynchronize(s));
-          Timer tn(s);
-          for (int i = 0; i < o.decode_steps; ++i) step();
-          no_side_ms = tn.ms() / o.decode_steps;
+          no_side_ms = timed_graph_steps();
           model.set_side_streams(true);
           step();
         }

@@ -93,15 +93,7 @@ __global__ void compress_entries_kernel(const float* u, const float* z, const fl
     return;
   }
   // Hadamard rotation of all d dims (the CPU's butterfly order), then FP4.
-  for (int h = 1; h < d; h *= 2) {
-    for (int t = threadIdx.x; t < d / 2; t += blockDim.x) {
-      const int j = (t / h) * 2 * h + (t % h);
-      const float a = e[j], b = e[j + h];
-      e[j] = a + b;
-      e[j + h] = a - b;
-    }
-    __syncthreads();
-  }
+  dev::hadamard_butterflies(e, d);
   const float hs = static_cast<float>(1.0 / sqrt(static_cast<double>(d)));
   for (int feat = threadIdx.x; feat < d; feat += blockDim.x) e[feat] *= hs;
   __syncthreads();

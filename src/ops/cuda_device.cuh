@@ -158,6 +158,21 @@ __device__ __forceinline__ float quantize_e4m3_block128(const float4 v, uint8_t*
   return s;
 }
 
+// The fast Walsh–Hadamard transform of v [d] in shared memory (d a power of two), unscaled: the
+// butterfly stages in the CPU's order (h = 1, 2, 4, ...), the block's threads splitting each
+// stage, a barrier after each (so after the last too).
+__device__ __forceinline__ void hadamard_butterflies(float* v, int d) {
+  for (int h = 1; h < d; h *= 2) {
+    for (int t = threadIdx.x; t < d / 2; t += blockDim.x) {
+      const int j = (t / h) * 2 * h + (t % h);
+      const float a = v[j], b = v[j + h];
+      v[j] = a + b;
+      v[j + h] = a - b;
+    }
+    __syncthreads();
+  }
+}
+
 // RoPE on one pair (re, im) with frequency f at position pos: θ = fp32(fp32(pos) · f).
 __device__ __forceinline__ void rope_pair(float& re, float& im, float f, int pos, bool inverse) {
   const float theta = __fmul_rn(static_cast<float>(pos), f);

@@ -30,15 +30,7 @@ __global__ void hadamard_kernel(float* x, int d, float scale) {
   float* xv = x + blockIdx.x * static_cast<int64_t>(d);
   for (int i = threadIdx.x; i < d; i += blockDim.x) v[i] = xv[i];
   __syncthreads();
-  for (int h = 1; h < d; h *= 2) {
-    for (int t = threadIdx.x; t < d / 2; t += blockDim.x) {
-      const int j = (t / h) * 2 * h + (t % h);
-      const float a = v[j], b = v[j + h];
-      v[j] = a + b;
-      v[j + h] = a - b;
-    }
-    __syncthreads();
-  }
+  dev::hadamard_butterflies(v, d);
   for (int i = threadIdx.x; i < d; i += blockDim.x) xv[i] = v[i] * scale;
 }
 
@@ -55,15 +47,7 @@ __global__ void indexer_query_kernel(float* x, int heads, int d, int R, float sc
   const int p = pos[blockIdx.x / heads], N = d - R;
   for (int i = threadIdx.x; i < R / 2; i += blockDim.x) dev::rope_pair(v[N + 2 * i], v[N + 2 * i + 1], freqs[i], p, false);
   __syncthreads();
-  for (int h = 1; h < d; h *= 2) {
-    for (int t = threadIdx.x; t < d / 2; t += blockDim.x) {
-      const int j = (t / h) * 2 * h + (t % h);
-      const float a = v[j], b = v[j + h];
-      v[j] = a + b;
-      v[j + h] = a - b;
-    }
-    __syncthreads();
-  }
+  dev::hadamard_butterflies(v, d);
   for (int i = threadIdx.x; i < d; i += blockDim.x) v[i] *= scale;
   __syncthreads();
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
