@@ -34,8 +34,8 @@ void CudaModel::attention(const DBlock& blk, int table_row, const float* a_in, f
   if (prequantized_) adopt_quantized(a);
   mark("attn.qkv");
 
-  // Every projection of the sub-layer input at once (one launch per weight form in decode):
-  // the query's low rank, the window key/value, the compressors' and the indexer's weights.
+  // The projections of the sub-layer input: the query's low rank, the window key/value, the
+  // compressors' and the indexer's weights (decode: one few-row launch, or one per stream).
   float* qr = scratch_->get<float>("attn.qr", rows * Q);
   float* kv = scratch_->get<float>("attn.kv", rows * Dh);
   float *cu = nullptr, *cz = nullptr, *iu = nullptr, *iz = nullptr, *iw = nullptr;
@@ -118,14 +118,8 @@ void CudaModel::attention(const DBlock& blk, int table_row, const float* a_in, f
     const int64_t max_count = b.idx_max_count;
     const int64_t chunk = std::max<int64_t>(1, (int64_t(1) << 26) / max_count);  // 256 MiB of scores at most
     float* score = scratch_->get<float>("idx.score", std::min(rows, chunk) * max_count);
-    if (side) {  // the few-row product on the indexer's stream (qra is already in FP8)
-      GemvArgs g;
-      DSV4_CHECK(gemv_args(w.idx_wq_b, 0, w.idx_wq_b.rows, qra, 0, qI, w.idx_wq_b.rows, 0.0f, 0, 0, g), "cuda",
-                 "the indexer's query projection does not fit the few-row kernel");
-      gemv_cuda(g, s_idx);
-    } else {
-      linear(w.idx_wq_b, qra, qI);
-    }
+    if (side) gemv_many_on(qra, {{&w.idx_wq_b, qI}}, s_idx);  // (qra is already in FP8)
+    else linear(w.idx_wq_b, qra, qI);
     indexer_query_cuda(qI, rows, static_cast<int>(HI), DI, static_cast<int>(R), freqs, b.d_pos, s_idx);
     const float wscale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(DI) * HI));
     for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
@@ -194,10 +188,7 @@ void CudaModel::moe(const DMoe& w, const float* a_in, float* out) {
     gemv_many_on(a, {{&w.sw1, sg}, {&w.sw3, su}}, side_);
     linear_many(a, {{&w.gate, logits}});
     swiglu_quant_cuda(sg, su, rows, F, limit, sh, sha.q, sha.qs, side_);
-    GemvArgs g;
-    DSV4_CHECK(gemv_args(w.sw2, 0, w.sw2.rows, sha, 0, ysh, w.sw2.rows, 0.0f, 0, 0, g), "cuda",
-               "the shared expert's down projection does not fit the few-row kernel");
-    gemv_cuda(g, side_);
+    gemv_many_on(sha, {{&w.sw2, ysh}}, side_);
   } else if (gemv_enabled_ && w.sw2.kind == GemmKind::FP8Block && rows <= kGemvMaxRows && F % 128 == 0) {  // decode: one launch
     linear_many(a, {{&w.gate, logits}, {&w.sw1, sg}, {&w.sw3, su}});  // the gate and the shared expert's inputs
     adopt_quantized(sha);
