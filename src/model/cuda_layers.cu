@@ -189,14 +189,14 @@ void CudaModel::moe(const DMoe& w, const float* a_in, float* out) {
     linear_many(a, {{&w.gate, logits}});
     swiglu_quant_cuda(sg, su, rows, F, limit, sh, sha.q, sha.qs, side_);
     gemv_many_on(sha, {{&w.sw2, ysh}}, side_);
-  } else if (gemv_enabled_ && w.sw2.kind == GemmKind::FP8Block && rows <= kGemvMaxRows && F % 128 == 0) {  // decode: one launch
-    linear_many(a, {{&w.gate, logits}, {&w.sw1, sg}, {&w.sw3, su}});  // the gate and the shared expert's inputs
-    adopt_quantized(sha);
-    swiglu_quant_cuda(sg, su, rows, F, limit, sh, sha.q, sha.qs, stream_);
-    linear(w.sw2, sha, ysh);
   } else {
-    linear_many(a, {{&w.gate, logits}, {&w.sw1, sg}, {&w.sw3, su}});
-    swiglu_cuda(sg, su, rows, F, limit, nullptr, nullptr, sh, stream_);
+    linear_many(a, {{&w.gate, logits}, {&w.sw1, sg}, {&w.sw3, su}});  // the gate and the shared expert's inputs
+    if (gemv_enabled_ && w.sw2.kind == GemmKind::FP8Block && rows <= kGemvMaxRows && F % 128 == 0) {
+      adopt_quantized(sha);  // decode: the SwiGLU also writes the down projection's FP8 input
+      swiglu_quant_cuda(sg, su, rows, F, limit, sh, sha.q, sha.qs, stream_);
+    } else {
+      swiglu_cuda(sg, su, rows, F, limit, nullptr, nullptr, sh, stream_);
+    }
     linear(w.sw2, sha, ysh);
   }
 

@@ -117,7 +117,7 @@ CudaModel::CudaModel(const ModelConfig& c, const Params* params, const Checkpoin
   RopeTables rope = RopeTables::make(c_);
   w_.rope_window.assign(rope.window);
   w_.rope_compressed.assign(rope.compressed);
-  scratch_ = std::make_unique<Scratch>(stream_);
+  scratch_ = std::make_unique<Scratch>();
   batch_ = std::make_unique<BatchDesc>();
 }
 

@@ -126,7 +126,7 @@ CacheLayout cache_layout(const ModelConfig& c, int m, int64_t cap, bool compact)
 // Named device buffers that grow on demand (contents are temporaries of one forward).
 class Scratch {
  public:
-  explicit Scratch(cudaStream_t s) : stream_(s) {}
+  Scratch() = default;
   template <typename T>
   T* get(const std::string& name, size_t n) {
     DeviceArray<char>& b = bufs_[name];
@@ -140,7 +140,6 @@ class Scratch {
   size_t bytes() const;
 
  private:
-  cudaStream_t stream_;
   std::map<std::string, DeviceArray<char>> bufs_;
 };
 

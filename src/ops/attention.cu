@@ -362,18 +362,6 @@ attention_combine_kernel(const float* part, const float* sink, int H, int Dh, in
   }
 }
 
-// The output step without a combine (one split): the separate kernels.
-__global__ void output_quantize_kernel(const float* o, int64_t rows, int64_t cols, uint8_t* q, float* qs) {
-  dev::pdl_begin();
-  const int64_t w = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32;
-  const int lane = threadIdx.x & 31;
-  if (w >= rows * (cols / 128)) return;
-  const int64_t r = w / (cols / 128), b = w % (cols / 128);
-  const float4 v = *reinterpret_cast<const float4*>(o + r * cols + b * 128 + lane * 4);
-  const float sc = dev::quantize_e4m3_block128(v, q + r * cols + b * 128, lane);
-  if (lane == 0) qs[b * rows + r] = sc;
-}
-
 int attention_splits(int64_t rows, const AttnShape& a) {
   const int64_t blocks = rows * (a.H / heads_per_block(rows, a));
   const int64_t target = 264;  // two blocks on each of 132 SMs
@@ -417,9 +405,8 @@ void output_step(int64_t rows, int H, int Dh, int R, const int32_t* pos, const A
   if (out.freqs) rope_cuda(o, rows, H, static_cast<int64_t>(H) * Dh, Dh, Dh - R, R, out.freqs, pos, true, s);
   if (out.q) {
     const int64_t cols = static_cast<int64_t>(H) * Dh;
-    DSV4_CHECK(out.qs && cols % 128 == 0, "attention", "an FP8 output needs scales and H·head_dim % 128 == 0");
-    launch("output_quantize_kernel", output_quantize_kernel,
-           static_cast<unsigned>((rows * (cols / 128) * 32 + 255) / 256), 256, 0, s, o, rows, cols, out.q, out.qs);
+    DSV4_CHECK(out.qs, "attention", "an FP8 output needs scales");
+    quantize_fp8_1x128_cuda(o, rows, cols, out.q, out.qs, rows, s);
   }
 }
 

@@ -27,8 +27,9 @@ constexpr int kThreads = 256;
 constexpr int kRowsPerWarp = 2;  // two output rows per warp: two independent weight streams in flight
 
 // Columns per lane per step: one 16-byte vector of weights.
+constexpr int vec_of(GemvWeights w) { return w == GemvWeights::FP8Block ? 16 : w == GemvWeights::BF16 ? 8 : 4; }
 template <GemvWeights kW>
-constexpr int kVec = kW == GemvWeights::FP8Block ? 16 : kW == GemvWeights::BF16 ? 8 : 4;
+constexpr int kVec = vec_of(kW);
 
 // Column steps whose weights a lane loads before it uses the first: with one 16-byte load per
 // row and step in flight, a warp waits a full memory latency per step and the SM streams at half
@@ -237,8 +238,6 @@ auto kernel_for(const GemvArgs* mats, int count) {
     default: return gemv_kernel<kM, static_cast<int>(GemvWeights::F32)>;
   }
 }
-
-int vec_of(GemvWeights w) { return w == GemvWeights::FP8Block ? 16 : w == GemvWeights::BF16 ? 8 : 4; }
 
 void launch_gemv(const GemvArgs* mats, int count, cudaStream_t s) {
   static int sms = 0;

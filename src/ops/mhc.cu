@@ -222,7 +222,7 @@ __global__ void __launch_bounds__(kMixThreads) hc_mix_kernel(const float* X, con
 //
 // One thread block cluster per token. Block `rank` owns the columns [d0, d0 + Ds) of every stream
 // (D in 128-column units, split as evenly as floor division gives):
-//   - before pdl_wait, its share of fn (the columns j·D + d0 .. of every row) and of norm go to
+//   - before pdl_begin, its share of fn (the columns j·D + d0 .. of every row) and of norm go to
 //     shared memory by cp.async: weights, so that load overlaps the previous kernel's tail;
 //   - its partial mix row and Σ x² are pushed into every block's shared memory (distributed shared
 //     memory), one cluster barrier, then each warp sums the partials in rank order: the same bits
