@@ -1,8 +1,8 @@
-// CUDA lightning indexer (contract in indexer.h / cuda_ops.h): the scores of every entry and
-// the top-k with the spec's tie rule, built for decode at long context (one to 64 query rows,
-// up to 262144 entries a sequence at 1M tokens).
+// CUDA lightning indexer scores (contract in indexer.h / cuda_ops.h), built for decode at long
+// context (one to 64 query rows, up to 262144 entries a sequence at 1M tokens); the top-k that
+// follows them is in topk.cu.
 //
-// Scores. One row at 262144 entries is a GEMM [HI = 64, DI = 128] × [DI, 262144] (4.3 GFLOP)
+// One row at 262144 entries is a GEMM [HI = 64, DI = 128] × [DI, 262144] (4.3 GFLOP)
 // streaming 17.8 MB of FP4 entries (64 bytes of codes + 4 scale bytes each). On the tensor
 // cores (mma.sync m16n8k16, bf16 → float32) that is 4.3 µs at the dense peak (~7 µs at what
 // mma.sync reaches) and ~4 µs of HBM on an H200:
@@ -21,15 +21,6 @@
 // More than kGroupHeads heads take several passes, the later ones adding to the scores.
 // More than kFewRows rows (prefill) go to indexer_prefill.cu, where query rows share each
 // entry tile.
-//
-// Top-k. A radix select of the K-th largest key (8-bit digits from the top) by a thread block
-// cluster of 1..8 blocks per row: each block keeps its slice of the row in shared memory, the
-// blocks' digit histograms meet through distributed shared memory (one cluster barrier a
-// digit), and the final pass keeps every key above the threshold and the first `remaining`
-// keys equal to it in index order (ranks over blocks, warps and lanes, all exact). No global
-// scratch, no atomics outside shared memory: deterministic and safe in a captured graph.
-#include <cooperative_groups.h>
-
 #include <algorithm>
 
 #include "cuda/check.h"
@@ -41,7 +32,6 @@ namespace dsv4::cuda {
 
 namespace {
 
-namespace cg = cooperative_groups;
 using namespace indexer;
 
 // ---- scores ----------------------------------------------------------------------------------------
@@ -235,226 +225,6 @@ void launch_scores(const float* qI, const float* w, float w_scale, int64_t rows,
   launch("indexer_scores_kernel", indexer_scores_kernel<DI>, grid, T::kThreads, smem, s, qI, w, w_scale, HI, slot, pos, caches, compact, score, ld);
 }
 
-// ---- top-k -----------------------------------------------------------------------------------------
-
-// Config: one cluster of `cluster` blocks per row (chosen by topk_cluster), block b of it owns
-// the row slice [b·L, (b+1)·L) and its warps consecutive sub-slices, so block, warp and lane
-// order is index order.
-struct TopkConfig {
-  static constexpr int kThreads = 1024, kWarps = kThreads / 32;
-  static constexpr int kMaxCluster = 8;              // the portable cluster size
-  static constexpr int kMaxClusterWide = 16;         // non-portable, where the GPU co-schedules it (H100/H200)
-  static constexpr int kDigitBits = 8, kBuckets = 1 << kDigitBits, kRounds = 32 / kDigitBits;
-  static constexpr int kMaxCachedKeys = 48 * 1024;   // a slice's keys in shared memory: 192 KiB
-  static constexpr int kMinSliceKeys = 4096;         // shorter slices do not pay for a cluster's barriers
-  static_assert(kWarps <= 32 && kMaxClusterWide <= 32, "one warp scans the warps and the blocks");
-  static_assert(kBuckets % 32 == 0 && kBuckets <= kThreads, "one thread per bucket, whole lanes per bucket run");
-};
-
-// Order-preserving key of a float (larger float -> larger key; -0 as +0).
-__device__ __forceinline__ uint32_t order_key(float v) {
-  uint32_t u = __float_as_uint(v == 0.0f ? 0.0f : v);
-  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-}
-
-__global__ void __launch_bounds__(TopkConfig::kThreads)
-    topk_kernel(const float* score, int64_t ld, const int32_t* pos, int ratio, int K, int32_t* idx, int cached_keys) {
-  dev::pdl_begin();
-  using C = TopkConfig;
-  extern __shared__ uint32_t keys[];  // [cached_keys]: the slice's keys when it fits
-  __shared__ uint32_t hist[2][C::kBuckets];  // double-buffered: others may still read the last digit's
-  __shared__ uint32_t total[C::kBuckets];
-  __shared__ int warp_gt[C::kWarps], warp_eq[C::kWarps], warp_tie0[C::kWarps], warp_out0[C::kWarps];
-  __shared__ int block_counts[2];  // keys of the slice above / at the threshold (read by the cluster)
-  __shared__ int sh_digit, sh_above, sh_in_bucket;
-  const cg::cluster_group cluster = cg::this_cluster();
-  const int nblocks = static_cast<int>(cluster.num_blocks()), rank = static_cast<int>(cluster.block_rank());
-  const int64_t r = blockIdx.x / nblocks;
-  const int count = (pos[r] + 1) / ratio;
-  int32_t* out = idx + r * K;
-  if (count <= K) {  // the whole cluster leaves: no shared memory was shared
-    if (rank == 0)
-      for (int i = threadIdx.x; i < K; i += blockDim.x) out[i] = i < count ? i : -1;
-    return;
-  }
-  const float* s = score + r * ld;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const uint32_t lanes_below = (1u << lane) - 1u;
-  const int L = ((count + nblocks - 1) / nblocks + 31) / 32 * 32;
-  const int lo = min(count, rank * L), hi = min(count, lo + L);
-  const int Lw = ((L + C::kWarps - 1) / C::kWarps + 31) / 32 * 32;
-  const int wlo = min(hi, lo + warp * Lw), whi = min(hi, wlo + Lw);
-  const bool cached = L <= cached_keys;
-  auto key_at = [&](int i) { return cached ? keys[i - lo] : order_key(s[i]); };
-  if (cached) {
-#pragma unroll 8
-    for (int i = lo + threadIdx.x; i < hi; i += blockDim.x) keys[i - lo] = order_key(s[i]);
-  }
-
-  // Radix select: after each digit, prefix/mask hold the threshold's top bits and `remaining` the
-  // keys still to take among those sharing them.
-  uint32_t prefix = 0, mask = 0;
-  int remaining = K;
-  for (int round = 0; round < C::kRounds; ++round) {
-    const int shift = 32 - C::kDigitBits * (round + 1);
-    uint32_t* h = hist[round & 1];
-    for (int b = threadIdx.x; b < C::kBuckets; b += blockDim.x) h[b] = 0;
-    __syncthreads();
-    for (int base = lo; base < hi; base += blockDim.x) {  // warp-uniform trip count
-      const int i = base + threadIdx.x;
-      const uint32_t key = i < hi ? key_at(i) : 0u;
-      const bool cand = i < hi && (key & mask) == prefix;
-      if (__any_sync(0xffffffffu, cand)) {  // equal digits of a warp add once (rows of equal scores)
-        const uint32_t digit = cand ? (key >> shift) & (C::kBuckets - 1) : C::kBuckets;
-        const uint32_t peers = __match_any_sync(0xffffffffu, digit);
-        if (cand && lane == __ffs(peers) - 1) atomicAdd(&h[digit], __popc(peers));
-      }
-    }
-    cluster.sync();  // every block's histogram is complete
-    for (int b = threadIdx.x; b < C::kBuckets; b += blockDim.x) {
-      uint32_t sum = 0;
-      for (int q = 0; q < nblocks; ++q) sum += cluster.map_shared_rank(h, q)[b];
-      total[b] = sum;
-    }
-    __syncthreads();
-    if (warp == 0) {  // lane l scans buckets from the top: kBuckets − 1 − (l·run .. l·run + run − 1)
-      constexpr int kRun = C::kBuckets / 32;
-      int run_sum = 0;
-#pragma unroll
-      for (int j = 0; j < kRun; ++j) run_sum += static_cast<int>(total[C::kBuckets - 1 - (lane * kRun + j)]);
-      int incl = run_sum;
-      for (int o = 1; o < 32; o <<= 1) {
-        const int v = __shfl_up_sync(0xffffffffu, incl, o);
-        if (lane >= o) incl += v;
-      }
-      int above = incl - run_sum;
-      if (above < remaining && remaining <= incl) {
-        for (int j = 0; j < kRun; ++j) {
-          const int b = C::kBuckets - 1 - (lane * kRun + j), n = static_cast<int>(total[b]);
-          if (above + n >= remaining) {
-            sh_digit = b, sh_above = above, sh_in_bucket = n;
-            break;
-          }
-          above += n;
-        }
-      }
-    }
-    __syncthreads();
-    prefix |= static_cast<uint32_t>(sh_digit) << shift;
-    mask |= static_cast<uint32_t>(C::kBuckets - 1) << shift;
-    remaining -= sh_above;
-    if (sh_in_bucket == remaining) break;  // the whole bucket is taken: no need to tell its keys apart
-  }
-
-  // Keys above the threshold (masked key > prefix) and at it, per warp, block and cluster.
-  int gt = 0, eq = 0;
-  for (int i = wlo + lane; i < whi; i += 32) {
-    const uint32_t m = key_at(i) & mask;
-    gt += m > prefix;
-    eq += m == prefix;
-  }
-  gt = __reduce_add_sync(0xffffffffu, gt);
-  eq = __reduce_add_sync(0xffffffffu, eq);
-  if (lane == 0) warp_gt[warp] = gt, warp_eq[warp] = eq;
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    int bg = 0, be = 0;
-    for (int v = 0; v < C::kWarps; ++v) bg += warp_gt[v], be += warp_eq[v];
-    block_counts[0] = bg, block_counts[1] = be;
-  }
-  cluster.sync();
-  if (warp == 0) {
-    // Ties before this block (E) and outputs before it (O): blocks before it take all their keys
-    // above and the first of the `remaining` ties.
-    int bg = 0, be = 0;
-    if (lane < nblocks) {
-      const int* bc = cluster.map_shared_rank(block_counts, lane);
-      bg = bc[0], be = bc[1];
-    }
-    int e_incl = be;
-    for (int o = 1; o < 32; o <<= 1) {
-      const int v = __shfl_up_sync(0xffffffffu, e_incl, o);
-      if (lane >= o) e_incl += v;
-    }
-    const int bsel = bg + max(0, min(be, remaining - (e_incl - be)));
-    int o_incl = bsel;
-    for (int o = 1; o < 32; o <<= 1) {
-      const int v = __shfl_up_sync(0xffffffffu, o_incl, o);
-      if (lane >= o) o_incl += v;
-    }
-    const int block_tie0 = __shfl_sync(0xffffffffu, e_incl - be, rank);
-    const int block_out0 = __shfl_sync(0xffffffffu, o_incl - bsel, rank);
-    // The same over the block's warps.
-    const int wg = lane < C::kWarps ? warp_gt[lane] : 0, we = lane < C::kWarps ? warp_eq[lane] : 0;
-    int we_incl = we;
-    for (int o = 1; o < 32; o <<= 1) {
-      const int v = __shfl_up_sync(0xffffffffu, we_incl, o);
-      if (lane >= o) we_incl += v;
-    }
-    const int tie0 = block_tie0 + we_incl - we;
-    const int wsel = wg + max(0, min(we, remaining - tie0));
-    int ws_incl = wsel;
-    for (int o = 1; o < 32; o <<= 1) {
-      const int v = __shfl_up_sync(0xffffffffu, ws_incl, o);
-      if (lane >= o) ws_incl += v;
-    }
-    if (lane < C::kWarps) warp_tie0[lane] = tie0, warp_out0[lane] = block_out0 + ws_incl - wsel;
-  }
-  cluster.sync();  // no block leaves while another reads its shared memory; warp bases are set
-
-  // Each warp walks its sub-slice in index order: ties ranked by ballots, outputs compacted.
-  int tie = warp_tie0[warp], o = warp_out0[warp];
-  for (int base = wlo; base < whi; base += 32) {
-    const int i = base + lane;
-    const uint32_t m = i < whi ? key_at(i) & mask : 0u;
-    const bool above = i < whi && m > prefix, at = i < whi && m == prefix;
-    const uint32_t at_mask = __ballot_sync(0xffffffffu, at);
-    const bool take = above || (at && tie + __popc(at_mask & lanes_below) < remaining);
-    const uint32_t take_mask = __ballot_sync(0xffffffffu, take);
-    if (take) out[o + __popc(take_mask & lanes_below)] = i;
-    tie += __popc(at_mask);
-    o += __popc(take_mask);
-  }
-}
-
-// Blocks per row: enough that each slice fits in shared memory, more while the GPU has idle SMs
-// and slices stay long (one decode row at 1M tokens: 16 blocks of 16384 keys where the GPU
-// co-schedules a cluster of 16); a power of two up to `max_cluster`.
-int topk_cluster(int64_t rows, int64_t ld, int sms, int max_cluster) {
-  using C = TopkConfig;
-  int fit = 1;
-  while (fit < max_cluster && (ld + fit - 1) / fit > C::kMaxCachedKeys) fit *= 2;
-  int par = 1;
-  while (par < max_cluster && rows * par * 2 <= sms && ld / (par * 2) >= C::kMinSliceKeys) par *= 2;
-  return std::max(fit, par);
-}
-
-// 16 when the kernel may form non-portable clusters of 16 blocks and the GPU can hold one at
-// the largest shared-memory size; else the portable 8. Asked once (after the shared-memory opt-in).
-int topk_max_cluster() {
-  using C = TopkConfig;
-  static int max_cluster = 0;
-  if (max_cluster) return max_cluster;
-  max_cluster = C::kMaxCluster;
-  if (cudaFuncSetAttribute(topk_kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) == cudaSuccess) {
-    cudaLaunchAttribute attr{};
-    attr.id = cudaLaunchAttributeClusterDimension;
-    attr.val.clusterDim.x = C::kMaxClusterWide;
-    attr.val.clusterDim.y = attr.val.clusterDim.z = 1;
-    cudaLaunchConfig_t cfg{};
-    cfg.gridDim = dim3(C::kMaxClusterWide);
-    cfg.blockDim = dim3(C::kThreads);
-    cfg.dynamicSmemBytes = C::kMaxCachedKeys * sizeof(uint32_t);
-    cfg.attrs = &attr;
-    cfg.numAttrs = 1;
-    int clusters = 0;
-    if (cudaOccupancyMaxActiveClusters(&clusters, topk_kernel, &cfg) == cudaSuccess && clusters >= 1)
-      max_cluster = C::kMaxClusterWide;
-  }
-  (void)cudaGetLastError();  // a refusal above is an answer, not an error to report later
-  return max_cluster;
-}
-
 }  // namespace
 
 void indexer_scores_cuda(const float* qI, const float* w, float w_scale, int64_t rows, int HI, int DI, const int32_t* slot,
@@ -470,43 +240,6 @@ void indexer_scores_cuda(const float* qI, const float* w, float w_scale, int64_t
     case 256: return launch_scores<256>(qI, w, w_scale, rows, HI, slot, pos, caches, compact, score, ld, max_count, s);
     default: throw Error("indexer", str("unsupported index_head_dim: ", DI, " (the CUDA indexer has 32, 64, 128, 256)"));
   }
-}
-
-void topk_cuda(const float* score, int64_t ld, int64_t rows, const int32_t* pos, int ratio, int K, int32_t* idx,
-               cudaStream_t s) {
-  using C = TopkConfig;
-  if (rows == 0 || K == 0) return;
-  int device = 0, sms = 0;
-  DSV4_CUDA_CHECK(cudaGetDevice(&device));
-  DSV4_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  // Opt in once to the largest slice: the kernel's static shared memory comes on top of the
-  // dynamic part, so a dynamic size just under 48 KiB already needs it.
-  static int raised = 0;
-  if (!raised) {
-    raised = C::kMaxCachedKeys * static_cast<int>(sizeof(uint32_t));
-    DSV4_CUDA_CHECK(cudaFuncSetAttribute(topk_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, raised));
-  }
-  const int cluster = topk_cluster(rows, ld, sms, topk_max_cluster());
-  const int64_t slice = ((ld + cluster - 1) / cluster + 31) / 32 * 32;
-  const int cached = static_cast<int>(std::min<int64_t>(slice, C::kMaxCachedKeys));
-  const int smem = cached * static_cast<int>(sizeof(uint32_t));
-  cudaLaunchAttribute attr[2]{};
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = static_cast<unsigned>(cluster);
-  attr[0].val.clusterDim.y = 1;
-  attr[0].val.clusterDim.z = 1;
-  attr[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;  // PDL, as cuda::launch (launch.h)
-  attr[1].val.programmaticStreamSerializationAllowed = 1;
-  cudaLaunchConfig_t cfg{};
-  cfg.gridDim = dim3(static_cast<unsigned>(rows * cluster));
-  cfg.blockDim = dim3(C::kThreads);
-  cfg.dynamicSmemBytes = static_cast<size_t>(smem);
-  cfg.stream = s;
-  cfg.attrs = attr;
-  cfg.numAttrs = pdl_enabled() ? 2 : 1;
-  const cudaError_t e = cudaLaunchKernelEx(&cfg, topk_kernel, score, ld, pos, ratio, K, idx, cached);
-  DSV4_CHECK(e == cudaSuccess, "topk", "launch of ", rows, " rows × ", cluster, " blocks (ld ", ld, ", ", smem,
-             " B shared, raised ", raised, ") failed: ", cudaGetErrorString(e));
 }
 
 }  // namespace dsv4::cuda

@@ -514,6 +514,23 @@ std::vector<Check> op_indexer(std::mt19937& rng) {
     topk_case("long topk (ties, equal row, short row)", sc, count_max, tpos);
   }
   {
+    // The select's three ways past its first digit (the top 12 bits of the key): distinct scores,
+    // whose threshold bucket holds few keys (gathered in one block); a bucket that is taken whole
+    // (500 keys at 4, 12 at 3 for K = 512); distinct keys of which 37856 share the bucket
+    // (counted by the whole cluster, digit by digit); and the same with K-th key among ties.
+    const std::vector<int32_t> tpos = {4 * count_max - 1, 4 * count_max - 1, 4 * count_max - 1, 4 * count_max - 1};
+    std::vector<float> sc(tpos.size() * count_max);
+    for (int i = 0; i < count_max; ++i) {
+      sc[i] = long_scores[i];
+      const int64_t spread = static_cast<int64_t>(i) * 7919;  // a permutation of 0 .. count_max − 1
+      sc[count_max + i] = i % 500 == 0 ? (i / 500 < 500 ? 4.0f : i / 500 < 512 ? 3.0f : 1.0f) : grid(long_scores[i], 0.25f) / 64.0f;
+      sc[2 * count_max + i] = 1.0f + static_cast<float>(spread % count_max) * 0x1p-20f;
+      sc[3 * count_max + i] = 1.0f + static_cast<float>(spread % 20000) * 0x1p-20f;
+    }
+    topk_case("long topk (distinct: gathered; a bucket taken whole; one crowded bucket, distinct and tied)", sc,
+              count_max, tpos);
+  }
+  {
     const int n = 400000;
     std::vector<float> sc(n);
     for (int i = 0; i < n; ++i) sc[i] = grid(long_scores[i % count_max], 0.25f);

@@ -1,0 +1,404 @@
+// CUDA top-k of the lightning indexer (contract in cuda_ops.h): per row the K highest scores
+// with the spec's tie rule (among equal scores the lower index wins), as entry indices in index
+// order. Built for decode at 1M tokens: one row of 262144 scores, K = 512.
+//
+// A radix select of the K-th largest order key by a thread block cluster of 1..16 blocks per
+// row. Block b of it keeps the slice [b·L, (b+1)·L) of the row in shared memory; its warps own
+// consecutive sub-slices, so block, warp and lane order is index order.
+//   1. One pass loads the slice and counts its keys by their top 12 bits (sign, exponent, three
+//      mantissa bits). The blocks add their counts into rank 0's histogram (distributed shared
+//      memory), and every block finds the bucket that holds the K-th key.
+//   2. That bucket usually holds a few hundred keys of the 262144. The blocks copy those keys
+//      into rank 0, and rank 0 alone finishes the select on them (three more digits, block
+//      barriers only). When the bucket holds more than kMaxCandidates keys (rows of equal or
+//      nearly equal scores), the whole cluster instead counts the remaining 8-bit digits over
+//      its slices, meeting once a digit.
+//   3. A counting pass and an output pass over the slices: every key above the threshold is
+//      taken, and of the keys equal to it the first `remaining` in index order (ranks over
+//      blocks, warps and lanes).
+// Each pass over the slice costs a few instructions a key, and the cluster meets seven times.
+// No global scratch and only integer atomics in shared memory: the result does not depend on
+// the order in which they land, and the kernel is safe in a captured graph.
+#include <cooperative_groups.h>
+
+#include <algorithm>
+
+#include "cuda/check.h"
+#include "cuda/launch.h"
+#include "ops/cuda_device.cuh"
+#include "ops/cuda_ops.h"
+
+namespace dsv4::cuda {
+
+namespace {
+
+namespace cg = cooperative_groups;
+
+struct TopkConfig {
+  static constexpr int kThreads = 1024, kWarps = kThreads / 32;
+  static constexpr int kMaxCluster = 8;           // the portable cluster size
+  static constexpr int kMaxClusterWide = 16;      // non-portable, where the GPU co-schedules it (H100/H200)
+  static constexpr int kTopBits = 12, kTopBuckets = 1 << kTopBits;  // the first digit
+  static constexpr int kDigitBits = 8, kBuckets = 1 << kDigitBits;  // the later ones (the last has 4 bits)
+  static constexpr int kMaxCandidates = 8192;     // keys of the first digit's bucket gathered in rank 0
+  static constexpr int kMaxCachedKeys = 32 * 1024;  // a slice's keys in shared memory: 128 KiB
+  static constexpr int kMinSliceKeys = 4096;      // shorter slices do not pay for a cluster's barriers
+  static constexpr int kLoadBatch = 4;            // keys a thread loads before counting them
+  // Dynamic shared memory after the cached keys (words): the block's first-digit histogram (later
+  // the cluster rounds' two histograms), rank 0's cluster histogram, rank 0's candidates (later the
+  // cluster rounds' totals).
+  static constexpr int kFixedWords = 2 * kTopBuckets + kMaxCandidates;
+  static_assert(kWarps == 32 && kMaxClusterWide <= 32, "one warp scans the warps and the blocks");
+  static_assert(2 * kBuckets <= kTopBuckets && kBuckets <= kMaxCandidates, "the rounds reuse the first digit's space");
+};
+using C = TopkConfig;
+
+// Order-preserving key of a float (larger float -> larger key; -0 as +0).
+__device__ __forceinline__ uint32_t order_key(float v) {
+  uint32_t u = __float_as_uint(v == 0.0f ? 0.0f : v);
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+// Adds the lanes' buckets to a shared histogram; called by whole warps. A warp whose keys share
+// one bucket (the common case in the first digit: scores of one magnitude) adds once.
+__device__ __forceinline__ void count_bucket(uint32_t* hist, uint32_t bucket, bool valid) {
+  const uint32_t lanes = __ballot_sync(0xffffffffu, valid);
+  if (!lanes) return;
+  const uint32_t first = __shfl_sync(0xffffffffu, bucket, __ffs(lanes) - 1);
+  if (__all_sync(0xffffffffu, !valid || bucket == first)) {
+    if ((threadIdx.x & 31) == static_cast<unsigned>(__ffs(lanes) - 1)) atomicAdd(&hist[first], __popc(lanes));
+  } else if (valid) {
+    atomicAdd(&hist[bucket], 1u);
+  }
+}
+
+// The bucket that holds the `remaining`-th key counting from the top bucket of counts[0, n)
+// (which may be another block's shared memory): result[0] = the bucket, [1] = the keys in the
+// buckets above it, [2] = the keys in it. Called by the whole block; 1 ≤ remaining ≤ Σ counts.
+__device__ void find_bucket(const uint32_t* counts, int n, int remaining, int* warp_sum, int* result) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int chunk = (n + C::kWarps - 1) / C::kWarps;  // warp w: buckets [n − (w + 1)·chunk, n − w·chunk)
+  int sum = 0;
+  for (int j = lane; j < chunk; j += 32) {
+    const int b = n - warp * chunk - 1 - j;
+    if (b >= 0) sum += static_cast<int>(counts[b]);
+  }
+  sum = __reduce_add_sync(0xffffffffu, sum);
+  if (lane == 0) warp_sum[warp] = sum;
+  __syncthreads();
+  if (warp == 0) {
+    auto inclusive_scan = [&](int v) {
+      for (int o = 1; o < 32; o <<= 1) {
+        const int u = __shfl_up_sync(0xffffffffu, v, o);
+        if (lane >= o) v += u;
+      }
+      return v;
+    };
+    const int v = warp_sum[lane], incl = inclusive_scan(v);
+    const int w = __ffs(__ballot_sync(0xffffffffu, incl - v < remaining && remaining <= incl)) - 1;
+    const int above_w = __shfl_sync(0xffffffffu, incl - v, w);
+    // Warp w's chunk, its lanes taking runs of `run` buckets from the top.
+    const int run = (chunk + 31) / 32, top = n - w * chunk;
+    int rs = 0;
+    for (int j = 0; j < run; ++j) {
+      const int k = lane * run + j, b = top - 1 - k;
+      if (k < chunk && b >= 0) rs += static_cast<int>(counts[b]);
+    }
+    const int rincl = inclusive_scan(rs);
+    int above = above_w + rincl - rs;
+    if (above < remaining && remaining <= above + rs) {
+      for (int j = 0; j < run; ++j) {
+        const int b = top - 1 - (lane * run + j), c = static_cast<int>(counts[b]);
+        if (above + c >= remaining) {
+          result[0] = b, result[1] = above, result[2] = c;
+          break;
+        }
+        above += c;
+      }
+    }
+  }
+  __syncthreads();
+}
+
+__global__ void __launch_bounds__(C::kThreads)
+    topk_kernel(const float* score, int64_t ld, const int32_t* pos, int ratio, int K, int32_t* idx, int cached_keys) {
+  dev::pdl_begin();
+  extern __shared__ uint32_t smem[];
+  uint32_t* keys = smem;                     // [cached_keys]: the slice's keys when it fits
+  uint32_t* hist = keys + cached_keys;       // [kTopBuckets]: this block's first digit; rounds: [2][kBuckets]
+  uint32_t* total = hist + C::kTopBuckets;   // [kTopBuckets]: rank 0, the cluster's first digit
+  uint32_t* cand = total + C::kTopBuckets;   // [kMaxCandidates]: rank 0, the candidates; rounds: the totals
+  __shared__ int warp_sum[C::kWarps], result[3];
+  __shared__ int warp_gt[C::kWarps], warp_eq[C::kWarps], warp_tie0[C::kWarps], warp_out0[C::kWarps];
+  __shared__ int block_counts[2];            // keys of the slice above / at the threshold (read by the cluster)
+  __shared__ int cand_n, cand_base, cand_fill;  // rank 0: candidates gathered; this block's place, its fill
+  __shared__ uint32_t sel_prefix, sel_mask;  // rank 0: the select's result on the candidates
+  __shared__ int sel_remaining;
+  const cg::cluster_group cluster = cg::this_cluster();
+  const int nblocks = static_cast<int>(cluster.num_blocks()), rank = static_cast<int>(cluster.block_rank());
+  const int64_t r = blockIdx.x / nblocks;
+  const int count = (pos[r] + 1) / ratio;
+  int32_t* out = idx + r * K;
+  if (count <= K) {  // the whole cluster leaves: no shared memory was shared
+    if (rank == 0)
+      for (int i = threadIdx.x; i < K; i += blockDim.x) out[i] = i < count ? i : -1;
+    return;
+  }
+  const float* s = score + r * ld;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const uint32_t lanes_below = (1u << lane) - 1u;
+  const int L = ((count + nblocks - 1) / nblocks + 31) / 32 * 32;
+  const int lo = min(count, rank * L), hi = min(count, lo + L);
+  const int Lw = ((L + C::kWarps - 1) / C::kWarps + 31) / 32 * 32;
+  const int wlo = min(hi, lo + warp * Lw), whi = min(hi, wlo + Lw);
+  const bool cached = L <= cached_keys;
+  auto key_at = [&](int i) { return cached ? keys[i - lo] : order_key(s[i]); };
+
+  // 1. The slice's keys and their first digit; the cluster's count of it in rank 0.
+  for (int b = threadIdx.x; b < C::kTopBuckets; b += blockDim.x) hist[b] = total[b] = 0;
+  if (threadIdx.x == 0) cand_n = 0;
+  __syncthreads();
+  constexpr int kShift0 = 32 - C::kTopBits;
+  for (int base = lo; base < hi; base += C::kLoadBatch * C::kThreads) {  // warp-uniform trip count
+    float v[C::kLoadBatch];
+#pragma unroll
+    for (int u = 0; u < C::kLoadBatch; ++u) {
+      const int i = base + u * C::kThreads + threadIdx.x;
+      v[u] = i < hi ? s[i] : 0.0f;
+    }
+#pragma unroll
+    for (int u = 0; u < C::kLoadBatch; ++u) {
+      const int i = base + u * C::kThreads + threadIdx.x;
+      const uint32_t key = order_key(v[u]);
+      if (cached && i < hi) keys[i - lo] = key;
+      count_bucket(hist, key >> kShift0, i < hi);
+    }
+  }
+  cluster.sync();  // every block's counts are complete; rank 0's histogram and candidate count are zero
+  uint32_t* total0 = cluster.map_shared_rank(total, 0);
+  for (int b = threadIdx.x; b < C::kTopBuckets; b += blockDim.x)
+    if (hist[b]) atomicAdd(&total0[b], hist[b]);
+  cluster.sync();
+  find_bucket(total0, C::kTopBuckets, K, warp_sum, result);
+  uint32_t prefix = static_cast<uint32_t>(result[0]) << kShift0, mask = ~0u << kShift0;
+  int remaining = K - result[1];
+  const int in_bucket = result[2];
+  const bool whole = in_bucket == remaining;  // the bucket is taken whole: the threshold is its digit
+  const bool gather = !whole && in_bucket <= C::kMaxCandidates;
+
+  // 2a. The bucket's keys gathered in rank 0, which finishes the select on them alone.
+  if (gather) {
+    if (threadIdx.x == 0) {
+      cand_base = atomicAdd(cluster.map_shared_rank(&cand_n, 0), static_cast<int>(hist[result[0]]));
+      cand_fill = 0;
+    }
+    __syncthreads();
+    uint32_t* cand0 = cluster.map_shared_rank(cand, 0);
+    for (int base = lo; base < hi; base += blockDim.x) {  // warp-uniform trip count
+      const int i = base + threadIdx.x;
+      const uint32_t key = i < hi ? key_at(i) : 0u;
+      const bool in = i < hi && (key & mask) == prefix;
+      const uint32_t lanes = __ballot_sync(0xffffffffu, in);
+      if (!lanes) continue;
+      int at = 0;
+      if (lane == 0) at = atomicAdd(&cand_fill, __popc(lanes));
+      at = __shfl_sync(0xffffffffu, at, 0);
+      if (in) cand0[cand_base + at + __popc(lanes & lanes_below)] = key;
+    }
+  }
+  cluster.sync();  // the candidates are in rank 0
+  if (gather && rank == 0) {
+    for (int done = C::kTopBits; done < 32;) {
+      const int bits = min(C::kDigitBits, 32 - done), shift = 32 - done - bits, nb = 1 << bits;
+      for (int b = threadIdx.x; b < nb; b += blockDim.x) hist[b] = 0;
+      __syncthreads();
+      for (int base = 0; base < in_bucket; base += blockDim.x) {  // warp-uniform trip count
+        const int j = base + threadIdx.x;
+        const uint32_t key = j < in_bucket ? cand[j] : 0u;
+        count_bucket(hist, (key >> shift) & (nb - 1), j < in_bucket && (key & mask) == prefix);
+      }
+      __syncthreads();
+      find_bucket(hist, nb, remaining, warp_sum, result);
+      prefix |= static_cast<uint32_t>(result[0]) << shift;
+      mask |= static_cast<uint32_t>(nb - 1) << shift;
+      remaining -= result[1];
+      done += bits;
+      if (result[2] == remaining) break;  // the whole bucket is taken: no need to tell its keys apart
+    }
+    if (threadIdx.x == 0) sel_prefix = prefix, sel_mask = mask, sel_remaining = remaining;
+  }
+  cluster.sync();  // rank 0's result is set
+  if (gather) {
+    prefix = *cluster.map_shared_rank(&sel_prefix, 0);
+    mask = *cluster.map_shared_rank(&sel_mask, 0);
+    remaining = *cluster.map_shared_rank(&sel_remaining, 0);
+  }
+
+  // 2b. Otherwise the cluster counts the later digits over its slices, meeting once a digit (the
+  // histograms double-buffered: a block may still read the last digit's of another).
+  if (!whole && !gather) {
+    for (int done = C::kTopBits, round = 0; done < 32; ++round) {
+      const int bits = min(C::kDigitBits, 32 - done), shift = 32 - done - bits, nb = 1 << bits;
+      uint32_t* h = hist + (round & 1) * C::kBuckets;
+      for (int b = threadIdx.x; b < nb; b += blockDim.x) h[b] = 0;
+      __syncthreads();
+      for (int base = lo; base < hi; base += blockDim.x) {  // warp-uniform trip count
+        const int i = base + threadIdx.x;
+        const uint32_t key = i < hi ? key_at(i) : 0u;
+        count_bucket(h, (key >> shift) & (nb - 1), i < hi && (key & mask) == prefix);
+      }
+      cluster.sync();  // every block's histogram is complete
+      for (int b = threadIdx.x; b < nb; b += blockDim.x) {
+        uint32_t sum = 0;
+        for (int q = 0; q < nblocks; ++q) sum += cluster.map_shared_rank(h, q)[b];
+        cand[b] = sum;
+      }
+      __syncthreads();
+      find_bucket(cand, nb, remaining, warp_sum, result);
+      prefix |= static_cast<uint32_t>(result[0]) << shift;
+      mask |= static_cast<uint32_t>(nb - 1) << shift;
+      remaining -= result[1];
+      done += bits;
+      if (result[2] == remaining) break;
+    }
+  }
+
+  // 3. Keys above the threshold (masked key > prefix) and at it, per warp, block and cluster.
+  int gt = 0, eq = 0;
+  for (int i = wlo + lane; i < whi; i += 32) {
+    const uint32_t m = key_at(i) & mask;
+    gt += m > prefix;
+    eq += m == prefix;
+  }
+  gt = __reduce_add_sync(0xffffffffu, gt);
+  eq = __reduce_add_sync(0xffffffffu, eq);
+  if (lane == 0) warp_gt[warp] = gt, warp_eq[warp] = eq;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int bg = 0, be = 0;
+    for (int v = 0; v < C::kWarps; ++v) bg += warp_gt[v], be += warp_eq[v];
+    block_counts[0] = bg, block_counts[1] = be;
+  }
+  cluster.sync();
+  if (warp == 0) {
+    auto inclusive_scan = [&](int v) {
+      for (int o = 1; o < 32; o <<= 1) {
+        const int u = __shfl_up_sync(0xffffffffu, v, o);
+        if (lane >= o) v += u;
+      }
+      return v;
+    };
+    // Ties before this block (E) and outputs before it (O): blocks before it take all their keys
+    // above and the first of the `remaining` ties.
+    int bg = 0, be = 0;
+    if (lane < nblocks) {
+      const int* bc = cluster.map_shared_rank(block_counts, lane);
+      bg = bc[0], be = bc[1];
+    }
+    const int e_incl = inclusive_scan(be);
+    const int bsel = bg + max(0, min(be, remaining - (e_incl - be)));
+    const int o_incl = inclusive_scan(bsel);
+    const int block_tie0 = __shfl_sync(0xffffffffu, e_incl - be, rank);
+    const int block_out0 = __shfl_sync(0xffffffffu, o_incl - bsel, rank);
+    // The same over the block's warps.
+    const int wg = warp_gt[lane], we = warp_eq[lane];
+    const int we_incl = inclusive_scan(we);
+    const int tie0 = block_tie0 + we_incl - we;
+    const int wsel = wg + max(0, min(we, remaining - tie0));
+    const int ws_incl = inclusive_scan(wsel);
+    warp_tie0[lane] = tie0, warp_out0[lane] = block_out0 + ws_incl - wsel;
+  }
+  cluster.sync();  // no block leaves while another reads its shared memory; warp bases are set
+
+  // Each warp walks its sub-slice in index order: ties ranked by ballots, outputs compacted.
+  int tie = warp_tie0[warp], o = warp_out0[warp];
+  for (int base = wlo; base < whi; base += 32) {
+    const int i = base + lane;
+    const uint32_t m = i < whi ? key_at(i) & mask : 0u;
+    const bool above = i < whi && m > prefix, at = i < whi && m == prefix;
+    const uint32_t at_mask = __ballot_sync(0xffffffffu, at);
+    const bool take = above || (at && tie + __popc(at_mask & lanes_below) < remaining);
+    const uint32_t take_mask = __ballot_sync(0xffffffffu, take);
+    if (take) out[o + __popc(take_mask & lanes_below)] = i;
+    tie += __popc(at_mask);
+    o += __popc(take_mask);
+  }
+}
+
+constexpr int smem_bytes(int cached) { return (cached + C::kFixedWords) * static_cast<int>(sizeof(uint32_t)); }
+
+// Blocks per row: enough that each slice fits in shared memory, more while the GPU has idle SMs
+// and slices stay long (one decode row at 1M tokens: 16 blocks of 16384 keys where the GPU
+// co-schedules a cluster of 16); a power of two up to `max_cluster`.
+int topk_cluster(int64_t rows, int64_t ld, int sms, int max_cluster) {
+  int fit = 1;
+  while (fit < max_cluster && (ld + fit - 1) / fit > C::kMaxCachedKeys) fit *= 2;
+  int par = 1;
+  while (par < max_cluster && rows * par * 2 <= sms && ld / (par * 2) >= C::kMinSliceKeys) par *= 2;
+  return std::max(fit, par);
+}
+
+// 16 when the kernel may form non-portable clusters of 16 blocks and the GPU can hold one at
+// the largest shared-memory size; else the portable 8. Asked once (after the shared-memory opt-in).
+int topk_max_cluster() {
+  static int max_cluster = 0;
+  if (max_cluster) return max_cluster;
+  max_cluster = C::kMaxCluster;
+  if (cudaFuncSetAttribute(topk_kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) == cudaSuccess) {
+    cudaLaunchAttribute attr{};
+    attr.id = cudaLaunchAttributeClusterDimension;
+    attr.val.clusterDim.x = C::kMaxClusterWide;
+    attr.val.clusterDim.y = attr.val.clusterDim.z = 1;
+    cudaLaunchConfig_t cfg{};
+    cfg.gridDim = dim3(C::kMaxClusterWide);
+    cfg.blockDim = dim3(C::kThreads);
+    cfg.dynamicSmemBytes = smem_bytes(C::kMaxCachedKeys);
+    cfg.attrs = &attr;
+    cfg.numAttrs = 1;
+    int clusters = 0;
+    if (cudaOccupancyMaxActiveClusters(&clusters, topk_kernel, &cfg) == cudaSuccess && clusters >= 1)
+      max_cluster = C::kMaxClusterWide;
+  }
+  (void)cudaGetLastError();  // a refusal above is an answer, not an error to report later
+  return max_cluster;
+}
+
+}  // namespace
+
+void topk_cuda(const float* score, int64_t ld, int64_t rows, const int32_t* pos, int ratio, int K, int32_t* idx,
+               cudaStream_t s) {
+  if (rows == 0 || K == 0) return;
+  int device = 0, sms = 0;
+  DSV4_CUDA_CHECK(cudaGetDevice(&device));
+  DSV4_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  // Opt in once to the largest slice: the kernel's static shared memory comes on top of the
+  // dynamic part, so a dynamic size just under 48 KiB already needs it.
+  static int raised = 0;
+  if (!raised) {
+    raised = smem_bytes(C::kMaxCachedKeys);
+    DSV4_CUDA_CHECK(cudaFuncSetAttribute(topk_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, raised));
+  }
+  const int cluster = topk_cluster(rows, ld, sms, topk_max_cluster());
+  const int64_t slice = ((ld + cluster - 1) / cluster + 31) / 32 * 32;
+  const int cached = static_cast<int>(std::min<int64_t>(slice, C::kMaxCachedKeys));
+  const int smem = smem_bytes(cached);
+  cudaLaunchAttribute attr[2]{};
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = static_cast<unsigned>(cluster);
+  attr[0].val.clusterDim.y = 1;
+  attr[0].val.clusterDim.z = 1;
+  attr[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;  // PDL, as cuda::launch (launch.h)
+  attr[1].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = dim3(static_cast<unsigned>(rows * cluster));
+  cfg.blockDim = dim3(C::kThreads);
+  cfg.dynamicSmemBytes = static_cast<size_t>(smem);
+  cfg.stream = s;
+  cfg.attrs = attr;
+  cfg.numAttrs = pdl_enabled() ? 2 : 1;
+  const cudaError_t e = cudaLaunchKernelEx(&cfg, topk_kernel, score, ld, pos, ratio, K, idx, cached);
+  DSV4_CHECK(e == cudaSuccess, "topk", "launch of ", rows, " rows × ", cluster, " blocks (ld ", ld, ", ", smem,
+             " B shared, raised ", raised, ") failed: ", cudaGetErrorString(e));
+}
+
+}  // namespace dsv4::cuda
