@@ -70,6 +70,7 @@ __global__ void __launch_bounds__(ScoreTraits<DI>::kThreads, ScoreTraits<DI>::kM
   using T = ScoreTraits<DI>;
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ float ws[T::kGroupHeads];
+  __shared__ __align__(16) uint32_t qfrag[T::kHeadTiles][T::kKSteps][32][4];  // q as the warps' A fragments
   const int64_t r = blockIdx.x;
   const int count = (pos[r] + 1) / 4;
   const int tiles = (count + T::kEntries - 1) / T::kEntries;
@@ -114,21 +115,28 @@ __global__ void __launch_bounds__(ScoreTraits<DI>::kThreads, ScoreTraits<DI>::kM
     for (int h = threadIdx.x; h < T::kGroupHeads; h += blockDim.x)
       ws[h] = hb + h < HI ? w[r * HI + hb + h] * w_scale : 0.0f;
     // A fragments: reg 0/1 = heads g / g+8 at logical k 2t, 2t+1; reg 2/3 the same at 2t+8, 2t+9.
+    // The block converts q once into shared memory in fragment order (coalesced float4 reads of
+    // each head's row), and each warp loads its registers from there: q read and rounded per block,
+    // not per warp (it was as many L2 bytes as the entries, and a third of the kernel's time).
+    constexpr int kRowF4 = DI / 4;  // float4s of a head's row: [4 quarters t][kKSteps]
+    for (int i = threadIdx.x; i < T::kGroupHeads * kRowF4; i += blockDim.x) {
+      const int hl = i / kRowF4, f = i % kRowF4, t4 = f / T::kKSteps, kk = f % T::kKSteps;
+      const int mt = hl / 16, half = (hl / 8) % 2, gg = hl % 8, h = hb + hl;
+      const float4 v = h < HI ? __ldg(reinterpret_cast<const float4*>(qI + (r * HI + h) * DI) + f)
+                              : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      uint32_t* frag = qfrag[mt][kk][4 * gg + t4];
+      frag[half] = pack_bf16x2(v.x, v.y);
+      frag[2 + half] = pack_bf16x2(v.z, v.w);
+    }
+    __syncthreads();
     uint32_t qa[T::kHeadTiles][T::kKSteps][4];
 #pragma unroll
     for (int mt = 0; mt < T::kHeadTiles; ++mt)
 #pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        const int h = hb + 16 * mt + 8 * half + g;
-        const float4* qh = reinterpret_cast<const float4*>(qI + (r * HI + (h < HI ? h : 0)) * DI + c0);
-#pragma unroll
-        for (int kk = 0; kk < T::kKSteps; ++kk) {
-          const float4 v = h < HI ? __ldg(qh + kk) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-          qa[mt][kk][half] = pack_bf16x2(v.x, v.y);
-          qa[mt][kk][2 + half] = pack_bf16x2(v.z, v.w);
-        }
+      for (int kk = 0; kk < T::kKSteps; ++kk) {
+        const uint4 v = *reinterpret_cast<const uint4*>(qfrag[mt][kk][lane]);
+        qa[mt][kk][0] = v.x, qa[mt][kk][1] = v.y, qa[mt][kk][2] = v.z, qa[mt][kk][3] = v.w;
       }
-    __syncthreads();
 
     for (int k = 0; k < T::kStages - 1; ++k) issue(k);
 #pragma unroll 1

@@ -72,8 +72,8 @@ __device__ __forceinline__ void count_bucket(uint32_t* hist, uint32_t bucket, bo
   }
 }
 
-// The bucket that holds the `remaining`-th key counting from the top bucket of counts[0, n)
-// (which may be another block's shared memory): result[0] = the bucket, [1] = the keys in the
+// The bucket that holds the `remaining`-th key counting from the top bucket of counts[0, n):
+// result[0] = the bucket, [1] = the keys in the
 // buckets above it, [2] = the keys in it. Called by the whole block; 1 ≤ remaining ≤ Σ counts.
 __device__ void find_bucket(const uint32_t* counts, int n, int remaining, int* warp_sum, int* result) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -126,7 +126,7 @@ __global__ void __launch_bounds__(C::kThreads)
   extern __shared__ uint32_t smem[];
   uint32_t* keys = smem;                     // [cached_keys]: the slice's keys when it fits
   uint32_t* hist = keys + cached_keys;       // [kTopBuckets]: this block's first digit; rounds: [2][kBuckets]
-  uint32_t* total = hist + C::kTopBuckets;   // [kTopBuckets]: rank 0, the cluster's first digit
+  uint32_t* total = hist + C::kTopBuckets;   // [kTopBuckets]: the cluster's first digit (rank 0's, then copies)
   uint32_t* cand = total + C::kTopBuckets;   // [kMaxCandidates]: rank 0, the candidates; rounds: the totals
   __shared__ int warp_sum[C::kWarps], result[3];
   __shared__ int warp_gt[C::kWarps], warp_eq[C::kWarps], warp_tie0[C::kWarps], warp_out0[C::kWarps];
@@ -179,7 +179,11 @@ __global__ void __launch_bounds__(C::kThreads)
   for (int b = threadIdx.x; b < C::kTopBuckets; b += blockDim.x)
     if (hist[b]) atomicAdd(&total0[b], hist[b]);
   cluster.sync();
-  find_bucket(total0, C::kTopBuckets, K, warp_sum, result);
+  if (rank != 0)  // a local copy: one 16-byte remote load a thread, where the scan would make four
+    for (int b = threadIdx.x; b < C::kTopBuckets / 4; b += blockDim.x)
+      reinterpret_cast<uint4*>(total)[b] = reinterpret_cast<const uint4*>(total0)[b];
+  __syncthreads();
+  find_bucket(total, C::kTopBuckets, K, warp_sum, result);
   uint32_t prefix = static_cast<uint32_t>(result[0]) << kShift0, mask = ~0u << kShift0;
   int remaining = K - result[1];
   const int in_bucket = result[2];
