@@ -118,15 +118,19 @@ void CudaModel::attention(const DBlock& blk, int table_row, const float* a_in, f
     const int64_t max_count = b.idx_max_count;
     const int64_t chunk = std::max<int64_t>(1, (int64_t(1) << 26) / max_count);  // 256 MiB of scores at most
     float* score = scratch_->get<float>("idx.score", std::min(rows, chunk) * max_count);
+    uint32_t* digits = scratch_->counters<uint32_t>("idx.digits", std::min(rows, chunk) * kTopkDigits);
     if (side) gemv_many_on(qra, {{&w.idx_wq_b, qI}}, s_idx);  // (qra is already in FP8)
     else linear(w.idx_wq_b, qra, qI);
     indexer_query_cuda(qI, rows, static_cast<int>(HI), DI, static_cast<int>(R), freqs, b.d_pos, s_idx);
     const float wscale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(DI) * HI));
     for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
       const int64_t nr = std::min(chunk, rows - r0);
-      indexer_scores_cuda(qI + r0 * HI * DI, iw + r0 * HI, wscale, nr, static_cast<int>(HI), static_cast<int>(DI),
-                          b.d_slot + r0, b.d_pos + r0, caches, compact_, score, max_count, max_count, s_idx);
-      topk_cuda(score, max_count, nr, b.d_pos + r0, 4, static_cast<int>(K), selected + r0 * K, s_idx);
+      // The scores kernel counts the top-k's first digit when it can (decode), sparing the top-k a pass.
+      const bool counted =
+          indexer_scores_cuda(qI + r0 * HI * DI, iw + r0 * HI, wscale, nr, static_cast<int>(HI), static_cast<int>(DI),
+                              b.d_slot + r0, b.d_pos + r0, caches, compact_, score, max_count, max_count, s_idx, digits);
+      topk_cuda(score, max_count, nr, b.d_pos + r0, 4, static_cast<int>(K), selected + r0 * K, s_idx,
+                counted ? digits : nullptr);
     }
   }
   if (side) {

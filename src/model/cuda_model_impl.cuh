@@ -137,6 +137,17 @@ class Scratch {
     }
     return reinterpret_cast<T*>(b.get());
   }
+  // As get, for counters that their users return to zero after each use: zeroed when allocated.
+  template <typename T>
+  T* counters(const std::string& name, size_t n) {
+    DeviceArray<char>& b = bufs_[name];
+    if (n * sizeof(T) > b.bytes()) {
+      DSV4_CUDA_CHECK(cudaDeviceSynchronize());
+      b.resize(n * sizeof(T));
+      DSV4_CUDA_CHECK(cudaMemset(b.get(), 0, b.bytes()));
+    }
+    return reinterpret_cast<T*>(b.get());
+  }
   size_t bytes() const;
 
  private:

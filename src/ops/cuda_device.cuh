@@ -53,6 +53,12 @@ __device__ __forceinline__ float block_max(float v, float* scratch) {
   return scratch[32];
 }
 
+// Order-preserving key of a float (larger float -> larger key; -0 as +0): the top-k's radix keys.
+__device__ __forceinline__ uint32_t order_key(float v) {
+  const uint32_t u = __float_as_uint(v == 0.0f ? 0.0f : v);
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
 // Nearest value with `mbits` mantissa bits and smallest normal exponent `emin`, ties to even
 // (round_minifloat of core/dtype.cpp).
 __device__ __forceinline__ float round_minifloat(float v, int mbits, int emin) {

@@ -231,13 +231,19 @@ void compressor_keep_cuda(const float* u, const float* z, const float* ape, int 
 // bf16 tensor-core products are exact, as the entries are); entries past the count are not written.
 // Up to 64 rows (decode) each row streams the entries on its own; more rows (prefill, DI = 128)
 // share each decoded tile of entries among blocks of consecutive rows.
-void indexer_scores_cuda(const float* qI, const float* w, float w_scale, int64_t rows, int HI, int DI, const int32_t* slot,
+// digits (optional, [rows, kTopkDigits] counters at zero): the few-row kernel also counts the
+// written scores by their first top-k digit, for topk_cuda, and returns true; the many-row kernel
+// leaves them and returns false.
+bool indexer_scores_cuda(const float* qI, const float* w, float w_scale, int64_t rows, int HI, int DI, const int32_t* slot,
                          const int32_t* pos, const LayerCache* caches, bool compact, float* score, int64_t ld,
-                         int64_t max_count, cudaStream_t s);
+                         int64_t max_count, cudaStream_t s, uint32_t* digits = nullptr);
 // topk: for each row, the min(K, count_r) highest of score[r, :count_r] (count_r = (pos[r]+1)/ratio),
-// ties to the lower index; idx [rows, K] ascending, then −1.
+// ties to the lower index; idx [rows, K] ascending, then −1. digits (optional): the rows' counts
+// from indexer_scores_cuda, which the kernel uses instead of counting, and sets back to zero.
 void topk_cuda(const float* score, int64_t ld, int64_t rows, const int32_t* pos, int ratio, int K, int32_t* idx,
-               cudaStream_t s);
+               cudaStream_t s, uint32_t* digits = nullptr);
+// The top-k's first radix digit: the top bits of a score's order key (dev::order_key).
+constexpr int kTopkDigitBits = 12, kTopkDigits = 1 << kTopkDigitBits;
 
 // ---- attention.cu ----
 // Sparse attention with the sink (model.md §5) for each row r of the batch: the window positions

@@ -42,7 +42,7 @@ using namespace indexer;
 template <int DI>
 struct ScoreTraits {
   static_assert(DI == 32 || DI == 64 || DI == 128 || DI == 256, "index_head_dim 32..256, a power of two");
-  static constexpr int kWarps = 4, kThreads = 32 * kWarps;
+  static constexpr int kWarps = 5, kThreads = 32 * kWarps;  // two blocks of 5 warps: 204 registers a thread
   static constexpr int kEntries = 8;                      // the N of one MMA
   static constexpr int kKSteps = DI / 16;                 // MMAs along one dot product
   static constexpr int kHeadTiles = kKSteps <= 8 ? 4 : 2;  // q in registers: 4·kHeadTiles·kKSteps ≤ 128
@@ -54,7 +54,7 @@ struct ScoreTraits {
   static constexpr int kCopies = kCodeBytes / kCopy;
   static constexpr int kF32Copies = kChunk / 4;           // float32 rows: 16-byte units per thread
   static constexpr int kStages = DI <= 128 ? 8 : 4;       // tiles in flight per warp (float32 DI = 256: 128 KiB)
-  static constexpr int kMinBlocks = 2;                    // per SM (8 warps): up to 255 registers, q takes 128
+  static constexpr int kMaxRegs = 200;                    // two blocks per SM (10 warps); q takes 128
   // Per warp and stage: codes [kCopies][32 lanes][kCopy] then scale words [32 lanes][4 bytes];
   // or float32 [kF32Copies][32 lanes][16 bytes].
   static constexpr int kStageCompact = 32 * (kCodeBytes + 4), kStageF32 = 32 * kChunk * 4;
@@ -63,14 +63,16 @@ struct ScoreTraits {
 };
 
 template <int DI>
-__global__ void __launch_bounds__(ScoreTraits<DI>::kThreads, ScoreTraits<DI>::kMinBlocks)
+__global__ void __launch_bounds__(ScoreTraits<DI>::kThreads) __maxnreg__(ScoreTraits<DI>::kMaxRegs)
     indexer_scores_kernel(const float* qI, const float* w, float w_scale, int HI, const int32_t* slot,
-                          const int32_t* pos, const LayerCache* caches, bool compact, float* score, int64_t ld) {
+                          const int32_t* pos, const LayerCache* caches, bool compact, float* score, int64_t ld,
+                          uint32_t* digits) {
   dev::pdl_begin();
   using T = ScoreTraits<DI>;
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ float ws[T::kGroupHeads];
   __shared__ __align__(16) uint32_t qfrag[T::kHeadTiles][T::kKSteps][32][4];  // q as the warps' A fragments
+  __shared__ uint32_t digit_count[kTopkDigits];  // with `digits`: the block's scores by first top-k digit
   const int64_t r = blockIdx.x;
   const int count = (pos[r] + 1) / 4;
   const int tiles = (count + T::kEntries - 1) / T::kEntries;
@@ -109,8 +111,11 @@ __global__ void __launch_bounds__(ScoreTraits<DI>::kThreads, ScoreTraits<DI>::kM
     cp_async_commit();
   };
 
+  if (digits)
+    for (int b = threadIdx.x; b < kTopkDigits; b += blockDim.x) digit_count[b] = 0;
 #pragma unroll 1
   for (int hb = 0; hb < HI; hb += T::kGroupHeads) {
+    const bool last = hb + T::kGroupHeads >= HI;
     __syncthreads();  // the previous pass's readers of ws are done
     for (int h = threadIdx.x; h < T::kGroupHeads; h += blockDim.x)
       ws[h] = hb + h < HI ? w[r * HI + hb + h] * w_scale : 0.0f;
@@ -193,29 +198,39 @@ __global__ void __launch_bounds__(ScoreTraits<DI>::kThreads, ScoreTraits<DI>::kM
 #pragma unroll
         for (int c = 0; c < 2; ++c) part[c] += w0 * fmaxf(acc[mt][c], 0.0f) + w1 * fmaxf(acc[mt][2 + c], 0.0f);
       }
-#pragma unroll
-      for (int o = 4; o < 32; o <<= 1)  // over g; the same sums in every lane of a t
-#pragma unroll
-        for (int c = 0; c < 2; ++c) part[c] += __shfl_xor_sync(0xffffffffu, part[c], o);
+      // Sum over g: the first step halves the values (lanes of odd g keep entry 2t + 1), the
+      // butterfly's adds as two full butterflies would make them, with half the shuffles.
+      float v = (g & 1) ? part[1] : part[0];
+      v += __shfl_xor_sync(0xffffffffu, (g & 1) ? part[0] : part[1], 4);
+      v += __shfl_xor_sync(0xffffffffu, v, 8);
+      v += __shfl_xor_sync(0xffffffffu, v, 16);
       if (g < 2) {  // lanes 0..7 store entry 2t + g
         const int e = (tile0 + k * tile_stride) * T::kEntries + 2 * t + g;
-        const float v = g ? part[1] : part[0];
-        if (e < count) score_row[e] = hb == 0 ? v : score_row[e] + v;
+        if (e < count) {
+          const float out = hb == 0 ? v : score_row[e] + v;
+          score_row[e] = out;
+          if (digits && last) atomicAdd(&digit_count[dev::order_key(out) >> (32 - kTopkDigitBits)], 1u);
+        }
       }
     }
     cp_async_wait<0>();
   }
+  if (digits) {
+    __syncthreads();
+    for (int b = threadIdx.x; b < kTopkDigits; b += blockDim.x)
+      if (digit_count[b]) atomicAdd(&digits[r * kTopkDigits + b], digit_count[b]);
+  }
 }
 
 template <int DI>
-void launch_scores(const float* qI, const float* w, float w_scale, int64_t rows, int HI, const int32_t* slot,
+bool launch_scores(const float* qI, const float* w, float w_scale, int64_t rows, int HI, const int32_t* slot,
                    const int32_t* pos, const LayerCache* caches, bool compact, float* score, int64_t ld,
-                   int64_t max_count, cudaStream_t s) {
+                   int64_t max_count, cudaStream_t s, uint32_t* digits) {
   using T = ScoreTraits<DI>;
   const int smem = T::kWarps * T::kStages * (compact ? T::kStageCompact : T::kStageF32);
   static int raised = 0;
   static int per_sm[2] = {0, 0};  // resident blocks per SM, by form
-  if (smem > 48 * 1024 && smem > raised) {
+  if (smem > raised) {  // opted in whatever the size: the static shared memory (~33 KiB) counts too
     DSV4_CUDA_CHECK(cudaFuncSetAttribute(indexer_scores_kernel<DI>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     raised = smem;
   }
@@ -230,22 +245,26 @@ void launch_scores(const float* qI, const float* w, float w_scale, int64_t rows,
   const int64_t fill = std::max<int64_t>(1, static_cast<int64_t>(sms) * std::max(1, per_sm[compact]) / rows);
   const int64_t parts = std::min((tiles + T::kWarps - 1) / T::kWarps, fill);
   const dim3 grid(static_cast<unsigned>(rows), static_cast<unsigned>(parts));
-  launch("indexer_scores_kernel", indexer_scores_kernel<DI>, grid, T::kThreads, smem, s, qI, w, w_scale, HI, slot, pos, caches, compact, score, ld);
+  launch("indexer_scores_kernel", indexer_scores_kernel<DI>, grid, T::kThreads, smem, s, qI, w, w_scale, HI, slot, pos,
+         caches, compact, score, ld, digits);
+  return digits != nullptr;
 }
 
 }  // namespace
 
-void indexer_scores_cuda(const float* qI, const float* w, float w_scale, int64_t rows, int HI, int DI, const int32_t* slot,
+bool indexer_scores_cuda(const float* qI, const float* w, float w_scale, int64_t rows, int HI, int DI, const int32_t* slot,
                          const int32_t* pos, const LayerCache* caches, bool compact, float* score, int64_t ld,
-                         int64_t max_count, cudaStream_t s) {
-  if (rows == 0 || max_count == 0) return;
-  if (rows > kFewRows && prefill_scores_fit(DI))
-    return prefill_scores(qI, w, w_scale, rows, HI, DI, slot, pos, caches, compact, score, ld, max_count, s);
+                         int64_t max_count, cudaStream_t s, uint32_t* digits) {
+  if (rows == 0 || max_count == 0) return false;
+  if (rows > kFewRows && prefill_scores_fit(DI)) {
+    prefill_scores(qI, w, w_scale, rows, HI, DI, slot, pos, caches, compact, score, ld, max_count, s);
+    return false;
+  }
   switch (DI) {
-    case 32: return launch_scores<32>(qI, w, w_scale, rows, HI, slot, pos, caches, compact, score, ld, max_count, s);
-    case 64: return launch_scores<64>(qI, w, w_scale, rows, HI, slot, pos, caches, compact, score, ld, max_count, s);
-    case 128: return launch_scores<128>(qI, w, w_scale, rows, HI, slot, pos, caches, compact, score, ld, max_count, s);
-    case 256: return launch_scores<256>(qI, w, w_scale, rows, HI, slot, pos, caches, compact, score, ld, max_count, s);
+    case 32: return launch_scores<32>(qI, w, w_scale, rows, HI, slot, pos, caches, compact, score, ld, max_count, s, digits);
+    case 64: return launch_scores<64>(qI, w, w_scale, rows, HI, slot, pos, caches, compact, score, ld, max_count, s, digits);
+    case 128: return launch_scores<128>(qI, w, w_scale, rows, HI, slot, pos, caches, compact, score, ld, max_count, s, digits);
+    case 256: return launch_scores<256>(qI, w, w_scale, rows, HI, slot, pos, caches, compact, score, ld, max_count, s, digits);
     default: throw Error("indexer", str("unsupported index_head_dim: ", DI, " (the CUDA indexer has 32, 64, 128, 256)"));
   }
 }

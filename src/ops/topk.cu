@@ -7,7 +7,9 @@
 // consecutive sub-slices, so block, warp and lane order is index order.
 //   1. One pass loads the slice and counts its keys by their top 12 bits (sign, exponent, three
 //      mantissa bits). The blocks add their counts into rank 0's histogram (distributed shared
-//      memory), and every block finds the bucket that holds the K-th key.
+//      memory), and every block finds the bucket that holds the K-th key. In decode the scores
+//      kernel has made that histogram as it wrote the scores (indexer_scores_cuda's `digits`):
+//      the blocks then only load their slices and copy it.
 //   2. That bucket usually holds a few hundred keys of the 262144. The blocks copy those keys
 //      into rank 0, and rank 0 alone finishes the select on them (three more digits, block
 //      barriers only). When the bucket holds more than kMaxCandidates keys (rows of equal or
@@ -16,7 +18,7 @@
 //   3. A counting pass and an output pass over the slices: every key above the threshold is
 //      taken, and of the keys equal to it the first `remaining` in index order (ranks over
 //      blocks, warps and lanes).
-// Each pass over the slice costs a few instructions a key, and the cluster meets seven times.
+// Each pass over the slice costs a few instructions a key, and the cluster meets six or seven times.
 // No global scratch and only integer atomics in shared memory: the result does not depend on
 // the order in which they land, and the kernel is safe in a captured graph.
 #include <cooperative_groups.h>
@@ -38,7 +40,7 @@ struct TopkConfig {
   static constexpr int kThreads = 1024, kWarps = kThreads / 32;
   static constexpr int kMaxCluster = 8;           // the portable cluster size
   static constexpr int kMaxClusterWide = 16;      // non-portable, where the GPU co-schedules it (H100/H200)
-  static constexpr int kTopBits = 12, kTopBuckets = 1 << kTopBits;  // the first digit
+  static constexpr int kTopBits = kTopkDigitBits, kTopBuckets = kTopkDigits;  // the first digit
   static constexpr int kDigitBits = 8, kBuckets = 1 << kDigitBits;  // the later ones (the last has 4 bits)
   static constexpr int kMaxCandidates = 8192;     // keys of the first digit's bucket gathered in rank 0
   static constexpr int kMaxCachedKeys = 32 * 1024;  // a slice's keys in shared memory: 128 KiB
@@ -52,12 +54,6 @@ struct TopkConfig {
   static_assert(2 * kBuckets <= kTopBuckets && kBuckets <= kMaxCandidates, "the rounds reuse the first digit's space");
 };
 using C = TopkConfig;
-
-// Order-preserving key of a float (larger float -> larger key; -0 as +0).
-__device__ __forceinline__ uint32_t order_key(float v) {
-  uint32_t u = __float_as_uint(v == 0.0f ? 0.0f : v);
-  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-}
 
 // Adds the lanes' buckets to a shared histogram; called by whole warps. A warp whose keys share
 // one bucket (the common case in the first digit: scores of one magnitude) adds once.
@@ -121,7 +117,8 @@ __device__ void find_bucket(const uint32_t* counts, int n, int remaining, int* w
 }
 
 __global__ void __launch_bounds__(C::kThreads)
-    topk_kernel(const float* score, int64_t ld, const int32_t* pos, int ratio, int K, int32_t* idx, int cached_keys) {
+    topk_kernel(const float* score, int64_t ld, const int32_t* pos, int ratio, int K, int32_t* idx, int cached_keys,
+                uint32_t* digits) {
   dev::pdl_begin();
   extern __shared__ uint32_t smem[];
   uint32_t* keys = smem;                     // [cached_keys]: the slice's keys when it fits
@@ -131,7 +128,7 @@ __global__ void __launch_bounds__(C::kThreads)
   __shared__ int warp_sum[C::kWarps], result[3];
   __shared__ int warp_gt[C::kWarps], warp_eq[C::kWarps], warp_tie0[C::kWarps], warp_out0[C::kWarps];
   __shared__ int block_counts[2];            // keys of the slice above / at the threshold (read by the cluster)
-  __shared__ int cand_n, cand_base, cand_fill;  // rank 0: candidates gathered; this block's place, its fill
+  __shared__ int cand_n;                     // rank 0: candidates gathered
   __shared__ uint32_t sel_prefix, sel_mask;  // rank 0: the select's result on the candidates
   __shared__ int sel_remaining;
   const cg::cluster_group cluster = cg::this_cluster();
@@ -139,9 +136,13 @@ __global__ void __launch_bounds__(C::kThreads)
   const int64_t r = blockIdx.x / nblocks;
   const int count = (pos[r] + 1) / ratio;
   int32_t* out = idx + r * K;
+  uint32_t* row_digits = digits ? digits + r * C::kTopBuckets : nullptr;
   if (count <= K) {  // the whole cluster leaves: no shared memory was shared
-    if (rank == 0)
+    if (rank == 0) {
       for (int i = threadIdx.x; i < K; i += blockDim.x) out[i] = i < count ? i : -1;
+      if (row_digits)
+        for (int b = threadIdx.x; b < C::kTopBuckets; b += blockDim.x) row_digits[b] = 0;
+    }
     return;
   }
   const float* s = score + r * ld;
@@ -152,36 +153,49 @@ __global__ void __launch_bounds__(C::kThreads)
   const int Lw = ((L + C::kWarps - 1) / C::kWarps + 31) / 32 * 32;
   const int wlo = min(hi, lo + warp * Lw), whi = min(hi, wlo + Lw);
   const bool cached = L <= cached_keys;
-  auto key_at = [&](int i) { return cached ? keys[i - lo] : order_key(s[i]); };
+  auto key_at = [&](int i) { return cached ? keys[i - lo] : dev::order_key(s[i]); };
 
-  // 1. The slice's keys and their first digit; the cluster's count of it in rank 0.
-  for (int b = threadIdx.x; b < C::kTopBuckets; b += blockDim.x) hist[b] = total[b] = 0;
+  // 1. The slice's keys and their first digit's histogram: from the scores kernel, or counted
+  // here and added up in rank 0.
+  const bool count_here = row_digits == nullptr;
+  if (count_here)
+    for (int b = threadIdx.x; b < C::kTopBuckets; b += blockDim.x) hist[b] = total[b] = 0;
   if (threadIdx.x == 0) cand_n = 0;
   __syncthreads();
   constexpr int kShift0 = 32 - C::kTopBits;
-  for (int base = lo; base < hi; base += C::kLoadBatch * C::kThreads) {  // warp-uniform trip count
-    float v[C::kLoadBatch];
+  if (cached || count_here) {
+    for (int base = lo; base < hi; base += C::kLoadBatch * C::kThreads) {  // warp-uniform trip count
+      float v[C::kLoadBatch];
 #pragma unroll
-    for (int u = 0; u < C::kLoadBatch; ++u) {
-      const int i = base + u * C::kThreads + threadIdx.x;
-      v[u] = i < hi ? s[i] : 0.0f;
-    }
+      for (int u = 0; u < C::kLoadBatch; ++u) {
+        const int i = base + u * C::kThreads + threadIdx.x;
+        v[u] = i < hi ? s[i] : 0.0f;
+      }
 #pragma unroll
-    for (int u = 0; u < C::kLoadBatch; ++u) {
-      const int i = base + u * C::kThreads + threadIdx.x;
-      const uint32_t key = order_key(v[u]);
-      if (cached && i < hi) keys[i - lo] = key;
-      count_bucket(hist, key >> kShift0, i < hi);
+      for (int u = 0; u < C::kLoadBatch; ++u) {
+        const int i = base + u * C::kThreads + threadIdx.x;
+        const uint32_t key = dev::order_key(v[u]);
+        if (cached && i < hi) keys[i - lo] = key;
+        if (count_here) count_bucket(hist, key >> kShift0, i < hi);
+      }
     }
   }
-  cluster.sync();  // every block's counts are complete; rank 0's histogram and candidate count are zero
-  uint32_t* total0 = cluster.map_shared_rank(total, 0);
-  for (int b = threadIdx.x; b < C::kTopBuckets; b += blockDim.x)
-    if (hist[b]) atomicAdd(&total0[b], hist[b]);
-  cluster.sync();
-  if (rank != 0)  // a local copy: one 16-byte remote load a thread, where the scan would make four
+  if (!count_here)
     for (int b = threadIdx.x; b < C::kTopBuckets / 4; b += blockDim.x)
-      reinterpret_cast<uint4*>(total)[b] = reinterpret_cast<const uint4*>(total0)[b];
+      reinterpret_cast<uint4*>(total)[b] = reinterpret_cast<const uint4*>(row_digits)[b];
+  cluster.sync();  // all blocks run; their counts are complete (rank 0's sums and candidate count at zero)
+  if (count_here) {
+    uint32_t* total0 = cluster.map_shared_rank(total, 0);
+    for (int b = threadIdx.x; b < C::kTopBuckets; b += blockDim.x)
+      if (hist[b]) atomicAdd(&total0[b], hist[b]);
+    cluster.sync();
+    if (rank != 0)  // a local copy: one 16-byte remote load a thread, where the scan would make four
+      for (int b = threadIdx.x; b < C::kTopBuckets / 4; b += blockDim.x)
+        reinterpret_cast<uint4*>(total)[b] = reinterpret_cast<const uint4*>(total0)[b];
+  } else if (rank == 0) {  // every block has its copy: the counters go back to zero for the next scores
+    for (int b = threadIdx.x; b < C::kTopBuckets / 4; b += blockDim.x)
+      reinterpret_cast<uint4*>(row_digits)[b] = make_uint4(0, 0, 0, 0);
+  }
   __syncthreads();
   find_bucket(total, C::kTopBuckets, K, warp_sum, result);
   uint32_t prefix = static_cast<uint32_t>(result[0]) << kShift0, mask = ~0u << kShift0;
@@ -192,11 +206,7 @@ __global__ void __launch_bounds__(C::kThreads)
 
   // 2a. The bucket's keys gathered in rank 0, which finishes the select on them alone.
   if (gather) {
-    if (threadIdx.x == 0) {
-      cand_base = atomicAdd(cluster.map_shared_rank(&cand_n, 0), static_cast<int>(hist[result[0]]));
-      cand_fill = 0;
-    }
-    __syncthreads();
+    int* fill0 = cluster.map_shared_rank(&cand_n, 0);
     uint32_t* cand0 = cluster.map_shared_rank(cand, 0);
     for (int base = lo; base < hi; base += blockDim.x) {  // warp-uniform trip count
       const int i = base + threadIdx.x;
@@ -205,9 +215,9 @@ __global__ void __launch_bounds__(C::kThreads)
       const uint32_t lanes = __ballot_sync(0xffffffffu, in);
       if (!lanes) continue;
       int at = 0;
-      if (lane == 0) at = atomicAdd(&cand_fill, __popc(lanes));
+      if (lane == 0) at = atomicAdd(fill0, __popc(lanes));
       at = __shfl_sync(0xffffffffu, at, 0);
-      if (in) cand0[cand_base + at + __popc(lanes & lanes_below)] = key;
+      if (in) cand0[at + __popc(lanes & lanes_below)] = key;
     }
   }
   cluster.sync();  // the candidates are in rank 0
@@ -370,7 +380,7 @@ int topk_max_cluster() {
 }  // namespace
 
 void topk_cuda(const float* score, int64_t ld, int64_t rows, const int32_t* pos, int ratio, int K, int32_t* idx,
-               cudaStream_t s) {
+               cudaStream_t s, uint32_t* digits) {
   if (rows == 0 || K == 0) return;
   int device = 0, sms = 0;
   DSV4_CUDA_CHECK(cudaGetDevice(&device));
@@ -400,7 +410,7 @@ void topk_cuda(const float* score, int64_t ld, int64_t rows, const int32_t* pos,
   cfg.stream = s;
   cfg.attrs = attr;
   cfg.numAttrs = pdl_enabled() ? 2 : 1;
-  const cudaError_t e = cudaLaunchKernelEx(&cfg, topk_kernel, score, ld, pos, ratio, K, idx, cached);
+  const cudaError_t e = cudaLaunchKernelEx(&cfg, topk_kernel, score, ld, pos, ratio, K, idx, cached, digits);
   DSV4_CHECK(e == cudaSuccess, "topk", "launch of ", rows, " rows × ", cluster, " blocks (ld ", ld, ", ", smem,
              " B shared, raised ", raised, ") failed: ", cudaGetErrorString(e));
 }

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstring>
 #include <functional>
 #include <numeric>
 #include <set>
@@ -473,7 +474,56 @@ std::vector<Check> op_indexer(std::mt19937& rng) {
     const std::string form = compact ? " (compact)" : " (f32)";
     out.push_back(check("long scores, sampled" + form, got, ref, f32_rule(HI * DI)));
     out.push_back({"long: nothing past the count" + form, past, 0});
-    if (compact) long_scores = sh;
+    if (!compact) continue;
+    long_scores = sh;
+    // Decode's pairing: the scores kernel also counts its scores by the top-k's first digit, and
+    // the top-k takes those counts instead of counting, then clears them. The same scores, the
+    // counts of their digits, the same selection as the top-k's own count and as the oracle's, and
+    // the counters back at zero.
+    DeviceArray<uint32_t> digits(static_cast<size_t>(rows) * kTopkDigits);
+    DSV4_CUDA_CHECK(cudaMemset(digits.get(), 0, digits.size() * sizeof(uint32_t)));
+    DeviceArray<float> score2(static_cast<size_t>(rows) * count_max);
+    const bool counted = indexer_scores_cuda(dq.get(), dw.get(), wscale, rows, HI, DI, dslot.get(), dpos.get(),
+                                             dlc.get(), compact, score2.get(), count_max, count_max, 0, digits.get());
+    const std::vector<float> s2 = host(score2);
+    const std::vector<uint32_t> dh = host(digits);
+    std::vector<float> same_got, same_ref, count_got, count_ref(dh.size(), 0.0f);
+    for (int r = 0; r < rows; ++r) {
+      const int count = (pos[r] + 1) / 4;
+      for (int i = 0; i < count; ++i) {
+        const float v = s2[static_cast<size_t>(r) * count_max + i];
+        same_got.push_back(v);
+        same_ref.push_back(sh[static_cast<size_t>(r) * count_max + i]);
+        uint32_t u;
+        std::memcpy(&u, &v, 4);
+        if (v == 0.0f) u = 0;
+        const uint32_t key = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+        count_ref[static_cast<size_t>(r) * kTopkDigits + (key >> (32 - kTopkDigitBits))] += 1.0f;
+      }
+    }
+    for (uint32_t c : dh) count_got.push_back(static_cast<float>(c));
+    out.push_back(check("long scores with digit counts: the same scores", same_got, same_ref, 0));
+    out.push_back(check(counted ? "long scores: the digit counts" : "long scores: digits not counted", count_got,
+                        count_ref, 0));
+    DeviceArray<int32_t> idx_paired(rows * K), idx_own(rows * K);
+    topk_cuda(score2.get(), count_max, rows, dpos.get(), 4, K, idx_paired.get(), 0, digits.get());
+    topk_cuda(score2.get(), count_max, rows, dpos.get(), 4, K, idx_own.get(), 0);
+    const std::vector<int32_t> ip = host(idx_paired), io = host(idx_own);
+    std::vector<float> pg, og, want_sel;
+    for (int r = 0; r < rows; ++r) {
+      const int count = (pos[r] + 1) / 4;
+      std::vector<int32_t> want = ops::topk_lower_index(&s2[static_cast<size_t>(r) * count_max], count, K);
+      for (int i = 0; i < K; ++i) {
+        pg.push_back(static_cast<float>(ip[r * K + i]));
+        og.push_back(static_cast<float>(io[r * K + i]));
+        want_sel.push_back(i < static_cast<int>(want.size()) ? static_cast<float>(want[i]) : -1.0f);
+      }
+    }
+    out.push_back(check("long topk from the scores' digit counts", pg, want_sel, 0));
+    out.push_back(check("long topk counting its own digits", og, want_sel, 0));
+    const std::vector<uint32_t> after = host(digits);
+    std::vector<float> after_f(after.begin(), after.end());
+    out.push_back(check("digit counters cleared by the top-k", after_f, std::vector<float>(after.size(), 0.0f), 0));
   }
 
   // top-k at that length with ties everywhere: the scores on coarse grids, a row of equal
