@@ -116,7 +116,7 @@ __device__ void find_bucket(const uint32_t* counts, int n, int remaining, int* w
   __syncthreads();
 }
 
-__global__ void __launch_bounds__(C::kThreads)
+__global__ void __launch_bounds__(C::kThreads, 1)
     topk_kernel(const float* score, int64_t ld, const int32_t* pos, int ratio, int K, int32_t* idx, int cached_keys,
                 uint32_t* digits) {
   dev::pdl_begin();
