@@ -42,7 +42,7 @@ using namespace indexer;
 template <int DI>
 struct ScoreTraits {
   static_assert(DI == 32 || DI == 64 || DI == 128 || DI == 256, "index_head_dim 32..256, a power of two");
-  static constexpr int kWarps = 5, kThreads = 32 * kWarps;  // two blocks of 5 warps: 204 registers a thread
+  static constexpr int kWarps = 6, kThreads = 32 * kWarps;
   static constexpr int kEntries = 8;                      // the N of one MMA
   static constexpr int kKSteps = DI / 16;                 // MMAs along one dot product
   static constexpr int kHeadTiles = kKSteps <= 8 ? 4 : 2;  // q in registers: 4·kHeadTiles·kKSteps ≤ 128
@@ -54,7 +54,7 @@ struct ScoreTraits {
   static constexpr int kCopies = kCodeBytes / kCopy;
   static constexpr int kF32Copies = kChunk / 4;           // float32 rows: 16-byte units per thread
   static constexpr int kStages = DI <= 128 ? 8 : 4;       // tiles in flight per warp (float32 DI = 256: 128 KiB)
-  static constexpr int kMaxRegs = 200;                    // two blocks per SM (10 warps); q takes 128
+  static constexpr int kMinBlocks = 2;                    // per SM: 12 warps, 3 on each scheduler at ≤ 168 registers (q takes 128)
   // Per warp and stage: codes [kCopies][32 lanes][kCopy] then scale words [32 lanes][4 bytes];
   // or float32 [kF32Copies][32 lanes][16 bytes].
   static constexpr int kStageCompact = 32 * (kCodeBytes + 4), kStageF32 = 32 * kChunk * 4;
@@ -63,7 +63,7 @@ struct ScoreTraits {
 };
 
 template <int DI>
-__global__ void __launch_bounds__(ScoreTraits<DI>::kThreads) __maxnreg__(ScoreTraits<DI>::kMaxRegs)
+__global__ void __launch_bounds__(ScoreTraits<DI>::kThreads, ScoreTraits<DI>::kMinBlocks)
     indexer_scores_kernel(const float* qI, const float* w, float w_scale, int HI, const int32_t* slot,
                           const int32_t* pos, const LayerCache* caches, bool compact, float* score, int64_t ld,
                           uint32_t* digits) {
