@@ -10,6 +10,9 @@
 // q and the probabilities are rounded to bf16; the row sums of the softmax stay float32.
 // Warps: 8 = 4 row groups (16 heads) × 2 halves (32 keys of the scores, Dh/2 dims of the values),
 // so each thread's rows are the same in both phases and the rescaling stays in registers.
+#include <algorithm>
+#include <cstdlib>
+
 #include "cuda/check.h"
 #include "cuda/launch.h"
 #include "ops/attention_cuda.cuh"
@@ -347,11 +350,23 @@ __global__ void encode_rows_kernel(const float* kv, RowFormat f, CacheRows out, 
   if (caches) dev::write_kv_row(row, f, caches[slot[blockIdx.x]].window, pos[blockIdx.x] % W);
 }
 
+// The most splits of one row's keys: each split stages the row's query heads (64 KB for Flash's 64
+// heads) and writes a partial of all of them, so at long context fewer, longer splits win (an HCA
+// layer at 1M tokens, 130 key tiles: 128 splits wrote 17 MB of partials). DSV4_ATTN_SPLITS
+// overrides it (1..kMaxSplits), for tuning.
+int max_splits() {
+  static const int n = [] {
+    const char* v = std::getenv("DSV4_ATTN_SPLITS");
+    return std::clamp(v ? std::atoi(v) : 64, 1, kMaxSplits);
+  }();
+  return n;
+}
+
 int mma_splits(int64_t rows, const AttnShape& a) {
   const int64_t blocks = rows * (a.H / std::min(MmaAttn::kM, a.H));
   const int64_t target = 132;  // one block on each SM
   if (blocks >= target) return 1;
-  int64_t splits = std::min<int64_t>(kMaxSplits, (target + blocks - 1) / blocks);
+  int64_t splits = std::min<int64_t>(max_splits(), (target + blocks - 1) / blocks);
   if (a.max_keys > 0) splits = std::min<int64_t>(splits, (a.max_keys + MmaAttn::kN - 1) / MmaAttn::kN);
   return static_cast<int>(std::max<int64_t>(1, splits));
 }
