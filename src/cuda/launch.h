@@ -26,8 +26,14 @@ namespace dsv4::cuda {
 bool pdl_enabled();
 void set_pdl(bool on);
 
-// kernel<<<grid, block, smem, s>>>(args...) with the PDL attribute when enabled; a launch error
-// names the kernel.
+// The launch attributes of a kernel on stream s: PDL when enabled, and the stream's priority when
+// it has one (so that a graph captured from the stream keeps it on the kernel's node). Returns
+// how many of attr[0..1] it set.
+int launch_attributes(cudaStream_t s, cudaLaunchAttribute (&attr)[2]);
+// The same after a first attribute for clusters of `cluster` blocks (x): attr[0..2], returns the count.
+int launch_attributes(cudaStream_t s, unsigned cluster, cudaLaunchAttribute (&attr)[3]);
+
+// kernel<<<grid, block, smem, s>>>(args...) with launch_attributes; a launch error names the kernel.
 template <typename... Params, typename... Args>
 void launch(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
             Args&&... args) {
@@ -36,13 +42,9 @@ void launch(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block, 
   cfg.blockDim = block;
   cfg.dynamicSmemBytes = smem;
   cfg.stream = s;
-  cudaLaunchAttribute attr[1];
-  if (pdl_enabled()) {
-    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = 1;
-  }
+  cudaLaunchAttribute attr[2];
+  cfg.attrs = attr;
+  cfg.numAttrs = static_cast<unsigned>(launch_attributes(s, attr));
   check(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...), name, __FILE__, __LINE__);
 }
 

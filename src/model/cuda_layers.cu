@@ -56,7 +56,7 @@ void CudaModel::attention(const DBlock& blk, int table_row, const float* a_in, f
   // streams that make their own projections of the input (the indexer forked again after the
   // query's norm, whose FP8 form it reads); both are joined before the attention.
   const bool side = side_enabled() && m > 0 && prequantized_ && Q % 128 == 0;
-  cudaStream_t s_comp = side ? side2_ : stream_, s_idx = side ? side_ : stream_;
+  cudaStream_t s_comp = side ? side2_ : stream_, s_idx = side ? side_idx_ : stream_;
   if (side) {
     fork_side(s_comp);
     gemv_many_on(a, comp_proj, s_comp);

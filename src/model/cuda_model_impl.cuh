@@ -285,6 +285,9 @@ class CudaModel : public Backend {
   // shared expert) runs beside them, forked after what it reads and joined before its first use.
   // Captured graphs keep the two branches.
   cudaStream_t side_ = nullptr, side2_ = nullptr;  // (two: a CSA layer's indexer and its compressor)
+  // A CSA layer's indexer, at the greatest priority: at long context its chain (scores and top-k
+  // over up to 262144 entries) is longer than the query chain beside it, so its blocks go first.
+  cudaStream_t side_idx_ = nullptr;
   cudaEvent_t fork_ev_ = nullptr, join_ev_ = nullptr;
   void fork_side(cudaStream_t side);  // `side` waits for everything issued on stream_ so far
   void join_side(cudaStream_t side);  // stream_ waits for everything issued on `side` so far

@@ -568,20 +568,14 @@ void hc_pre_fused_cuda(const float* X, const float* fn, int64_t T, int n, int64_
   }
   const FusedPlan plan = fused_plan(n, D);
   const size_t smem = fused_smem(head ? n : (2 + n) * n, n, D, plan.cluster);
-  cudaLaunchAttribute attr[2]{};
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = static_cast<unsigned>(plan.cluster);
-  attr[0].val.clusterDim.y = 1;
-  attr[0].val.clusterDim.z = 1;
-  attr[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;  // PDL, as cuda::launch (launch.h)
-  attr[1].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchAttribute attr[3];
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = dim3(static_cast<unsigned>(T * plan.cluster));
   cfg.blockDim = dim3(FusedConfig::kThreads);
   cfg.dynamicSmemBytes = smem;
   cfg.stream = s;
   cfg.attrs = attr;
-  cfg.numAttrs = pdl_enabled() ? 2 : 1;
+  cfg.numAttrs = static_cast<unsigned>(launch_attributes(s, static_cast<unsigned>(plan.cluster), attr));  // as cuda::launch
   const cudaError_t e = cudaLaunchKernelEx(&cfg, hc_pre_fused_kernel, X, fn, T, n, static_cast<int>(D), base, scale, eps,
                                            hc_eps, sinkhorn_iters, head, norm, a, post, comb, q, qs, mix_out, step);
   DSV4_CHECK(e == cudaSuccess, "hc_pre_fused", "launch of ", T, " clusters × ", plan.cluster, " blocks (", smem,

@@ -396,20 +396,14 @@ void topk_cuda(const float* score, int64_t ld, int64_t rows, const int32_t* pos,
   const int64_t slice = ((ld + cluster - 1) / cluster + 31) / 32 * 32;
   const int cached = static_cast<int>(std::min<int64_t>(slice, C::kMaxCachedKeys));
   const int smem = smem_bytes(cached);
-  cudaLaunchAttribute attr[2]{};
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = static_cast<unsigned>(cluster);
-  attr[0].val.clusterDim.y = 1;
-  attr[0].val.clusterDim.z = 1;
-  attr[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;  // PDL, as cuda::launch (launch.h)
-  attr[1].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchAttribute attr[3];
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = dim3(static_cast<unsigned>(rows * cluster));
   cfg.blockDim = dim3(C::kThreads);
   cfg.dynamicSmemBytes = static_cast<size_t>(smem);
   cfg.stream = s;
   cfg.attrs = attr;
-  cfg.numAttrs = pdl_enabled() ? 2 : 1;
+  cfg.numAttrs = static_cast<unsigned>(launch_attributes(s, static_cast<unsigned>(cluster), attr));  // as cuda::launch
   const cudaError_t e = cudaLaunchKernelEx(&cfg, topk_kernel, score, ld, pos, ratio, K, idx, cached, digits);
   DSV4_CHECK(e == cudaSuccess, "topk", "launch of ", rows, " rows × ", cluster, " blocks (ld ", ld, ", ", smem,
              " B shared, raised ", raised, ") failed: ", cudaGetErrorString(e));
