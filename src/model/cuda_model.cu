@@ -90,6 +90,17 @@ double CacheLayout::bytes_per_token(int m) const {
   return static_cast<double>(kv_row) / m + (m == 4 ? static_cast<double>(idx_row) / 4 : 0.0);
 }
 
+char* Scratch::grow(const std::string& name, size_t bytes, bool zeroed) {
+  DeviceArray<char>& b = bufs_[name];
+  if (bytes > b.bytes()) {
+    // An earlier launch, on any stream of the model, may still read the old buffer.
+    DSV4_CUDA_CHECK(cudaDeviceSynchronize());
+    b.resize(bytes);
+    if (zeroed) DSV4_CUDA_CHECK(cudaMemset(b.get(), 0, b.bytes()));
+  }
+  return b.get();
+}
+
 size_t Scratch::bytes() const {
   size_t b = 0;
   for (const auto& [name, buf] : bufs_) b += buf.bytes();

@@ -129,28 +129,17 @@ class Scratch {
   Scratch() = default;
   template <typename T>
   T* get(const std::string& name, size_t n) {
-    DeviceArray<char>& b = bufs_[name];
-    if (n * sizeof(T) > b.bytes()) {
-      // An earlier launch, on either stream of the model, may still read the old buffer.
-      DSV4_CUDA_CHECK(cudaDeviceSynchronize());
-      b.resize(n * sizeof(T));
-    }
-    return reinterpret_cast<T*>(b.get());
+    return reinterpret_cast<T*>(grow(name, n * sizeof(T), false));
   }
   // As get, for counters that their users return to zero after each use: zeroed when allocated.
   template <typename T>
   T* counters(const std::string& name, size_t n) {
-    DeviceArray<char>& b = bufs_[name];
-    if (n * sizeof(T) > b.bytes()) {
-      DSV4_CUDA_CHECK(cudaDeviceSynchronize());
-      b.resize(n * sizeof(T));
-      DSV4_CUDA_CHECK(cudaMemset(b.get(), 0, b.bytes()));
-    }
-    return reinterpret_cast<T*>(b.get());
+    return reinterpret_cast<T*>(grow(name, n * sizeof(T), true));
   }
   size_t bytes() const;
 
  private:
+  char* grow(const std::string& name, size_t bytes, bool zeroed);
   std::map<std::string, DeviceArray<char>> bufs_;
 };
 

@@ -68,6 +68,30 @@ __device__ __forceinline__ void count_bucket(uint32_t* hist, uint32_t bucket, bo
   }
 }
 
+// Inclusive prefix sum over the lanes of a warp.
+__device__ __forceinline__ int inclusive_scan(int v) {
+  const int lane = threadIdx.x % 32;
+  for (int o = 1; o < 32; o <<= 1) {
+    const int u = __shfl_up_sync(0xffffffffu, v, o);
+    if (lane >= o) v += u;
+  }
+  return v;
+}
+
+// The select's state after some digits: the threshold's top bits (prefix under mask) and how many
+// keys sharing them are still to take. take() applies one digit's find_bucket result and says
+// whether its bucket is taken whole (then the later digits need not be told apart).
+struct Threshold {
+  uint32_t prefix, mask;
+  int remaining;
+  __device__ bool take(const int* result, int shift, int bits) {
+    prefix |= static_cast<uint32_t>(result[0]) << shift;
+    mask |= ((1u << bits) - 1u) << shift;
+    remaining -= result[1];
+    return result[2] == remaining;
+  }
+};
+
 // The bucket that holds the `remaining`-th key counting from the top bucket of counts[0, n):
 // result[0] = the bucket, [1] = the keys in the
 // buckets above it, [2] = the keys in it. Called by the whole block; 1 ≤ remaining ≤ Σ counts.
@@ -83,13 +107,6 @@ __device__ void find_bucket(const uint32_t* counts, int n, int remaining, int* w
   if (lane == 0) warp_sum[warp] = sum;
   __syncthreads();
   if (warp == 0) {
-    auto inclusive_scan = [&](int v) {
-      for (int o = 1; o < 32; o <<= 1) {
-        const int u = __shfl_up_sync(0xffffffffu, v, o);
-        if (lane >= o) v += u;
-      }
-      return v;
-    };
     const int v = warp_sum[lane], incl = inclusive_scan(v);
     const int w = __ffs(__ballot_sync(0xffffffffu, incl - v < remaining && remaining <= incl)) - 1;
     const int above_w = __shfl_sync(0xffffffffu, incl - v, w);
@@ -129,8 +146,7 @@ __global__ void __launch_bounds__(C::kThreads, 1)
   __shared__ int warp_gt[C::kWarps], warp_eq[C::kWarps], warp_tie0[C::kWarps], warp_out0[C::kWarps];
   __shared__ int block_counts[2];            // keys of the slice above / at the threshold (read by the cluster)
   __shared__ int cand_n;                     // rank 0: candidates gathered
-  __shared__ uint32_t sel_prefix, sel_mask;  // rank 0: the select's result on the candidates
-  __shared__ int sel_remaining;
+  __shared__ Threshold sel;                  // rank 0: the select's result on the candidates
   const cg::cluster_group cluster = cg::this_cluster();
   const int nblocks = static_cast<int>(cluster.num_blocks()), rank = static_cast<int>(cluster.block_rank());
   const int64_t r = blockIdx.x / nblocks;
@@ -198,10 +214,9 @@ __global__ void __launch_bounds__(C::kThreads, 1)
   }
   __syncthreads();
   find_bucket(total, C::kTopBuckets, K, warp_sum, result);
-  uint32_t prefix = static_cast<uint32_t>(result[0]) << kShift0, mask = ~0u << kShift0;
-  int remaining = K - result[1];
+  Threshold th{static_cast<uint32_t>(result[0]) << kShift0, ~0u << kShift0, K - result[1]};
   const int in_bucket = result[2];
-  const bool whole = in_bucket == remaining;  // the bucket is taken whole: the threshold is its digit
+  const bool whole = in_bucket == th.remaining;  // the bucket is taken whole: the threshold is its digit
   const bool gather = !whole && in_bucket <= C::kMaxCandidates;
 
   // 2a. The bucket's keys gathered in rank 0, which finishes the select on them alone.
@@ -211,7 +226,7 @@ __global__ void __launch_bounds__(C::kThreads, 1)
     for (int base = lo; base < hi; base += blockDim.x) {  // warp-uniform trip count
       const int i = base + threadIdx.x;
       const uint32_t key = i < hi ? key_at(i) : 0u;
-      const bool in = i < hi && (key & mask) == prefix;
+      const bool in = i < hi && (key & th.mask) == th.prefix;
       const uint32_t lanes = __ballot_sync(0xffffffffu, in);
       if (!lanes) continue;
       int at = 0;
@@ -229,23 +244,18 @@ __global__ void __launch_bounds__(C::kThreads, 1)
       for (int base = 0; base < in_bucket; base += blockDim.x) {  // warp-uniform trip count
         const int j = base + threadIdx.x;
         const uint32_t key = j < in_bucket ? cand[j] : 0u;
-        count_bucket(hist, (key >> shift) & (nb - 1), j < in_bucket && (key & mask) == prefix);
+        count_bucket(hist, (key >> shift) & (nb - 1), j < in_bucket && (key & th.mask) == th.prefix);
       }
       __syncthreads();
-      find_bucket(hist, nb, remaining, warp_sum, result);
-      prefix |= static_cast<uint32_t>(result[0]) << shift;
-      mask |= static_cast<uint32_t>(nb - 1) << shift;
-      remaining -= result[1];
+      find_bucket(hist, nb, th.remaining, warp_sum, result);
       done += bits;
-      if (result[2] == remaining) break;  // the whole bucket is taken: no need to tell its keys apart
+      if (th.take(result, shift, bits)) break;
     }
-    if (threadIdx.x == 0) sel_prefix = prefix, sel_mask = mask, sel_remaining = remaining;
+    if (threadIdx.x == 0) sel = th;
   }
   cluster.sync();  // rank 0's result is set
   if (gather) {
-    prefix = *cluster.map_shared_rank(&sel_prefix, 0);
-    mask = *cluster.map_shared_rank(&sel_mask, 0);
-    remaining = *cluster.map_shared_rank(&sel_remaining, 0);
+    th = *cluster.map_shared_rank(&sel, 0);
   }
 
   // 2b. Otherwise the cluster counts the later digits over its slices, meeting once a digit (the
@@ -259,7 +269,7 @@ __global__ void __launch_bounds__(C::kThreads, 1)
       for (int base = lo; base < hi; base += blockDim.x) {  // warp-uniform trip count
         const int i = base + threadIdx.x;
         const uint32_t key = i < hi ? key_at(i) : 0u;
-        count_bucket(h, (key >> shift) & (nb - 1), i < hi && (key & mask) == prefix);
+        count_bucket(h, (key >> shift) & (nb - 1), i < hi && (key & th.mask) == th.prefix);
       }
       cluster.sync();  // every block's histogram is complete
       for (int b = threadIdx.x; b < nb; b += blockDim.x) {
@@ -268,21 +278,18 @@ __global__ void __launch_bounds__(C::kThreads, 1)
         cand[b] = sum;
       }
       __syncthreads();
-      find_bucket(cand, nb, remaining, warp_sum, result);
-      prefix |= static_cast<uint32_t>(result[0]) << shift;
-      mask |= static_cast<uint32_t>(nb - 1) << shift;
-      remaining -= result[1];
+      find_bucket(cand, nb, th.remaining, warp_sum, result);
       done += bits;
-      if (result[2] == remaining) break;
+      if (th.take(result, shift, bits)) break;
     }
   }
 
   // 3. Keys above the threshold (masked key > prefix) and at it, per warp, block and cluster.
   int gt = 0, eq = 0;
   for (int i = wlo + lane; i < whi; i += 32) {
-    const uint32_t m = key_at(i) & mask;
-    gt += m > prefix;
-    eq += m == prefix;
+    const uint32_t m = key_at(i) & th.mask;
+    gt += m > th.prefix;
+    eq += m == th.prefix;
   }
   gt = __reduce_add_sync(0xffffffffu, gt);
   eq = __reduce_add_sync(0xffffffffu, eq);
@@ -295,13 +302,6 @@ __global__ void __launch_bounds__(C::kThreads, 1)
   }
   cluster.sync();
   if (warp == 0) {
-    auto inclusive_scan = [&](int v) {
-      for (int o = 1; o < 32; o <<= 1) {
-        const int u = __shfl_up_sync(0xffffffffu, v, o);
-        if (lane >= o) v += u;
-      }
-      return v;
-    };
     // Ties before this block (E) and outputs before it (O): blocks before it take all their keys
     // above and the first of the `remaining` ties.
     int bg = 0, be = 0;
@@ -310,7 +310,7 @@ __global__ void __launch_bounds__(C::kThreads, 1)
       bg = bc[0], be = bc[1];
     }
     const int e_incl = inclusive_scan(be);
-    const int bsel = bg + max(0, min(be, remaining - (e_incl - be)));
+    const int bsel = bg + max(0, min(be, th.remaining - (e_incl - be)));
     const int o_incl = inclusive_scan(bsel);
     const int block_tie0 = __shfl_sync(0xffffffffu, e_incl - be, rank);
     const int block_out0 = __shfl_sync(0xffffffffu, o_incl - bsel, rank);
@@ -318,7 +318,7 @@ __global__ void __launch_bounds__(C::kThreads, 1)
     const int wg = warp_gt[lane], we = warp_eq[lane];
     const int we_incl = inclusive_scan(we);
     const int tie0 = block_tie0 + we_incl - we;
-    const int wsel = wg + max(0, min(we, remaining - tie0));
+    const int wsel = wg + max(0, min(we, th.remaining - tie0));
     const int ws_incl = inclusive_scan(wsel);
     warp_tie0[lane] = tie0, warp_out0[lane] = block_out0 + ws_incl - wsel;
   }
@@ -328,10 +328,10 @@ __global__ void __launch_bounds__(C::kThreads, 1)
   int tie = warp_tie0[warp], o = warp_out0[warp];
   for (int base = wlo; base < whi; base += 32) {
     const int i = base + lane;
-    const uint32_t m = i < whi ? key_at(i) & mask : 0u;
-    const bool above = i < whi && m > prefix, at = i < whi && m == prefix;
+    const uint32_t m = i < whi ? key_at(i) & th.mask : 0u;
+    const bool above = i < whi && m > th.prefix, at = i < whi && m == th.prefix;
     const uint32_t at_mask = __ballot_sync(0xffffffffu, at);
-    const bool take = above || (at && tie + __popc(at_mask & lanes_below) < remaining);
+    const bool take = above || (at && tie + __popc(at_mask & lanes_below) < th.remaining);
     const uint32_t take_mask = __ballot_sync(0xffffffffu, take);
     if (take) out[o + __popc(take_mask & lanes_below)] = i;
     tie += __popc(at_mask);
