@@ -52,9 +52,9 @@ void CudaModel::attention(const DBlock& blk, int table_row, const float* a_in, f
     idx_proj = {{&w.idx_comp.wkv, iu}, {&w.idx_comp.wgate, iz}, {&w.idx_wproj, iw}};
   }
 
-  // Decode: the compressors and the lightning indexer run beside the query's chain, on two side
-  // streams that make their own projections of the input (the indexer forked again after the
-  // query's norm, whose FP8 form it reads); both are joined before the attention.
+  // Decode: the compressors and the lightning indexer run beside the query's chain, each on its
+  // own side stream and making its own projections of the input (the indexer forked again after
+  // the query's norm, whose FP8 form it reads); both are joined before the attention.
   const bool side = side_enabled() && m > 0 && prequantized_ && Q % 128 == 0;
   cudaStream_t s_comp = side ? side2_ : stream_, s_idx = side ? side_idx_ : stream_;
   if (side) {

@@ -272,8 +272,8 @@ class CudaModel : public Backend {
   cudaStream_t stream_ = nullptr;
   // Decode's side branch: work that the main stream's next kernels do not need (mHC's comb, the
   // shared expert) runs beside them, forked after what it reads and joined before its first use.
-  // Captured graphs keep the two branches.
-  cudaStream_t side_ = nullptr, side2_ = nullptr;  // (two: a CSA layer's indexer and its compressor)
+  // Captured graphs keep the branches.
+  cudaStream_t side_ = nullptr, side2_ = nullptr;  // side2_: the compressors of CSA/HCA layers
   // A CSA layer's indexer, at the greatest priority: at long context its chain (scores and top-k
   // over up to 262144 entries) is longer than the query chain beside it, so its blocks go first.
   cudaStream_t side_idx_ = nullptr;

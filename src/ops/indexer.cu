@@ -17,7 +17,9 @@
 //     bf16x2 multiply by the scale), never through shared memory tiles;
 //   - each warp keeps kStages tiles in flight with cp.async (private to the thread, so no
 //     barriers); the grid is sized to fill the GPU once, warps stride over the tiles;
-//   - the ReLU-weighted head sum is fused: per thread 8 heads, then a butterfly over the warp.
+//   - the ReLU-weighted head sum is fused: per thread 8 heads, then a butterfly over the warp;
+//   - with `digits` (decode), each written score is also counted by the top-k's first digit
+//     (topk.cu), in shared memory, and the block adds its counts to the row's once at its end.
 // More than kGroupHeads heads take several passes, the later ones adding to the scores.
 // More than kFewRows rows (prefill) go to indexer_prefill.cu, where query rows share each
 // entry tile.
