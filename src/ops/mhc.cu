@@ -34,30 +34,23 @@ __device__ __forceinline__ float sinkhorn_warp(float logit, int n, float hc_eps,
   const bool on = lane < n * n, pow2 = (n & (n - 1)) == 0;
   const int j = lane / n, k = lane % n;
   float c = on ? logit : 0.0f;
-  auto xor_sum = [&](float v, int first, int last) {
-    for (int o = first; o <= last; o <<= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-  };
-  auto row_sum = [&](float v) {
-    if (pow2) return n > 1 ? xor_sum(v, 1, n / 2) : v;
+  // The sum over this lane's row (first = j·n, step 1, xor 1 .. n/2) or column (first = k,
+  // step n, xor n .. n²/2).
+  auto line_sum = [&](float v, int first, int step) {
+    if (pow2) {
+      for (int o = step; o < n * step; o <<= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+      return v;
+    }
     cs[lane] = v;
     __syncwarp();
     float sum = 0.0f;
     if (on)
-      for (int i = 0; i < n; ++i) sum += cs[j * n + i];
+      for (int i = 0; i < n; ++i) sum += cs[first + i * step];
     __syncwarp();
     return sum;
   };
-  auto col_sum = [&](float v) {
-    if (pow2) return n > 1 ? xor_sum(v, n, n * n / 2) : v;
-    cs[lane] = v;
-    __syncwarp();
-    float sum = 0.0f;
-    if (on)
-      for (int i = 0; i < n; ++i) sum += cs[i * n + k];
-    __syncwarp();
-    return sum;
-  };
+  auto row_sum = [&](float v) { return line_sum(v, j * n, 1); };
+  auto col_sum = [&](float v) { return line_sum(v, k, n); };
   cs[lane] = c;
   __syncwarp();
   float mx = -INFINITY;
