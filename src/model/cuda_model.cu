@@ -307,7 +307,9 @@ bool CudaModel::gemv_args(const DTensor& W, int64_t w_row0, int64_t nrows, Act& 
                                                         : GemvWeights::F32;
   if (!gemv_enabled_ || !gemv_fits(kind, x.M, W.cols) || x.K % 16 != 0 || x_col0 % 16 != 0 || group_stride % 16 != 0)
     return false;
-  if (kind == GemvWeights::FP8Block && (x_col0 % 128 != 0 || group_stride % 128 != 0 || w_row0 % 128 != 0)) return false;
+  if (kind == GemvWeights::FP8Block &&
+      (x_col0 % 128 != 0 || group_stride % 128 != 0 || w_row0 % 128 != 0 || group_rows % 16 != 0))
+    return false;
   g = GemvArgs{};
   g.weights = kind;
   g.M = x.M, g.N = nrows, g.K = W.cols, g.ldw = W.cols;

@@ -119,8 +119,9 @@ void quantize_fp8_1x128_cuda(const float* x, int64_t M, int64_t K, uint8_t* q, f
 //             e4m3 codes of quantize_fp8_1x128_cuda (xq [M, ldxq], scales xs [cols/128][ldxs]);
 //   BF16:     W bf16; x float32 [M, ldx], read as its two bf16 halves (split_bf16_cuda);
 //   F32:      W and x float32.
-// Groups (group_rows > 0): output row n reads x from column (n / group_rows) · group_stride on:
-// the grouped output projection in one launch.
+// Groups (group_rows > 0, even; a multiple of 16 for FP8): output row n reads x from column
+// (n / group_rows) · group_stride on: the grouped output projection in one launch. FP8Block runs
+// on the tensor cores (mma.sync, float32 sums of exact e4m3 products).
 constexpr int kGemvMaxRows = 8;
 enum class GemvWeights { F32, BF16, FP8Block };
 struct GemvArgs {

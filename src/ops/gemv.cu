@@ -2,13 +2,20 @@
 // With one to eight activation rows a product is a stream of its weights: every weight byte is
 // used M times, so the only cost that matters is reading W once at the HBM rate. cuBLASLt's
 // tiles are built for many rows (an FP8 GEMM also pads M to 16), so these products get their
-// own kernel: one warp (or, for short matrices, up to 8 warps splitting the columns) per two
-// output rows, each lane streaming 16-byte weight vectors, the activation rows read through L1
-// (they are small and shared by every warp).
+// own kernel, the activation rows read through L1 (they are small and shared by every warp):
+//   FP8Block: a warp per 16 output rows on the tensor cores (mma.m16n8k32, e4m3 × e4m3 ->
+//             float32, the products the many-row FP8 GEMM makes): the weights' bytes are the
+//             mma's A fragments as loaded and the activation rows its B columns, so a weight
+//             costs a fraction of an instruction and the kernel is a pure stream;
+//   BF16, F32: a warp per two output rows, each lane streaming 16-byte weight vectors into
+//             float32 FMAs.
+// Short matrices split their columns over up to 8 warps.
 //
-// The numbers are those of the many-row GEMMs up to float32 summation order:
+// The numbers are those of the many-row GEMMs up to summation order:
 //   FP8Block: the same e4m3 activations (1×128 blocks, power-of-two scales) and 128×128 weight
-//             scales; products of two e4m3 values summed in float32 per 16 columns, then scaled;
+//             scales; the products of one 128-column block summed by the tensor cores (mma.sync
+//             keeps float32 accuracy here, where the GEMM's wgmma sums in reduced precision),
+//             then scaled and added in float32;
 //   BF16:     bf16 weights times the activations' two bf16 halves (hi + lo, as the split-input
 //             GEMM reads them);
 //   F32:      float32 throughout.
@@ -18,6 +25,7 @@
 #include "cuda/check.h"
 #include "cuda/launch.h"
 #include "ops/cuda_device.cuh"
+#include "ops/cuda_ptx.cuh"
 
 namespace dsv4::cuda {
 
@@ -26,8 +34,20 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kRowsPerWarp = 2;  // two output rows per warp: two independent weight streams in flight
 
-// Columns per lane per step: one 16-byte vector of weights.
+// Columns per lane per step of the SIMT path: one 16-byte vector of weights.
 constexpr int vec_of(GemvWeights w) { return w == GemvWeights::FP8Block ? 16 : w == GemvWeights::BF16 ? 8 : 4; }
+
+// The tensor-core path (FP8 blocks): a warp owns 16 output rows (the mma's M); a step is one
+// 128-column scale block, of which lane (g, t) loads columns [32t, 32t + 32) of rows g and g + 8
+// (two 16-byte vectors each: a row's 128 bytes per step come from four lanes) and the same
+// columns of activation row g. The K order inside an mma is free as long as A and B agree, so
+// mma j of a step takes words 2j, 2j + 1 of those 32 bytes: A = {row g: 2j, row g + 8: 2j, row g:
+// 2j + 1, row g + 8: 2j + 1}, B = {x: 2j, 2j + 1}, both meaning columns 32t + 8j .. 32t + 8j + 7.
+constexpr int kFp8Rows = 16;    // output rows per warp
+constexpr int kFp8Step = 128;   // columns per step: one scale block of W and of x
+constexpr int kFp8InFlight = 2;  // steps of weights loaded ahead (4 KB per warp)
+constexpr int rows_per_warp(GemvWeights w) { return w == GemvWeights::FP8Block ? kFp8Rows : 2; }
+constexpr int step_cols(GemvWeights w) { return w == GemvWeights::FP8Block ? kFp8Step : 32 * vec_of(w); }
 template <GemvWeights kW>
 constexpr int kVec = vec_of(kW);
 
@@ -50,15 +70,7 @@ __device__ __forceinline__ uint4 load_w(const GemvArgs& a, int64_t n, int64_t k)
 // Word i (4 bytes) of a raw weight vector as floats: 4 e4m3, 2 bf16 or 1 float32.
 template <GemvWeights kW>
 __device__ __forceinline__ void decode_word(uint32_t w, float* out) {
-  if constexpr (kW == GemvWeights::FP8Block) {
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const __half2_raw r = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(w >> (16 * h)), __NV_E4M3);
-      const float2 f = __half22float2(__half2(r));
-      out[2 * h] = f.x;
-      out[2 * h + 1] = f.y;
-    }
-  } else if constexpr (kW == GemvWeights::BF16) {
+  if constexpr (kW == GemvWeights::BF16) {
     out[0] = __uint_as_float(w << 16);
     out[1] = __uint_as_float(w & 0xffff0000u);
   } else {
@@ -69,29 +81,25 @@ __device__ __forceinline__ void decode_word(uint32_t w, float* out) {
 // The activations of row m at columns c .. c + kVec − 1 (c = the group's first column + k).
 template <GemvWeights kW>
 __device__ __forceinline__ void load_x(const GemvArgs& a, int m, int64_t c, float* out) {
-  if constexpr (kW == GemvWeights::FP8Block) {
-    dev::e4m3x16(__ldg(reinterpret_cast<const uint4*>(a.xq + m * a.ldxq + c)), out);
-  } else {
-    const float4* p = reinterpret_cast<const float4*>(a.x + m * a.ldx + c);
+  const float4* p = reinterpret_cast<const float4*>(a.x + m * a.ldx + c);
 #pragma unroll
-    for (int i = 0; i < kVec<kW> / 4; ++i) {
-      const float4 v = __ldg(p + i);
-      out[4 * i] = v.x, out[4 * i + 1] = v.y, out[4 * i + 2] = v.z, out[4 * i + 3] = v.w;
-    }
-    if constexpr (kW == GemvWeights::BF16) {  // the split-input GEMM's hi + lo halves
+  for (int i = 0; i < kVec<kW> / 4; ++i) {
+    const float4 v = __ldg(p + i);
+    out[4 * i] = v.x, out[4 * i + 1] = v.y, out[4 * i + 2] = v.z, out[4 * i + 3] = v.w;
+  }
+  if constexpr (kW == GemvWeights::BF16) {  // the split-input GEMM's hi + lo halves
 #pragma unroll
-      for (int j = 0; j < kVec<kW>; ++j) {
-        const float hi = __bfloat162float(__float2bfloat16_rn(out[j]));
-        out[j] = hi + __bfloat162float(__float2bfloat16_rn(out[j] - hi));
-      }
+    for (int j = 0; j < kVec<kW>; ++j) {
+      const float hi = __bfloat162float(__float2bfloat16_rn(out[j]));
+      out[j] = hi + __bfloat162float(__float2bfloat16_rn(out[j] - hi));
     }
   }
 }
 
-// Block = 8 warps = kThreads / 32 / ksplit row pairs; the ksplit warps of a pair take
-// interleaved column steps, and their sums meet in shared memory in warp order (deterministic).
-// Several products in one launch (gemv_many_cuda): block b belongs to the product whose block
-// range holds it.
+// Block = 8 warps. SIMT path: kThreads / 32 / ksplit row pairs; tensor-core path: as many
+// 16-row groups. The ksplit warps of a pair or group take interleaved column steps, and their
+// sums meet in shared memory in warp order (deterministic). Several products in one launch
+// (gemv_many_cuda): block b belongs to the product whose block range holds it.
 struct GemvBatch {
   GemvArgs mats[kGemvMaxMats];
   int first_block[kGemvMaxMats + 1];
@@ -100,12 +108,14 @@ struct GemvBatch {
 };
 
 constexpr int kWarps = kThreads / 32;
+// The partial sums of the ksplit warps: [warp][kM][2] (SIMT) or [warp][16 rows][8 x rows] (mma).
+constexpr int kRedFloats = kWarps * kFp8Rows * kGemvMaxRows;
 
-// Block `block` of product a (its first row pair block · kWarps / ksplit).
+// SIMT block `block` of product a (its first row pair block · kWarps / ksplit): BF16 or F32 weights.
 template <GemvWeights kW, int kM>
-__device__ __forceinline__ void gemv_block(const GemvArgs& a, int64_t block, int ksplit,
-                                           float (&red)[kWarps][kM][kRowsPerWarp]) {
+__device__ __forceinline__ void gemv_block(const GemvArgs& a, int64_t block, int ksplit, float* red_raw) {
   constexpr int V = kVec<kW>;
+  auto red = reinterpret_cast<float(*)[kM][kRowsPerWarp]>(red_raw);
   const int lane = threadIdx.x & 31, w = threadIdx.x / 32;
   const int part = w % ksplit;
   const int64_t pair = block * (kWarps / ksplit) + w / ksplit;
@@ -113,21 +123,18 @@ __device__ __forceinline__ void gemv_block(const GemvArgs& a, int64_t block, int
   const bool active = n0 < a.N;
   const bool second = n0 + 1 < a.N;
   const int64_t n1 = second ? n0 + 1 : n0;
-  // Both rows lie in one group (group_rows is even) and in one 128-row scale block (n0 is even).
+  // Both rows lie in one group (group_rows is even).
   const int64_t col0 = active && a.group_rows ? (n0 / a.group_rows) * a.group_stride : 0;
-  const float* wscale = kW == GemvWeights::FP8Block && active ? a.w_scale + (n0 / 128) * a.ldw_scale : nullptr;
   const int64_t stride = static_cast<int64_t>(ksplit) * 32 * V;
   int64_t k0 = (static_cast<int64_t>(part) * 32 + lane) * V;
   uint4 raw0[kInFlight], raw1[kInFlight];
-  float sw[kInFlight];
-  auto load_steps = [&](int64_t kb) {  // the weights of kInFlight steps from kb (and their scales), all issued before any use
+  auto load_steps = [&](int64_t kb) {  // the weights of kInFlight steps from kb, all issued before any use
 #pragma unroll
     for (int u = 0; u < kInFlight; ++u) {
       const int64_t k = kb + u * stride;
       if (k < a.K) {
         raw0[u] = load_w<kW>(a, n0, k);
         raw1[u] = load_w<kW>(a, n1, k);
-        if constexpr (kW == GemvWeights::FP8Block) sw[u] = __ldg(wscale + k / 128);
       }
     }
   };
@@ -163,14 +170,8 @@ __device__ __forceinline__ void gemv_block(const GemvArgs& a, int64_t block, int
               d1 = fmaf(w1[j], xv[kPerWord * i + j], d1);
             }
           }
-          if constexpr (kW == GemvWeights::FP8Block) {
-            const float sc = sw[u] * __ldg(a.xs + ((col0 + k) / 128) * a.ldxs + m);
-            acc0[m] = fmaf(d0, sc, acc0[m]);
-            acc1[m] = fmaf(d1, sc, acc1[m]);
-          } else {
-            acc0[m] += d0;
-            acc1[m] += d1;
-          }
+          acc0[m] += d0;
+          acc1[m] += d1;
         }
       }
       if (k0 + kInFlight * stride < a.K) load_steps(k0 + kInFlight * stride);
@@ -204,25 +205,127 @@ __device__ __forceinline__ void gemv_block(const GemvArgs& a, int64_t block, int
   }
 }
 
+// c[16×8] += a[16×32] · b[32×8], e4m3 → float32 (fragments as in the PTX ISA, 4 bytes a register).
+__device__ __forceinline__ void mma_e4m3(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+                                         uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// Tensor-core block `block` of product a (FP8 blocks): warp w's group of 16 rows starts at
+// (block · kWarps / ksplit + w / ksplit) · 16. Lane (g, t) ends with rows g, g + 8 of the group
+// for x rows 2t, 2t + 1 (the mma's C fragment).
+__device__ __forceinline__ void gemv_fp8_block(const GemvArgs& a, int64_t block, int ksplit, float* red_raw) {
+  auto red = reinterpret_cast<float(*)[kFp8Rows][kGemvMaxRows]>(red_raw);
+  const int lane = threadIdx.x & 31, w = threadIdx.x / 32, g = lane >> 2, t = lane & 3;
+  const int part = w % ksplit;
+  const int64_t n0 = (block * (kWarps / ksplit) + w / ksplit) * kFp8Rows;
+  const bool active = n0 < a.N;  // the warp's
+  const int64_t na = n0 + g, nb = n0 + g + 8;
+  // The 16 rows lie in one group (group_rows % 16 == 0) and one 128-row scale block (n0 % 16 == 0).
+  const int64_t col0 = active && a.group_rows ? (n0 / a.group_rows) * a.group_stride : 0;
+  const uint8_t* wa = active && na < a.N ? a.w_fp8 + na * a.ldw + 32 * t : nullptr;
+  const uint8_t* wb = active && nb < a.N ? a.w_fp8 + nb * a.ldw + 32 * t : nullptr;
+  const uint8_t* xr = g < a.M ? a.xq + g * a.ldxq + col0 + 32 * t : nullptr;
+  const float* wscale = active ? a.w_scale + (n0 / 128) * a.ldw_scale : nullptr;
+  const int64_t stride = static_cast<int64_t>(ksplit) * kFp8Step;
+  int64_t k0 = static_cast<int64_t>(part) * kFp8Step;
+  uint4 ra[kFp8InFlight][2], rb[kFp8InFlight][2];
+  auto load_steps = [&](int64_t kb) {  // kFp8InFlight steps from kb: weights only, zeros past the rows
+#pragma unroll
+    for (int u = 0; u < kFp8InFlight; ++u) {
+      const int64_t k = kb + u * stride;
+      if (k >= a.K) break;
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        ra[u][h] = wa ? __ldcs(reinterpret_cast<const uint4*>(wa + k) + h) : make_uint4(0, 0, 0, 0);
+        rb[u][h] = wb ? __ldcs(reinterpret_cast<const uint4*>(wb + k) + h) : make_uint4(0, 0, 0, 0);
+      }
+    }
+  };
+  if (active) load_steps(k0);  // before the wait: weights overlap the previous kernel (PDL)
+  dev::pdl_begin();
+  float acc[4] = {};
+  const int m0 = 2 * t, m1 = 2 * t + 1;  // the x rows of this lane's outputs
+  if (active) {
+    for (; k0 < a.K; k0 += kFp8InFlight * stride) {
+#pragma unroll
+      for (int u = 0; u < kFp8InFlight; ++u) {
+        const int64_t k = k0 + u * stride;
+        if (k >= a.K) break;
+        uint4 xv[2] = {make_uint4(0, 0, 0, 0), make_uint4(0, 0, 0, 0)};
+        if (xr) xv[0] = __ldg(reinterpret_cast<const uint4*>(xr + k)), xv[1] = __ldg(reinterpret_cast<const uint4*>(xr + k) + 1);
+        const uint32_t* A = reinterpret_cast<const uint32_t*>(ra[u]);
+        const uint32_t* B = reinterpret_cast<const uint32_t*>(rb[u]);
+        const uint32_t* X = reinterpret_cast<const uint32_t*>(xv);
+        float p[4] = {};
+#pragma unroll
+        for (int j = 0; j < 4; ++j) mma_e4m3(p, A[2 * j], B[2 * j], A[2 * j + 1], B[2 * j + 1], X[2 * j], X[2 * j + 1]);
+        // The block's sum times its weight scale and its x row's scale, added in float32.
+        const float sw = __ldg(wscale + k / kFp8Step);
+        const float* xs = a.xs + ((col0 + k) / kFp8Step) * a.ldxs;
+        const float s0 = m0 < a.M ? sw * __ldg(xs + m0) : 0.0f, s1 = m1 < a.M ? sw * __ldg(xs + m1) : 0.0f;
+        acc[0] = fmaf(p[0], s0, acc[0]);
+        acc[1] = fmaf(p[1], s1, acc[1]);
+        acc[2] = fmaf(p[2], s0, acc[2]);
+        acc[3] = fmaf(p[3], s1, acc[3]);
+      }
+      if (k0 + kFp8InFlight * stride < a.K) load_steps(k0 + kFp8InFlight * stride);
+    }
+  }
+  if (ksplit > 1) {
+    red[w][g][m0] = acc[0], red[w][g][m1] = acc[1], red[w][g + 8][m0] = acc[2], red[w][g + 8][m1] = acc[3];
+    __syncthreads();
+    if (part == 0) {
+      float v[4] = {};
+      for (int q = 0; q < ksplit; ++q) {
+        v[0] += red[w + q][g][m0], v[1] += red[w + q][g][m1];
+        v[2] += red[w + q][g + 8][m0], v[3] += red[w + q][g + 8][m1];
+      }
+      acc[0] = v[0], acc[1] = v[1], acc[2] = v[2], acc[3] = v[3];
+    }
+  }
+  if (!active || part != 0) return;
+  auto put = [&](int64_t n, int m, float v) {
+    if (n >= a.N || m >= a.M) return;
+    float* y = a.y + m * a.ldy + n;
+    *y = a.beta != 0.0f ? fmaf(a.beta, *y, v) : v;
+  };
+  put(na, m0, acc[0]);
+  put(na, m1, acc[1]);
+  put(nb, m0, acc[2]);
+  put(nb, m1, acc[3]);
+}
+
 // Each block runs the product whose block range holds it, in that product's weight form: one
 // form per launch (kForm), or any mix of them (kForm = kMixed: the gate in float32 and the shared
 // expert in FP8, say, in one launch).
 constexpr int kMixed = -1;
+// Blocks per SM the registers must allow: 4 for one SIMT row (64 registers: the 512-block output
+// projections in one wave), 3 where the tensor-core path may run (its two steps in flight need ~80).
 template <int kM, int kForm>
-__global__ void __launch_bounds__(kThreads, kM == 1 ? 4 : 2)
+constexpr int gemv_min_blocks() {
+  return kM > 1 ? 2 : kForm == static_cast<int>(GemvWeights::FP8Block) || kForm == -1 ? 3 : 4;
+}
+template <int kM, int kForm>
+__global__ void __launch_bounds__(kThreads, gemv_min_blocks<kM, kForm>())
     gemv_kernel(const __grid_constant__ GemvBatch batch) {
-  __shared__ float red[kWarps][kM][kRowsPerWarp];
+  __shared__ float red[kRedFloats];
   int mi = 0;
   while (mi + 1 < batch.count && static_cast<int>(blockIdx.x) >= batch.first_block[mi + 1]) ++mi;
   const GemvArgs& a = batch.mats[mi];
   const int64_t block = static_cast<int64_t>(blockIdx.x) - batch.first_block[mi];
-  if constexpr (kForm != kMixed) {
-    gemv_block<static_cast<GemvWeights>(kForm), kM>(a, block, batch.ksplit[mi], red);
+  const int ks = batch.ksplit[mi];
+  if constexpr (kForm == static_cast<int>(GemvWeights::FP8Block)) {
+    gemv_fp8_block(a, block, ks, red);
+  } else if constexpr (kForm != kMixed) {
+    gemv_block<static_cast<GemvWeights>(kForm), kM>(a, block, ks, red);
   } else {
     switch (a.weights) {
-      case GemvWeights::FP8Block: gemv_block<GemvWeights::FP8Block, kM>(a, block, batch.ksplit[mi], red); break;
-      case GemvWeights::BF16: gemv_block<GemvWeights::BF16, kM>(a, block, batch.ksplit[mi], red); break;
-      case GemvWeights::F32: gemv_block<GemvWeights::F32, kM>(a, block, batch.ksplit[mi], red); break;
+      case GemvWeights::FP8Block: gemv_fp8_block(a, block, ks, red); break;
+      case GemvWeights::BF16: gemv_block<GemvWeights::BF16, kM>(a, block, ks, red); break;
+      case GemvWeights::F32: gemv_block<GemvWeights::F32, kM>(a, block, ks, red); break;
     }
   }
 }
@@ -242,21 +345,23 @@ auto kernel_for(const GemvArgs* mats, int count) {
 void launch_gemv(const GemvArgs* mats, int count, cudaStream_t s) {
   static int sms = 0;
   if (!sms) DSV4_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
-  // Enough blocks to keep every SM streaming: split a row pair's columns over up to 8 warps
-  // when there are few pairs (short matrices), as long as each warp keeps whole column steps.
-  // Decided per product from its own shape, so that a product sums the same in any launch.
+  // Enough blocks to keep every SM streaming: split a row pair's (row group's) columns over up to
+  // 8 warps when there are few of them (short matrices), as long as each warp keeps two column
+  // steps. Decided per product from its own shape, so that a product sums the same in any launch.
   GemvBatch b{};
   b.count = count;
   b.first_block[0] = 0;
   for (int i = 0; i < count; ++i) {
-    const int64_t pairs = (mats[i].N + kRowsPerWarp - 1) / kRowsPerWarp;
-    const int64_t steps = (mats[i].K + 32 * vec_of(mats[i].weights) - 1) / (32 * vec_of(mats[i].weights));
+    const GemvWeights wf = mats[i].weights;
+    const int64_t units = (mats[i].N + rows_per_warp(wf) - 1) / rows_per_warp(wf);
+    const int64_t steps = (mats[i].K + step_cols(wf) - 1) / step_cols(wf);
+    const int64_t target = wf == GemvWeights::FP8Block ? 3 * sms : 2 * sms;  // blocks: about the SMs' room
     int ks = 1;
-    while (ks < kWarps && (pairs * ks + kWarps - 1) / kWarps < 2 * sms && steps >= 2 * ks) ks *= 2;
+    while (ks < kWarps && (units * ks + kWarps - 1) / kWarps < target && steps >= 2 * ks) ks *= 2;
     b.mats[i] = mats[i];
     b.ksplit[i] = ks;
     const int per_block = kWarps / ks;
-    b.first_block[i + 1] = b.first_block[i] + static_cast<int>((pairs + per_block - 1) / per_block);
+    b.first_block[i + 1] = b.first_block[i] + static_cast<int>((units + per_block - 1) / per_block);
   }
   const unsigned blocks = static_cast<unsigned>(b.first_block[count]);
   if (blocks == 0) return;
@@ -285,8 +390,8 @@ void gemv_many_cuda(const GemvArgs* mats, int count, cudaStream_t s) {
     DSV4_CHECK(a.M == mats[0].M && a.K == mats[0].K, "gemv", "products in one launch share M and K");
     DSV4_CHECK(a.group_rows == 0 || (a.group_rows % 2 == 0 && a.group_stride % 16 == 0), "gemv", "groups of ",
                a.group_rows, " rows with stride ", a.group_stride, " are not supported");
-    DSV4_CHECK(a.weights != GemvWeights::FP8Block || a.group_stride % 128 == 0, "gemv",
-               "FP8 activation groups must start on a 128-column scale block");
+    DSV4_CHECK(a.weights != GemvWeights::FP8Block || (a.group_stride % 128 == 0 && a.group_rows % kFp8Rows == 0),
+               "gemv", "FP8 groups must be whole 16-row groups reading from 128-column scale blocks");
   }
   launch_gemv(mats, count, s);
 }

@@ -15,6 +15,11 @@ namespace dsv4::testing_gpu {
 using cuda::DeviceArray;
 
 inline double f32_rule(int64_t n) { return 16.0 * std::ldexp(1.0, -24) * std::sqrt(static_cast<double>(n)); }
+// cuBLASLt's block-scaled FP8 GEMM on Hopper: the products of a 128-wide block are added in the
+// tensor cores' reduced precision (about 14 significant bits, u = 2^-14) before the float32 sum of
+// the scaled blocks; the same factor 16. (mma.sync's e4m3 products, the few-row kernel's, meet
+// the float32 rule.)
+inline double fp8_mma_rule() { return 16.0 * std::ldexp(1.0, -14); }
 
 struct Diff {
   double rel = 0, max_abs = 0;
