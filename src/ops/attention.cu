@@ -310,17 +310,29 @@ attention_combine_kernel(const float* part, const float* sink, int H, int Dh, in
   const int h = blockIdx.y;
   const int pstride = Dh + 4;
   const float* base = part + (r * H + h) * static_cast<int64_t>(splits) * pstride;
-  if (threadIdx.x < 32) {  // one warp: the maximum, the weights, the denominator (splits in order)
+  if (threadIdx.x < 32) {  // one warp: the maximum, the weights, the denominator (lane-parallel, then a butterfly)
+    constexpr int kPerLane = kMaxSplits / 32;
+    float m[kPerLane], l[kPerLane];
     float M = sink[h];
-    for (int s = threadIdx.x; s < splits; s += 32) M = fmaxf(M, base[s * pstride + Dh]);
-    M = dev::warp_max(M);
-    for (int s = threadIdx.x; s < splits; s += 32) wgt[s] = expf(base[s * pstride + Dh] - M);
-    __syncwarp();
-    if (threadIdx.x == 0) {
-      float L = expf(sink[h] - M);
-      for (int s = 0; s < splits; ++s) L += base[s * pstride + Dh + 1] * wgt[s];
-      total = L;
+#pragma unroll
+    for (int i = 0; i < kPerLane; ++i) {
+      const int s = threadIdx.x + 32 * i;
+      m[i] = s < splits ? base[s * pstride + Dh] : -INFINITY;
+      l[i] = s < splits ? base[s * pstride + Dh + 1] : 0.0f;
+      M = fmaxf(M, m[i]);
     }
+    M = dev::warp_max(M);
+    float L = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kPerLane; ++i) {
+      const int s = threadIdx.x + 32 * i;
+      if (s >= splits) continue;
+      const float w = expf(m[i] - M);
+      wgt[s] = w;
+      L += l[i] * w;
+    }
+    L = dev::warp_sum(L);
+    if (threadIdx.x == 0) total = L + expf(sink[h] - M);
   }
   __syncthreads();
   const int quad = threadIdx.x % (C::kDims / 4), g = threadIdx.x / (C::kDims / 4);

@@ -97,18 +97,21 @@ sparse_attention_mma_kernel(const float* q, CacheRows chunk, const float* sink, 
   {
     constexpr int kBatch = 16;
     const int total = C::kM * Dh / 4;
+    dev::DivSeq at(tid, C::kThreads, Dh / 4);  // (head, float4 column) of element i
     for (int i0 = tid; i0 < total; i0 += kBatch * C::kThreads) {
       float4 v[kBatch];
+      dev::DivSeq in = at;
 #pragma unroll
-      for (int u = 0; u < kBatch; ++u) {
-        const int i = i0 + u * C::kThreads, row = i / (Dh / 4), d = 4 * (i % (Dh / 4));
-        v[u] = i < total && row < hb ? *reinterpret_cast<const float4*>(q + (r * a.H + h0 + row) * Dh + d)
-                                     : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      for (int u = 0; u < kBatch; ++u, in.next()) {
+        const int i = i0 + u * C::kThreads;
+        v[u] = i < total && in.q < hb ? *reinterpret_cast<const float4*>(q + (r * a.H + h0 + in.q) * Dh + 4 * in.r)
+                                      : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
       }
 #pragma unroll
-      for (int u = 0; u < kBatch; ++u) {
-        const int i = i0 + u * C::kThreads, row = i / (Dh / 4), d = 4 * (i % (Dh / 4));
-        if (i < total) *reinterpret_cast<uint2*>(Qs + row * ld + d) = uint2{pack_bf16x2(v[u].x, v[u].y), pack_bf16x2(v[u].z, v[u].w)};
+      for (int u = 0; u < kBatch; ++u, at.next()) {
+        const int i = i0 + u * C::kThreads;
+        if (i < total)
+          *reinterpret_cast<uint2*>(Qs + at.q * ld + 4 * at.r) = uint2{pack_bf16x2(v[u].x, v[u].y), pack_bf16x2(v[u].z, v[u].w)};
       }
     }
   }
@@ -147,8 +150,9 @@ sparse_attention_mma_kernel(const float* q, CacheRows chunk, const float* sink, 
   // Decode the staged tile into Ks: 8 dims (16 bytes of bf16) per step; rows past the list are zero.
   auto decode = [&](int t) {
     const int p8 = Dh / 8, cp8 = N / 8;
-    for (int i = tid; i < C::kN * p8; i += C::kThreads) {
-      const int row = i / p8, pc = i % p8;
+    dev::DivSeq rc(tid, C::kThreads, p8);
+    for (int i = tid; i < C::kN * p8; i += C::kThreads, rc.next()) {
+      const int row = rc.q, pc = rc.r;
       uint4 out = make_uint4(0, 0, 0, 0);
       if (t * C::kN + row < nkeys) {
         if (pc < cp8) {

@@ -17,6 +17,20 @@ __device__ __forceinline__ float warp_sum(float v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
 }
+// i / n and i % n along i = i0, i0 + step, i0 + 2·step, ... (n > 0): one division at the start,
+// then a carry per step. A division by a runtime n costs about twenty instructions, which in the
+// latency-bound kernels of a decode step (one to a few blocks) is time on the critical path.
+struct DivSeq {
+  int q, r, dq, dr, n;
+  __device__ __forceinline__ DivSeq(int i0, int step, int n_)
+      : q(i0 / n_), r(i0 % n_), dq(step / n_), dr(step % n_), n(n_) {}
+  __device__ __forceinline__ void next() {
+    q += dq;
+    r += dr;
+    if (r >= n) r -= n, ++q;
+  }
+};
+
 __device__ __forceinline__ float warp_max(float v) {
   for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
   return v;

@@ -303,9 +303,12 @@ __global__ void __launch_bounds__(FusedConfig::kThreads)
   float4* y_s = x_s + items;             // [G]
 
   cluster_arrive_relaxed();  // pushes into a block's shared memory wait until it has started
-  for (int e = threadIdx.x; e < rows * items; e += C::kThreads) {
-    const int r = e / items, j = (e % items) / G, g = e % G;
-    ptx::cp_async<16>(fn_s + e, fn + r * nD + static_cast<int64_t>(j) * D + d0 + 4 * g);
+  // Item i (stream j, group g) of every row: one division per item, not three per copy (the
+  // copies' address arithmetic was most of this kernel's instructions).
+  for (int i = threadIdx.x; i < items; i += C::kThreads) {
+    const int j = i / G, g = i - j * G;
+    const float* src = fn + static_cast<int64_t>(j) * D + d0 + 4 * g;
+    for (int r = 0; r < rows; ++r) ptx::cp_async<16>(fn_s + r * items + i, src + r * nD);
   }
   for (int g = threadIdx.x; g < G; g += C::kThreads) ptx::cp_async<16>(norm_s + g, norm + d0 + 4 * g);
   ptx::cp_async_commit();
