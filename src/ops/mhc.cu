@@ -303,8 +303,8 @@ __global__ void __launch_bounds__(FusedConfig::kThreads)
   float4* y_s = x_s + items;             // [G]
 
   cluster_arrive_relaxed();  // pushes into a block's shared memory wait until it has started
-  // Item i (stream j, group g) of every row: one division per item, not three per copy (the
-  // copies' address arithmetic was most of this kernel's instructions).
+  // Item i (stream j, group g) of every row: one division per item, not three per copy (by our
+  // count, the copies' address arithmetic was a large share of this kernel's instructions).
   for (int i = threadIdx.x; i < items; i += C::kThreads) {
     const int j = i / G, g = i - j * G;
     const float* src = fn + static_cast<int64_t>(j) * D + d0 + 4 * g;
