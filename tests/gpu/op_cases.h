@@ -1,4 +1,4 @@
-// The machinery of the per-op GPU tests (test_ops.cpp, test_ops_products.cpp): a case runs a
+// The machinery of the per-op GPU tests (test_ops*.cpp, test_indexer.cpp): a case runs a
 // CUDA op and its CPU oracle on the same random inputs and returns named comparisons; the test
 // checks each by the rule of gpu_test_util.h (tol 0: bit-equal; far_frac > 0: that share of
 // elements may flip a rounding; otherwise ‖Δ‖/‖ref‖ ≤ tol).
@@ -57,3 +57,11 @@ inline void expect_case(const OpCase& c) {
 }
 
 }  // namespace dsv4::testing_gpu
+
+// A test file's cases (its kCases) as one parametrized suite: Suite/Fixture.MatchesTheOracle/<case>.
+// Used after the file's namespaces, where kCases is visible.
+#define DSV4_OP_CASES(Suite, Fixture)                                                    \
+  class Fixture : public ::testing::TestWithParam<::dsv4::testing_gpu::OpCase> {};       \
+  TEST_P(Fixture, MatchesTheOracle) { ::dsv4::testing_gpu::expect_case(GetParam()); }    \
+  INSTANTIATE_TEST_SUITE_P(Suite, Fixture, ::testing::ValuesIn(kCases),                  \
+                           [](const auto& info) { return std::string(info.param.name); })

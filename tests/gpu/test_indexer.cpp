@@ -161,12 +161,7 @@ double best_seconds(F&& f, int reps = 5) {
 
 }  // namespace
 
-class IndexerPrefillVsCpu : public ::testing::TestWithParam<OpCase> {};
-
-TEST_P(IndexerPrefillVsCpu, MatchesTheOracle) { expect_case(GetParam()); }
-
-INSTANTIATE_TEST_SUITE_P(Indexer, IndexerPrefillVsCpu, ::testing::ValuesIn(kCases),
-                         [](const auto& info) { return std::string(info.param.name); });
+DSV4_OP_CASES(Indexer, IndexerPrefillVsCpu);
 
 // A prefill chunk of 256 rows at 128K and at 1M tokens (V4-Flash: HI = 64, DI = 128, compact
 // entries): the many-row kernel in one call, the few-row kernel on the same rows in calls of 64,

@@ -403,9 +403,4 @@ const OpCase kCases[] = {
 
 }  // namespace
 
-class CudaVsCpu : public ::testing::TestWithParam<OpCase> {};
-
-TEST_P(CudaVsCpu, MatchesTheOracle) { expect_case(GetParam()); }
-
-INSTANTIATE_TEST_SUITE_P(Ops, CudaVsCpu, ::testing::ValuesIn(kCases),
-                         [](const auto& info) { return std::string(info.param.name); });
+DSV4_OP_CASES(Ops, CudaVsCpu);

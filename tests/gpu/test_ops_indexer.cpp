@@ -294,9 +294,4 @@ const OpCase kCases[] = {{"indexer", op_indexer}};
 
 }  // namespace
 
-class CudaIndexerVsCpu : public ::testing::TestWithParam<OpCase> {};
-
-TEST_P(CudaIndexerVsCpu, MatchesTheOracle) { expect_case(GetParam()); }
-
-INSTANTIATE_TEST_SUITE_P(Indexer, CudaIndexerVsCpu, ::testing::ValuesIn(kCases),
-                         [](const auto& info) { return std::string(info.param.name); });
+DSV4_OP_CASES(Indexer, CudaIndexerVsCpu);

@@ -201,9 +201,4 @@ const OpCase kCases[] = {{"mhc", op_mhc}};
 
 }  // namespace
 
-class CudaMhcVsCpu : public ::testing::TestWithParam<OpCase> {};
-
-TEST_P(CudaMhcVsCpu, MatchesTheOracle) { expect_case(GetParam()); }
-
-INSTANTIATE_TEST_SUITE_P(Mhc, CudaMhcVsCpu, ::testing::ValuesIn(kCases),
-                         [](const auto& info) { return std::string(info.param.name); });
+DSV4_OP_CASES(Mhc, CudaMhcVsCpu);

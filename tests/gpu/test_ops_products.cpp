@@ -478,9 +478,4 @@ const OpCase kCases[] = {
 
 }  // namespace
 
-class CudaProductsVsCpu : public ::testing::TestWithParam<OpCase> {};
-
-TEST_P(CudaProductsVsCpu, MatchesTheOracle) { expect_case(GetParam()); }
-
-INSTANTIATE_TEST_SUITE_P(Products, CudaProductsVsCpu, ::testing::ValuesIn(kCases),
-                         [](const auto& info) { return std::string(info.param.name); });
+DSV4_OP_CASES(Products, CudaProductsVsCpu);
