@@ -46,7 +46,7 @@ constexpr int vec_of(GemvWeights w) { return w == GemvWeights::FP8Block ? 16 : w
 constexpr int kFp8Rows = 16;    // output rows per warp
 constexpr int kFp8Step = 128;   // columns per step: one scale block of W and of x
 constexpr int kFp8InFlight = 2;  // steps of weights loaded ahead (4 KB per warp)
-constexpr int rows_per_warp(GemvWeights w) { return w == GemvWeights::FP8Block ? kFp8Rows : 2; }
+constexpr int rows_per_warp(GemvWeights w) { return w == GemvWeights::FP8Block ? kFp8Rows : kRowsPerWarp; }
 constexpr int step_cols(GemvWeights w) { return w == GemvWeights::FP8Block ? kFp8Step : 32 * vec_of(w); }
 template <GemvWeights kW>
 constexpr int kVec = vec_of(kW);
