@@ -253,25 +253,6 @@ void CudaModel::moe(const DMoe& w, const float* a_in, float* out) {
         const int64_t r0 = off[e], cnt = off[e + 1] - off[e];
         linear_f32(h + r0 * F, cnt, F, w.w2.f32.get() + e * D * F, D, ys + r0 * D, D);
       }
-  } else if (few && moe_fp8_ && moe_gemv_fp8_fits(w.w1.view(), w.w2.view())) {
-    // FP4 experts on the FP8 tensor cores: the input's e4m3 form (made by the sub-layer's mHC at
-    // decode, else here), h and its e4m3 form from the first product, then the second.
-    const uint8_t* xq = a.q;
-    const float* xqs = a.qs;
-    int64_t ld_xqs = a.Mp;
-    if (!xq) {
-      uint8_t* q = scratch_->get<uint8_t>("moe.xq", rows * D);
-      float* qs = scratch_->get<float>("moe.xqs", rows * (D / 128));
-      quantize_fp8_1x128_cuda(a_in, rows, D, q, qs, rows, stream_);
-      xq = q, xqs = qs, ld_xqs = rows;
-    }
-    bf16* h = scratch_->get<bf16>("moe.hb", n * F);
-    uint8_t* hq = scratch_->get<uint8_t>("moe.hq", n * F);
-    float* hqs = scratch_->get<float>("moe.hqs", n * (F / 128));
-    int32_t* counters = scratch_->counters<int32_t>("moe.hq_counters", moe_gemv_fp8_counters(max_tiles, F));
-    moe_gemv_fp8_swiglu_cuda(xq, xqs, ld_xqs, k, w.w1.view(), w.w3.view(), tiles, ntiles, max_tiles, offsets, limit,
-                             weights, perm, n, h, hq, hqs, counters, stream_);
-    moe_gemv_fp8_down_cuda(hq, hqs, n, w.w2.view(), tiles, ntiles, max_tiles, offsets, ys, stream_);
   } else if (few) {
     bf16* h = scratch_->get<bf16>("moe.hb", n * F);
     if (rows <= kGemvMaxRows) {  // the expert rows read from a_in through perm: no gather launch

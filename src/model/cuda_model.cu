@@ -119,7 +119,6 @@ CudaModel::CudaModel(const ModelConfig& c, const Params* params, const Checkpoin
   DSV4_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   DSV4_CUDA_CHECK(cudaStreamCreateWithFlags(&side_, cudaStreamNonBlocking));
   if (const char* v = std::getenv("DSV4_SIDE"); v && std::string(v) == "0") side_streams_ = false;
-  if (const char* v = std::getenv("DSV4_MOE_FP8"); v && std::string(v) == "0") moe_fp8_ = false;
   DSV4_CUDA_CHECK(cudaStreamCreateWithFlags(&side2_, cudaStreamNonBlocking));
   int least = 0, greatest = 0;
   DSV4_CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));

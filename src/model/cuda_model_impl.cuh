@@ -301,7 +301,6 @@ class CudaModel : public Backend {
   };
   bool profiling_ = false;
   bool gemv_enabled_ = true;
-  bool moe_fp8_ = true;  // FP4 experts at decode on the FP8 tensor cores (DSV4_MOE_FP8=0: the bf16 kernel)
   std::vector<Timed> timed_;
   std::vector<std::pair<const char*, cudaEvent_t>> marks_;
   cudaEvent_t tic(bool expert, double flop);

@@ -354,23 +354,6 @@ void moe_gemv_swiglu_gather_cuda(const float* x, int k, const ExpertMatrix& w1, 
                                  float limit, const float* weight, const int32_t* perm, bf16* h, cudaStream_t s);
 void moe_gemv_down_cuda(const bf16* h, const ExpertMatrix& w2, const int2* tiles, const int32_t* ntiles,
                         int max_tiles, const int32_t* offsets, float* y, cudaStream_t s);
-// Few rows per expert on the FP8 tensor cores (moe_gemv_fp8.cu), FP4 weights only, with the
-// official FP8 inference's numbers: the inputs of both products as e4m3 in 1×128 blocks with
-// power-of-two scales (quantize_fp8_1x128_cuda's codes), exact FP4 × e4m3 products, float32 sums.
-//   swiglu: xq [tokens, D] e4m3, scales xqs [D/128][ld_xqs]; expert row r reads token perm[r] / k.
-//           h [n, F] (bf16) = swiglu(x · W1_eᵀ, x · W3_eᵀ) · weight[perm[r]], and h rounded for the
-//           down product: hq [n, F], hqs [F/128][n]. counters: moe_gemv_fp8_counters(max_tiles, F)
-//           zeroed integers, returned to zero by each launch.
-//   down:   y [n, D] (float32) = hq · W2_eᵀ.
-// D and F must be multiples of 128 (moe_gemv_fp8_fits).
-bool moe_gemv_fp8_fits(const ExpertMatrix& w1, const ExpertMatrix& w2);
-int64_t moe_gemv_fp8_counters(int max_tiles, int F);
-void moe_gemv_fp8_swiglu_cuda(const uint8_t* xq, const float* xqs, int64_t ld_xqs, int k, const ExpertMatrix& w1,
-                              const ExpertMatrix& w3, const int2* tiles, const int32_t* ntiles, int max_tiles,
-                              const int32_t* offsets, float limit, const float* weight, const int32_t* perm, int64_t n,
-                              bf16* h, uint8_t* hq, float* hqs, int32_t* counters, cudaStream_t s);
-void moe_gemv_fp8_down_cuda(const uint8_t* hq, const float* hqs, int64_t n, const ExpertMatrix& w2, const int2* tiles,
-                            const int32_t* ntiles, int max_tiles, const int32_t* offsets, float* y, cudaStream_t s);
 // out [T, D] = shared [T, D] + Σ_i ys[inv[t·k + i]] (i in order).
 void moe_combine_cuda(const float* ys, const int32_t* inv, const float* shared, int64_t T, int k, int64_t D, float* out,
                       cudaStream_t s);

@@ -116,20 +116,6 @@ std::vector<Check> op_moe_route_group(std::mt19937& rng) {
   return out;
 }
 
-// E experts of FP4 weights [rows, cols] with random scales (codes, scales), and their float32 values.
-std::vector<float> random_fp4(std::mt19937& rng, int E, int rows, int cols, std::vector<uint8_t>& codes,
-                              std::vector<uint8_t>& scales) {
-  codes.resize(static_cast<size_t>(E) * rows * cols / 2);
-  scales.resize(static_cast<size_t>(E) * rows * cols / 32);
-  for (auto& c : codes) c = static_cast<uint8_t>(rng() & 0xff);
-  for (auto& s : scales)  // mostly 2^-7..2^-5; one block in 8 at 2^2..2^4 (bytes above 128)
-    s = static_cast<uint8_t>(rng() % 8 == 0 ? 129 + rng() % 3 : 120 + rng() % 3);
-  std::vector<float> w(static_cast<size_t>(E) * rows * cols);
-  for (size_t i = 0; i < w.size(); ++i)
-    w[i] = e2m1_to_f32((i & 1) ? codes[i / 2] >> 4 : codes[i / 2] & 0xf) * e8m0_to_f32(scales[i / 32]);
-  return w;
-}
-
 // The routed experts of one layer through grouping, the two expert-product paths (gemv: few rows,
 // decode; grouped: many rows, prefill) and the combine, for both weight forms, against the CPU
 // with the expert inputs (x and h) rounded to bf16 as both paths round them. `pick(t, i)` is the
@@ -141,8 +127,17 @@ std::vector<Check> moe_experts_case(std::mt19937& rng, int T, int E, int k, int 
   for (int t = 0; t < T; ++t)
     for (int i = 0; i < k; ++i) experts[t * k + i] = pick(t, i);
   std::vector<float> weights = randn(rng, T * k, 0.5f), x = randn(rng, T * D), shared = randn(rng, T * D);
+  // FP4 weights with random scales, and their float32 values.
   auto make_fp4 = [&](int rows, int cols, std::vector<uint8_t>& codes, std::vector<uint8_t>& scales) {
-    return random_fp4(rng, E, rows, cols, codes, scales);
+    codes.resize(static_cast<size_t>(E) * rows * cols / 2);
+    scales.resize(static_cast<size_t>(E) * rows * cols / 32);
+    for (auto& c : codes) c = static_cast<uint8_t>(rng() & 0xff);
+    for (auto& s : scales)  // mostly 2^-7..2^-5; one block in 8 at 2^2..2^4 (bytes above 128)
+      s = static_cast<uint8_t>(rng() % 8 == 0 ? 129 + rng() % 3 : 120 + rng() % 3);
+    std::vector<float> w(static_cast<size_t>(E) * rows * cols);
+    for (size_t i = 0; i < w.size(); ++i)
+      w[i] = e2m1_to_f32((i & 1) ? codes[i / 2] >> 4 : codes[i / 2] & 0xf) * e8m0_to_f32(scales[i / 32]);
+    return w;
   };
   std::vector<uint8_t> c1, s1, c3, s3, c2, s2;
   std::vector<float> w1 = make_fp4(F, D, c1, s1), w3 = make_fp4(F, D, c3, s3), w2 = make_fp4(D, F, c2, s2);
@@ -261,118 +256,6 @@ std::vector<Check> op_moe_experts_prefill(std::mt19937& rng) {
     if (e == first[t]) e = first[t] == common[0] ? common[1] : common[0];
     return e;
   });
-}
-
-// The FP8 few-row kernels (moe_gemv_fp8_*): the inputs as quantize_fp8_1x128_cuda rounds them,
-// h rounded to bf16 then to e4m3 in 1×128 blocks, against the CPU with the same roundings; h's
-// e4m3 form bit for bit against the CPU's rounding of the GPU's own h; a second launch gives the
-// same bits (the group counters returned to zero). `pick(t, i)` as in moe_experts_case.
-std::vector<Check> moe_experts_fp8_case(std::mt19937& rng, int T, int E, int k, int D, int F,
-                                        const std::function<int32_t(int, int)>& pick, const std::string& name) {
-  const float limit = 10.0f;
-  std::vector<int32_t> experts(T * k);
-  for (int t = 0; t < T; ++t)
-    for (int i = 0; i < k; ++i) experts[t * k + i] = pick(t, i);
-  std::vector<float> weights = randn(rng, T * k, 0.5f), x = randn(rng, T * D), shared = randn(rng, T * D);
-  for (int t = 0; t < T; ++t)  // rows whose 128-blocks span different scales
-    for (int d = 0; d < D; ++d) x[t * D + d] *= std::ldexp(1.0f, (d / 128 + t) % 5 - 2);
-  std::vector<uint8_t> c1, s1, c3, s3, c2, s2;
-  std::vector<float> w1 = random_fp4(rng, E, F, D, c1, s1), w3 = random_fp4(rng, E, F, D, c3, s3),
-                     w2 = random_fp4(rng, E, D, F, c2, s2);
-  auto dex = dev(experts);
-  auto dw = dev(weights), dx = dev(x), dsh = dev(shared);
-  auto dc1 = dev(c1), ds1 = dev(s1), dc3 = dev(c3), ds3 = dev(s3), dc2 = dev(c2), ds2 = dev(s2);
-  const ExpertMatrix m1{dc1.get(), ds1.get(), nullptr, F, D}, m3{dc3.get(), ds3.get(), nullptr, F, D},
-      m2{dc2.get(), ds2.get(), nullptr, D, F};
-  const int n = T * k, max_tiles = std::min(E, n);
-  DeviceArray<int32_t> counts(E), offsets(E + 1), perm(n), inv(n), ntiles(1);
-  DeviceArray<int2> tiles(max_tiles);
-  DSV4_CUDA_CHECK(cudaMemset(counts.get(), 0, E * sizeof(int32_t)));
-  moe_group_cuda(dex.get(), T, k, E, counts.get(), offsets.get(), perm.get(), inv.get(), 1 << 30, tiles.get(),
-                 ntiles.get(), 0);
-  DeviceArray<uint8_t> xq(T * D);
-  DeviceArray<float> xqs(T * D / 128);
-  quantize_fp8_1x128_cuda(dx.get(), T, D, xq.get(), xqs.get(), T, 0);
-  DeviceArray<bf16> h(n * F);
-  DeviceArray<uint8_t> hq(n * F);
-  DeviceArray<float> hqs(n * F / 128), ys(n * D), result(T * D);
-  DeviceArray<int32_t> counters(std::vector<int32_t>(moe_gemv_fp8_counters(max_tiles, F), 0));
-  auto run = [&] {
-    moe_gemv_fp8_swiglu_cuda(xq.get(), xqs.get(), T, k, m1, m3, tiles.get(), ntiles.get(), max_tiles, offsets.get(),
-                             limit, dw.get(), perm.get(), n, h.get(), hq.get(), hqs.get(), counters.get(), 0);
-    moe_gemv_fp8_down_cuda(hq.get(), hqs.get(), n, m2, tiles.get(), ntiles.get(), max_tiles, offsets.get(), ys.get(), 0);
-    moe_combine_cuda(ys.get(), inv.get(), dsh.get(), T, k, D, result.get(), 0);
-    return host(result);
-  };
-  const std::vector<float> first = run();
-  const std::vector<uint8_t> hq_first = host(hq);
-  const std::vector<float> second = run();
-
-  // CPU: the same roundings (x and h to e4m3 in 1×128 blocks, h to bf16 before).
-  auto rnd = [](float v) { return bf16_to_f32(f32_to_bf16(v)); };
-  std::vector<int32_t> pm = host(perm);
-  std::vector<float> want = shared, g(F), u(F), hh(F), y(D), xr(D);
-  for (int t = 0; t < T; ++t)
-    for (int i = 0; i < k; ++i) {
-      const int e = experts[t * k + i];
-      std::copy(x.begin() + t * D, x.begin() + (t + 1) * D, xr.begin());
-      ops::fp8_sim(xr.data(), D, 128);
-      ops::linear(xr.data(), 1, D, &w1[static_cast<size_t>(e) * F * D], F, g.data());
-      ops::linear(xr.data(), 1, D, &w3[static_cast<size_t>(e) * F * D], F, u.data());
-      ops::swiglu(g.data(), u.data(), F, limit, hh.data());
-      for (int f = 0; f < F; ++f) hh[f] = rnd(hh[f] * weights[t * k + i]);
-      ops::fp8_sim(hh.data(), F, 128);
-      ops::linear(hh.data(), 1, F, &w2[static_cast<size_t>(e) * D * F], D, y.data());
-      for (int d = 0; d < D; ++d) want[t * D + d] += y[d];
-    }
-  // h's e4m3 form against the CPU's rounding of the GPU's h.
-  std::vector<float> hq_got(n * F), hq_want(n * F);
-  {
-    const std::vector<bf16> hb = host(h);
-    const std::vector<float> sc = host(hqs);
-    for (int r = 0; r < n; ++r) {
-      for (int f = 0; f < F; ++f) {
-        hq_want[r * F + f] = __bfloat162float(hb[r * F + f]);
-        hq_got[r * F + f] = e4m3_to_f32(hq_first[r * F + f]) * sc[(f / 128) * n + r];
-      }
-      ops::fp8_sim(&hq_want[r * F], F, 128);
-    }
-  }
-  std::vector<Check> out;
-  out.push_back(check(name + ": experts", first, want, 4e-3, 0.01));
-  out.push_back(check(name + ": h in e4m3", hq_got, hq_want, 0));
-  out.push_back(check(name + ": second launch", second, first, 0));
-  out.push_back(check(name + ": h again", as_float(host(hq)), as_float(hq_first), 0));
-  const std::vector<int32_t> cnt = host(counters);
-  out.push_back(check(name + ": counters back to zero", std::vector<float>(cnt.begin(), cnt.end()),
-                      std::vector<float>(cnt.size(), 0.0f), 0));
-  return out;
-}
-
-// One token (decode at batch 1: an expert's block sees one activation row); ~10 rows per expert
-// (two passes of 8); 6 of 64 experts for 32 tokens. D and F multiples of 128, several 128-feature
-// groups of h (F = 384) and activation scales that differ per 128-block.
-std::vector<Check> op_moe_experts_fp8(std::mt19937& rng) {
-  std::vector<Check> out;
-  for (Check& c : moe_experts_fp8_case(rng, 1, 16, 6, 512, 384, [](int, int i) { return 2 * i + 1; }, "one token"))
-    out.push_back(c);
-  const int E = 8;
-  std::vector<int32_t> first(40);
-  for (auto& e : first) e = static_cast<int32_t>(rng() % E);
-  for (Check& c : moe_experts_fp8_case(rng, 40, E, 2, 256, 384, [&](int t, int i) {
-         return i == 0 ? first[t] : (first[t] + 1 + static_cast<int32_t>(rng() % (E - 1))) % E;
-       }, "two passes"))
-    out.push_back(c);
-  const int T = 32, E_many = 64;
-  std::vector<int32_t> base(T), stride(T);
-  for (int t = 0; t < T; ++t) {
-    base[t] = static_cast<int32_t>(rng() % E_many);
-    stride[t] = static_cast<int32_t>(2 * (rng() % (E_many / 2)) + 1);
-  }
-  for (Check& c : moe_experts_fp8_case(rng, T, E_many, 6, 384, 256,
-                                       [&](int t, int i) { return (base[t] + i * stride[t]) % E_many; }, "64 experts"))
-    out.push_back(c);
-  return out;
 }
 
 // swiglu + FP8 rounding in one launch equals swiglu_cuda then quantize_fp8_1x128_cuda, bit for bit.
@@ -588,7 +471,6 @@ std::vector<Check> op_gemv(std::mt19937& rng) {
 
 const OpCase kCases[] = {
     {"moe_route", op_moe_route},     {"moe_experts", op_moe_experts}, {"moe_experts_prefill", op_moe_experts_prefill},
-    {"moe_experts_fp8", op_moe_experts_fp8},
     {"moe_group", op_moe_group},     {"moe_route_group", op_moe_route_group}, {"swiglu_quant", op_swiglu_quant},
     {"gemm", op_gemm},
     {"gemv", op_gemv},
