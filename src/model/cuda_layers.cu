@@ -70,23 +70,6 @@ void CudaModel::attention(const DBlock& blk, int table_row, const float* a_in, f
     proj.insert(proj.end(), idx_proj.begin(), idx_proj.end());
     linear_many(a, proj);
   }
-  // Compressed entries (m > 0) and the indexer's (m = 4).
-  mark("attn.compress");
-  if (m > 0)
-    compress(w.comp, m, RowFormat{static_cast<int>(Dh), static_cast<int>(R), compact_, false}, cu, cz, table_row, 0,
-             s_comp);
-  if (m == 4)
-    compress(w.idx_comp, 4, RowFormat{static_cast<int>(DI), static_cast<int>(R), compact_, true}, iu, iz, table_row, 1,
-             s_idx);
-
-  // Query: low rank, q_norm, per-head RMS normalization (no weight), RoPE.
-  mark("attn.qkv");
-  Act qra = act("attn.qr", qr, rows, Q);
-  if (prequantized_ && Q % 128 == 0) adopt_quantized(qra);  // decode: the norm also writes wq_b's FP8 input
-  rmsnorm_cuda(qr, rows, Q, w.q_norm.get(), eps, qr, stream_, qra.q, qra.qs);
-  if (side && m == 4) fork_side(s_idx);
-  float* q = scratch_->get<float>("attn.q", rows * H * Dh);
-  linear(w.wq_b, qra, q);
   // Window key/value: one shared head, kv_norm, RoPE, FP8 simulation of the nope dims
   // (and, with compact caches, the RoPE dims as the cache keeps them). One launch for both.
   // Decode (one row per sequence): that launch also writes the key in the attention's compact
@@ -106,8 +89,38 @@ void CudaModel::attention(const DBlock& blk, int table_row, const float* a_in, f
     key.slot = b.d_slot;
     key.W = c_.sliding_window;
   }
-  rmsnorm_rope2_cuda(RmsRopeRows{q, rows, static_cast<int>(H), Dh, nullptr, 0, false}, key, eps, static_cast<int>(R),
-                     freqs, b.d_pos, stream_);
+  // With the query's normalization in the attention, the key's goes first, and at decode on its
+  // own side stream beside the query's chain (joined before the attention).
+  const bool fuse_q = sparse_attention_norms_q(shape);
+  const bool kv_side = fuse_q && side_enabled() && prequantized_;
+  if (fuse_q) {
+    shape.q_rope = freqs;
+    shape.q_eps = eps;
+    if (kv_side) fork_side(side_kv_);
+    rmsnorm_rope2_cuda(RmsRopeRows{}, key, eps, static_cast<int>(R), freqs, b.d_pos, kv_side ? side_kv_ : stream_);
+  }
+  // Compressed entries (m > 0) and the indexer's (m = 4).
+  mark("attn.compress");
+  if (m > 0)
+    compress(w.comp, m, RowFormat{static_cast<int>(Dh), static_cast<int>(R), compact_, false}, cu, cz, table_row, 0,
+             s_comp);
+  if (m == 4)
+    compress(w.idx_comp, 4, RowFormat{static_cast<int>(DI), static_cast<int>(R), compact_, true}, iu, iz, table_row, 1,
+             s_idx);
+
+  // Query: low rank, q_norm, per-head RMS normalization (no weight), RoPE.
+  mark("attn.qkv");
+  Act qra = act("attn.qr", qr, rows, Q);
+  if (prequantized_ && Q % 128 == 0) adopt_quantized(qra);  // decode: the norm also writes wq_b's FP8 input
+  rmsnorm_cuda(qr, rows, Q, w.q_norm.get(), eps, qr, stream_, qra.q, qra.qs);
+  if (side && m == 4) fork_side(s_idx);
+  float* q = scratch_->get<float>("attn.q", rows * H * Dh);
+  linear(w.wq_b, qra, q);
+  // The query's per-head normalization and RoPE: in the attention's loading of q where it can
+  // (AttnShape::q_rope); otherwise in the key's launch.
+  if (!fuse_q)
+    rmsnorm_rope2_cuda(RmsRopeRows{q, rows, static_cast<int>(H), Dh, nullptr, 0, false}, key, eps, static_cast<int>(R),
+                       freqs, b.d_pos, stream_);
 
   // The lightning indexer (m = 4): its query heads, scores over the indexer entries, top-k.
   int32_t* selected = nullptr;
@@ -137,6 +150,7 @@ void CudaModel::attention(const DBlock& blk, int table_row, const float* a_in, f
     join_side(s_comp);
     if (m == 4) join_side(s_idx);
   }
+  if (kv_side) join_side(side_kv_);
   if (topk_rows && selected) {
     topk_rows->resize(rows * K);
     download(topk_rows->data(), selected, rows * K, stream_);

@@ -120,6 +120,7 @@ CudaModel::CudaModel(const ModelConfig& c, const Params* params, const Checkpoin
   DSV4_CUDA_CHECK(cudaStreamCreateWithFlags(&side_, cudaStreamNonBlocking));
   if (const char* v = std::getenv("DSV4_SIDE"); v && std::string(v) == "0") side_streams_ = false;
   DSV4_CUDA_CHECK(cudaStreamCreateWithFlags(&side2_, cudaStreamNonBlocking));
+  DSV4_CUDA_CHECK(cudaStreamCreateWithFlags(&side_kv_, cudaStreamNonBlocking));
   int least = 0, greatest = 0;
   DSV4_CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
   DSV4_CUDA_CHECK(cudaStreamCreateWithPriority(&side_idx_, cudaStreamNonBlocking, greatest));
@@ -143,6 +144,7 @@ CudaModel::~CudaModel() {
   if (join_ev_) cudaEventDestroy(join_ev_);
   if (side_) cudaStreamDestroy(side_);
   if (side2_) cudaStreamDestroy(side2_);
+  if (side_kv_) cudaStreamDestroy(side_kv_);
   if (side_idx_) cudaStreamDestroy(side_idx_);
   if (stream_) cudaStreamDestroy(stream_);
 }

@@ -274,6 +274,7 @@ class CudaModel : public Backend {
   // shared expert) runs beside them, forked after what it reads and joined before its first use.
   // Captured graphs keep the branches.
   cudaStream_t side_ = nullptr, side2_ = nullptr;  // side2_: the compressors of CSA/HCA layers
+  cudaStream_t side_kv_ = nullptr;  // the window key's normalization, beside the query's chain (decode)
   // A CSA layer's indexer, at the greatest priority: at long context its chain (scores and top-k
   // over up to 262144 entries) is longer than the query chain beside it, so its blocks go first.
   cudaStream_t side_idx_ = nullptr;

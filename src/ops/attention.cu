@@ -430,6 +430,10 @@ bool sparse_attention_chunk(float* work, int64_t rows, const AttnShape& a, Cache
   return true;
 }
 
+bool sparse_attention_norms_q(const AttnShape& a) {
+  return attn::mma_fits(a) && a.Dh == 512 && a.R % 4 == 0 && a.R <= 128;
+}
+
 int64_t sparse_attention_work(int64_t rows, const AttnShape& a) {
   if (attn::mma_fits(a)) return attn::mma_work(rows, a);
   const int splits = attention_splits(rows, a);
@@ -444,6 +448,8 @@ bool sparse_attention_cuda(const float* q, const float* kv, const float* sink, c
   DSV4_CHECK(a.Dh <= C::kMaxDh && a.Dh % 4 == 0, "attention", "head_dim ", a.Dh, " must be a multiple of 4 up to ",
              C::kMaxDh);
   if (rows == 0) return false;
+  DSV4_CHECK(!a.q_rope || sparse_attention_norms_q(a), "attention",
+             "q before its normalization needs the tensor-core kernel and head_dim 512");
   if (attn::mma_fits(a)) {
     attn::mma_attention(q, kv, sink, a, slot, pos, rows, seqs, caches, selected, o, work, s, out);
     return out.one_row_each;

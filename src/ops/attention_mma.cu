@@ -93,8 +93,70 @@ sparse_attention_mma_kernel(const float* q, CacheRows chunk, const float* sink, 
     for (int i = tid; i < nent; i += C::kThreads) sel_s[i] = selected[r * a.K + i];
     sel = sel_s;
   }
-  // q → bf16, heads past hb zero; 16 loads in flight per thread (one round trip per batch).
-  {
+  if (a.q_rope) {
+    // RMSNorm and RoPE of each head on the way in (AttnShape::q_rope), a warp per 8 heads, 4 at a
+    // time (16 loads in flight a lane). rmsnorm_rope_kernel sums with 128 threads: thread t adds
+    // x[t + 128i]² for i = 0..3, then block_sum's trees (warps: xor 16, 8, 4, 2, 1; then the four
+    // warp totals). Lane l holds float4 columns l + 32j, the values of threads 4l .. 4l + 3, so it
+    // replays both: xor 16, 8, 4 are lanes ^4, ^2, ^1; xor 2 and 1 are inside the lane.
+    float* rc = redmax;  // cos, sin of the RoPE pairs at this row's position (free until the tiles)
+    for (int i = tid; i < R / 2; i += C::kThreads) {
+      float sn, cs;
+      sincosf(__fmul_rn(static_cast<float>(p), a.q_rope[i]), &sn, &cs);
+      rc[2 * i] = cs;
+      rc[2 * i + 1] = sn;
+    }
+    __syncthreads();
+    constexpr int kAtOnce = 4, kPerWarp = C::kM / C::kWarps;
+    for (int hw = warp * kPerWarp; hw < (warp + 1) * kPerWarp; hw += kAtOnce) {
+      float4 v[kAtOnce][4];
+#pragma unroll
+      for (int hh = 0; hh < kAtOnce; ++hh)
+#pragma unroll
+        for (int j = 0; j < 4; ++j)
+          v[hh][j] = hw + hh < hb ? *reinterpret_cast<const float4*>(q + (r * a.H + h0 + hw + hh) * Dh + 4 * (lane + 32 * j))
+                                  : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll
+      for (int hh = 0; hh < kAtOnce; ++hh) {
+        float part[4];
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+          float t = 0.0f;
+#pragma unroll
+          for (int j = 0; j < 4; ++j) {
+            const float x = reinterpret_cast<const float*>(&v[hh][j])[c];
+            t = __fmaf_rn(x, x, t);
+          }
+#pragma unroll
+          for (int o = 4; o > 0; o >>= 1) t += __shfl_xor_sync(0xffffffffu, t, o);
+          part[c] = t;
+        }
+        const float wsum = (part[0] + part[2]) + (part[1] + part[3]);
+        const float w0 = __shfl_sync(0xffffffffu, wsum, 0), w1 = __shfl_sync(0xffffffffu, wsum, 8);
+        const float w2 = __shfl_sync(0xffffffffu, wsum, 16), w3 = __shfl_sync(0xffffffffu, wsum, 24);
+        const float ss = (w0 + w2) + (w1 + w3);
+        const float inv = 1.0f / sqrtf(ss / static_cast<float>(Dh) + a.q_eps);
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          float y[4];
+#pragma unroll
+          for (int c = 0; c < 4; ++c) y[c] = reinterpret_cast<const float*>(&v[hh][j])[c] * inv;
+          const int d = 4 * (lane + 32 * j);
+          if (d >= N) {
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {  // rope_pair's arithmetic
+              const int i = (d - N) / 2 + e;
+              const float cs = rc[2 * i], sn = rc[2 * i + 1], re = y[2 * e], im = y[2 * e + 1];
+              y[2 * e] = __fmaf_rn(re, cs, -__fmul_rn(im, sn));
+              y[2 * e + 1] = __fmaf_rn(re, sn, __fmul_rn(im, cs));
+            }
+          }
+          *reinterpret_cast<uint2*>(Qs + (hw + hh) * ld + d) = uint2{pack_bf16x2(y[0], y[1]), pack_bf16x2(y[2], y[3])};
+        }
+      }
+    }
+  } else {
+    // q → bf16, heads past hb zero; 16 loads in flight per thread (one round trip per batch).
     constexpr int kBatch = 16;
     const int total = C::kM * Dh / 4;
     dev::DivSeq at(tid, C::kThreads, Dh / 4);  // (head, float4 column) of element i

@@ -260,7 +260,17 @@ struct AttnShape {
   // bf16, products on the bf16 tensor cores with float32 accumulation. Keys and values stay exact
   // (e4m3 × 2^k and the bf16 RoPE dims are bf16 values).
   bool bf16_products = false;
+  // q as the query projection makes it (q_rope given): the tensor-core kernel applies each head's
+  // RMSNorm (no weight, eps q_eps) and the RoPE of its last R dims (frequencies q_rope, at the
+  // row's position) as it loads q, bit for bit rmsnorm_rope_cuda(q, rows, H, Dh, nullptr, q_eps, R,
+  // q_rope, pos, 0, false): one launch less on the decode step's chain. Only where
+  // sparse_attention_norms_q(shape) holds.
+  const float* q_rope = nullptr;
+  float q_eps = 0.0f;
 };
+// Whether the attention can take q before its normalization (AttnShape::q_rope): the tensor-core
+// kernel, Dh = 512 (the lanes of a warp replay rmsnorm_rope's 128-thread sums), R % 4 == 0.
+bool sparse_attention_norms_q(const AttnShape& a);
 // What happens to o after the softmax (optional): the inverse RoPE of each head's last R dims
 // (rope_cuda, inverse, frequencies `freqs` at pos), then (q given, Dh % 128 == 0) the rounding of
 // o [rows, H·Dh] for an FP8 GEMM as quantize_fp8_1x128_cuda does (codes q, scales qs [H·Dh/128][rows]).

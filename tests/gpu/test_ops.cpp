@@ -344,6 +344,32 @@ void attention_case(std::mt19937& rng, const AttnCase& c, std::vector<Check>& ou
                         AttnOutput{dfreqs.get(), fp8 ? q2.get() : nullptr, fp8 ? s2.get() : nullptr});
   rope_cuda(o.get(), T, H, H * Dh, Dh, N, R, dfreqs.get(), dpos.get(), true, 0);
   out.push_back(check(name + " + inverse rope", host(o2), host(o), 0));
+  // q before its per-head RMSNorm and RoPE (AttnShape::q_rope): the attention's own equal
+  // rmsnorm_rope_cuda's, so o is the same, bit for bit.
+  if (sparse_attention_norms_q(shape)) {
+    auto qn = dev(q);
+    rmsnorm_rope_cuda(qn.get(), T, H, Dh, nullptr, kEps, R, dfreqs.get(), dpos.get(), 0, false, 0);
+    DeviceArray<float> on(T * H * Dh), oq(T * H * Dh);
+    sparse_attention_cuda(qn.get(), dkv.get(), dsink.get(), shape, dslot.get(), dpos.get(), T, dseq.get(), dlc.get(),
+                          m == 4 ? dsel.get() : nullptr, on.get(), work.get(), 0);
+    AttnShape raw = shape;
+    raw.q_rope = dfreqs.get();
+    raw.q_eps = kEps;
+    sparse_attention_cuda(dq.get(), dkv.get(), dsink.get(), raw, dslot.get(), dpos.get(), T, dseq.get(), dlc.get(),
+                          m == 4 ? dsel.get() : nullptr, oq.get(), work.get(), 0);
+    out.push_back(check(name + " q normalized in the attention", host(oq), host(on), 0));
+  } else {
+    AttnShape raw = shape;
+    raw.q_rope = dfreqs.get();
+    bool refused = false;
+    try {
+      sparse_attention_cuda(dq.get(), dkv.get(), dsink.get(), raw, dslot.get(), dpos.get(), T, dseq.get(), dlc.get(),
+                            m == 4 ? dsel.get() : nullptr, o2.get(), work.get(), 0);
+    } catch (const std::exception&) {
+      refused = true;
+    }
+    out.push_back(check(name + " q before its norm refused", {refused ? 1.0f : 0.0f}, {1.0f}, 0));
+  }
   // Decode's path: the window key's normalization launch also writes its compact chunk rows;
   // the attention then skips its own encode step: the same key values and the same o.
   CacheRows enc;
