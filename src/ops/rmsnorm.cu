@@ -9,6 +9,47 @@ namespace dsv4::cuda {
 
 namespace {
 
+// This thread's Σ x[i]² over i = threadIdx.x, + blockDim.x, ... < D, in that order (one fused
+// multiply-add each): the loads of a batch are issued before the first is used, one L2 round
+// trip a batch where a plain loop waited one per element (the rows of a decode step come
+// straight from the previous kernel).
+__device__ __forceinline__ float sum_squares(const float* xr, int64_t D) {
+  constexpr int kBatch = 8;
+  float ss = 0.0f;
+  for (int64_t base = threadIdx.x; base < D; base += kBatch * static_cast<int64_t>(blockDim.x)) {
+    float v[kBatch];
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) {
+      const int64_t i = base + u * static_cast<int64_t>(blockDim.x);
+      v[u] = i < D ? xr[i] : 0.0f;
+    }
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u)
+      if (base + u * static_cast<int64_t>(blockDim.x) < D) ss = __fmaf_rn(v[u], v[u], ss);
+  }
+  return ss;
+}
+
+// out[i] = (w ? w[i] : 1) · (x[i] · inv) for this thread's i (as sum_squares), the loads of a
+// batch first (out may be x: each element is read and written by the same thread).
+__device__ __forceinline__ void scale_rows(const float* xr, const float* w, float inv, int64_t D, float* out) {
+  constexpr int kBatch = 8;
+  for (int64_t base = threadIdx.x; base < D; base += kBatch * static_cast<int64_t>(blockDim.x)) {
+    float v[kBatch], wv[kBatch];
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) {
+      const int64_t i = base + u * static_cast<int64_t>(blockDim.x);
+      v[u] = i < D ? xr[i] : 0.0f;
+      wv[u] = i < D && w ? w[i] : 1.0f;
+    }
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) {
+      const int64_t i = base + u * static_cast<int64_t>(blockDim.x);
+      if (i < D) out[i] = wv[u] * (v[u] * inv);
+    }
+  }
+}
+
 // With q: one warp per 128 columns writes y and its FP8 rounding (quantize_fp8_1x128_cuda's
 // rule; scales qs[b · ldqs + row]), saving the GEMM input's separate quantize launch.
 __global__ void rmsnorm_kernel(const float* x, int64_t D, const float* w, float eps, float* y, uint8_t* q, float* qs,
@@ -17,8 +58,7 @@ __global__ void rmsnorm_kernel(const float* x, int64_t D, const float* w, float 
   __shared__ float scratch[33];
   const float* xr = x + blockIdx.x * D;
   float* yr = y + blockIdx.x * D;
-  float ss = 0.0f;
-  for (int64_t i = threadIdx.x; i < D; i += blockDim.x) ss += xr[i] * xr[i];
+  float ss = sum_squares(xr, D);
   ss = dev::block_sum(ss, scratch);
   const float inv = 1.0f / sqrtf(ss / static_cast<float>(D) + eps);
   if (q) {
@@ -35,7 +75,7 @@ __global__ void rmsnorm_kernel(const float* x, int64_t D, const float* w, float 
     }
     return;
   }
-  for (int64_t i = threadIdx.x; i < D; i += blockDim.x) yr[i] = (w ? w[i] : 1.0f) * (xr[i] * inv);
+  scale_rows(xr, w, inv, D, yr);
 }
 
 // rmsnorm_kernel's arithmetic (same thread count, same summation order), then on the same
@@ -57,11 +97,10 @@ __global__ void rmsnorm_rope_kernel(RmsRopeRows a, RmsRopeRows b, float eps, int
   const int heads = second ? b.heads : a.heads, fp8_block = second ? b.fp8_block : a.fp8_block;
   const bool round_rope = second ? b.round_rope : a.round_rope;
   float* xr = (second ? b.x : a.x) + v * D;
-  float ss = 0.0f;
-  for (int64_t i = threadIdx.x; i < D; i += blockDim.x) ss += xr[i] * xr[i];
+  float ss = sum_squares(xr, D);
   ss = dev::block_sum(ss, scratch);
   const float inv = 1.0f / sqrtf(ss / static_cast<float>(D) + eps);
-  for (int64_t i = threadIdx.x; i < D; i += blockDim.x) row[i] = (w ? w[i] : 1.0f) * (xr[i] * inv);
+  scale_rows(xr, w, inv, D, row);
   __syncthreads();
   const int64_t N = D - R;
   const int p = pos[v / heads];
