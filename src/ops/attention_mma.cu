@@ -100,22 +100,34 @@ sparse_attention_mma_kernel(const float* q, CacheRows chunk, const float* sink, 
     // warp totals). Lane l holds float4 columns l + 32j, the values of threads 4l .. 4l + 3, so it
     // replays both: xor 16, 8, 4 are lanes ^4, ^2, ^1; xor 2 and 1 are inside the lane.
     float* rc = redmax;  // cos, sin of the RoPE pairs at this row's position (free until the tiles)
-    for (int i = tid; i < R / 2; i += C::kThreads) {
-      float sn, cs;
-      sincosf(__fmul_rn(static_cast<float>(p), a.q_rope[i]), &sn, &cs);
-      rc[2 * i] = cs;
-      rc[2 * i + 1] = sn;
-    }
-    __syncthreads();
     constexpr int kAtOnce = 4, kPerWarp = C::kM / C::kWarps;
-    for (int hw = warp * kPerWarp; hw < (warp + 1) * kPerWarp; hw += kAtOnce) {
-      float4 v[kAtOnce][4];
+    auto load_heads = [&](int hw, float4 (&v)[kAtOnce][4]) {
 #pragma unroll
       for (int hh = 0; hh < kAtOnce; ++hh)
 #pragma unroll
         for (int j = 0; j < 4; ++j)
           v[hh][j] = hw + hh < hb ? *reinterpret_cast<const float4*>(q + (r * a.H + h0 + hw + hh) * Dh + 4 * (lane + 32 * j))
                                   : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    };
+    float4 first[kAtOnce][4];
+    load_heads(warp * kPerWarp, first);  // in flight while the angles are computed
+    for (int i = tid; i < R / 2; i += C::kThreads) {
+      float sn, cs;
+      dev::rope_sincos(__fmul_rn(static_cast<float>(p), a.q_rope[i]), &sn, &cs);
+      rc[2 * i] = cs;
+      rc[2 * i + 1] = sn;
+    }
+    __syncthreads();
+    for (int hw = warp * kPerWarp; hw < (warp + 1) * kPerWarp; hw += kAtOnce) {
+      float4 v[kAtOnce][4];
+      if (hw == warp * kPerWarp) {
+#pragma unroll
+        for (int hh = 0; hh < kAtOnce; ++hh)
+#pragma unroll
+          for (int j = 0; j < 4; ++j) v[hh][j] = first[hh][j];
+      } else {
+        load_heads(hw, v);
+      }
 #pragma unroll
       for (int hh = 0; hh < kAtOnce; ++hh) {
         float part[4];

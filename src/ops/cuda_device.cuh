@@ -203,11 +203,24 @@ __device__ __forceinline__ void hadamard_butterflies(float* v, int d) {
   }
 }
 
+// sin and cos of a RoPE angle θ (a float32), rounded to float32 from double precision. sincosf
+// leaves its fast path beyond |θ| ≈ 10^5 (the high-frequency pairs past position ~10^5): its
+// Payne–Hanek reduction cost a 1M-token decode step ~5 µs in every kernel that rotates (one warp
+// computing the angles while the block waits). The double-precision path reduces exactly far
+// beyond 10^6, and the rounding of its result to float32 is the correctly rounded sin and cos of
+// θ nearly always, as the CPU's sinf and cosf are. Every kernel that rotates uses this.
+__device__ __forceinline__ void rope_sincos(float theta, float* sn, float* cs) {
+  double s, c;
+  sincos(static_cast<double>(theta), &s, &c);
+  *sn = static_cast<float>(s);
+  *cs = static_cast<float>(c);
+}
+
 // RoPE on one pair (re, im) with frequency f at position pos: θ = fp32(fp32(pos) · f).
 __device__ __forceinline__ void rope_pair(float& re, float& im, float f, int pos, bool inverse) {
   const float theta = __fmul_rn(static_cast<float>(pos), f);
   float sn, cs;
-  sincosf(theta, &sn, &cs);
+  rope_sincos(theta, &sn, &cs);
   if (inverse) sn = -sn;
   const float a = re, b = im;
   // One explicit fused multiply-add per output, so that every kernel that rotates gets the same
