@@ -249,12 +249,24 @@ __device__ __forceinline__ void hc_post_slice(const HcPostArgs& p, int64_t t, in
     const int64_t d = d0 + 4 * g;
     float4 o;
     if (p.moe.ys) {
-      float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-      for (int i = 0; i < p.moe.k; ++i) {
-        const float4 y = *reinterpret_cast<const float4*>(p.moe.ys + static_cast<int64_t>(p.moe.inv[t * p.moe.k + i]) * D + d);
-        v.x += y.x, v.y += y.y, v.z += y.z, v.w += y.w;
-      }
+      // The expert rows' indices, then the rows, each a batch of loads in flight (a loop of
+      // dependent pairs waited two round trips per expert); added in expert order.
+      constexpr int kBatch = 8;
+      const int k = p.moe.k;
       const float4 sh = *reinterpret_cast<const float4*>(p.moe.shared + t * D + d);
+      float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      for (int i0 = 0; i0 < k; i0 += kBatch) {
+        int row[kBatch];
+        float4 y[kBatch];
+#pragma unroll
+        for (int i = 0; i < kBatch; ++i) row[i] = i0 + i < k ? p.moe.inv[t * k + i0 + i] : 0;
+#pragma unroll
+        for (int i = 0; i < kBatch; ++i)
+          if (i0 + i < k) y[i] = *reinterpret_cast<const float4*>(p.moe.ys + static_cast<int64_t>(row[i]) * D + d);
+#pragma unroll
+        for (int i = 0; i < kBatch; ++i)
+          if (i0 + i < k) v.x += y[i].x, v.y += y[i].y, v.z += y[i].z, v.w += y[i].w;
+      }
       o = make_float4(sh.x + v.x, sh.y + v.y, sh.z + v.z, sh.w + v.w);
     } else {
       o = *reinterpret_cast<const float4*>(p.o + t * D + d);

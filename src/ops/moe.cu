@@ -123,14 +123,15 @@ __global__ void moe_offsets_kernel(const int32_t* counts, int E, int tile_rows, 
   }
 }
 
-// Few assignments (n ≤ kOffsetThreads, a block of kOffsetThreads): counts, offsets, tiles, perm and
-// inv from the experts in ex [kOffsetThreads] (shared; -1 past n). The rank of assignment a within
+// Few assignments (n ≤ kThreads, E ≤ kThreads, a block of kThreads): counts, offsets, tiles, perm
+// and inv from the experts in ex [kThreads] (shared; -1 past n). The rank of assignment a within
 // its expert counts the earlier assignments of that expert (stable).
+template <int kThreads>
 __device__ void group_small(const int* ex, int n, int E, int tile_rows, int32_t* counts, int32_t* offsets,
                             int32_t* perm, int32_t* inv, int2* tiles, int32_t* ntiles) {
-  using Scan = cub::BlockScan<int, kOffsetThreads>;
+  using Scan = cub::BlockScan<int, kThreads>;
   __shared__ typename Scan::TempStorage tmp;
-  __shared__ int cnt[kOffsetThreads], off[kOffsetThreads];
+  __shared__ int cnt[kThreads], off[kThreads];
   const int t = threadIdx.x;
   cnt[t] = 0;
   __syncthreads();
@@ -168,7 +169,7 @@ __global__ void moe_group_small_kernel(const int32_t* experts, int n, int E, int
   __shared__ int ex[kOffsetThreads];
   ex[threadIdx.x] = static_cast<int>(threadIdx.x) < n ? experts[threadIdx.x] : -1;
   __syncthreads();
-  group_small(ex, n, E, tile_rows, counts, offsets, perm, inv, tiles, ntiles);
+  group_small<kOffsetThreads>(ex, n, E, tile_rows, counts, offsets, perm, inv, tiles, ntiles);
 }
 
 // ---- few rows: routing and grouping in one block -----------------------------------------------
@@ -207,16 +208,19 @@ __device__ __forceinline__ float lane_pick(const float (&x)[kFewPerLane], int e)
   return __shfl_sync(0xffffffffu, v, e % 32);
 }
 
-__global__ void __launch_bounds__(kOffsetThreads)
+// kThreads: 256 where the experts and the assignments fit (a decode step up to 42 rows of 6 of 256
+// experts), so the grouping's scans and barriers span 8 warps, not 32; else kOffsetThreads.
+template <int kThreads>
+__global__ void __launch_bounds__(kThreads)
 moe_route_group_kernel(const float* logits, int T, int E, int k, int func, const float* bias, const int32_t* tid2eid,
                        const int32_t* ids, float routed_scale, int tile_rows, int32_t* experts, float* weights,
                        int32_t* counts, int32_t* offsets, int32_t* perm, int32_t* inv, int2* tiles, int32_t* ntiles) {
   dev::pdl_begin();
-  __shared__ int ex_all[kOffsetThreads];
+  __shared__ int ex_all[kThreads];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n = T * k;
   ex_all[threadIdx.x] = -1;
   __syncthreads();
-  for (int t = warp; t < T; t += kOffsetThreads / 32) {
+  for (int t = warp; t < T; t += kThreads / 32) {
     const float* l = logits + static_cast<int64_t>(t) * E;
     float x[kFewPerLane], p[kFewPerLane];
 #pragma unroll
@@ -289,7 +293,7 @@ moe_route_group_kernel(const float* logits, int T, int E, int k, int func, const
     for (int i = lane; i < k; i += 32) experts[static_cast<int64_t>(t) * k + i] = ex[i];
   }
   __syncthreads();
-  group_small(ex_all, n, E, tile_rows, counts, offsets, perm, inv, tiles, ntiles);
+  group_small<kThreads>(ex_all, n, E, tile_rows, counts, offsets, perm, inv, tiles, ntiles);
 }
 
 constexpr int kScatterThreads = 256;
@@ -415,9 +419,11 @@ void moe_route_group_cuda(const float* logits, int64_t T, int E, int k, ScoringF
     moe_group_cuda(experts, T, k, E, counts, offsets, perm, inv, tile_rows, tiles, ntiles, s);
     return;
   }
-  launch("moe_route_group_kernel", moe_route_group_kernel, 1, kOffsetThreads, 0, s, logits, static_cast<int>(T), E, k,
-         static_cast<int>(f), bias, tid2eid, ids, routed_scale, tile_rows, experts, weights, counts, offsets, perm, inv,
-         tiles, ntiles);
+  constexpr int kSmall = 256;
+  const bool small = E <= kSmall && T * k <= kSmall;
+  launch("moe_route_group_kernel", small ? moe_route_group_kernel<kSmall> : moe_route_group_kernel<kOffsetThreads>, 1,
+         small ? kSmall : kOffsetThreads, 0, s, logits, static_cast<int>(T), E, k, static_cast<int>(f), bias, tid2eid,
+         ids, routed_scale, tile_rows, experts, weights, counts, offsets, perm, inv, tiles, ntiles);
 }
 
 void moe_gather_cuda(const float* x, int64_t D, const int32_t* perm, int64_t n, int k, float* xs_f32, bf16* xs_bf16,
