@@ -109,8 +109,8 @@ sparse_attention_mma_kernel(const float* q, CacheRows chunk, const float* sink, 
           v[hh][j] = hw + hh < hb ? *reinterpret_cast<const float4*>(q + (r * a.H + h0 + hw + hh) * Dh + 4 * (lane + 32 * j))
                                   : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     };
-    float4 first[kAtOnce][4];
-    load_heads(warp * kPerWarp, first);  // in flight while the angles are computed
+    float4 v[kAtOnce][4];
+    load_heads(warp * kPerWarp, v);  // in flight while the angles are computed
     for (int i = tid; i < R / 2; i += C::kThreads) {
       float sn, cs;
       dev::rope_sincos(__fmul_rn(static_cast<float>(p), a.q_rope[i]), &sn, &cs);
@@ -119,15 +119,7 @@ sparse_attention_mma_kernel(const float* q, CacheRows chunk, const float* sink, 
     }
     __syncthreads();
     for (int hw = warp * kPerWarp; hw < (warp + 1) * kPerWarp; hw += kAtOnce) {
-      float4 v[kAtOnce][4];
-      if (hw == warp * kPerWarp) {
-#pragma unroll
-        for (int hh = 0; hh < kAtOnce; ++hh)
-#pragma unroll
-          for (int j = 0; j < 4; ++j) v[hh][j] = first[hh][j];
-      } else {
-        load_heads(hw, v);
-      }
+      if (hw > warp * kPerWarp) load_heads(hw, v);
 #pragma unroll
       for (int hh = 0; hh < kAtOnce; ++hh) {
         float part[4];
@@ -156,11 +148,9 @@ sparse_attention_mma_kernel(const float* q, CacheRows chunk, const float* sink, 
           const int d = 4 * (lane + 32 * j);
           if (d >= N) {
 #pragma unroll
-            for (int e = 0; e < 2; ++e) {  // rope_pair's arithmetic
+            for (int e = 0; e < 2; ++e) {
               const int i = (d - N) / 2 + e;
-              const float cs = rc[2 * i], sn = rc[2 * i + 1], re = y[2 * e], im = y[2 * e + 1];
-              y[2 * e] = __fmaf_rn(re, cs, -__fmul_rn(im, sn));
-              y[2 * e + 1] = __fmaf_rn(re, sn, __fmul_rn(im, cs));
+              dev::rope_rotate(y[2 * e], y[2 * e + 1], rc[2 * i], rc[2 * i + 1]);
             }
           }
           *reinterpret_cast<uint2*>(Qs + (hw + hh) * ld + d) = uint2{pack_bf16x2(y[0], y[1]), pack_bf16x2(y[2], y[3])};

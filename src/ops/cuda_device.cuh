@@ -217,17 +217,19 @@ __device__ __forceinline__ void rope_sincos(float theta, float* sn, float* cs) {
 }
 
 // RoPE on one pair (re, im) with frequency f at position pos: θ = fp32(fp32(pos) · f).
+// The rotation of one pair (re, im) by the angle whose cos and sin are cs, sn. One explicit fused
+// multiply-add per output, so that every kernel that rotates gets the same bits whatever the
+// compiler would contract (the GPU fixtures agree best this way; the CPU rounds both products).
+__device__ __forceinline__ void rope_rotate(float& re, float& im, float cs, float sn) {
+  const float a = re, b = im;
+  re = __fmaf_rn(a, cs, -__fmul_rn(b, sn));
+  im = __fmaf_rn(a, sn, __fmul_rn(b, cs));
+}
 __device__ __forceinline__ void rope_pair(float& re, float& im, float f, int pos, bool inverse) {
   const float theta = __fmul_rn(static_cast<float>(pos), f);
   float sn, cs;
   rope_sincos(theta, &sn, &cs);
-  if (inverse) sn = -sn;
-  const float a = re, b = im;
-  // One explicit fused multiply-add per output, so that every kernel that rotates gets the same
-  // bits whatever the compiler would contract (the GPU fixtures agree best this way; the CPU
-  // rounds both products).
-  re = __fmaf_rn(a, cs, -__fmul_rn(b, sn));
-  im = __fmaf_rn(a, sn, __fmul_rn(b, cs));
+  rope_rotate(re, im, cs, inverse ? -sn : sn);
 }
 
 // One value of cache row `row`, dim `i` (format f).
