@@ -1,5 +1,5 @@
-// The PTX the tensor-core kernels share (attention_mma.cu, gemv.cu, indexer*.cu, moe_*.cu): bf16
-// and e4m3 mma.sync, ldmatrix, cp.async and a few bf16x2 register operations.
+// The PTX the tensor-core kernels share (attention_mma.cu, indexer*.cu, moe_*.cu): bf16
+// mma.sync, ldmatrix, cp.async and a few bf16x2 register operations.
 #pragma once
 #include <cstdint>
 
@@ -31,14 +31,6 @@ __device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], 
   asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
       : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-// c[16×8] += a[16×32] · b[32×8], e4m3 → float32 (fragments as in the PTX ISA, 4 bytes a register).
-__device__ __forceinline__ void mma_e4m3(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
-                                         uint32_t b1) {
-  asm("mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
 // Four 8×8 b16 matrices from shared memory (lanes 8j..8j+7 give the row addresses of matrix j);

@@ -31,8 +31,6 @@ namespace dsv4::cuda {
 
 namespace {
 
-using ptx::mma_e4m3;
-
 constexpr int kThreads = 256;
 constexpr int kRowsPerWarp = 2;  // two output rows per warp: two independent weight streams in flight
 
@@ -211,6 +209,14 @@ __device__ __forceinline__ void gemv_block(const GemvArgs& a, int64_t block, int
     y[n0] = a.beta != 0.0f ? fmaf(a.beta, y[n0], acc0[m]) : acc0[m];
     if (second) y[n1] = a.beta != 0.0f ? fmaf(a.beta, y[n1], acc1[m]) : acc1[m];
   }
+}
+
+// c[16×8] += a[16×32] · b[32×8], e4m3 → float32 (fragments as in the PTX ISA, 4 bytes a register).
+__device__ __forceinline__ void mma_e4m3(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+                                         uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
 // Tensor-core block `block` of product a (FP8 blocks): warp w's group of 16 rows starts at

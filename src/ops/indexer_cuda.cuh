@@ -1,5 +1,5 @@
-// The indexer's CUDA pieces shared by its score kernels (indexer.cu: few query rows, decode;
-// indexer_prefill.cu: many rows, prefill): PTX wrappers, the e2m1 -> bf16 / e4m3 decoding,
+// The indexer's CUDA pieces shared by its two score kernels (indexer.cu: few query rows,
+// decode; indexer_prefill.cu: many rows, prefill): PTX wrappers, the e2m1 -> bf16 decoding,
 // and the many-row launcher that indexer_scores_cuda dispatches to.
 #pragma once
 #include <cstdint>
@@ -16,7 +16,6 @@ using ptx::cp_async_commit;
 using ptx::cp_async_wait;
 using ptx::ldmatrix_x4;
 using ptx::mma_bf16;
-using ptx::mma_e4m3;
 using ptx::mul_bf16x2;
 using ptx::pack_bf16x2;
 using ptx::prmt;
@@ -45,13 +44,6 @@ __device__ __forceinline__ void e2m1x8_to_bf16(uint32_t x, uint32_t (&pairs)[4])
   }
 #pragma unroll
   for (int p = 0; p < 4; ++p) pairs[p] |= prmt(x4, x, 0xC080u + 0x1010u * p) & kBf16SignBits;
-}
-// 8 codes (nibble i = element i) -> e4m3 bytes of the same values times 2^-6, by moving bits: e2m1
-// (s, e1 e0, m) is e4m3 (s, 0 0 e1 e0, m 0 0), the subnormal 0.5 as well. even = elements 0, 2,
-// 4, 6 (the bytes' low nibbles), odd = elements 1, 3, 5, 7 (their high nibbles), in byte order.
-__device__ __forceinline__ void e2m1x8_to_e4m3(uint32_t x, uint32_t& even, uint32_t& odd) {
-  even = ((x << 2) & 0x1C1C1C1Cu) | ((x << 4) & 0x80808080u);
-  odd = ((x >> 2) & 0x1C1C1C1Cu) | (x & 0x80808080u);
 }
 // 2^(b − 127) as bf16, twice (b = 0 is the subnormal 2^−127, as e8m0_value).
 __device__ __forceinline__ uint32_t e8m0_to_bf16x2(uint32_t b) {
