@@ -84,6 +84,51 @@ std::vector<Check> op_indexer(std::mt19937& rng) {
     }
   }
 
+  // Compact entries and q far from the typical: entries whose block scales span many binades (a
+  // block 2^-15 below the rest, an all-zero block at the FP4 rule's least scale), and a q head with
+  // a block 2^-20 below its others. The products stay exact whatever the scales (a faster
+  // encoding that only holds a window of binades must fall back for these).
+  for (const Shape sh : {Shape{64, 128}, Shape{70, 256}, Shape{20, 32}}) {
+    const int HI = sh.HI, DI = sh.DI, count_max = 512;
+    const std::vector<int32_t> pos = {2047, 1500, 2047};
+    const int rows = static_cast<int>(pos.size());
+    std::vector<float> k = randn(rng, count_max * DI);
+    for (int i = 0; i < count_max; ++i) {
+      float* e = &k[i * DI];
+      if (DI >= 64 && i % 3 == 1)
+        for (int j = 0; j < 32; ++j) e[DI - 32 + j] *= std::ldexp(1.0f, -15);
+      if (DI >= 64 && i % 7 == 2)
+        for (int j = 0; j < 32; ++j) e[j] = 0.0f;
+      ops::fp4_sim(e, DI, 32);
+    }
+    std::vector<float> q = randn(rng, rows * HI * DI), w = randn(rng, rows * HI);
+    if (DI >= 64)
+      for (int j = 0; j < 32; ++j) q[(1 * HI + 5) * DI + 32 + j] *= std::ldexp(1.0f, -20);
+    for (int r = 0; r < rows; ++r) ops::fp4_sim(&q[r * HI * DI], HI * DI, 32);
+    const float wscale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(DI) * HI));
+    HostRows rowsk = make_rows(k, count_max, DI, 0, true, true);
+    LayerCache lc;
+    lc.idx_entries = rowsk.view();
+    DeviceArray<LayerCache> dlc(std::vector<LayerCache>{lc});
+    auto dq = dev(q), dw = dev(w);
+    auto dslot = dev(std::vector<int32_t>(rows, 0)), dpos = dev(pos);
+    DeviceArray<float> score(rows * count_max);
+    indexer_scores_cuda(dq.get(), dw.get(), wscale, rows, HI, DI, dslot.get(), dpos.get(), dlc.get(), true, score.get(),
+                        count_max, count_max, 0);
+    const std::vector<float> sh_got = host(score);
+    std::vector<float> ref, got;
+    for (int r = 0; r < rows; ++r) {
+      const int count = (pos[r] + 1) / 4;
+      std::vector<float> ws(HI), sc(count);
+      for (int h = 0; h < HI; ++h) ws[h] = w[r * HI + h] * wscale;
+      ops::indexer_scores(&q[r * HI * DI], ws.data(), HI, DI, k.data(), count, sc.data());
+      ref.insert(ref.end(), sc.begin(), sc.end());
+      got.insert(got.end(), sh_got.begin() + r * count_max, sh_got.begin() + r * count_max + count);
+    }
+    out.push_back(check(str("scores (compact entries, wide scales, a q block far below) HI=", HI, " DI=", DI), got, ref,
+                        f32_rule(HI * DI)));
+  }
+
   // Rows' scores counted by the top-k's first digit (the top bits of the order key), as the
   // scores kernel counts them for the top-k.
   auto digit_counts = [](const std::vector<float>& sc, int64_t ld, const std::vector<int32_t>& tpos) {
