@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Where a kernel's warps stall, by SASS line: ncu source counters of one launch, the 40 lines with
-# the most stall samples. Device machine only, after scripts/device.sh build.
+# the most stall samples (and every line in order: src-NAME-all.txt). Device machine only, after scripts/device.sh build.
 #   scripts/experiments/ncu_source.sh NAME KERNEL_REGEX SKIP [bench options]  -> $OUT/src-NAME.txt
 set -uo pipefail
 OUT=${OUT:-out}
@@ -8,7 +8,7 @@ NAME=$1 K=$2 SKIP=$3
 shift 3
 ncu --clock-control none --set full --warp-sampling-interval 0 --import-source no --page source --csv -k "regex:$K" --launch-skip "$SKIP" \
   --launch-count 1 build-dev/dsv4 bench --no-prefill "$@" >/tmp/src-$NAME.csv 2>/tmp/src-$NAME.err
-python3 - "$NAME" <<'PY' >"$OUT/src-$NAME.txt" 2>&1
+python3 - "$NAME" "$OUT" <<'PY' >"$OUT/src-$NAME.txt" 2>&1
 import csv, sys
 name = sys.argv[1]
 rows = [r for r in csv.reader(open(f'/tmp/src-{name}.csv', errors='replace'))]
@@ -29,5 +29,9 @@ print('--- in order, lines with >= 0.5% of the samples')
 for d in data:
     if num(d[stall_col]) >= 0.005 * total:
         print(f"{d['_i']:5d} {num(d[stall_col]):7.0f}  {d['Source'][:100]}")
+# Every line in order (stall samples, warp-instructions executed) for reading a loop whole.
+with open(f'{sys.argv[2]}/src-{name}-all.txt', 'w') as f:
+    for d in data:
+        f.write(f"{d['_i']:5d} {num(d[stall_col]):7.0f} {num(d.get('Instructions Executed', 0)):10.0f}  {d['Source'][:100]}\n")
 PY
 tail -3 /tmp/src-$NAME.err >>"$OUT/src-$NAME.txt"
