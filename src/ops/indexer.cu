@@ -17,7 +17,8 @@
 //     bf16x2 multiply by the scale), never through shared memory tiles;
 //   - each warp keeps kStages tiles in flight with cp.async (private to the thread, so no
 //     barriers); the grid is sized to fill the GPU once, warps stride over the tiles;
-//   - the ReLU-weighted head sum is fused: per thread 8 heads, then a butterfly over the warp;
+//   - the ReLU-weighted head sum is fused: per thread 8 heads, then over the 8 lanes of an entry
+//     through shared memory, four tiles at a time;
 //   - with `digits` (decode), each written score is also counted by the top-k's first digit
 //     (topk.cu), in shared memory, and the block adds its counts to the row's once at its end.
 // More than kGroupHeads heads take several passes, the later ones adding to the scores.
@@ -75,6 +76,10 @@ __global__ void __launch_bounds__(ScoreTraits<DI>::kThreads, ScoreTraits<DI>::kM
   __shared__ float ws[T::kGroupHeads];
   __shared__ __align__(16) uint32_t qfrag[T::kHeadTiles][T::kKSteps][32][4];  // q as the warps' A fragments
   __shared__ uint32_t digit_count[kTopkDigits];  // with `digits`: the block's scores by first top-k digit
+  // The lanes' head sums of a group of tiles: tile u at u·kGroupStride, lane L's two entries at 2L
+  // (the stride's 8 extra words spread a reading lane's tiles over the banks).
+  constexpr int kGroup = 4, kGroupStride = 72;
+  __shared__ __align__(8) float red[T::kWarps][kGroup * kGroupStride];
   const int64_t r = blockIdx.x;
   const int count = (pos[r] + 1) / 4;
   const int tiles = (count + T::kEntries - 1) / T::kEntries;
@@ -213,19 +218,31 @@ __global__ void __launch_bounds__(ScoreTraits<DI>::kThreads, ScoreTraits<DI>::kM
 #pragma unroll
         for (int c = 0; c < 2; ++c) part[c] += w0 * fmaxf(acc[mt][c], 0.0f) + w1 * fmaxf(acc[mt][2 + c], 0.0f);
       }
-      // Sum over g: the first step halves the values (lanes of odd g keep entry 2t + 1), the
-      // butterfly's adds as two full butterflies would make them, with half the shuffles.
-      float v = (g & 1) ? part[1] : part[0];
-      v += __shfl_xor_sync(0xffffffffu, (g & 1) ? part[0] : part[1], 4);
-      v += __shfl_xor_sync(0xffffffffu, v, 8);
-      v += __shfl_xor_sync(0xffffffffu, v, 16);
-      if (g < 2) {  // lanes 0..7 store entry 2t + g
-        const int e = (tile0 + k * tile_stride) * T::kEntries + 2 * t + g;
-        if (e < count) {
-          const float out = hb == 0 ? v : score_row[e] + v;
-          score_row[e] = out;
-          if (digits && last) atomicAdd(&digit_count[dev::order_key(out) >> (32 - kTopkDigitBits)], 1u);
+      // Sum over g, kGroup tiles at a time: the lanes' parts go to the warp's shared buffer, and
+      // after the group's last tile lane 8u + j adds up entry j of tile u over the 8 lanes g
+      // (8 independent loads, then a chain of adds). Per tile that is two stores, where a
+      // butterfly cost three dependent shuffles and every tile's own store and index arithmetic.
+      const int u = k % kGroup;
+      *reinterpret_cast<float2*>(&red[warp][u * kGroupStride + 2 * lane]) = make_float2(part[0], part[1]);
+      if (u == kGroup - 1 || k == my_tiles - 1) {
+        __syncwarp();
+        const int mu = lane / 8, j = lane % 8, kt = k - u + mu;  // this lane's tile and entry
+        if (mu <= u) {
+          const float* pr = &red[warp][mu * kGroupStride + j];
+          float p8[8];
+#pragma unroll
+          for (int gg = 0; gg < 8; ++gg) p8[gg] = pr[8 * gg];  // lane (gg, j / 2), entry j % 2
+          float v = p8[0];
+#pragma unroll
+          for (int gg = 1; gg < 8; ++gg) v += p8[gg];
+          const int e = (tile0 + kt * tile_stride) * T::kEntries + j;
+          if (e < count) {
+            const float out = hb == 0 ? v : score_row[e] + v;
+            score_row[e] = out;
+            if (digits && last) atomicAdd(&digit_count[dev::order_key(out) >> (32 - kTopkDigitBits)], 1u);
+          }
         }
+        __syncwarp();
       }
     }
     cp_async_wait<0>();
