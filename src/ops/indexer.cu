@@ -74,12 +74,18 @@ __global__ void __launch_bounds__(ScoreTraits<DI>::kThreads, ScoreTraits<DI>::kM
   using T = ScoreTraits<DI>;
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ float ws[T::kGroupHeads];
-  __shared__ __align__(16) uint32_t qfrag[T::kHeadTiles][T::kKSteps][32][4];  // q as the warps' A fragments
-  __shared__ uint32_t digit_count[kTopkDigits];  // with `digits`: the block's scores by first top-k digit
-  // The lanes' head sums of a group of tiles: tile u at u·kGroupStride, lane L's two entries at 2L
-  // (the stride's 8 extra words spread a reading lane's tiles over the banks).
+  // q as the warps' A fragments while a pass loads its registers, then the lanes' head sums of a
+  // group of tiles (red: tile u at u·kGroupStride, lane L's two entries at 2L; the stride's 8
+  // extra words spread a reading lane's tiles over the banks). One space for both: the float32
+  // form at DI = 128 fills the shared memory up to ~3 KiB.
   constexpr int kGroup = 4, kGroupStride = 72;
-  __shared__ __align__(8) float red[T::kWarps][kGroup * kGroupStride];
+  __shared__ __align__(16) union {
+    uint32_t qfrag[T::kHeadTiles][T::kKSteps][32][4];
+    float red[T::kWarps][kGroup * kGroupStride];
+  } q_or_sums;
+  auto& qfrag = q_or_sums.qfrag;
+  auto& red = q_or_sums.red;
+  __shared__ uint32_t digit_count[kTopkDigits];  // with `digits`: the block's scores by first top-k digit
   const int64_t r = blockIdx.x;
   const int count = (pos[r] + 1) / 4;
   const int tiles = (count + T::kEntries - 1) / T::kEntries;
@@ -164,6 +170,7 @@ __global__ void __launch_bounds__(ScoreTraits<DI>::kThreads, ScoreTraits<DI>::kM
       }
 
     for (int k = 0; k < T::kStages - 1; ++k) issue(k);
+    __syncthreads();  // every warp holds its fragments: their space takes the head sums now
 #pragma unroll 1
     for (int k = 0; k < my_tiles; ++k) {
       cp_async_wait<T::kStages - 2>();  // tile k has landed (the thread's own copies)
@@ -227,20 +234,26 @@ __global__ void __launch_bounds__(ScoreTraits<DI>::kThreads, ScoreTraits<DI>::kM
       if (u == kGroup - 1 || k == my_tiles - 1) {
         __syncwarp();
         const int mu = lane / 8, j = lane % 8, kt = k - u + mu;  // this lane's tile and entry
-        if (mu <= u) {
-          const float* pr = &red[warp][mu * kGroupStride + j];
-          float p8[8];
+        const float* pr = &red[warp][mu * kGroupStride + j];
+        float p8[8];
 #pragma unroll
-          for (int gg = 0; gg < 8; ++gg) p8[gg] = pr[8 * gg];  // lane (gg, j / 2), entry j % 2
-          float v = p8[0];
+        for (int gg = 0; gg < 8; ++gg) p8[gg] = pr[8 * gg];  // lane (gg, j / 2), entry j % 2
+        float v = p8[0];
 #pragma unroll
-          for (int gg = 1; gg < 8; ++gg) v += p8[gg];
-          const int e = (tile0 + kt * tile_stride) * T::kEntries + j;
-          if (e < count) {
-            const float out = hb == 0 ? v : score_row[e] + v;
-            score_row[e] = out;
-            if (digits && last) atomicAdd(&digit_count[dev::order_key(out) >> (32 - kTopkDigitBits)], 1u);
-          }
+        for (int gg = 1; gg < 8; ++gg) v += p8[gg];
+        const int e = (tile0 + kt * tile_stride) * T::kEntries + j;
+        const bool valid = mu <= u && e < count;
+        uint32_t bucket = ~0u;  // not a digit: the lanes without a score match each other only
+        if (valid) {
+          const float out = hb == 0 ? v : score_row[e] + v;
+          score_row[e] = out;
+          bucket = dev::order_key(out) >> (32 - kTopkDigitBits);
+        }
+        // The digit counts: one shared atomic per distinct digit of the group's scores (they
+        // crowd into a few digits, and same-address atomics serialize).
+        if (digits && last) {
+          const uint32_t peers = __match_any_sync(0xffffffffu, bucket);
+          if (valid && __ffs(peers) - 1 == lane) atomicAdd(&digit_count[bucket], static_cast<uint32_t>(__popc(peers)));
         }
         __syncwarp();
       }
