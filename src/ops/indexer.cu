@@ -65,6 +65,7 @@ struct ScoreTraits {
   // or float32 [kF32Copies][32 lanes][16 bytes].
   static constexpr int kStageCompact = 32 * (kCodeBytes + 4), kStageF32 = 32 * kChunk * 4;
   static_assert(kCopies * kCopy == kCodeBytes && kWords * 8 == kChunk, "whole words of codes per thread");
+  static_assert(kF32Copies * 4 == kChunk, "whole 16-byte units of float32 per thread");
   static_assert(kHeadTiles * kKSteps * 4 <= 128, "q fragments fit in 128 registers");
 };
 
