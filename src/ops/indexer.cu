@@ -76,7 +76,6 @@ __global__ void __launch_bounds__(ScoreTraits<DI, kCompact>::kThreads, ScoreTrai
                           uint32_t* digits) {
   dev::pdl_begin();
   using T = ScoreTraits<DI, kCompact>;
-  constexpr bool compact = kCompact;
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ float ws[T::kGroupHeads];
   // q as the warps' A fragments while a pass loads its registers, then the lanes' head sums of a
@@ -99,7 +98,7 @@ __global__ void __launch_bounds__(ScoreTraits<DI, kCompact>::kThreads, ScoreTrai
   const int tile0 = blockIdx.y * T::kWarps + warp, tile_stride = gridDim.y * T::kWarps;
   const int my_tiles = tile0 < tiles ? (tiles - tile0 + tile_stride - 1) / tile_stride : 0;
   const CacheRows cache = caches[slot[r]].idx_entries;
-  const int stage_bytes = compact ? T::kStageCompact : T::kStageF32;
+  constexpr int stage_bytes = kCompact ? T::kStageCompact : T::kStageF32;
   unsigned char* stages = smem + warp * T::kStages * stage_bytes;
   const int c0 = t * T::kChunk;        // first element of the thread's quarter
   const int blk0 = c0 / 32;            // its first E8M0 block
@@ -112,7 +111,7 @@ __global__ void __launch_bounds__(ScoreTraits<DI, kCompact>::kThreads, ScoreTrai
       const int e = (tile0 + k * tile_stride) * T::kEntries + g;
       const bool valid = e < count;
       const int64_t es = valid ? e : 0;
-      if constexpr (compact) {
+      if constexpr (kCompact) {
 #pragma unroll
         for (int u = 0; u < T::kCopies; ++u)
           cp_async<T::kCopy>(st + (u * 32 + lane) * T::kCopy, cache.codes + es * (DI / 2) + c0 / 2 + u * T::kCopy,
@@ -182,7 +181,7 @@ __global__ void __launch_bounds__(ScoreTraits<DI, kCompact>::kThreads, ScoreTrai
       issue(k + T::kStages - 1);        // into the stage read at k − 1
       const unsigned char* st = stages + (k % T::kStages) * stage_bytes;
       float acc[T::kHeadTiles][4] = {};
-      if constexpr (compact) {
+      if constexpr (kCompact) {
         uint32_t words[T::kWords];
 #pragma unroll
         for (int u = 0; u < T::kCopies; ++u) {

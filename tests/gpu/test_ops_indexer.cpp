@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <tuple>
+#include <utility>
 
 #include "cache_rows.h"
 #include "op_cases.h"
@@ -18,6 +20,25 @@ using namespace dsv4::cuda;
 using namespace dsv4::testing_gpu;
 
 namespace {
+
+// The rows' scores (GPU, [rows, ld]) and the CPU oracle's for the same rows, each row's count of
+// entries (pos + 1) / 4 long, concatenated: {got, ref}.
+std::pair<std::vector<float>, std::vector<float>> scores_vs_oracle(const std::vector<float>& gpu, int64_t ld,
+                                                                   const std::vector<float>& q,
+                                                                   const std::vector<float>& w, float wscale,
+                                                                   const std::vector<float>& k,
+                                                                   const std::vector<int32_t>& pos, int HI, int DI) {
+  std::vector<float> got, ref;
+  for (size_t r = 0; r < pos.size(); ++r) {
+    const int count = (pos[r] + 1) / 4;
+    std::vector<float> ws(HI), sc(count);
+    for (int h = 0; h < HI; ++h) ws[h] = w[r * HI + h] * wscale;
+    ops::indexer_scores(&q[r * HI * DI], ws.data(), HI, DI, k.data(), count, sc.data());
+    ref.insert(ref.end(), sc.begin(), sc.end());
+    got.insert(got.end(), gpu.begin() + r * ld, gpu.begin() + r * ld + count);
+  }
+  return {got, ref};
+}
 
 std::vector<Check> op_indexer(std::mt19937& rng) {
   const int K = 512;
@@ -52,14 +73,7 @@ std::vector<Check> op_indexer(std::mt19937& rng) {
       indexer_scores_cuda(dq.get(), dw.get(), wscale, rows, HI, DI, dslot.get(), dpos.get(), dlc.get(), compact,
                           score.get(), count_max, count_max, 0);
       std::vector<float> sh = host(score);
-      for (int r = 0; r < rows; ++r) {
-        const int count = (pos[r] + 1) / 4;
-        std::vector<float> ws(HI), sc(count);
-        for (int h = 0; h < HI; ++h) ws[h] = w[r * HI + h] * wscale;
-        ops::indexer_scores(&q[r * HI * DI], ws.data(), HI, DI, k.data(), count, sc.data());
-        ref.insert(ref.end(), sc.begin(), sc.end());
-        got.insert(got.end(), sh.begin() + r * count_max, sh.begin() + r * count_max + count);
-      }
+      std::tie(got, ref) = scores_vs_oracle(sh, count_max, q, w, wscale, k, pos, HI, DI);
       out.push_back(check((compact ? "scores (compact entries)" : "scores") + shape, got, ref, f32_rule(HI * DI)));
       if (!v4) continue;
       // top-k on the same scores (the GPU's), with many ties: bit-equal selections.
@@ -115,16 +129,7 @@ std::vector<Check> op_indexer(std::mt19937& rng) {
     DeviceArray<float> score(rows * count_max);
     indexer_scores_cuda(dq.get(), dw.get(), wscale, rows, HI, DI, dslot.get(), dpos.get(), dlc.get(), true, score.get(),
                         count_max, count_max, 0);
-    const std::vector<float> sh_got = host(score);
-    std::vector<float> ref, got;
-    for (int r = 0; r < rows; ++r) {
-      const int count = (pos[r] + 1) / 4;
-      std::vector<float> ws(HI), sc(count);
-      for (int h = 0; h < HI; ++h) ws[h] = w[r * HI + h] * wscale;
-      ops::indexer_scores(&q[r * HI * DI], ws.data(), HI, DI, k.data(), count, sc.data());
-      ref.insert(ref.end(), sc.begin(), sc.end());
-      got.insert(got.end(), sh_got.begin() + r * count_max, sh_got.begin() + r * count_max + count);
-    }
+    const auto [got, ref] = scores_vs_oracle(host(score), count_max, q, w, wscale, k, pos, HI, DI);
     out.push_back(check(str("scores (compact entries, wide scales, a q block far below) HI=", HI, " DI=", DI), got, ref,
                         f32_rule(HI * DI)));
   }
