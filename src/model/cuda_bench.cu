@@ -188,16 +188,16 @@ double decode_ms(CudaModel& model, int seq, int steps, std::mt19937& rng, int V)
 }
 
 // The long run (BenchOptions::long_tokens): real chunked prefill of one sequence, then decode on
-// it; the same for a 4096-token sequence first, for the step ratio. Minutes of prefill leave the
-// GPU at lower clocks than a fresh start (every kernel ~10% slower, the weight-streaming ones too),
-// so the ratio pairs the two sequences' steps measured after the prefill, alternately.
+// it; the same for a 4096-token sequence, for the step ratio. The first decode steps after a long
+// prefill run slower, every kernel alike (the weight-streaming ones too; the SM clock holds), so
+// the ratio pairs the two sequences' steps measured after the prefill, alternately.
 template <typename Add>
 void long_run(CudaModel& model, const ModelConfig& c, const BenchOptions& o, double peak, double layer_scale,
               std::mt19937& rng, Add& add, std::vector<std::string>& table) {
   const int64_t P = o.long_tokens, chunk = o.prefill_chunk > 0 ? o.prefill_chunk : 8192, ref_tokens = 4096;
   const int steps = std::max(1, o.decode_steps);
   cudaStream_t s = model.stream();
-  constexpr int kRounds = 3;  // (printed as three) alternate reference and long decode measurements after the prefill
+  constexpr int kRounds = 3;  // alternate reference and long decode measurements after the prefill
   const int ref_seq = model.new_sequence(ref_tokens + (kRounds + 1) * (steps + 2) + 16);
   model.forward_on_device({{ref_seq, random_tokens(rng, ref_tokens, c.vocab_size)}});
   const double ref_ms_before = decode_ms(model, ref_seq, steps, rng, c.vocab_size);
@@ -244,12 +244,21 @@ void long_run(CudaModel& model, const ModelConfig& c, const BenchOptions& o, dou
   std::sort(ref_runs.begin(), ref_runs.end());
   const double long_ms = long_runs[kRounds / 2], ref_ms = ref_runs[kRounds / 2];
   const double per_token = static_cast<double>(model.sequence_bytes(seq) - model.cache_fixed_bytes()) / P;
+  auto rounds = [](const std::vector<double>& v) {
+    std::string out;
+    char buf[32];
+    for (double ms : v) {
+      std::snprintf(buf, sizeof buf, " %.3f", ms);
+      out += buf;
+    }
+    return out;
+  };
   std::printf("  decode at %lld tokens: %.2f ms/step, %.2fx the %lld-token step measured alternately with it (%.2f ms; "
               "%.2f ms before the prefill); caches %.0f bytes/token (%d layers); memory in use %.1f GiB\n"
-              "  rounds (ms/step, sorted): long %.3f %.3f %.3f, 4K %.3f %.3f %.3f\n",
+              "  rounds (ms/step, sorted): long%s, 4K%s\n",
               static_cast<long long>(P), long_ms, long_ms / ref_ms, static_cast<long long>(ref_tokens), ref_ms,
-              ref_ms_before, per_token, c.num_hidden_layers, mem_prefilled, long_runs[0], long_runs[1], long_runs[2],
-              ref_runs[0], ref_runs[1], ref_runs[2]);
+              ref_ms_before, per_token, c.num_hidden_layers, mem_prefilled, rounds(long_runs).c_str(),
+              rounds(ref_runs).c_str());
   model.free_sequence(seq);
   model.free_sequence(ref_seq);
   char row[260];
