@@ -3,7 +3,8 @@
 #   scripts/device.sh [test|bench|all] [bench options...]
 # (a) unpacks the build dependencies carried in .deps/debs (Debian packages, see
 #     scripts/pack_deps.sh) into /tmp/deps, since the device image lacks the -dev packages;
-# (b) configures and builds for sm_90a (CMake + Ninja) in build-dev;
+# (b) configures and builds for sm_90a (CMake + Ninja) in build-dev (or $BUILD; $CUDA_DEFS adds
+#     -D definitions to the CUDA sources, for side-by-side builds of a variant);
 # (c) test: the GPU tests (ctest -L gpu), parity of both fixtures on the GPU (f32 and fast);
 #     bench: dsv4 bench and the PyTorch twin (bench/torch_twin.py) on the same machine
 #     (SKIP_TWIN=1 leaves the twin out; extra arguments go to dsv4 bench);
@@ -40,21 +41,22 @@ PKGCONF=$(command -v pkg-config || echo "$DEPS/usr/bin/pkgconf")
 # ---- (b) build -------------------------------------------------------------------------------
 GEN=$(command -v ninja >/dev/null && echo Ninja || echo "Unix Makefiles")
 t0=$(date +%s)
-cmake -S . -B build-dev -G "$GEN" -DCMAKE_BUILD_TYPE=Release -DDSV4_CUDA=ON \
+BUILD=${BUILD:-build-dev}
+cmake -S . -B "$BUILD" -G "$GEN" -DCMAKE_BUILD_TYPE=Release -DDSV4_CUDA=ON -DCMAKE_CUDA_FLAGS="${CUDA_DEFS:-}" \
   -DCMAKE_PREFIX_PATH="$DEPS/usr" -DPKG_CONFIG_EXECUTABLE="$PKGCONF" \
   -DGTest_DIR="$ML/cmake/GTest" -Dbenchmark_DIR="$ML/cmake/benchmark" \
   -DCLI11_DIR="$DEPS/usr/share/cmake/CLI11" -Dnlohmann_json_DIR="$DEPS/usr/share/cmake/nlohmann_json" \
   -DDSV4_SHARED="$ROOT/.deps/shared" >"$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
-cmake --build build-dev -j "$(nproc)" --target dsv4_cli dsv4_gpu_tests >>"$OUT/build.log" 2>&1 ||
+cmake --build "$BUILD" -j "$(nproc)" --target dsv4_cli dsv4_gpu_tests >>"$OUT/build.log" 2>&1 ||
   { grep -E "error|Error" -A5 "$OUT/build.log" | head -60; exit 1; }
 note "build: $(( $(date +%s) - t0 )) s"
-DSV4=build-dev/dsv4
+DSV4=$BUILD/dsv4
 FIX=$ROOT/.deps/shared/fixtures
 
 # ---- (c) tests -------------------------------------------------------------------------------
 if [ "$MODE" = test ] || [ "$MODE" = all ]; then
   t0=$(date +%s)
-  build-dev/tests/dsv4_gpu_tests --gtest_color=no >"$OUT/gpu_tests.log" 2>&1
+  "$BUILD"/tests/dsv4_gpu_tests --gtest_color=no >"$OUT/gpu_tests.log" 2>&1
   note "gpu tests: exit $? in $(( $(date +%s) - t0 )) s; $(grep -E '^\[  (PASSED|FAILED) ' "$OUT/gpu_tests.log" | tr '\n' ' ')"
   grep -E '^\[  FAILED  \]' "$OUT/gpu_tests.log" | tee -a "$SUMMARY"
   for fx in tiny-fp32 tiny-fp8; do

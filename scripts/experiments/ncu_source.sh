@@ -2,12 +2,13 @@
 # Where a kernel's warps stall, by SASS line: ncu source counters of one launch, the 40 lines with
 # the most stall samples (and every line in order: src-NAME-all.txt). Device machine only, after scripts/device.sh build.
 #   scripts/experiments/ncu_source.sh NAME KERNEL_REGEX SKIP [bench options]  -> $OUT/src-NAME.txt
+# (NCU_CMD="program args" profiles that program instead of dsv4 bench, e.g. expert_stream.cu's binary.)
 set -uo pipefail
 OUT=${OUT:-out}
 NAME=$1 K=$2 SKIP=$3
 shift 3
 ncu --clock-control none --set full --warp-sampling-interval 0 --import-source no --page source --csv -k "regex:$K" --launch-skip "$SKIP" \
-  --launch-count 1 build-dev/dsv4 bench --no-prefill "$@" >/tmp/src-$NAME.csv 2>/tmp/src-$NAME.err
+  --launch-count 1 ${NCU_CMD:-build-dev/dsv4 bench --no-prefill "$@"} >/tmp/src-$NAME.csv 2>/tmp/src-$NAME.err
 python3 - "$NAME" "$OUT" <<'PY' >"$OUT/src-$NAME.txt" 2>&1
 import csv, sys
 name = sys.argv[1]

@@ -45,7 +45,17 @@ constexpr int vec_of(GemvWeights w) { return w == GemvWeights::FP8Block ? 16 : w
 // 2j + 1, row g + 8: 2j + 1}, B = {x: 2j, 2j + 1}, both meaning columns 32t + 8j .. 32t + 8j + 7.
 constexpr int kFp8Rows = 16;    // output rows per warp
 constexpr int kFp8Step = 128;   // columns per step: one scale block of W and of x
-constexpr int kFp8InFlight = 2;  // steps of weights loaded ahead (4 KB per warp)
+// Steps of weights loaded ahead (6 KB per warp), and the blocks an SM must hold (the registers
+// allow ~128 a thread). Measured alone on a 33.6 MB product at M = 1 (scripts/experiments/
+// expert_stream.cu, which builds other values through these macros): 2 steps at 3 blocks 18.4 µs
+// (wq_b's shape), 17.7 (wo_b's); 3 steps at 2 blocks 17.4 and 16.1; 4 steps at 2 blocks 19.1, 18.5.
+#ifndef DSV4_FP8_IN_FLIGHT
+#define DSV4_FP8_IN_FLIGHT 3
+#endif
+#ifndef DSV4_FP8_BLOCKS
+#define DSV4_FP8_BLOCKS 2
+#endif
+constexpr int kFp8InFlight = DSV4_FP8_IN_FLIGHT;
 constexpr int rows_per_warp(GemvWeights w) { return w == GemvWeights::FP8Block ? kFp8Rows : kRowsPerWarp; }
 constexpr int step_cols(GemvWeights w) { return w == GemvWeights::FP8Block ? kFp8Step : 32 * vec_of(w); }
 template <GemvWeights kW>
@@ -295,10 +305,10 @@ __device__ __forceinline__ void gemv_fp8_block(const GemvArgs& a, int64_t block,
 // expert in FP8, say, in one launch).
 constexpr int kMixed = -1;
 // Blocks per SM the registers must allow: 4 for one SIMT row (64 registers: the 512-block output
-// projections in one wave), 3 where the tensor-core path may run (its two steps in flight need ~80).
+// projections in one wave), DSV4_FP8_BLOCKS where the tensor-core path may run.
 template <int kM, int kForm>
 constexpr int gemv_min_blocks() {
-  return kM > 1 ? 2 : kForm == static_cast<int>(GemvWeights::FP8Block) || kForm == -1 ? 3 : 4;
+  return kM > 1 ? 2 : kForm == static_cast<int>(GemvWeights::FP8Block) || kForm == -1 ? DSV4_FP8_BLOCKS : 4;
 }
 template <int kM, int kForm>
 __global__ void __launch_bounds__(kThreads, gemv_min_blocks<kM, kForm>())
@@ -347,7 +357,7 @@ void launch_gemv(const GemvArgs* mats, int count, cudaStream_t s) {
     const GemvWeights wf = mats[i].weights;
     const int64_t units = (mats[i].N + rows_per_warp(wf) - 1) / rows_per_warp(wf);
     const int64_t steps = (mats[i].K + step_cols(wf) - 1) / step_cols(wf);
-    const int64_t target = wf == GemvWeights::FP8Block ? 3 * sms : 2 * sms;  // blocks: about the SMs' room
+    const int64_t target = wf == GemvWeights::FP8Block ? DSV4_FP8_BLOCKS * sms : 2 * sms;  // blocks: the SMs' room
     int ks = 1;
     while (ks < kWarps && (units * ks + kWarps - 1) / kWarps < target && steps >= 2 * ks) ks *= 2;
     b.mats[i] = mats[i];

@@ -221,6 +221,39 @@ __device__ __forceinline__ void gemv_load_x(uint4 (&xv)[4], const bf16* xrow, co
   }
 }
 
+// The end of a pass: the warps' partial sums (acc[m] = D[g][2t], D[g][2t + 1], D[g + 8][2t],
+// D[g + 8][2t + 1]: output row, activation row) meet in shared memory and are added in warp order;
+// then SwiGLU times the routing weight (h, bf16) or the plain product (y).
+template <bool kSwiglu, int kWarps, int kMats>
+__device__ __forceinline__ void gemv_epilogue(float (&partial)[kWarps][kMats][GemvConfig::kRows][GemvConfig::kCols],
+                                              const float (&acc)[kMats][4], int n0, int N, int r0, int nr, float limit,
+                                              const float* weight, const int32_t* perm, bf16* h_out, float* y_out) {
+  using C = GemvConfig;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+#pragma unroll
+  for (int m = 0; m < kMats; ++m) {
+    partial[warp][m][g][2 * t] = acc[m][0];
+    partial[warp][m][g][2 * t + 1] = acc[m][1];
+    partial[warp][m][g + 8][2 * t] = acc[m][2];
+    partial[warp][m][g + 8][2 * t + 1] = acc[m][3];
+  }
+  __syncthreads();
+  if (threadIdx.x < C::kRows * C::kCols) {
+    const int row = threadIdx.x % C::kRows, col = threadIdx.x / C::kRows, n = n0 + row;
+    if (n < N && col < nr) {
+      float a = 0.0f, b = 0.0f;
+      for (int w = 0; w < kWarps; ++w) {
+        a += partial[w][0][row][col];
+        if (kSwiglu) b += partial[w][kMats - 1][row][col];
+      }
+      const int64_t r = r0 + col;
+      if (kSwiglu) h_out[r * N + n] = __float2bfloat16_rn(swiglu_value(a, b, limit) * weight[perm[r]]);
+      else y_out[r * N + n] = a;
+    }
+  }
+  __syncthreads();
+}
+
 // Block (row slice blockIdx.x, tile blockIdx.y): output rows n0 .. n0 + 15 of the tile's expert for
 // all its activation rows. Lane (g, t) of warp w: rows n0 + g and n0 + g + 8, activation row g of the
 // pass, columns [32 (4s + t), + 32) of the steps s = w, w + 8, ... Activation row r is x[r] (bf16), or
@@ -277,29 +310,7 @@ moe_gemv_kernel(const bf16* x, const float* x_f32, int k, ExpertMatrix wa, Exper
       }
     }
     if (r0 + C::kCols < r_end) load_first_steps();  // the next pass's, under this epilogue
-    // acc[m] = D[g][2t], D[g][2t + 1], D[g + 8][2t], D[g + 8][2t + 1] (output row, activation row).
-#pragma unroll
-    for (int m = 0; m < kMats; ++m) {
-      partial[warp][m][g][2 * t] = acc[m][0];
-      partial[warp][m][g][2 * t + 1] = acc[m][1];
-      partial[warp][m][g + 8][2 * t] = acc[m][2];
-      partial[warp][m][g + 8][2 * t + 1] = acc[m][3];
-    }
-    __syncthreads();
-    if (threadIdx.x < C::kRows * C::kCols) {
-      const int row = threadIdx.x % C::kRows, col = threadIdx.x / C::kRows, n = n0 + row;
-      if (n < N && col < nr) {
-        float a = 0.0f, b = 0.0f;
-        for (int w = 0; w < C::kWarps; ++w) {
-          a += partial[w][0][row][col];
-          if (kSwiglu) b += partial[w][kMats - 1][row][col];
-        }
-        const int64_t r = r0 + col;
-        if (kSwiglu) h_out[r * N + n] = __float2bfloat16_rn(swiglu_value(a, b, limit) * weight[perm[r]]);
-        else y_out[r * N + n] = a;
-      }
-    }
-    __syncthreads();
+    gemv_epilogue<kSwiglu, C::kWarps>(partial, acc, n0, N, r0, nr, limit, weight, perm, h_out, y_out);
   }
 }
 
