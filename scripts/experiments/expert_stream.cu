@@ -156,10 +156,9 @@ moe_gemv_smem_kernel(const bf16* x, const float* x_f32, int k, ExpertMatrix wa, 
   const int r_begin = offsets[e], r_end = offsets[e + 1];
   for (int r0 = r_begin; r0 < r_end; r0 += C::kCols) {
     const int nr = min(C::kCols, r_end - r0);
-    const bf16* xrow = nullptr;
-    const float* xrow_f32 = nullptr;
-    if (kSwiglu && g < nr && x_f32) xrow_f32 = x_f32 + static_cast<int64_t>(perm[r0 + g] / k) * K;
-    else if (g < nr) xrow = x + static_cast<int64_t>(r0 + g) * K;
+    const bf16* xrow;
+    const float* xrow_f32;
+    gemv_x_row<kSwiglu>(x, x_f32, k, perm, K, r0 + g, g < nr, xrow, xrow_f32);
     float acc[kMats][4] = {};
     for (int j = 0; j < L.slices; ++j) {
       if (r0 == r_begin) {
@@ -243,10 +242,9 @@ moe_gemv_ring_kernel(const bf16* x, const float* x_f32, int k, ExpertMatrix wa, 
   const int r_begin = offsets[e], r_end = offsets[e + 1];
   for (int r0 = r_begin; r0 < r_end; r0 += C::kCols) {
     const int nr = min(C::kCols, r_end - r0);
-    const bf16* xrow = nullptr;
-    const float* xrow_f32 = nullptr;
-    if (kSwiglu && g < nr && x_f32) xrow_f32 = x_f32 + static_cast<int64_t>(perm[r0 + g] / k) * K;
-    else if (g < nr) xrow = x + static_cast<int64_t>(r0 + g) * K;
+    const bf16* xrow;
+    const float* xrow_f32;
+    gemv_x_row<kSwiglu>(x, x_f32, k, perm, K, r0 + g, g < nr, xrow, xrow_f32);
     float acc[kMats][4] = {};
 #pragma unroll
     for (int u = 0; u < kStages; ++u) issue(u, warp + u * C::kWarps);

@@ -221,6 +221,17 @@ __device__ __forceinline__ void gemv_load_x(uint4 (&xv)[4], const bf16* xrow, co
   }
 }
 
+// Activation row r of a pass: x[r] (bf16), or with x_f32 (swiglu only) the token row
+// x_f32[perm[r] / k], rounded to bf16 on load (gemv_load_x); neither without a row.
+template <bool kSwiglu>
+__device__ __forceinline__ void gemv_x_row(const bf16* x, const float* x_f32, int k, const int32_t* perm, int K, int r,
+                                           bool has_row, const bf16*& xrow, const float*& xrow_f32) {
+  xrow = nullptr;
+  xrow_f32 = nullptr;
+  if (kSwiglu && has_row && x_f32) xrow_f32 = x_f32 + static_cast<int64_t>(perm[r] / k) * K;
+  else if (has_row) xrow = x + static_cast<int64_t>(r) * K;
+}
+
 // The end of a pass: the warps' partial sums (acc[m] = D[g][2t], D[g][2t + 1], D[g + 8][2t],
 // D[g + 8][2t + 1]: output row, activation row) meet in shared memory and are added in warp order;
 // then SwiGLU times the routing weight (h, bf16) or the plain product (y).
@@ -288,10 +299,9 @@ moe_gemv_kernel(const bf16* x, const float* x_f32, int k, ExpertMatrix wa, Exper
   const int r_begin = offsets[e], r_end = offsets[e + 1];
   for (int r0 = r_begin; r0 < r_end; r0 += C::kCols) {
     const int nr = min(C::kCols, r_end - r0);
-    const bf16* xrow = nullptr;
-    const float* xrow_f32 = nullptr;
-    if (kSwiglu && g < nr && x_f32) xrow_f32 = x_f32 + static_cast<int64_t>(perm[r0 + g] / k) * K;
-    else if (g < nr) xrow = x + static_cast<int64_t>(r0 + g) * K;
+    const bf16* xrow;
+    const float* xrow_f32;
+    gemv_x_row<kSwiglu>(x, x_f32, k, perm, K, r0 + g, g < nr, xrow, xrow_f32);
     float acc[kMats][4] = {};
     for (int s0 = warp; s0 < steps; s0 += Stage::kDepth * C::kWarps) {
 #pragma unroll
