@@ -5,8 +5,16 @@
 //   FP8 few-row product at wq_b's and wo_b's shapes, and plain reads of the same bytes: a flat
 //   read (the ceiling for that many bytes in one kernel) and load-only replicas of the expert
 //   kernel's access pattern (which part of the gap is the pattern, which the arithmetic).
-// The expert kernels come in with their source file (this file includes it), so both the register
-// kernel and the shared-memory kernel can be launched side by side. On the device machine:
+// The expert kernels come in with their source file (this file includes it), so the register
+// kernel (moe_gemv_kernel) and the alternatives below run side by side, each checked bit for bit
+// against it first:
+//   - whole tiles in shared memory by bulk copies or cp.async, and a per-warp cp.async ring: both
+//     measured slower (bench/results/2026-11-29-cuda-9.md);
+//   - the activation rows converted once per block (moe_gemv_xs_kernel): written after the
+//     session's device time ran out, not yet run (`reg` runs it against the register kernel).
+// Arguments: none (everything), `reg` (the register kernel against the staged-activation one),
+// `fp8` (the FP8 products only), `ncu` (one launch of each expert kernel, for ncu).
+// On the device machine:
 //   nvcc -std=c++20 -O3 -gencode=arch=compute_90a,code=sm_90a -Isrc scripts/experiments/expert_stream.cu \
 //     src/ops/gemv.cu src/cuda/launch.cu -o /tmp/es && /tmp/es
 #include <cuda_runtime.h>
@@ -279,6 +287,85 @@ moe_gemv_ring_kernel(const bf16* x, const float* x_f32, int k, ExpertMatrix wa, 
   }
 }
 
+
+// ---- the register kernel with its activation rows converted once per block --------------------
+// moe_gemv_kernel spends ~70 of its ~430 instructions per step (a lane, 128 weights) loading,
+// rounding and permuting its activation row, and every step of every warp does it again: each
+// block converts the whole row 8 times over its warps' steps (once per step, as the steps tile
+// K). Here the block converts each row of the pass once into shared memory, in the mma's K order
+// (chunk c of row q: 16 words, as mma_order4 makes them), and a step reads its 16 words with four
+// 16-byte loads. Passes take at most `xrows` rows (the shared memory holds xrows · K bf16).
+// The warps, steps, mma order and epilogue are moe_gemv_kernel's: the same bits.
+template <bool kSwiglu>
+__global__ void __launch_bounds__(GemvConfig::kWarps * 32, GemvConfig::kFp4Blocks)
+moe_gemv_xs_kernel(const bf16* x, const float* x_f32, int k, ExpertMatrix wa, ExpertMatrix wb, const int2* tiles,
+                   const int32_t* ntiles, const int32_t* offsets, float limit, const float* weight, const int32_t* perm,
+                   bf16* h_out, float* y_out, int xrows) {
+  dev::pdl_begin();
+  using C = GemvConfig;
+  constexpr int kMats = kSwiglu ? 2 : 1;
+  using Stage = GemvStage<true, kMats>;
+  extern __shared__ uint4 xsm[];  // [row of the pass][chunk][4]
+  __shared__ float partial[C::kWarps][kMats][C::kRows][C::kCols];
+  const int2 tile = tiles[blockIdx.y];
+  if (static_cast<int>(blockIdx.y) >= *ntiles) return;
+  const int e = tile.x;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  const int K = wa.cols, N = wa.rows, n0 = blockIdx.x * C::kRows;
+  const int steps = (K + C::kStep - 1) / C::kStep, chunks = K / C::kChunk;
+  const GemvRows rows = gemv_rows(wa, wb, e, n0 + g);
+  auto column = [&](int s) { return (s * C::kLanesK + t) * C::kChunk; };
+  Stage st[Stage::kDepth];
+  auto load_first_steps = [&] {
+#pragma unroll
+    for (int u = 0; u < Stage::kDepth; ++u) {
+      const int s = warp + u * C::kWarps;
+      gemv_load(st[u], rows, column(s), s < steps && column(s) < K);
+    }
+  };
+  load_first_steps();
+  const int pass = min(C::kCols, xrows);
+  const int r_begin = offsets[e], r_end = offsets[e + 1];
+  for (int r0 = r_begin; r0 < r_end; r0 += pass) {
+    const int nr = min(pass, r_end - r0);
+    for (int i = threadIdx.x; i < nr * chunks; i += blockDim.x) {
+      const int q = i / chunks, c = i % chunks;
+      const bf16* xrow;
+      const float* xrow_f32;
+      gemv_x_row<kSwiglu>(x, x_f32, k, perm, K, r0 + q, true, xrow, xrow_f32);
+      uint4 xv[4];
+      gemv_load_x(xv, xrow, xrow_f32, c * C::kChunk);
+      uint32_t xb[C::kWords];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) mma_order4(xv, j, xb + 4 * j);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) xsm[i * 4 + j] = make_uint4(xb[4 * j], xb[4 * j + 1], xb[4 * j + 2], xb[4 * j + 3]);
+    }
+    __syncthreads();
+    float acc[kMats][4] = {};
+    for (int s0 = warp; s0 < steps; s0 += Stage::kDepth * C::kWarps) {
+#pragma unroll
+      for (int u = 0; u < Stage::kDepth; ++u) {
+        const int s = s0 + u * C::kWarps;
+        if (s >= steps) break;
+        uint32_t xb[C::kWords] = {};
+        if (g < nr) {
+          const uint4* src = xsm + (g * chunks + s * C::kLanesK + t) * 4;
+#pragma unroll
+          for (int j = 0; j < 4; ++j) {
+            const uint4 v = src[j];
+            xb[4 * j] = v.x, xb[4 * j + 1] = v.y, xb[4 * j + 2] = v.z, xb[4 * j + 3] = v.w;
+          }
+        }
+        gemv_mma(st[u], xb, acc);
+        const int next = s + Stage::kDepth * C::kWarps;
+        gemv_load(st[u], rows, column(next), next < steps && column(next) < K);
+      }
+    }
+    if (r0 + pass < r_end) load_first_steps();
+    gemv_epilogue<kSwiglu, C::kWarps>(partial, acc, n0, N, r0, nr, limit, weight, perm, h_out, y_out);  // ends in a barrier
+  }
+}
 }  // namespace
 }  // namespace dsv4::cuda
 
@@ -463,7 +550,13 @@ int main(int argc, char** argv) {
   fill_random<<<64, 256>>>(reinterpret_cast<uint8_t*>(x), size_t(k) * D * 2, 7, 0x3f, 0x10);  // bf16s near 2^-?
   CK(cudaMemset(h, 0, size_t(k) * F * 2));
   float* xf = dalloc<float>(D);  // the token row for the gather form (perm / k = token 0)
-  CK(cudaMemset(xf, 0, D * 4));
+  {
+    std::mt19937 g(11);
+    std::uniform_real_distribution<float> u(-2.0f, 2.0f);
+    std::vector<float> v(D);
+    for (float& f : v) f = u(g);
+    CK(cudaMemcpy(xf, v.data(), D * 4, cudaMemcpyHostToDevice));
+  }
   float* weight = dalloc<float>(k);
   CK(cudaMemset(weight, 0, k * 4));
   int32_t *offsets = dalloc<int32_t>(E + 1), *perm = dalloc<int32_t>(k), *ntiles = dalloc<int32_t>(1);
@@ -583,13 +676,36 @@ int main(int argc, char** argv) {
     }
     return 0;
   }
+  // The staged-activation kernel (passes of xrows rows): bf16 rows, the float32 token row, W2.
+  auto xs13 = [&](const bf16* xb, const float* xf32, int xrows, bf16* out) {
+    const size_t b = size_t(xrows) * D * 2;
+    CK(cudaFuncSetAttribute(moe_gemv_xs_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(b)));
+    moe_gemv_xs_kernel<true><<<g13, C::kWarps * 32, b, s>>>(xb, xf32, 6, W1, W3, tiles, ntiles, offsets, 0.0f, weight, perm, out, nullptr, xrows);
+  };
+  auto xs2 = [&](int xrows, float* out) {
+    const size_t b = size_t(xrows) * F * 2;
+    CK(cudaFuncSetAttribute(moe_gemv_xs_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(b)));
+    moe_gemv_xs_kernel<false><<<g2, C::kWarps * 32, b, s>>>(h_ref, nullptr, 1, W2, W2, tiles, ntiles, offsets, 0.0f, nullptr, nullptr, nullptr, out, xrows);
+  };
+  xs13(x, nullptr, 1, h), xs2(1, y), bits("staged activations, passes of 1 row");
+  xs13(x, nullptr, 8, h), xs2(8, y), bits("staged activations, passes of 8 rows");
+  {  // the float32 token-row form against the register kernel's
+    moe_gemv_kernel<true, true><<<g13, C::kWarps * 32, 0, s>>>(nullptr, xf, 6, W1, W3, tiles, ntiles, offsets, 0.0f, weight, perm, h_ref, nullptr);
+    xs13(nullptr, xf, 1, h);
+    CK(cudaDeviceSynchronize());
+    std::printf("staged activations, float32 token row: h differs in %zu of %zu bytes\n", same_bits(h, h_ref, size_t(k) * F * 2), size_t(k) * F * 2);
+    reg13(h_ref);  // back to the bf16 reference for the checks below
+  }
   if (reg_only) {
     std::printf("| case | MB | us | GB/s |\n|---|---|---|---|\n");
     for (int round = 0; round < 3; ++round) {
       row("experts w1/w3, register kernel", mb13, tm.median(trials, setup_experts, [&] { reg13(h); }));
+      row("experts w1/w3, staged activations", mb13, tm.median(trials, setup_experts, [&] { xs13(x, nullptr, 1, h); }));
       row("experts w2, register kernel", mb2, tm.median(trials, setup_experts, [&] { reg2(y); }));
+      row("experts w2, staged activations", mb2, tm.median(trials, setup_experts, [&] { xs2(1, y); }));
       row("experts w1/w3, register kernel, f32 x (the model's)", mb13, tm.median(trials, setup_experts, [&] {
             moe_gemv_kernel<true, true><<<g13, C::kWarps * 32, 0, s>>>(nullptr, xf, 6, W1, W3, tiles, ntiles, offsets, 0.0f, weight, perm, h, nullptr); }));
+      row("experts w1/w3, staged activations, f32 x", mb13, tm.median(trials, setup_experts, [&] { xs13(nullptr, xf, 1, h); }));
     }
     return 0;
   }
