@@ -321,7 +321,7 @@ moe_gemv_xs_kernel(const bf16* x, const float* x_f32, int k, ExpertMatrix wa, Ex
         const int s = s0 + u * C::kWarps;
         if (s >= steps) break;
         uint32_t xb[C::kWords] = {};
-        if (g < nr) {
+        if (g < nr && column(s) < K) {  // past K the weights are zeros, and so is x here
           const uint4* src = xsm + (g * chunks + s * C::kLanesK + t) * 4;
 #pragma unroll
           for (int j = 0; j < 4; ++j) {
