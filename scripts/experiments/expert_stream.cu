@@ -31,27 +31,11 @@
 #include "../../src/ops/moe_experts.cu"
 
 #include "expert_kernels.cuh"  // the alternatives it times
+#include "experiment.cuh"
 
 using namespace dsv4::cuda;
 
-#define CK(x)                                                                \
-  do {                                                                       \
-    cudaError_t e_ = (x);                                                    \
-    if (e_ != cudaSuccess) {                                                 \
-      std::printf("%s:%d %s\n", __FILE__, __LINE__, cudaGetErrorString(e_)); \
-      std::exit(1);                                                          \
-    }                                                                        \
-  } while (0)
-
 namespace es {  // named: an anonymous one would clash with the included file's under `using`
-
-__device__ __forceinline__ uint4 ld_stream(const void* p) {
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
-  return v;
-}
 
 // Up to 16 regions read as one stream: block b takes 16-byte vectors b·T + i, then + grid·T, kDepth
 // vectors in flight per thread.
@@ -75,7 +59,7 @@ __global__ void __launch_bounds__(256) read_regions(Regions r, uint32_t* sink) {
       if (i < total) {
         int j = 0;
         while (i >= r.first[j + 1]) ++j;
-        v[u] = ld_stream(r.p[j] + 16 * (i - r.first[j]));
+        v[u] = load_weights(r.p[j] + 16 * (i - r.first[j]));
       }
     }
 #pragma unroll
@@ -113,7 +97,7 @@ __global__ void __launch_bounds__(kWarps * 32) pattern_kernel(const uint8_t* c0,
         st[u][m][r] = make_uint4(0, 0, 0, 0);
         ss[u][m][r] = 0;
         if (s < steps) {
-          st[u][m][r] = ld_stream(code[m][r] + (4 * s + t) * 16);
+          st[u][m][r] = load_weights(code[m][r] + (4 * s + t) * 16);
           ss[u][m][r] = __ldg(sc[m][r] + 4 * s + t);
         }
       }
@@ -141,11 +125,6 @@ __global__ void fill_random(uint8_t* p, int64_t n, uint32_t seed, uint32_t mask,
   }
 }
 
-__global__ void flush_kernel(uint4* p, int64_t n, uint32_t v) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n; i += static_cast<int64_t>(gridDim.x) * blockDim.x)
-    p[i] = make_uint4(v, v, v, v);
-}
-
 struct Timer {
   cudaStream_t s;
   uint4* flush;
@@ -158,7 +137,7 @@ struct Timer {
     std::vector<float> t;
     for (int i = 0; i < trials + 2; ++i) {
       setup(i);
-      flush_kernel<<<528, 256, 0, s>>>(flush, flush_vecs, i);
+      flush_l2_kernel<<<528, 256, 0, s>>>(flush, flush_vecs, i);
       CK(cudaEventRecord(a, s));
       run();
       CK(cudaEventRecord(b, s));

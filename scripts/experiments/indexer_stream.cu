@@ -16,24 +16,11 @@
 #include <vector>
 
 #include "ops/cuda_ops.h"
+#include "experiment.cuh"
 
 using namespace dsv4::cuda;
 
-#define CK(x)                                                                \
-  do {                                                                       \
-    cudaError_t e_ = (x);                                                    \
-    if (e_ != cudaSuccess) {                                                 \
-      std::printf("%s:%d %s\n", __FILE__, __LINE__, cudaGetErrorString(e_)); \
-      std::exit(1);                                                          \
-    }                                                                        \
-  } while (0)
-
 namespace is {
-
-__global__ void flush_kernel(uint4* p, int64_t n, uint32_t v) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n; i += static_cast<int64_t>(gridDim.x) * blockDim.x)
-    p[i] = make_uint4(v, v, v, v);
-}
 
 // Random FP4 codes, and E8M0 scales near 2^-4 (the entries of a normed, rotated row).
 __global__ void fill_entries(uint8_t* codes, int64_t ncodes, uint8_t* scales, int64_t nscales, uint32_t seed) {
@@ -103,7 +90,7 @@ int main() {
       const int64_t count = tokens / ratio;
       std::vector<float> ts, tk, tt;
       for (int i = 0; i < trials + 2; ++i) {
-        flush_kernel<<<528, 256, 0, s>>>(flush, flush_vecs, i);
+        flush_l2_kernel<<<528, 256, 0, s>>>(flush, flush_vecs, i);
         CK(cudaEventRecord(a, s));
         indexer_scores_cuda(dq, dw, 1.0f, 1, HI, DI, slot, pos, dlc, true, score, kMaxEntries, count, s, digits);
         CK(cudaEventRecord(b, s));

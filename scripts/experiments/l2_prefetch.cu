@@ -10,15 +10,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <vector>
-
-#define CK(x)                                                                          \
-  do {                                                                                 \
-    cudaError_t e = (x);                                                               \
-    if (e != cudaSuccess) {                                                            \
-      std::printf("%s:%d %s\n", __FILE__, __LINE__, cudaGetErrorString(e));            \
-      std::exit(1);                                                                    \
-    }                                                                                  \
-  } while (0)
+#include "experiment.cuh"
 
 __global__ void stream_read(const uint4* p, int64_t n, uint32_t* out) {
   uint32_t acc = 0;
