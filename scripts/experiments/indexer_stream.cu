@@ -4,7 +4,6 @@
 // decode step (docs/cuda.md), not part of dsv4: each case runs after a 256 MiB write that empties
 // L2 (the entries of a real step were written long before) and is timed alone with events
 // (median of 30), so a variant of either kernel can be tried in a build of a few files.
-// Written after the ninth session's device time ran out: it compiles, it has not run yet.
 //   nvcc -std=c++20 -O3 -gencode=arch=compute_90a,code=sm_90a -Isrc scripts/experiments/indexer_stream.cu \
 //     src/ops/indexer.cu src/ops/indexer_prefill.cu src/ops/topk.cu src/cuda/launch.cu -o /tmp/is && /tmp/is
 #include <cuda_runtime.h>
@@ -111,6 +110,13 @@ int main() {
       std::printf("| %lld | %lld | %.2f | %.2f | %.2f | %.0f GB/s |\n", static_cast<long long>(tokens),
                   static_cast<long long>(count), med(ts), med(tk), med(tt), bytes / (med(ts) * 1e3));
     }
+  // A hash of the last (1M-token) row's scores, bit for bit: builds of a variant of the scores kernel
+  // that keeps the summation order must print the same.
+  std::vector<uint32_t> bits(kMaxEntries);
+  CK(cudaMemcpy(bits.data(), score, kMaxEntries * 4, cudaMemcpyDeviceToHost));
+  uint64_t hash = 1469598103934665603ull;
+  for (uint32_t v : bits) hash = (hash ^ v) * 1099511628211ull;
+  std::printf("scores at 1M tokens: FNV-1a hash %016llx\n", static_cast<unsigned long long>(hash));
   // The top-k's picks must be K distinct entries in ascending order (a sanity check of the setup).
   std::vector<int32_t> picks(K);
   CK(cudaMemcpy(picks.data(), idx, K * 4, cudaMemcpyDeviceToHost));

@@ -30,9 +30,17 @@ print('--- in order, lines with >= 0.5% of the samples')
 for d in data:
     if num(d[stall_col]) >= 0.005 * total:
         print(f"{d['_i']:5d} {num(d[stall_col]):7.0f}  {d['Source'][:100]}")
-# Every line in order (stall samples, warp-instructions executed) for reading a loop whole.
+# The stall reasons over the whole kernel.
+reasons = [c for c in hdr if c.startswith('stall_') and not c.endswith('(Not Issued)')]
+totals = sorted(((sum(num(d[c]) for d in data), c) for c in reasons), reverse=True)
+print('--- stall reasons: ' + ', '.join(f'{c[6:]} {100 * v / max(total, 1):.1f}%' for v, c in totals if v > 0))
+# Every line in order (stall samples, warp-instructions executed, its two main stall reasons) for
+# reading a loop whole.
+def top2(d):
+    r = sorted(((num(d[c]), c[6:]) for c in reasons), reverse=True)[:2]
+    return ' '.join(f'{n}:{v:.0f}' for v, n in r if v > 0)
 with open(f'{sys.argv[2]}/src-{name}-all.txt', 'w') as f:
     for d in data:
-        f.write(f"{d['_i']:5d} {num(d[stall_col]):7.0f} {num(d.get('Instructions Executed', 0)):10.0f}  {d['Source'][:100]}\n")
+        f.write(f"{d['_i']:5d} {num(d[stall_col]):7.0f} {num(d.get('Instructions Executed', 0)):10.0f}  {d['Source'][:60]:60s} {top2(d)}\n")
 PY
 tail -3 /tmp/src-$NAME.err >>"$OUT/src-$NAME.txt"

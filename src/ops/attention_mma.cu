@@ -93,14 +93,52 @@ sparse_attention_mma_kernel(const float* q, CacheRows chunk, const float* sink, 
     for (int i = tid; i < nent; i += C::kThreads) sel_s[i] = selected[r * a.K + i];
     sel = sel_s;
   }
+  // Staging of tile t: four threads per attended row (its source found once); the scale bytes
+  // through registers (two per thread), codes and RoPE dims by cp.async.
+  const int code_pieces = N / 16, pieces = code_pieces + R / 8;
+  static_assert(C::kThreads == 4 * C::kN && C::kMaxScaleBlocks == 8, "four threads per row, two scales each");
+  const int srow = tid >> 2, squad = tid & 3;
+  uint8_t sc_reg[2];
+  auto load_scales = [&](int t) {
+    const KeyRow kr = key_row(t * C::kN + srow, nkeys, nwin, lo, seq, a.W, sel);
+#pragma unroll
+    for (int u = 0; u < 2; ++u) {
+      const int b = squad + 4 * u;
+      sc_reg[u] = kr.row >= 0 && b < nblk ? src[kr.which].scales[kr.row * nblk + b] : 0;
+    }
+  };
+  auto store_scales = [&]() {
+#pragma unroll
+    for (int u = 0; u < 2; ++u) stage_sc[srow * C::kMaxScaleBlocks + squad + 4 * u] = sc_reg[u];
+  };
+  auto issue_copies = [&](int t) {
+    const KeyRow kr = key_row(t * C::kN + srow, nkeys, nwin, lo, seq, a.W, sel);
+    if (kr.row >= 0) {
+      const CacheRows& c = src[kr.which];
+      unsigned char* dst = stage + srow * stage_ld;
+      for (int pc = squad; pc < pieces; pc += 4) {
+        if (pc < code_pieces) cp_async<16>(dst + 16 * pc, c.codes + kr.row * N + 16 * pc);
+        else cp_async<16>(dst + N + 16 * (pc - code_pieces), c.rope + kr.row * R + 8 * (pc - code_pieces));
+      }
+    }
+    cp_async_commit();
+  };
+  // The first tile's bytes travel while q is read and normalized (its scale bytes wait in
+  // registers: storing them here would wait for them).
+  const int t_first = blockIdx.z;
+  if (t_first < ntiles) {
+    __syncthreads();  // the sources and the selection are in shared memory
+    load_scales(t_first);
+    issue_copies(t_first);
+  }
   if (a.q_rope) {
-    // RMSNorm and RoPE of each head on the way in (AttnShape::q_rope), a warp per 8 heads, 4 at a
-    // time (16 loads in flight a lane). rmsnorm_rope_kernel sums with 128 threads: thread t adds
+    // RMSNorm and RoPE of each head on the way in (AttnShape::q_rope), a warp per 8 heads, all 8
+    // at once (32 loads in flight a lane: one round trip). rmsnorm_rope_kernel sums with 128 threads: thread t adds
     // x[t + 128i]² for i = 0..3, then block_sum's trees (warps: xor 16, 8, 4, 2, 1; then the four
     // warp totals). Lane l holds float4 columns l + 32j, the values of threads 4l .. 4l + 3, so it
     // replays both: xor 16, 8, 4 are lanes ^4, ^2, ^1; xor 2 and 1 are inside the lane.
     float* rc = redmax;  // cos, sin of the RoPE pairs at this row's position (free until the tiles)
-    constexpr int kAtOnce = 4, kPerWarp = C::kM / C::kWarps;
+    constexpr int kAtOnce = 8, kPerWarp = C::kM / C::kWarps;
     auto load_heads = [&](int hw, float4 (&v)[kAtOnce][4]) {
 #pragma unroll
       for (int hh = 0; hh < kAtOnce; ++hh)
@@ -181,36 +219,6 @@ sparse_attention_mma_kernel(const float* q, CacheRows chunk, const float* sink, 
   }
   __syncthreads();
 
-  // Staging of tile t: four threads per attended row (its source found once); the scale bytes
-  // through registers (two per thread), codes and RoPE dims by cp.async.
-  const int code_pieces = N / 16, pieces = code_pieces + R / 8;
-  static_assert(C::kThreads == 4 * C::kN && C::kMaxScaleBlocks == 8, "four threads per row, two scales each");
-  const int srow = tid >> 2, squad = tid & 3;
-  uint8_t sc_reg[2];
-  auto load_scales = [&](int t) {
-    const KeyRow kr = key_row(t * C::kN + srow, nkeys, nwin, lo, seq, a.W, sel);
-#pragma unroll
-    for (int u = 0; u < 2; ++u) {
-      const int b = squad + 4 * u;
-      sc_reg[u] = kr.row >= 0 && b < nblk ? src[kr.which].scales[kr.row * nblk + b] : 0;
-    }
-  };
-  auto store_scales = [&]() {
-#pragma unroll
-    for (int u = 0; u < 2; ++u) stage_sc[srow * C::kMaxScaleBlocks + squad + 4 * u] = sc_reg[u];
-  };
-  auto issue_copies = [&](int t) {
-    const KeyRow kr = key_row(t * C::kN + srow, nkeys, nwin, lo, seq, a.W, sel);
-    if (kr.row >= 0) {
-      const CacheRows& c = src[kr.which];
-      unsigned char* dst = stage + srow * stage_ld;
-      for (int pc = squad; pc < pieces; pc += 4) {
-        if (pc < code_pieces) cp_async<16>(dst + 16 * pc, c.codes + kr.row * N + 16 * pc);
-        else cp_async<16>(dst + N + 16 * (pc - code_pieces), c.rope + kr.row * R + 8 * (pc - code_pieces));
-      }
-    }
-    cp_async_commit();
-  };
   // Decode the staged tile into Ks: 8 dims (16 bytes of bf16) per step; rows past the list are zero.
   auto decode = [&](int t) {
     const int p8 = Dh / 8, cp8 = N / 8;
@@ -256,9 +264,7 @@ sparse_attention_mma_kernel(const float* q, CacheRows chunk, const float* sink, 
 
   int t = blockIdx.z;
   if (t < ntiles) {
-    load_scales(t);
     store_scales();
-    issue_copies(t);
     cp_async_wait<0>();
     __syncthreads();
     decode(t);
@@ -381,19 +387,29 @@ sparse_attention_mma_kernel(const float* q, CacheRows chunk, const float* sink, 
   const int d0 = kh * half_dims + 2 * tig;
   if (splits > 1) {  // unnormalized o, then m and l (the combine kernel's layout)
     const int pstride = Dh + 4;
-    auto put = [&](int row, float m, float L, int c0) {
-      if (row >= hb) return;
-      float* base = part + ((r * a.H + h0 + row) * splits + blockIdx.z) * pstride;
+    // Through shared memory (Qs and Ks are free now), then out in whole rows of float4s: 3.5 µs
+    // less a launch than the fragments' 8-byte stores (scripts/experiments/attention_stream.cu).
+    __syncthreads();
+    float* ost = reinterpret_cast<float*>(smem_raw);  // [kM][pstride] over Qs and Ks (kM·(Dh + 4) floats fit)
+    auto stage_row = [&](int row, float m, float L, int c0) {
+      float* b = ost + row * pstride;
 #pragma unroll
       for (int nt = 0; nt < C::kMaxNT; ++nt)
-        if (nt < nt_used) *reinterpret_cast<float2*>(base + d0 + 8 * nt) = make_float2(acc[nt][c0], acc[nt][c0 + 1]);
+        if (nt < nt_used) *reinterpret_cast<float2*>(b + d0 + 8 * nt) = make_float2(acc[nt][c0], acc[nt][c0 + 1]);
       if (kh == 0 && tig == 0) {
-        base[Dh] = m;
-        base[Dh + 1] = L;
+        b[Dh] = m;
+        b[Dh + 1] = L;
       }
     };
-    put(ra, m_a, L_a, 0);
-    put(rb, m_b, L_b, 2);
+    stage_row(ra, m_a, L_a, 0);
+    stage_row(rb, m_b, L_b, 2);
+    __syncthreads();
+    const int v4 = pstride / 4;
+    for (int i = tid; i < hb * v4; i += C::kThreads) {
+      const int row = i / v4, c = i - row * v4;
+      *reinterpret_cast<float4*>(part + ((r * a.H + h0 + row) * splits + blockIdx.z) * pstride + 4 * c) =
+          *reinterpret_cast<const float4*>(ost + row * pstride + 4 * c);
+    }
     return;
   }
   auto put = [&](int row, float L, int c0) {

@@ -13,8 +13,9 @@
 //   - the dot products are invariant under a permutation of the DI dims, so the k order of the
 //     MMA is chosen such that each of the 4 threads that hold an entry's B fragments owns one
 //     contiguous quarter of it: one 16-byte load of e2m1 codes and one E8M0 scale per thread;
-//   - codes become bf16 in registers (byte tables through prmt, the sign bit moved in, one
-//     bf16x2 multiply by the scale), never through shared memory tiles;
+//   - codes become bf16 in registers by pairs (codes i and i + 4 of a word: three integer
+//     instructions and one bf16x2 multiply by the scale, fp4_bf16.cuh; 3.5% faster at 1M tokens
+//     than byte tables through prmt), never through shared memory tiles;
 //   - each warp keeps kStages tiles in flight with cp.async (private to the thread, so no
 //     barriers); the grid is sized to fill the GPU once, warps stride over the tiles;
 //   - the ReLU-weighted head sum is fused: per thread 8 heads, then over the 8 lanes of an entry
@@ -25,10 +26,12 @@
 // More than kFewRows rows (prefill) go to indexer_prefill.cu, where query rows share each
 // entry tile.
 #include <algorithm>
+#include <type_traits>
 
 #include "cuda/check.h"
 #include "cuda/launch.h"
 #include "ops/cuda_device.cuh"
+#include "ops/fp4_bf16.cuh"
 #include "ops/indexer_cuda.cuh"
 
 namespace dsv4::cuda {
@@ -40,8 +43,10 @@ using namespace indexer;
 // ---- scores ----------------------------------------------------------------------------------------
 
 // Config: a warp owns whole tiles of kEntries entries; the 4 threads t of entry g (lane = 4g + t)
-// hold elements [t·DI/4, (t+1)·DI/4). MMA k step kk, logical k = 2t + c (c < 2) is element
-// t·DI/4 + 4kk + c and k = 2t + 8 + c is element t·DI/4 + 4kk + 2 + c (the same map for q).
+// hold elements [t·DI/4, (t+1)·DI/4). Float32 entries: MMA k step kk, logical k = 2t + c (c < 2)
+// is element t·DI/4 + 4kk + c and k = 2t + 8 + c is element t·DI/4 + 4kk + 2 + c. Compact entries
+// (the pairs of fp4_bf16.cuh): k step 2j + h, logical k = 2t + c is element t·DI/4 + 8j + 2h + 4c
+// and k = 2t + 8 + c is element t·DI/4 + 8j + 2h + 1 + 4c. q takes the same map.
 template <int DI, bool kCompact>
 struct ScoreTraits {
   static_assert(DI == 32 || DI == 64 || DI == 128 || DI == 256, "index_head_dim 32..256, a power of two");
@@ -60,6 +65,9 @@ struct ScoreTraits {
   static constexpr int kCopies = kCodeBytes / kCopy;
   static constexpr int kF32Copies = kChunk / 4;           // float32 rows: 16-byte units per thread
   static constexpr int kStages = DI <= 128 ? 8 : 4;       // tiles in flight per warp (float32 DI = 256: 128 KiB)
+  // Tiles a warp works on at once (independent MMA chains): two measured slower than one at 1M
+  // tokens (27.4 against 26.8 µs, scripts/experiments/indexer_stream.cu), so one.
+  static constexpr int kPair = 1;
   static constexpr int kMinBlocks = kCompact ? 1 : 2;    // blocks per SM
   // Per warp and stage: codes [kCopies][32 lanes][kCopy] then scale words [32 lanes][4 bytes];
   // or float32 [kF32Copies][32 lanes][16 bytes].
@@ -158,9 +166,22 @@ __global__ void __launch_bounds__(ScoreTraits<DI, kCompact>::kThreads, ScoreTrai
         if (i >= kQTotal) break;
         const int hl = i / kRowF4, f = i % kRowF4, t4 = f / T::kKSteps, kk = f % T::kKSteps;
         const int mt = hl / 16, half = (hl / 8) % 2, gg = hl % 8;
-        uint32_t* frag = qfrag[mt][kk][4 * gg + t4];
-        frag[half] = pack_bf16x2(qv[u].x, qv[u].y);
-        frag[2 + half] = pack_bf16x2(qv[u].z, qv[u].w);
+        if constexpr (kCompact) {
+          // Elements 8j + e of the thread's quarter: e = 2h + 4c at logical k 2t + c of step 2j + h,
+          // e = 2h + 1 + 4c at 2t + 8 + c (the order of e2m1_pair<0..3>). This float4 holds e = 0..3
+          // (c = 0: low halves) or 4..7 (c = 1: high halves) of word j = kk / 2.
+          const int j = kk / 2, c = kk % 2;
+          bf16* s0 = reinterpret_cast<bf16*>(qfrag[mt][2 * j][4 * gg + t4]);
+          bf16* s1 = reinterpret_cast<bf16*>(qfrag[mt][2 * j + 1][4 * gg + t4]);
+          s0[2 * half + c] = __float2bfloat16_rn(qv[u].x);
+          s0[2 * (2 + half) + c] = __float2bfloat16_rn(qv[u].y);
+          s1[2 * half + c] = __float2bfloat16_rn(qv[u].z);
+          s1[2 * (2 + half) + c] = __float2bfloat16_rn(qv[u].w);
+        } else {
+          uint32_t* frag = qfrag[mt][kk][4 * gg + t4];
+          frag[half] = pack_bf16x2(qv[u].x, qv[u].y);
+          frag[2 + half] = pack_bf16x2(qv[u].z, qv[u].w);
+        }
       }
     }
     __syncthreads();
@@ -173,71 +194,117 @@ __global__ void __launch_bounds__(ScoreTraits<DI, kCompact>::kThreads, ScoreTrai
         qa[mt][kk][0] = v.x, qa[mt][kk][1] = v.y, qa[mt][kk][2] = v.z, qa[mt][kk][3] = v.w;
       }
 
-    for (int k = 0; k < T::kStages - 1; ++k) issue(k);
+    // kPair tiles an iteration (independent MMA chains: a warp alone keeps the tensor cores and
+    // the decode busier), the stages of the previous iteration's tiles refilled first.
+    constexpr int kPair = T::kPair, kAhead = T::kStages - kPair;  // tiles issued ahead of the current ones
+    for (int k = 0; k < kAhead; ++k) issue(k);
+    float wh[T::kHeadTiles][2];  // the weights of the thread's heads 16mt + g, + 8
+#pragma unroll
+    for (int mt = 0; mt < T::kHeadTiles; ++mt) wh[mt][0] = ws[16 * mt + g], wh[mt][1] = ws[16 * mt + 8 + g];
     __syncthreads();  // every warp holds its fragments: their space takes the head sums now
 #pragma unroll 1
-    for (int k = 0; k < my_tiles; ++k) {
-      cp_async_wait<T::kStages - 2>();  // tile k has landed (the thread's own copies)
-      issue(k + T::kStages - 1);        // into the stage read at k − 1
-      const unsigned char* st = stages + (k % T::kStages) * stage_bytes;
-      float acc[T::kHeadTiles][4] = {};
+    for (int k = 0; k < my_tiles; k += kPair) {
+#pragma unroll
+      for (int p = 0; p < kPair; ++p) issue(k + kAhead + p);  // into the stages read at k − kPair ..
+      cp_async_wait<kAhead>();  // tiles k .. k + kPair − 1 have landed (the thread's own copies)
+      float acc[kPair][T::kHeadTiles][4] = {};
       if constexpr (kCompact) {
-        uint32_t words[T::kWords];
+        uint32_t words[kPair][T::kWords], scale_word[kPair];
+        int scale_shift[kPair];
 #pragma unroll
-        for (int u = 0; u < T::kCopies; ++u) {
-          const unsigned char* p = st + (u * 32 + lane) * T::kCopy;
-          if constexpr (T::kCopy == 16) {
-            const uint4 v = *reinterpret_cast<const uint4*>(p);
-            words[4 * u] = v.x, words[4 * u + 1] = v.y, words[4 * u + 2] = v.z, words[4 * u + 3] = v.w;
-          } else if constexpr (T::kCopy == 8) {
-            const uint2 v = *reinterpret_cast<const uint2*>(p);
-            words[2 * u] = v.x, words[2 * u + 1] = v.y;
-          } else {
-            words[u] = *reinterpret_cast<const uint32_t*>(p);
+        for (int p = 0; p < kPair; ++p) {
+          const unsigned char* st = stages + ((k + p) % T::kStages) * stage_bytes;
+#pragma unroll
+          for (int u = 0; u < T::kCopies; ++u) {
+            const unsigned char* q = st + (u * 32 + lane) * T::kCopy;
+            if constexpr (T::kCopy == 16) {
+              const uint4 v = *reinterpret_cast<const uint4*>(q);
+              words[p][4 * u] = v.x, words[p][4 * u + 1] = v.y, words[p][4 * u + 2] = v.z, words[p][4 * u + 3] = v.w;
+            } else if constexpr (T::kCopy == 8) {
+              const uint2 v = *reinterpret_cast<const uint2*>(q);
+              words[p][2 * u] = v.x, words[p][2 * u + 1] = v.y;
+            } else {
+              words[p][u] = *reinterpret_cast<const uint32_t*>(q);
+            }
           }
+          const int e = (tile0 + (k + p) * tile_stride) * T::kEntries + g;
+          scale_word[p] = *reinterpret_cast<const uint32_t*>(st + 32 * T::kCodeBytes + lane * 4);
+          scale_shift[p] = 8 * static_cast<int>((static_cast<int64_t>(e) * (DI / 32) + blk0) & 3);
         }
-        const int e = (tile0 + k * tile_stride) * T::kEntries + g;
-        const uint32_t scale_word = *reinterpret_cast<const uint32_t*>(st + 32 * T::kCodeBytes + lane * 4);
-        const int scale_shift = 8 * static_cast<int>((static_cast<int64_t>(e) * (DI / 32) + blk0) & 3);
+        // Pair decoding: one bf16x2 multiply by 2^(b − 1) a pair, a second one where a scale byte of
+        // the warp's exceeds 128 (see e8m0_factor1).
+        auto pair_products = [&](auto wide) {
 #pragma unroll
-        for (int j = 0; j < T::kWords; ++j) {  // word j: elements c0 + 8j .. + 7 = MMA k steps 2j, 2j + 1
-          const uint32_t scale = e8m0_to_bf16x2((scale_word >> (scale_shift + 8 * (j / 4))) & 0xFFu);
-          uint32_t b[4];
-          e2m1x8_to_bf16(words[j], b);
+          for (int j = 0; j < T::kWords; ++j) {
+            uint32_t b[kPair][4];
 #pragma unroll
-          for (int p = 0; p < 4; ++p) b[p] = mul_bf16x2(b[p], scale);  // exact: a power of two
+            for (int p = 0; p < kPair; ++p) {
+              const uint32_t sb = (scale_word[p] >> (scale_shift[p] + 8 * (j / 4))) & 0xFFu;
+              const uint32_t f1 = fp4::e8m0_factor1(sb);
+              b[p][0] = mul_bf16x2(fp4::e2m1_pair<0>(words[p][j]), f1);
+              b[p][1] = mul_bf16x2(fp4::e2m1_pair<1>(words[p][j]), f1);
+              b[p][2] = mul_bf16x2(fp4::e2m1_pair<2>(words[p][j]), f1);
+              b[p][3] = mul_bf16x2(fp4::e2m1_pair<3>(words[p][j]), f1);
+              if constexpr (decltype(wide)::value) {
+                const uint32_t f2 = fp4::e8m0_factor2(sb);
 #pragma unroll
-          for (int mt = 0; mt < T::kHeadTiles; ++mt) {
-            mma_bf16(acc[mt], qa[mt][2 * j], b[0], b[1]);
-            mma_bf16(acc[mt], qa[mt][2 * j + 1], b[2], b[3]);
+                for (int i = 0; i < 4; ++i) b[p][i] = mul_bf16x2(b[p][i], f2);
+              }
+            }
+#pragma unroll
+            for (int mt = 0; mt < T::kHeadTiles; ++mt)
+#pragma unroll
+              for (int p = 0; p < kPair; ++p) {
+                mma_bf16(acc[p][mt], qa[mt][2 * j], b[p][0], b[p][1]);
+                mma_bf16(acc[p][mt], qa[mt][2 * j + 1], b[p][2], b[p][3]);
+              }
           }
+        };
+        {
+          bool wide = false;
+#pragma unroll
+          for (int p = 0; p < kPair; ++p)
+#pragma unroll
+            for (int q = 0; q < (T::kWords + 3) / 4; ++q)
+              wide |= ((scale_word[p] >> (scale_shift[p] + 8 * q)) & 0xFFu) > 128u;
+          if (__any_sync(0xffffffffu, wide)) pair_products(std::true_type{});
+          else pair_products(std::false_type{});
         }
       } else {
 #pragma unroll
-        for (int kk = 0; kk < T::kKSteps; ++kk) {
-          const float4 v = *reinterpret_cast<const float4*>(st + (kk * 32 + lane) * 16);
-          const uint32_t b0 = pack_bf16x2(v.x, v.y), b1 = pack_bf16x2(v.z, v.w);  // exact: FP4 values
+        for (int p = 0; p < kPair; ++p) {
+          const unsigned char* st = stages + ((k + p) % T::kStages) * stage_bytes;
 #pragma unroll
-          for (int mt = 0; mt < T::kHeadTiles; ++mt) mma_bf16(acc[mt], qa[mt][kk], b0, b1);
+          for (int kk = 0; kk < T::kKSteps; ++kk) {
+            const float4 v = *reinterpret_cast<const float4*>(st + (kk * 32 + lane) * 16);
+            const uint32_t b0 = pack_bf16x2(v.x, v.y), b1 = pack_bf16x2(v.z, v.w);  // exact: FP4 values
+#pragma unroll
+            for (int mt = 0; mt < T::kHeadTiles; ++mt) mma_bf16(acc[p][mt], qa[mt][kk], b0, b1);
+          }
         }
       }
-      // acc[mt] = heads 16mt + g (regs 0, 1) and + 8 (regs 2, 3) at entries 2t, 2t + 1.
-      float part[2] = {0.0f, 0.0f};
-#pragma unroll
-      for (int mt = 0; mt < T::kHeadTiles; ++mt) {
-        const float w0 = ws[16 * mt + g], w1 = ws[16 * mt + 8 + g];
-#pragma unroll
-        for (int c = 0; c < 2; ++c) part[c] += w0 * fmaxf(acc[mt][c], 0.0f) + w1 * fmaxf(acc[mt][2 + c], 0.0f);
-      }
+      // acc[p][mt] = heads 16mt + g (regs 0, 1) and + 8 (regs 2, 3) at entries 2t, 2t + 1 of tile k + p.
       // Sum over g, kGroup tiles at a time: the lanes' parts go to the warp's shared buffer, and
       // after the group's last tile lane 8u + j adds up entry j of tile u over the 8 lanes g
       // (8 independent loads, then a chain of adds). Per tile that is two stores, where a
       // butterfly cost three dependent shuffles and every tile's own store and index arithmetic.
-      const int u = k % kGroup;
-      *reinterpret_cast<float2*>(&red[warp][u * kGroupStride + 2 * lane]) = make_float2(part[0], part[1]);
-      if (u == kGroup - 1 || k == my_tiles - 1) {
+#pragma unroll
+      for (int p = 0; p < kPair; ++p) {
+        float part[2] = {0.0f, 0.0f};
+#pragma unroll
+        for (int mt = 0; mt < T::kHeadTiles; ++mt) {
+          const float w0 = wh[mt][0], w1 = wh[mt][1];
+#pragma unroll
+          for (int c = 0; c < 2; ++c)
+            part[c] += w0 * fmaxf(acc[p][mt][c], 0.0f) + w1 * fmaxf(acc[p][mt][2 + c], 0.0f);
+        }
+        *reinterpret_cast<float2*>(&red[warp][((k + p) % kGroup) * kGroupStride + 2 * lane]) =
+            make_float2(part[0], part[1]);
+      }
+      const int u = (k + kPair - 1) % kGroup;  // the group slot of this iteration's last tile
+      if (u == kGroup - 1 || k + kPair >= my_tiles) {
         __syncwarp();
-        const int mu = lane / 8, j = lane % 8, kt = k - u + mu;  // this lane's tile and entry
+        const int mu = lane / 8, j = lane % 8, kt = k + kPair - 1 - u + mu;  // this lane's tile and entry
         const float* pr = &red[warp][mu * kGroupStride + j];
         float p8[8];
 #pragma unroll
@@ -246,7 +313,7 @@ __global__ void __launch_bounds__(ScoreTraits<DI, kCompact>::kThreads, ScoreTrai
 #pragma unroll
         for (int gg = 1; gg < 8; ++gg) v += p8[gg];
         const int e = (tile0 + kt * tile_stride) * T::kEntries + j;
-        const bool valid = mu <= u && e < count;
+        const bool valid = mu <= u && kt < my_tiles && e < count;
         uint32_t bucket = ~0u;  // not a digit: the lanes without a score match each other only
         if (valid) {
           const float out = hb == 0 ? v : score_row[e] + v;

@@ -8,6 +8,7 @@
 #include "cuda/launch.h"
 #include "ops/cuda_ops.h"
 #include "ops/cuda_ptx.cuh"
+#include "ops/fp4_bf16.cuh"
 
 namespace dsv4::cuda::expert {
 
@@ -23,24 +24,9 @@ __device__ __forceinline__ float swiglu_value(float g, float u, float limit) {
   return g / (1.0f + expf(-g)) * u;
 }
 
-// FP4 codes i and i + 4 of the word q (low nibble first) as a bf16 pair of value e2m1 · 2^-126:
-// the nibble (s e1 e0 m) goes to bf16 bits 15 (sign), 8 7 (exponent) and 6 (mantissa). The multiply
-// places a copy shifted for the magnitude and one shifted for the sign; they do not overlap.
-template <int i>
-__device__ __forceinline__ uint32_t e2m1_pair(uint32_t q) {
-  const uint32_t v = i < 2 ? q : q >> 8;
-  constexpr int j = i & 1;
-  constexpr uint32_t kNibbles = 0x000f000fu << (4 * j);
-  constexpr uint32_t kPlace = (1u << (6 - 4 * j)) + (1u << (12 - 4 * j));
-  return ((v & kNibbles) * kPlace) & 0x81c081c0u;
-}
-// 2^(e − 127) in both halves (a biased exponent e in 1..254).
-__device__ __forceinline__ uint32_t bf16x2_pow2(uint32_t biased_exp) { return (biased_exp << 7) * 0x10001u; }
-// An E8M0 byte b scales a decoded pair (e2m1 · 2^-126) by 2^(b − 1) = f1 · f2: f1 = 2^(min(b, 128) − 1)
-// is a bf16 (one exact multiply); f2 = 2^(b − 128) only for b > 128 (else 1).
-__device__ __forceinline__ uint32_t e8m0_factor1(uint32_t b) { return bf16x2_pow2(min(b, 128u) + 126u); }
-__device__ __forceinline__ uint32_t e8m0_factor2(uint32_t b) { return bf16x2_pow2(b > 128u ? b - 1u : 127u); }
-
+using fp4::e2m1_pair;
+using fp4::e8m0_factor1;
+using fp4::e8m0_factor2;
 
 inline void check_expert(const ExpertMatrix& w, const char* what) {
   DSV4_CHECK((w.codes && w.scales) || w.w, "moe", what, ": no weights");
