@@ -9,6 +9,10 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <iterator>
 #include <cstdint>
 #include <cstdio>
 #include <random>
@@ -110,6 +114,12 @@ int main() {
       std::printf("| %lld | %lld | %.2f | %.2f | %.2f | %.0f GB/s |\n", static_cast<long long>(tokens),
                   static_cast<long long>(count), med(ts), med(tk), med(tt), bytes / (med(ts) * 1e3));
     }
+  // The top-k's picks must be K distinct entries in ascending order (a sanity check of the setup).
+  std::vector<int32_t> picks(K);
+  CK(cudaMemcpy(picks.data(), idx, K * 4, cudaMemcpyDeviceToHost));
+  bool ok = true;
+  for (int i = 1; i < K; ++i) ok &= picks[i] > picks[i - 1];
+  std::printf("top-k picks ascending and distinct: %s (first %d, last %d)\n", ok ? "yes" : "NO", picks[0], picks[K - 1]);
   // A hash of the last (1M-token) row's scores, bit for bit: builds of a variant of the scores kernel
   // that keeps the summation order must print the same.
   std::vector<uint32_t> bits(kMaxEntries);
@@ -117,11 +127,39 @@ int main() {
   uint64_t hash = 1469598103934665603ull;
   for (uint32_t v : bits) hash = (hash ^ v) * 1099511628211ull;
   std::printf("scores at 1M tokens: FNV-1a hash %016llx\n", static_cast<unsigned long long>(hash));
-  // The top-k's picks must be K distinct entries in ascending order (a sanity check of the setup).
-  std::vector<int32_t> picks(K);
-  CK(cudaMemcpy(picks.data(), idx, K * 4, cudaMemcpyDeviceToHost));
-  bool ok = true;
-  for (int i = 1; i < K; ++i) ok &= picks[i] > picks[i - 1];
-  std::printf("top-k picks ascending and distinct: %s (first %d, last %d)\n", ok ? "yes" : "NO", picks[0], picks[K - 1]);
+  // IS_DUMP=file keeps this row's scores and picks; IS_REF=file compares them with a kept row (a
+  // variant that changes the summation order: how far the scores moved, how many picks changed).
+  std::vector<int32_t> my_picks(K);
+  CK(cudaMemcpy(my_picks.data(), idx, K * 4, cudaMemcpyDeviceToHost));
+  if (const char* f = std::getenv("IS_DUMP")) {
+    FILE* fp = std::fopen(f, "wb");
+    std::fwrite(bits.data(), 4, bits.size(), fp);
+    std::fwrite(my_picks.data(), 4, K, fp);
+    std::fclose(fp);
+  }
+  if (const char* f = std::getenv("IS_REF")) {
+    std::vector<uint32_t> ref(kMaxEntries);
+    std::vector<int32_t> ref_picks(K);
+    FILE* fp = std::fopen(f, "rb");
+    const bool ok_read = fp && std::fread(ref.data(), 4, ref.size(), fp) == ref.size() &&
+                         std::fread(ref_picks.data(), 4, K, fp) == static_cast<size_t>(K);
+    if (fp) std::fclose(fp);
+    if (!ok_read) {
+      std::printf("IS_REF: cannot read %s\n", f);
+      return 1;
+    }
+    double max_ref = 0.0, max_diff = 0.0;
+    for (int64_t i = 0; i < kMaxEntries / 1; ++i) {
+      float a, b;
+      std::memcpy(&a, &bits[i], 4);
+      std::memcpy(&b, &ref[i], 4);
+      max_ref = std::max(max_ref, static_cast<double>(std::fabs(b)));
+      max_diff = std::max(max_diff, static_cast<double>(std::fabs(a - b)));
+    }
+    std::vector<int32_t> common;
+    std::set_intersection(my_picks.begin(), my_picks.end(), ref_picks.begin(), ref_picks.end(), std::back_inserter(common));
+    std::printf("against %s: max |d| %.3g (max |ref| %.3g, relative %.3g); picks in common %zu of %d\n", f, max_diff,
+                max_ref, max_diff / std::max(max_ref, 1e-30), common.size(), K);
+  }
   return ok ? 0 : 1;
 }

@@ -435,13 +435,15 @@ __global__ void encode_rows_kernel(const float* kv, RowFormat f, CacheRows out, 
 }
 
 // The most splits of one row's keys: each split stages the row's query heads (64 KB for Flash's 64
-// heads) and writes a partial of all of them, so at long context fewer, longer splits win (an HCA
-// layer at 1M tokens, 130 key tiles: 128 splits wrote 17 MB of partials). DSV4_ATTN_SPLITS
-// overrides it (1..kMaxSplits), for tuning.
+// heads) and writes a partial of all of them (132 KB), so splits cost; but a split's key tiles run
+// one after another (~5.7 µs each). The split count is then evened out over the tiles: an HCA layer
+// at 1M tokens (130 key tiles) takes 65 splits of 2 tiles, where 64 left two splits 3 tiles and
+// took 41 µs, 96 splits 35.6 µs, 128 splits 38 µs (scripts/experiments/attention_stream.cu).
+// DSV4_ATTN_SPLITS overrides the most (1..kMaxSplits), for tuning.
 int max_splits() {
   static const int n = [] {
     const char* v = std::getenv("DSV4_ATTN_SPLITS");
-    return std::clamp(v ? std::atoi(v) : 64, 1, kMaxSplits);
+    return std::clamp(v ? std::atoi(v) : 96, 1, kMaxSplits);
   }();
   return n;
 }
@@ -451,7 +453,12 @@ int mma_splits(int64_t rows, const AttnShape& a) {
   const int64_t target = 132;  // one block on each SM
   if (blocks >= target) return 1;
   int64_t splits = std::min<int64_t>(max_splits(), (target + blocks - 1) / blocks);
-  if (a.max_keys > 0) splits = std::min<int64_t>(splits, (a.max_keys + MmaAttn::kN - 1) / MmaAttn::kN);
+  if (a.max_keys > 0) {
+    const int64_t tiles = (a.max_keys + MmaAttn::kN - 1) / MmaAttn::kN;
+    splits = std::min(splits, tiles);
+    const int64_t per = (tiles + splits - 1) / splits;  // tiles of the longest split
+    splits = (tiles + per - 1) / per;                    // as few splits as give no split more
+  }
   return static_cast<int>(std::max<int64_t>(1, splits));
 }
 size_t mma_smem(const AttnShape& a) {

@@ -381,6 +381,8 @@ bool indexer_scores_cuda(const float* qI, const float* w, float w_scale, int64_t
     prefill_scores(qI, w, w_scale, rows, HI, DI, slot, pos, caches, compact, score, ld, max_count, s);
     return false;
   }
+  if (wgmma_scores_fit(DI, compact))
+    return wgmma_scores(qI, w, w_scale, rows, HI, slot, pos, caches, score, ld, max_count, s, digits);
   switch (DI) {
     case 32: return launch_scores<32>(qI, w, w_scale, rows, HI, slot, pos, caches, compact, score, ld, max_count, s, digits);
     case 64: return launch_scores<64>(qI, w, w_scale, rows, HI, slot, pos, caches, compact, score, ld, max_count, s, digits);

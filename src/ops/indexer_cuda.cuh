@@ -62,4 +62,13 @@ void prefill_scores(const float* qI, const float* w, float w_scale, int64_t rows
                     const int32_t* pos, const LayerCache* caches, bool compact, float* score, int64_t ld,
                     int64_t max_count, cudaStream_t s);
 
+// ---- the warpgroup kernel (indexer_wgmma.cu) ------------------------------------------------------
+
+// Whether the wgmma kernel takes the few-row scores of this shape (compact entries, DI = 128).
+bool wgmma_scores_fit(int DI, bool compact);
+// indexer_scores_cuda's contract (cuda_ops.h) for few rows where wgmma_scores_fit.
+bool wgmma_scores(const float* qI, const float* w, float w_scale, int64_t rows, int HI, const int32_t* slot,
+                  const int32_t* pos, const LayerCache* caches, float* score, int64_t ld, int64_t max_count,
+                  cudaStream_t s, uint32_t* digits);
+
 }  // namespace dsv4::cuda::indexer

@@ -44,11 +44,12 @@ std::vector<Check> op_indexer(std::mt19937& rng) {
   const int K = 512;
   std::vector<Check> out;
   // Short rows: V4's shape (and the top-k there), then the other head dims the kernel is built
-  // for, with head counts off the 16-head MMA tiles and, at DI = 256, past one pass of 32 heads.
+  // for, with head counts off the 16-head MMA tiles and, at DI = 256, past one pass of 32 heads;
+  // at DI = 128 (the wgmma kernel's compact entries) fewer heads than its 64 and two passes.
   struct Shape {
     int HI, DI;
   };
-  for (const Shape sh : {Shape{64, 128}, Shape{3, 64}, Shape{20, 32}, Shape{70, 256}}) {
+  for (const Shape sh : {Shape{64, 128}, Shape{3, 64}, Shape{20, 32}, Shape{70, 256}, Shape{24, 128}, Shape{100, 128}}) {
     const int HI = sh.HI, DI = sh.DI;
     const bool v4 = HI == 64 && DI == 128;
     const std::string shape = v4 ? "" : str(" HI=", HI, " DI=", DI);
