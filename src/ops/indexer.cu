@@ -136,8 +136,7 @@ __global__ void __launch_bounds__(ScoreTraits<DI, kCompact>::kThreads, ScoreTrai
     cp_async_commit();
   };
 
-  if (digits)
-    for (int b = threadIdx.x; b < kTopkDigits; b += blockDim.x) digit_count[b] = 0;
+  if (digits) clear_counts(digit_count);
 #pragma unroll 1
   for (int hb = 0; hb < HI; hb += T::kGroupHeads) {
     const bool last = hb + T::kGroupHeads >= HI;
@@ -314,28 +313,13 @@ __global__ void __launch_bounds__(ScoreTraits<DI, kCompact>::kThreads, ScoreTrai
         for (int gg = 1; gg < 8; ++gg) v += p8[gg];
         const int e = (tile0 + kt * tile_stride) * T::kEntries + j;
         const bool valid = mu <= u && kt < my_tiles && e < count;
-        uint32_t bucket = ~0u;  // not a digit: the lanes without a score match each other only
-        if (valid) {
-          const float out = hb == 0 ? v : score_row[e] + v;
-          score_row[e] = out;
-          bucket = dev::order_key(out) >> (32 - kTopkDigitBits);
-        }
-        // The digit counts: one shared atomic per distinct digit of the group's scores (they
-        // crowd into a few digits, and same-address atomics serialize).
-        if (digits && last) {
-          const uint32_t peers = __match_any_sync(0xffffffffu, bucket);
-          if (valid && __ffs(peers) - 1 == lane) atomicAdd(&digit_count[bucket], static_cast<uint32_t>(__popc(peers)));
-        }
+        put_score(score_row, e, v, valid, hb == 0, digits && last, digit_count);
         __syncwarp();
       }
     }
     cp_async_wait<0>();
   }
-  if (digits) {
-    __syncthreads();
-    for (int b = threadIdx.x; b < kTopkDigits; b += blockDim.x)
-      if (digit_count[b]) atomicAdd(&digits[r * kTopkDigits + b], digit_count[b]);
-  }
+  if (digits) flush_counts(digit_count, digits + r * kTopkDigits);
 }
 
 template <int DI, bool kCompact>
@@ -346,19 +330,7 @@ bool launch_scores(const float* qI, const float* w, float w_scale, int64_t rows,
   const auto kernel = indexer_scores_kernel<DI, kCompact>;
   const int smem = T::kWarps * T::kStages * (kCompact ? T::kStageCompact : T::kStageF32);
   static int per_sm = 0;  // resident blocks per SM
-  if (per_sm == 0) {  // opted in whatever the size: the static shared memory (~33 KiB) counts too
-    DSV4_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-    DSV4_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, T::kThreads, smem));
-    per_sm = std::max(1, per_sm);
-  }
-  int device = 0, sms = 0;
-  DSV4_CUDA_CHECK(cudaGetDevice(&device));
-  DSV4_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  // Blocks per row: enough to fill the GPU once (warps stride over the tiles), none without a tile.
-  const int64_t tiles = (max_count + T::kEntries - 1) / T::kEntries;
-  const int64_t fill = std::max<int64_t>(1, static_cast<int64_t>(sms) * per_sm / rows);
-  const int64_t parts = std::min((tiles + T::kWarps - 1) / T::kWarps, fill);
-  const dim3 grid(static_cast<unsigned>(rows), static_cast<unsigned>(parts));
+  const dim3 grid = few_row_grid(kernel, T::kThreads, smem, rows, (max_count + T::kEntries - 1) / T::kEntries, T::kWarps, per_sm);
   launch("indexer_scores_kernel", kernel, grid, T::kThreads, smem, s, qI, w, w_scale, HI, slot, pos, caches, score, ld,
          digits);
   return digits != nullptr;

@@ -6,6 +6,10 @@
 
 #include <cuda_bf16.h>
 
+#include <algorithm>
+
+#include "cuda/check.h"
+#include "ops/cuda_device.cuh"
 #include "ops/cuda_ops.h"
 #include "ops/cuda_ptx.cuh"
 
@@ -61,6 +65,58 @@ bool prefill_scores_fit(int DI);
 void prefill_scores(const float* qI, const float* w, float w_scale, int64_t rows, int HI, int DI, const int32_t* slot,
                     const int32_t* pos, const LayerCache* caches, bool compact, float* score, int64_t ld,
                     int64_t max_count, cudaStream_t s);
+
+// ---- the few-row kernels' scores and their digit counts ------------------------------------------
+
+// One lane's score of entry e (valid): written (added to the earlier head passes'), and its digit
+// counted into the block's shared `count` [kTopkDigits] when `counting` (decode: the top-k's first
+// digit, indexer_scores_cuda's `digits`). Called by whole warps: one shared atomic per distinct
+// digit of the warp's scores (they crowd into a few digits, and same-address atomics serialize).
+__device__ __forceinline__ void put_score(float* row, int e, float v, bool valid, bool first_pass, bool counting,
+                                          uint32_t* count) {
+  uint32_t bucket = ~0u;  // not a digit: the lanes without a score match each other only
+  if (valid) {
+    const float out = first_pass ? v : row[e] + v;
+    row[e] = out;
+    bucket = dev::order_key(out) >> (32 - kTopkDigitBits);
+  }
+  if (counting) {
+    const uint32_t peers = __match_any_sync(0xffffffffu, bucket);
+    if (valid && __ffs(peers) - 1 == static_cast<int>(threadIdx.x % 32)) atomicAdd(&count[bucket], static_cast<uint32_t>(__popc(peers)));
+  }
+}
+// The block's counts zeroed (before its first score), and added to the row's counters after its
+// last (behind a barrier).
+__device__ __forceinline__ void clear_counts(uint32_t* count) {
+  for (int b = threadIdx.x; b < kTopkDigits; b += blockDim.x) count[b] = 0;
+}
+__device__ __forceinline__ void flush_counts(const uint32_t* count, uint32_t* row_digits) {
+  __syncthreads();
+  for (int b = threadIdx.x; b < kTopkDigits; b += blockDim.x)
+    if (count[b]) atomicAdd(&row_digits[b], count[b]);
+}
+
+// ---- the few-row launches ---------------------------------------------------------------------
+
+// The grid of a few-row scores kernel (blocks of `threads` with `smem` bytes of dynamic shared
+// memory, `per_block` tiles a block at the least): per row, enough blocks to fill the GPU once (its
+// warps or warpgroups stride over the tiles), none without a tile. The shared-memory opt-in (asked
+// whatever the size: the static shared memory counts too) and the occupancy are asked once a
+// kernel, into its `per_sm`.
+template <typename Kernel>
+dim3 few_row_grid(Kernel kernel, int threads, int smem, int64_t rows, int64_t tiles, int per_block, int& per_sm) {
+  if (per_sm == 0) {
+    DSV4_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    DSV4_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem));
+    per_sm = std::max(1, per_sm);
+  }
+  int device = 0, sms = 0;
+  DSV4_CUDA_CHECK(cudaGetDevice(&device));
+  DSV4_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  const int64_t fill = std::max<int64_t>(1, static_cast<int64_t>(sms) * per_sm / rows);
+  const int64_t parts = std::min((tiles + per_block - 1) / per_block, fill);
+  return dim3(static_cast<unsigned>(rows), static_cast<unsigned>(parts));
+}
 
 // ---- the warpgroup kernel (indexer_wgmma.cu) ------------------------------------------------------
 

@@ -18,8 +18,8 @@
 // The products are exact (FP4 values times powers of two in bf16) and summed in float32; only the
 // summation order differs from the CPU and from indexer.cu. Each block converts q itself (all of a
 // thread's loads in flight at once; its first tiles already travelling). Measured alone
-// (scripts/experiments/indexer_stream.cu): a 1M-token row 22.9 µs against indexer.cu's 26.1, a
-// 4K-token row 8.3 against 9.1; at 1M the largest score moved by 1.8e-7 of the largest, and the
+// (scripts/experiments/indexer_stream.cu): a 1M-token row 20.5 µs against indexer.cu's 26.1, a
+// 4K-token row 8.2 against 9.1; at 1M the largest score moved by 1.8e-7 of the largest, and the
 // top-k picked the same 512 entries.
 #include <algorithm>
 #include <type_traits>
@@ -52,7 +52,9 @@ struct WgScores {
   static constexpr int kThreads = 128 * kGroups;
   static constexpr int kTile = 64;                  // entries of a warpgroup tile (M)
   static constexpr int kKSteps = kDI / 16;          // wgmma k steps
-  static constexpr int kStages = 6;                 // tiles in flight a warp
+  // Tiles of a warp in flight: two (one copied ahead). Fewer were faster, every one: at 1M tokens
+  // 2, 3, 4, 6, 8, 10 stages took 20.5, 21.4, 21.7, 23.0, 23.9, 25.4 µs.
+  static constexpr int kStages = 2;
   // A warp's stage: 16 entries × 64 bytes of codes ([entry][quarter] 16-byte pieces), then their
   // 16 scale words (4 E8M0 bytes an entry).
   static constexpr int kStageBytes = 16 * kDI / 2 + 16 * 4;
@@ -106,8 +108,7 @@ __global__ void __launch_bounds__(W::kThreads, W::kMinBlocks) indexer_scores_wgm
     cp_async_commit();
   };
 
-  if (digits)
-    for (int b = threadIdx.x; b < kTopkDigits; b += blockDim.x) digit_count[b] = 0;
+  if (digits) clear_counts(digit_count);
 #pragma unroll 1
   for (int hb = 0; hb < HI; hb += W::kHeads) {
     const bool last = hb + W::kHeads >= HI;
@@ -217,25 +218,11 @@ __global__ void __launch_bounds__(W::kThreads, W::kMinBlocks) indexer_scores_wgm
       // Lane t = 0 writes entry g, lane t = 1 entry g + 8.
       const int e = (tile0 + k * tile_stride) * W::kTile + 16 * wq + g + 8 * t;
       const bool valid = t < 2 && e < count;
-      uint32_t bucket = ~0u;  // not a digit: the lanes without a score match each other only
-      if (valid) {
-        const float v = t == 0 ? part[0] : part[1];
-        const float out = hb == 0 ? v : score_row[e] + v;
-        score_row[e] = out;
-        bucket = dev::order_key(out) >> (32 - kTopkDigitBits);
-      }
-      if (digits && last) {
-        const uint32_t peers = __match_any_sync(0xffffffffu, bucket);
-        if (valid && __ffs(peers) - 1 == lane) atomicAdd(&digit_count[bucket], static_cast<uint32_t>(__popc(peers)));
-      }
+      put_score(score_row, e, t == 0 ? part[0] : part[1], valid, hb == 0, digits && last, digit_count);
     }
     cp_async_wait<0>();
   }
-  if (digits) {
-    __syncthreads();
-    for (int b = threadIdx.x; b < kTopkDigits; b += blockDim.x)
-      if (digit_count[b]) atomicAdd(&digits[r * kTopkDigits + b], digit_count[b]);
-  }
+  if (digits) flush_counts(digit_count, digits + r * kTopkDigits);
 }
 
 }  // namespace
@@ -249,22 +236,10 @@ bool wgmma_scores_fit(int DI, bool compact) { return DSV4_SCORES_WGMMA && compac
 bool wgmma_scores(const float* qI, const float* w, float w_scale, int64_t rows, int HI, const int32_t* slot,
                   const int32_t* pos, const LayerCache* caches, float* score, int64_t ld, int64_t max_count,
                   cudaStream_t s, uint32_t* digits) {
-  const auto kernel = indexer_scores_wgmma_kernel;
   static int per_sm = 0;  // resident blocks per SM
-  if (per_sm == 0) {
-    DSV4_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, W::kSmem));
-    DSV4_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, W::kThreads, W::kSmem));
-    per_sm = std::max(1, per_sm);
-  }
-  int device = 0, sms = 0;
-  DSV4_CUDA_CHECK(cudaGetDevice(&device));
-  DSV4_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  // Blocks per row: enough to fill the GPU once (warpgroups stride over the tiles), none without a tile.
-  const int64_t tiles = (max_count + W::kTile - 1) / W::kTile;
-  const int64_t fill = std::max<int64_t>(1, static_cast<int64_t>(sms) * per_sm / rows);
-  const int64_t parts = std::min((tiles + W::kGroups - 1) / W::kGroups, fill);
-  const dim3 grid(static_cast<unsigned>(rows), static_cast<unsigned>(parts));
-  launch("indexer_scores_wgmma_kernel", kernel, grid, W::kThreads, W::kSmem, s, qI, w, w_scale, HI, slot, pos, caches,
+  const dim3 grid = few_row_grid(indexer_scores_wgmma_kernel, W::kThreads, W::kSmem, rows,
+                                 (max_count + W::kTile - 1) / W::kTile, W::kGroups, per_sm);
+  launch("indexer_scores_wgmma_kernel", indexer_scores_wgmma_kernel, grid, W::kThreads, W::kSmem, s, qI, w, w_scale, HI, slot, pos, caches,
          score, ld, digits);
   return digits != nullptr;
 }
