@@ -133,9 +133,9 @@ sparse_attention_mma_kernel(const float* q, CacheRows chunk, const float* sink, 
   }
   if (a.q_rope) {
     // RMSNorm and RoPE of each head on the way in (AttnShape::q_rope), a warp per 8 heads, all 8
-    // at once (32 loads in flight a lane: one round trip). rmsnorm_rope_kernel sums with 128 threads: thread t adds
-    // x[t + 128i]² for i = 0..3, then block_sum's trees (warps: xor 16, 8, 4, 2, 1; then the four
-    // warp totals). Lane l holds float4 columns l + 32j, the values of threads 4l .. 4l + 3, so it
+    // at once (32 loads in flight a lane: one round trip). rmsnorm_rope_kernel sums with 128
+    // threads: thread t adds x[t + 128i]² for i = 0..3, then block_sum's trees (warps: xor 16, 8,
+    // 4, 2, 1; then the four warp totals). Lane l holds float4 columns l + 32j, the values of threads 4l .. 4l + 3, so it
     // replays both: xor 16, 8, 4 are lanes ^4, ^2, ^1; xor 2 and 1 are inside the lane.
     float* rc = redmax;  // cos, sin of the RoPE pairs at this row's position (free until the tiles)
     constexpr int kAtOnce = 8, kPerWarp = C::kM / C::kWarps;
