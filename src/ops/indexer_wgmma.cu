@@ -46,8 +46,8 @@ struct WgScores {
   static constexpr int kDI = 128;                   // dims of an entry
   static constexpr int kHeads = 64;                 // N of the product: heads of one pass
   // Two warpgroups a block, two blocks an SM (128 registers): at 1M tokens (six stages then) 22.9
-  // µs, against 23.9 with three warpgroups in one block and 27.1 with two in one
-  // (scripts/experiments/indexer_stream.cu).
+  // µs, against 23.9 with three warpgroups in one block and 23.0 with four; two in one block were
+  // 10% slower (scripts/experiments/indexer_stream.cu).
   static constexpr int kGroups = 2;                 // warpgroups a block
   static constexpr int kMinBlocks = 2;              // blocks an SM the registers must allow
   static constexpr int kThreads = 128 * kGroups;
