@@ -10,8 +10,9 @@
 // checked bit for bit against it first:
 //   - whole tiles in shared memory by bulk copies or cp.async, and a per-warp cp.async ring: both
 //     measured slower (bench/results/2026-11-29-cuda-9.md);
-//   - the activation rows converted once per block (moe_gemv_xs_kernel): written after the
-//     session's device time ran out, not yet run (`reg` runs it against the register kernel).
+//   - the activation rows converted once per block (moe_gemv_xs_kernel; `reg` runs it against the
+//     register kernel): the same bits; W1/W3 −5% with bf16 input but +1% with the model's float32
+//     input, W2 +1% (bench/results/2026-11-29-cuda-10.md), so not kept.
 // Arguments: none (everything), `reg` (the register kernel against the staged-activation one),
 // `fp8` (the FP8 products only), `ncu` (one launch of each expert kernel, for ncu).
 // On the device machine:
