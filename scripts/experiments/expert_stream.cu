@@ -10,11 +10,11 @@
 // checked bit for bit against it first:
 //   - whole tiles in shared memory by bulk copies or cp.async, and a per-warp cp.async ring: both
 //     measured slower (bench/results/2026-11-29-cuda-9.md);
-//   - the activation rows converted once per block (moe_gemv_xs_kernel; `reg` runs it against the
-//     register kernel): the same bits; W1/W3 −5% with bf16 input but +1% with the model's float32
-//     input, W2 +1% (bench/results/2026-11-29-cuda-10.md), so not kept.
-// Arguments: none (everything), `reg` (the register kernel against the staged-activation one),
-// `fp8` (the FP8 products only), `ncu` (one launch of each expert kernel, for ncu).
+//   - (the activation rows converted once per block, the tenth session's: the same bits; W1/W3 −5%
+//     with bf16 input but +1% with the model's float32 input, W2 +1%; bench/results/
+//     2026-11-29-cuda-10.md. Not kept, and removed from here.)
+// Arguments: none (everything), `fp8` (the FP8 products only), `ncu` (one launch of each expert
+// kernel, for ncu).
 // On the device machine:
 //   nvcc -std=c++20 -O3 -gencode=arch=compute_90a,code=sm_90a -Isrc scripts/experiments/expert_stream.cu \
 //     src/ops/gemv.cu src/cuda/launch.cu -o /tmp/es && /tmp/es
@@ -167,7 +167,6 @@ using namespace es;
 int main(int argc, char** argv) {
   const bool profile = argc > 1 && std::string(argv[1]) == "ncu";  // each kernel once, for ncu
   const bool fp8_only = argc > 1 && std::string(argv[1]) == "fp8";  // only the FP8 products
-  const bool reg_only = argc > 1 && std::string(argv[1]) == "reg";  // only the register kernel
   constexpr int E = 64, k = 6, D = 4096, F = 2048, trials = 30;
   cudaStream_t s;
   CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
@@ -316,39 +315,6 @@ int main(int argc, char** argv) {
       if (i == 2) ring13(moe_gemv_ring_kernel<true, 4>, 4, h), ring2(moe_gemv_ring_kernel<false, 4>, 4, y);
       if (i == 3) pattern_kernel<2, 4, 2><<<dim3(F / 16, k), 128, 0, s>>>(w1c, w3c, w1s, w3s, F, D, experts, sink);
       CK(cudaStreamSynchronize(s));
-    }
-    return 0;
-  }
-  // The staged-activation kernel (passes of xrows rows): bf16 rows, the float32 token row, W2.
-  auto xs13 = [&](const bf16* xb, const float* xf32, int xrows, bf16* out) {
-    const size_t b = size_t(xrows) * D * 2;
-    CK(cudaFuncSetAttribute(moe_gemv_xs_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(b)));
-    moe_gemv_xs_kernel<true><<<g13, C::kWarps * 32, b, s>>>(xb, xf32, 6, W1, W3, tiles, ntiles, offsets, 0.0f, weight, perm, out, nullptr, xrows);
-  };
-  auto xs2 = [&](int xrows, float* out) {
-    const size_t b = size_t(xrows) * F * 2;
-    CK(cudaFuncSetAttribute(moe_gemv_xs_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(b)));
-    moe_gemv_xs_kernel<false><<<g2, C::kWarps * 32, b, s>>>(h_ref, nullptr, 1, W2, W2, tiles, ntiles, offsets, 0.0f, nullptr, nullptr, nullptr, out, xrows);
-  };
-  xs13(x, nullptr, 1, h), xs2(1, y), bits("staged activations, passes of 1 row");
-  xs13(x, nullptr, 8, h), xs2(8, y), bits("staged activations, passes of 8 rows");
-  {  // the float32 token-row form against the register kernel's
-    moe_gemv_kernel<true, true><<<g13, C::kWarps * 32, 0, s>>>(nullptr, xf, 6, W1, W3, tiles, ntiles, offsets, 0.0f, weight, perm, h_ref, nullptr);
-    xs13(nullptr, xf, 1, h);
-    CK(cudaDeviceSynchronize());
-    std::printf("staged activations, float32 token row: h differs in %zu of %zu bytes\n", same_bits(h, h_ref, size_t(k) * F * 2), size_t(k) * F * 2);
-    reg13(h_ref);  // back to the bf16 reference for the checks below
-  }
-  if (reg_only) {
-    std::printf("| case | MB | us | GB/s |\n|---|---|---|---|\n");
-    for (int round = 0; round < 3; ++round) {
-      row("experts w1/w3, register kernel", mb13, tm.median(trials, setup_experts, [&] { reg13(h); }));
-      row("experts w1/w3, staged activations", mb13, tm.median(trials, setup_experts, [&] { xs13(x, nullptr, 1, h); }));
-      row("experts w2, register kernel", mb2, tm.median(trials, setup_experts, [&] { reg2(y); }));
-      row("experts w2, staged activations", mb2, tm.median(trials, setup_experts, [&] { xs2(1, y); }));
-      row("experts w1/w3, register kernel, f32 x (the model's)", mb13, tm.median(trials, setup_experts, [&] {
-            moe_gemv_kernel<true, true><<<g13, C::kWarps * 32, 0, s>>>(nullptr, xf, 6, W1, W3, tiles, ntiles, offsets, 0.0f, weight, perm, h, nullptr); }));
-      row("experts w1/w3, staged activations, f32 x", mb13, tm.median(trials, setup_experts, [&] { xs13(nullptr, xf, 1, h); }));
     }
     return 0;
   }
