@@ -99,9 +99,7 @@ int main() {
   CK(cudaMalloc(&seqs, sizeof(SeqRows)));
   CK(cudaMemset(slot, 0, 4));
 
-  cudaEvent_t a, b;
-  CK(cudaEventCreate(&a));
-  CK(cudaEventCreate(&b));
+  Timer tm{s, flush, flush_vecs};
   std::printf("| layer | tokens | attended rows | us | output hash |\n|---|---|---|---|---|\n");
   for (int round = 0; round < 2; ++round)
     for (int m : {0, 4, 128})
@@ -128,29 +126,19 @@ int main() {
         // (as the model's decode step does, its key kernel having encoded it).
         sparse_attention_cuda(dq, dkv, dsink, sh, slot, pos, 1, seqs, dlc, m == 4 ? sel : nullptr, o, work, s,
                               AttnOutput{dfreqs, oq, qs, true, false});
-        std::vector<float> ts;
-        for (int i = 0; i < trials + 2; ++i) {
-          flush_l2_kernel<<<528, 256, 0, s>>>(flush, flush_vecs, i);
-          // q is in L2 in the model (its projection wrote it just before): written again here.
-          CK(cudaMemcpyAsync(dq, dq_src, q.size() * 4, cudaMemcpyDeviceToDevice, s));
-          CK(cudaEventRecord(a, s));
-          sparse_attention_cuda(dq, dkv, dsink, sh, slot, pos, 1, seqs, dlc, m == 4 ? sel : nullptr, o, work, s,
-                                AttnOutput{dfreqs, oq, qs, true, true});
-          CK(cudaEventRecord(b, s));
-          CK(cudaEventSynchronize(b));
-          float ms = 0;
-          CK(cudaEventElapsedTime(&ms, a, b));
-          if (i >= 2) ts.push_back(ms * 1000);
-        }
-        CK(cudaGetLastError());
-        std::sort(ts.begin(), ts.end());
+        // q is in L2 in the model (its projection wrote it just before): written again after the flush.
+        const double us = tm.median(
+            trials, [](int) {},
+            [&] {
+              sparse_attention_cuda(dq, dkv, dsink, sh, slot, pos, 1, seqs, dlc, m == 4 ? sel : nullptr, o, work, s,
+                                    AttnOutput{dfreqs, oq, qs, true, true});
+            },
+            [&] { CK(cudaMemcpyAsync(dq, dq_src, q.size() * 4, cudaMemcpyDeviceToDevice, s)); });
         std::vector<uint32_t> bits(H * Dh);
         CK(cudaMemcpy(bits.data(), o, H * Dh * 4, cudaMemcpyDeviceToHost));
-        uint64_t hash = 1469598103934665603ull;
-        for (uint32_t v : bits) hash = (hash ^ v) * 1099511628211ull;
         std::printf("| %s | %lld | %lld | %.2f | %016llx |\n", m == 0 ? "window" : m == 4 ? "CSA" : "HCA",
                     static_cast<long long>(tokens), static_cast<long long>(std::min<int64_t>(p + 1, W) + (m == 4 ? std::min<int64_t>(K, count) : count)),
-                    ts[ts.size() / 2], static_cast<unsigned long long>(hash));
+                    us, static_cast<unsigned long long>(fnv1a(bits)));
         CK(cudaFree(work));
       }
   return 0;

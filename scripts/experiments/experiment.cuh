@@ -1,11 +1,15 @@
 // What the standalone CUDA experiments in this folder share (not part of dsv4): a check that
-// stops at the first CUDA error, and a kernel that empties L2 by writing a buffer larger than it.
+// stops at the first CUDA error, a kernel that empties L2 by writing a buffer larger than it, the
+// median time of a case run after it, and a hash of output bits.
 #pragma once
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
+#include <vector>
 
 #define CK(x)                                                                \
   do {                                                                       \
@@ -20,4 +24,43 @@
 __global__ void flush_l2_kernel(uint4* p, int64_t n, uint32_t v) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n; i += static_cast<int64_t>(gridDim.x) * blockDim.x)
     p[i] = make_uint4(v, v, v, v);
+}
+
+struct Timer {
+  cudaStream_t s;
+  uint4* flush;
+  int64_t flush_vecs;
+  // Median microseconds of `trials` runs (after two untimed ones) of setup(trial) (untimed), a
+  // flush of L2, after_flush() (untimed: what a real step has in L2), then run() (timed).
+  double median(int trials, const std::function<void(int)>& setup, const std::function<void()>& run,
+                const std::function<void()>& after_flush = {}) {
+    cudaEvent_t a, b;
+    CK(cudaEventCreate(&a));
+    CK(cudaEventCreate(&b));
+    std::vector<float> t;
+    for (int i = 0; i < trials + 2; ++i) {
+      setup(i);
+      flush_l2_kernel<<<528, 256, 0, s>>>(flush, flush_vecs, i);
+      if (after_flush) after_flush();
+      CK(cudaEventRecord(a, s));
+      run();
+      CK(cudaEventRecord(b, s));
+      CK(cudaEventSynchronize(b));
+      float ms = 0;
+      CK(cudaEventElapsedTime(&ms, a, b));
+      if (i >= 2) t.push_back(ms * 1000);
+    }
+    CK(cudaGetLastError());
+    CK(cudaEventDestroy(a));
+    CK(cudaEventDestroy(b));
+    std::sort(t.begin(), t.end());
+    return t[t.size() / 2];
+  }
+};
+
+// FNV-1a over 32-bit words: variants that keep the summation order print the same.
+inline uint64_t fnv1a(const std::vector<uint32_t>& words) {
+  uint64_t hash = 1469598103934665603ull;
+  for (uint32_t v : words) hash = (hash ^ v) * 1099511628211ull;
+  return hash;
 }

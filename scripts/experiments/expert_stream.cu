@@ -126,33 +126,6 @@ __global__ void fill_random(uint8_t* p, int64_t n, uint32_t seed, uint32_t mask,
   }
 }
 
-struct Timer {
-  cudaStream_t s;
-  uint4* flush;
-  int64_t flush_vecs;
-  // Median microseconds of `trials` runs of setup(trial) (untimed), a flush, then run() (timed).
-  double median(int trials, const std::function<void(int)>& setup, const std::function<void()>& run) {
-    cudaEvent_t a, b;
-    CK(cudaEventCreate(&a));
-    CK(cudaEventCreate(&b));
-    std::vector<float> t;
-    for (int i = 0; i < trials + 2; ++i) {
-      setup(i);
-      flush_l2_kernel<<<528, 256, 0, s>>>(flush, flush_vecs, i);
-      CK(cudaEventRecord(a, s));
-      run();
-      CK(cudaEventRecord(b, s));
-      CK(cudaEventSynchronize(b));
-      float ms = 0;
-      CK(cudaEventElapsedTime(&ms, a, b));
-      if (i >= 2) t.push_back(ms * 1000);
-    }
-    CK(cudaGetLastError());
-    std::sort(t.begin(), t.end());
-    return t[t.size() / 2];
-  }
-};
-
 template <typename T>
 T* dalloc(size_t n) {
   T* p = nullptr;
