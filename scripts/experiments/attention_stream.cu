@@ -115,7 +115,7 @@ int main() {
           CK(cudaMemcpy(sel, picks.data(), K * 4, cudaMemcpyHostToDevice));
         }
         AttnShape sh{H, Dh, R, W, m, K, 1.0f / std::sqrt(static_cast<float>(Dh)), true};
-        sh.max_keys = static_cast<int>(W + (m == 4 ? std::min<int64_t>(K, kMaxTokens / 4) : m > 0 ? kMaxTokens / m : 0));
+        sh.max_keys = static_cast<int>(W + (m == 4 ? std::min<int64_t>(K, tokens / 4) : m > 0 ? tokens / m : 0));
         sh.bf16_products = true;
         sh.q_rope = dfreqs;
         sh.q_eps = 1e-6f;

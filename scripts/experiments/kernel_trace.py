@@ -63,6 +63,18 @@ def main():
     print('  kernel                                              n  frontier us  idle before us')
     for name, d in sorted(adds.items(), key=lambda kv: -(kv[1] + idle[kv[0]])):
         print(f'  {name:48s} {count[name]:4d} {d / 1e3:10.1f} {idle[name] / 1e3:10.1f}')
+    # Over all streams: how far each kernel (by name and grid) moves the step's finish frontier,
+    # the kernels that make the step long; and the time with no kernel running at all.
+    gadds, gcount, gap, frontier = collections.Counter(), collections.Counter(), 0, step[0][0]
+    for k in step:
+        key = f'{short(k[5])[:40]} {k[4]}'
+        gap += max(0, k[0] - frontier)
+        gadds[key] += max(0, k[1] - max(frontier, k[0]))
+        gcount[key] += 1
+        frontier = max(frontier, k[1])
+    print(f'all streams: {sum(gadds.values()) / 1e3:.1f} us of kernels on the frontier, {gap / 1e3:.1f} us with none')
+    for key, d in gadds.most_common(40):
+        print(f'  {key:62s} {gcount[key]:4d} {d / 1e3:10.1f}')
     if '--list' in sys.argv:
         for k in step:
             print(f'{(k[0] - t0) / 1e3:9.2f} {(k[1] - k[0]) / 1e3:8.2f} s{k[2]:<3d} {str(k[4]):>14s} {short(k[5])}')

@@ -71,7 +71,7 @@ sparse_attention_mma_kernel(const float* q, CacheRows chunk, const float* sink, 
   __shared__ CacheRows src[3];
 
   const int64_t r = blockIdx.x;
-  const int hb = min(C::kM, a.H), h0 = blockIdx.y * hb;
+  const int hb = a.H / static_cast<int>(gridDim.y), h0 = blockIdx.y * hb;  // this block's heads (head_groups)
   const int p = pos[r], sl = slot[r];
   const SeqRows seq = seqs[sl];
   const int lo = max(0, p - a.W + 1), nwin = p - lo + 1;
@@ -138,17 +138,20 @@ sparse_attention_mma_kernel(const float* q, CacheRows chunk, const float* sink, 
     // 4, 2, 1; then the four warp totals). Lane l holds float4 columns l + 32j, the values of threads 4l .. 4l + 3, so it
     // replays both: xor 16, 8, 4 are lanes ^4, ^2, ^1; xor 2 and 1 are inside the lane.
     float* rc = redmax;  // cos, sin of the RoPE pairs at this row's position (free until the tiles)
-    constexpr int kAtOnce = 8, kPerWarp = C::kM / C::kWarps;
+    // A block with fewer heads (head_groups) gives each warp fewer: hb / 8, at least one (Qs's rows
+    // past hb are left as they are: a row of the products depends on its own row only).
+    constexpr int kAtOnce = 8;
+    const int per_warp = max(1, hb / C::kWarps), hw0 = warp * per_warp, hw1 = min(hb, hw0 + per_warp);
     auto load_heads = [&](int hw, float4 (&v)[kAtOnce][4]) {
 #pragma unroll
       for (int hh = 0; hh < kAtOnce; ++hh)
 #pragma unroll
         for (int j = 0; j < 4; ++j)
-          v[hh][j] = hw + hh < hb ? *reinterpret_cast<const float4*>(q + (r * a.H + h0 + hw + hh) * Dh + 4 * (lane + 32 * j))
-                                  : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+          v[hh][j] = hw + hh < hw1 ? *reinterpret_cast<const float4*>(q + (r * a.H + h0 + hw + hh) * Dh + 4 * (lane + 32 * j))
+                                   : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     };
     float4 v[kAtOnce][4];
-    load_heads(warp * kPerWarp, v);  // in flight while the angles are computed
+    load_heads(hw0, v);  // in flight while the angles are computed
     for (int i = tid; i < R / 2; i += C::kThreads) {
       float sn, cs;
       dev::rope_sincos(__fmul_rn(static_cast<float>(p), a.q_rope[i]), &sn, &cs);
@@ -156,10 +159,11 @@ sparse_attention_mma_kernel(const float* q, CacheRows chunk, const float* sink, 
       rc[2 * i + 1] = sn;
     }
     __syncthreads();
-    for (int hw = warp * kPerWarp; hw < (warp + 1) * kPerWarp; hw += kAtOnce) {
-      if (hw > warp * kPerWarp) load_heads(hw, v);
+    for (int hw = hw0; hw < hw1; hw += kAtOnce) {
+      if (hw > hw0) load_heads(hw, v);
 #pragma unroll
       for (int hh = 0; hh < kAtOnce; ++hh) {
+        if (hw + hh >= hw1) break;
         float part[4];
 #pragma unroll
         for (int c = 0; c < 4; ++c) {
@@ -448,9 +452,28 @@ int max_splits() {
   return n;
 }
 
+// A row's heads in groups of a block each: kM heads (all of Flash's 64), or, when the row's keys
+// are few tiles (any CSA layer, the others up to ~8K tokens), as many groups of at least
+// kMinHeads as keep the blocks (rows · groups · tiles) within one wave: a block's q staging and
+// its partials' writes, most of a short attention's time, shrink with its heads, while the key
+// tiles (a few, in L2) are read once per group.
+#ifndef DSV4_ATTN_MIN_HEADS
+#define DSV4_ATTN_MIN_HEADS 8
+#endif
+constexpr int64_t kTargetBlocks = 132;  // one block on each SM
+int head_groups(int64_t rows, const AttnShape& a) {
+  int groups = a.H / std::min(MmaAttn::kM, a.H);
+  if (a.max_keys <= 0) return groups;
+  const int64_t tiles = std::min<int64_t>(max_splits(), (a.max_keys + MmaAttn::kN - 1) / MmaAttn::kN);
+  while (a.H / groups / 2 >= DSV4_ATTN_MIN_HEADS && a.H % (2 * groups) == 0 &&
+         rows * 2 * groups * tiles <= kTargetBlocks)
+    groups *= 2;
+  return groups;
+}
+
 int mma_splits(int64_t rows, const AttnShape& a) {
-  const int64_t blocks = rows * (a.H / std::min(MmaAttn::kM, a.H));
-  const int64_t target = 132;  // one block on each SM
+  const int64_t blocks = rows * head_groups(rows, a);
+  const int64_t target = kTargetBlocks;
   if (blocks >= target) return 1;
   int64_t splits = std::min<int64_t>(max_splits(), (target + blocks - 1) / blocks);
   if (a.max_keys > 0) {
@@ -519,8 +542,7 @@ void mma_attention(const float* q, const float* kv, const float* sink, const Att
                                          static_cast<int>(smem)));
     raised = smem;
   }
-  const int hb = std::min(MmaAttn::kM, a.H);
-  dim3 grid(static_cast<unsigned>(rows), static_cast<unsigned>(a.H / hb), static_cast<unsigned>(splits));
+  dim3 grid(static_cast<unsigned>(rows), static_cast<unsigned>(head_groups(rows, a)), static_cast<unsigned>(splits));
   launch("sparse_attention_mma_kernel", sparse_attention_mma_kernel, grid, MmaAttn::kThreads, smem, s, q, chunk, sink, a, slot, pos, seqs, caches,
                                                                      selected, o, splits, work);
   if (splits > 1) launch_combine(work, sink, rows, a.H, a.Dh, a.R, splits, pos, out, o, s);

@@ -55,6 +55,9 @@ constexpr int kFp8Step = 128;   // columns per step: one scale block of W and of
 #ifndef DSV4_FP8_BLOCKS
 #define DSV4_FP8_BLOCKS 2
 #endif
+#ifndef DSV4_FP8_ONE_WAVE
+#define DSV4_FP8_ONE_WAVE 1
+#endif
 constexpr int kFp8InFlight = DSV4_FP8_IN_FLIGHT;
 constexpr int rows_per_warp(GemvWeights w) { return w == GemvWeights::FP8Block ? kFp8Rows : kRowsPerWarp; }
 constexpr int step_cols(GemvWeights w) { return w == GemvWeights::FP8Block ? kFp8Step : 32 * vec_of(w); }
@@ -359,6 +362,11 @@ void launch_gemv(const GemvArgs* mats, int count, cudaStream_t s) {
     const int64_t steps = (mats[i].K + step_cols(wf) - 1) / step_cols(wf);
     const int64_t target = wf == GemvWeights::FP8Block ? DSV4_FP8_BLOCKS * sms : 2 * sms;  // blocks: the SMs' room
     int ks = 1;
+#if DSV4_FP8_ONE_WAVE
+    if (wf == GemvWeights::FP8Block)  // the most splits that keep the product in one wave
+      while (ks < kWarps && (units * 2 * ks + kWarps - 1) / kWarps <= target && steps >= 4 * ks) ks *= 2;
+    else
+#endif
     while (ks < kWarps && (units * ks + kWarps - 1) / kWarps < target && steps >= 2 * ks) ks *= 2;
     b.mats[i] = mats[i];
     b.ksplit[i] = ks;
