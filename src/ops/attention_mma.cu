@@ -132,26 +132,23 @@ sparse_attention_mma_kernel(const float* q, CacheRows chunk, const float* sink, 
     issue_copies(t_first);
   }
   if (a.q_rope) {
-    // RMSNorm and RoPE of each head on the way in (AttnShape::q_rope), a warp per 8 heads, all 8
-    // at once (32 loads in flight a lane: one round trip). rmsnorm_rope_kernel sums with 128
+    // RMSNorm and RoPE of each head on the way in (AttnShape::q_rope), a warp per 8 heads (fewer in
+    // a head group), all at once (up to 32 loads in flight a lane: one round trip). rmsnorm_rope_kernel sums with 128
     // threads: thread t adds x[t + 128i]² for i = 0..3, then block_sum's trees (warps: xor 16, 8,
     // 4, 2, 1; then the four warp totals). Lane l holds float4 columns l + 32j, the values of threads 4l .. 4l + 3, so it
     // replays both: xor 16, 8, 4 are lanes ^4, ^2, ^1; xor 2 and 1 are inside the lane.
     float* rc = redmax;  // cos, sin of the RoPE pairs at this row's position (free until the tiles)
     // A block with fewer heads (head_groups) gives each warp fewer: hb / 8, at least one (Qs's rows
     // past hb are left as they are: a row of the products depends on its own row only).
-    constexpr int kAtOnce = 8;
-    const int per_warp = max(1, hb / C::kWarps), hw0 = warp * per_warp, hw1 = min(hb, hw0 + per_warp);
-    auto load_heads = [&](int hw, float4 (&v)[kAtOnce][4]) {
+    constexpr int kAtOnce = C::kM / C::kWarps;  // a warp's heads, all loaded at once
+    const int per_warp = max(1, hb / C::kWarps), hw = warp * per_warp, hw1 = min(hb, hw + per_warp);
+    float4 v[kAtOnce][4];  // in flight while the angles are computed
 #pragma unroll
-      for (int hh = 0; hh < kAtOnce; ++hh)
+    for (int hh = 0; hh < kAtOnce; ++hh)
 #pragma unroll
-        for (int j = 0; j < 4; ++j)
-          v[hh][j] = hw + hh < hw1 ? *reinterpret_cast<const float4*>(q + (r * a.H + h0 + hw + hh) * Dh + 4 * (lane + 32 * j))
-                                   : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    };
-    float4 v[kAtOnce][4];
-    load_heads(hw0, v);  // in flight while the angles are computed
+      for (int j = 0; j < 4; ++j)
+        v[hh][j] = hw + hh < hw1 ? *reinterpret_cast<const float4*>(q + (r * a.H + h0 + hw + hh) * Dh + 4 * (lane + 32 * j))
+                                 : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     for (int i = tid; i < R / 2; i += C::kThreads) {
       float sn, cs;
       dev::rope_sincos(__fmul_rn(static_cast<float>(p), a.q_rope[i]), &sn, &cs);
@@ -159,44 +156,41 @@ sparse_attention_mma_kernel(const float* q, CacheRows chunk, const float* sink, 
       rc[2 * i + 1] = sn;
     }
     __syncthreads();
-    for (int hw = hw0; hw < hw1; hw += kAtOnce) {
-      if (hw > hw0) load_heads(hw, v);
 #pragma unroll
-      for (int hh = 0; hh < kAtOnce; ++hh) {
-        if (hw + hh >= hw1) break;
-        float part[4];
+    for (int hh = 0; hh < kAtOnce; ++hh) {
+      if (hw + hh >= hw1) break;
+      float part[4];
 #pragma unroll
-        for (int c = 0; c < 4; ++c) {
-          float t = 0.0f;
-#pragma unroll
-          for (int j = 0; j < 4; ++j) {
-            const float x = reinterpret_cast<const float*>(&v[hh][j])[c];
-            t = __fmaf_rn(x, x, t);
-          }
-#pragma unroll
-          for (int o = 4; o > 0; o >>= 1) t += __shfl_xor_sync(0xffffffffu, t, o);
-          part[c] = t;
-        }
-        const float wsum = (part[0] + part[2]) + (part[1] + part[3]);
-        const float w0 = __shfl_sync(0xffffffffu, wsum, 0), w1 = __shfl_sync(0xffffffffu, wsum, 8);
-        const float w2 = __shfl_sync(0xffffffffu, wsum, 16), w3 = __shfl_sync(0xffffffffu, wsum, 24);
-        const float ss = (w0 + w2) + (w1 + w3);
-        const float inv = 1.0f / sqrtf(ss / static_cast<float>(Dh) + a.q_eps);
+      for (int c = 0; c < 4; ++c) {
+        float t = 0.0f;
 #pragma unroll
         for (int j = 0; j < 4; ++j) {
-          float y[4];
-#pragma unroll
-          for (int c = 0; c < 4; ++c) y[c] = reinterpret_cast<const float*>(&v[hh][j])[c] * inv;
-          const int d = 4 * (lane + 32 * j);
-          if (d >= N) {
-#pragma unroll
-            for (int e = 0; e < 2; ++e) {
-              const int i = (d - N) / 2 + e;
-              dev::rope_rotate(y[2 * e], y[2 * e + 1], rc[2 * i], rc[2 * i + 1]);
-            }
-          }
-          *reinterpret_cast<uint2*>(Qs + (hw + hh) * ld + d) = uint2{pack_bf16x2(y[0], y[1]), pack_bf16x2(y[2], y[3])};
+          const float x = reinterpret_cast<const float*>(&v[hh][j])[c];
+          t = __fmaf_rn(x, x, t);
         }
+#pragma unroll
+        for (int o = 4; o > 0; o >>= 1) t += __shfl_xor_sync(0xffffffffu, t, o);
+        part[c] = t;
+      }
+      const float wsum = (part[0] + part[2]) + (part[1] + part[3]);
+      const float w0 = __shfl_sync(0xffffffffu, wsum, 0), w1 = __shfl_sync(0xffffffffu, wsum, 8);
+      const float w2 = __shfl_sync(0xffffffffu, wsum, 16), w3 = __shfl_sync(0xffffffffu, wsum, 24);
+      const float ss = (w0 + w2) + (w1 + w3);
+      const float inv = 1.0f / sqrtf(ss / static_cast<float>(Dh) + a.q_eps);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        float y[4];
+#pragma unroll
+        for (int c = 0; c < 4; ++c) y[c] = reinterpret_cast<const float*>(&v[hh][j])[c] * inv;
+        const int d = 4 * (lane + 32 * j);
+        if (d >= N) {
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const int i = (d - N) / 2 + e;
+            dev::rope_rotate(y[2 * e], y[2 * e + 1], rc[2 * i], rc[2 * i + 1]);
+          }
+        }
+        *reinterpret_cast<uint2*>(Qs + (hw + hh) * ld + d) = uint2{pack_bf16x2(y[0], y[1]), pack_bf16x2(y[2], y[3])};
       }
     }
   } else {
