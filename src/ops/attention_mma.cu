@@ -132,11 +132,12 @@ sparse_attention_mma_kernel(const float* q, CacheRows chunk, const float* sink, 
     issue_copies(t_first);
   }
   if (a.q_rope) {
-    // RMSNorm and RoPE of each head on the way in (AttnShape::q_rope), a warp per 8 heads (fewer in
-    // a head group), all at once (up to 32 loads in flight a lane: one round trip). rmsnorm_rope_kernel sums with 128
-    // threads: thread t adds x[t + 128i]² for i = 0..3, then block_sum's trees (warps: xor 16, 8,
-    // 4, 2, 1; then the four warp totals). Lane l holds float4 columns l + 32j, the values of threads 4l .. 4l + 3, so it
-    // replays both: xor 16, 8, 4 are lanes ^4, ^2, ^1; xor 2 and 1 are inside the lane.
+    // RMSNorm and RoPE of each head on the way in (AttnShape::q_rope), a warp per 8 heads (fewer
+    // in a head group), all at once (up to 32 loads in flight a lane: one round trip).
+    // rmsnorm_rope_kernel sums with 128 threads: thread t adds x[t + 128i]² for i = 0..3, then
+    // block_sum's trees (warps: xor 16, 8, 4, 2, 1; then the four warp totals). Lane l holds float4
+    // columns l + 32j, the values of threads 4l .. 4l + 3, so it replays both: xor 16, 8, 4 are
+    // lanes ^4, ^2, ^1; xor 2 and 1 are inside the lane.
     float* rc = redmax;  // cos, sin of the RoPE pairs at this row's position (free until the tiles)
     // A block with fewer heads (head_groups) gives each warp fewer: hb / 8, at least one (Qs's rows
     // past hb are left as they are: a row of the products depends on its own row only).
@@ -448,9 +449,9 @@ int max_splits() {
 
 // A row's heads in groups of a block each: kM heads (all of Flash's 64), or, when the row's keys
 // are few tiles (any CSA layer, the others up to ~8K tokens), as many groups of at least
-// kMinHeads as keep the blocks (rows · groups · tiles) within one wave: a block's q staging and
-// its partials' writes, most of a short attention's time, shrink with its heads, while the key
-// tiles (a few, in L2) are read once per group.
+// DSV4_ATTN_MIN_HEADS heads as keep the blocks (rows · groups · tiles) within one wave: a block's
+// q staging and its partials' writes, most of a short attention's time, shrink with its heads,
+// while the key tiles (a few, in L2) are read once per group.
 #ifndef DSV4_ATTN_MIN_HEADS
 #define DSV4_ATTN_MIN_HEADS 8
 #endif

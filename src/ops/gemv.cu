@@ -365,12 +365,11 @@ void launch_gemv(const GemvArgs* mats, int count, cudaStream_t s) {
     const int64_t steps = (mats[i].K + step_cols(wf) - 1) / step_cols(wf);
     const int64_t target = wf == GemvWeights::FP8Block ? DSV4_FP8_BLOCKS * sms : 2 * sms;  // blocks: the SMs' room
     int ks = 1;
-#if DSV4_FP8_ONE_WAVE
-    if (wf == GemvWeights::FP8Block)  // the most splits that keep the product in one wave
+    if (DSV4_FP8_ONE_WAVE && wf == GemvWeights::FP8Block) {  // the most splits that keep one wave
       while (ks < kWarps && (units * 2 * ks + kWarps - 1) / kWarps <= target && steps >= 4 * ks) ks *= 2;
-    else
-#endif
-    while (ks < kWarps && (units * ks + kWarps - 1) / kWarps < target && steps >= 2 * ks) ks *= 2;
+    } else {
+      while (ks < kWarps && (units * ks + kWarps - 1) / kWarps < target && steps >= 2 * ks) ks *= 2;
+    }
     b.mats[i] = mats[i];
     b.ksplit[i] = ks;
     const int per_block = kWarps / ks;
