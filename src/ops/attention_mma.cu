@@ -9,7 +9,8 @@
 // a staging area while the previous tile computes, then decoded to bf16 (exact) in shared memory.
 // q and the probabilities are rounded to bf16; the row sums of the softmax stay float32.
 // Warps: 8 = 4 row groups (16 heads) × 2 halves (32 keys of the scores, Dh/2 dims of the values),
-// so each thread's rows are the same in both phases and the rescaling stays in registers.
+// so each thread's rows are the same in both phases and the rescaling stays in registers. A block
+// of fewer heads (head_groups) leaves the row groups past them without products.
 #include <algorithm>
 #include <cstdlib>
 
@@ -24,6 +25,11 @@ namespace dsv4::cuda::attn {
 namespace {
 
 using namespace ptx;
+
+// Warps of row groups past a block's heads skip their products (0: they compute them, unused).
+#ifndef DSV4_ATTN_SKIP_IDLE
+#define DSV4_ATTN_SKIP_IDLE 1
+#endif
 
 struct MmaAttn {
   static constexpr int kM = 64, kN = 64, kWarps = 8, kThreads = 32 * kWarps;
@@ -248,6 +254,9 @@ sparse_attention_mma_kernel(const float* q, CacheRows chunk, const float* sink, 
 
   // Online softmax state of this thread's two rows (gid and gid + 8 of its row group).
   const int ra = 16 * rg + gid, rb = ra + 8;
+  // A row group past the block's heads (head_groups' blocks of fewer than 64) has no products to
+  // make: its rows are never written out. It still stages, decodes and meets the barriers.
+  const bool rg_active = !DSV4_ATTN_SKIP_IDLE || 16 * rg < hb;
   float m_a, m_b, l_a = 0.0f, l_b = 0.0f;
   if (splits > 1) {
     m_a = m_b = -INFINITY;
@@ -280,7 +289,7 @@ sparse_attention_mma_kernel(const float* q, CacheRows chunk, const float* sink, 
     float s[4][4];
 #pragma unroll
     for (int i = 0; i < 4; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
-    {
+    if (rg_active) {
       const bf16* qa = Qs + (16 * rg + (lane & 15)) * ld + (lane >> 4) * 8;
       const bf16* kb = Ks + (32 * kh + (lane & 7) + ((lane >> 4) << 3)) * ld + ((lane >> 3) & 1) * 8;
 #pragma unroll 4
@@ -346,7 +355,7 @@ sparse_attention_mma_kernel(const float* q, CacheRows chunk, const float* sink, 
       acc[nt][2] *= al_b;
       acc[nt][3] *= al_b;
     }
-    {
+    if (rg_active) {
       const bf16* pa = Ps + (16 * rg + (lane & 15)) * ldp + (lane >> 4) * 8;
       const bf16* vb = Ks + ((lane & 7) + ((lane >> 3) & 1) * 8) * ld + kh * half_dims + (lane >> 4) * 8;
 #pragma unroll
@@ -451,23 +460,17 @@ int max_splits() {
 // are few tiles (any CSA layer, the others up to ~8K tokens), as many groups of at least
 // DSV4_ATTN_MIN_HEADS heads as keep the blocks (rows · groups · tiles) within one wave: a block's
 // q staging and its partials' writes, most of a short attention's time, shrink with its heads,
-// while the key tiles (a few, in L2) are read once per group.
+// while the key tiles (a few, in L2) are read once per group. Long rows (split over the SMs) take
+// groups of 32 heads where their splits still fit one wave: an HCA layer at 1M tokens runs 2 × 65
+// blocks of 2 tiles instead of 65, 33.6 -> 31.0 µs alone with the same bits (bench/results/
+// 2026-11-29-cuda-12.md); the idle row groups' skipped products gave window, CSA and HCA rows at
+// 4K ~0.7 µs each.
 #ifndef DSV4_ATTN_MIN_HEADS
 #define DSV4_ATTN_MIN_HEADS 8
 #endif
 constexpr int64_t kTargetBlocks = 132;  // one block on each SM
-int head_groups(int64_t rows, const AttnShape& a) {
-  int groups = a.H / std::min(MmaAttn::kM, a.H);
-  if (a.max_keys <= 0) return groups;
-  const int64_t tiles = std::min<int64_t>(max_splits(), (a.max_keys + MmaAttn::kN - 1) / MmaAttn::kN);
-  while (a.H / groups / 2 >= DSV4_ATTN_MIN_HEADS && a.H % (2 * groups) == 0 &&
-         rows * 2 * groups * tiles <= kTargetBlocks)
-    groups *= 2;
-  return groups;
-}
-
-int mma_splits(int64_t rows, const AttnShape& a) {
-  const int64_t blocks = rows * head_groups(rows, a);
+// The splits of each row's keys for `blocks` blocks a split: enough to fill the SMs, evened out.
+int split_count(int64_t blocks, const AttnShape& a) {
   const int64_t target = kTargetBlocks;
   if (blocks >= target) return 1;
   int64_t splits = std::min<int64_t>(max_splits(), (target + blocks - 1) / blocks);
@@ -479,6 +482,25 @@ int mma_splits(int64_t rows, const AttnShape& a) {
   }
   return static_cast<int>(std::max<int64_t>(1, splits));
 }
+#ifndef DSV4_ATTN_LONG_MIN_HEADS
+#define DSV4_ATTN_LONG_MIN_HEADS 32
+#endif
+int head_groups(int64_t rows, const AttnShape& a) {
+  int groups = a.H / std::min(MmaAttn::kM, a.H);
+  if (a.max_keys <= 0) return groups;
+  const int64_t tiles = std::min<int64_t>(max_splits(), (a.max_keys + MmaAttn::kN - 1) / MmaAttn::kN);
+  while (a.H / groups / 2 >= DSV4_ATTN_MIN_HEADS && a.H % (2 * groups) == 0 &&
+         rows * 2 * groups * tiles <= kTargetBlocks)
+    groups *= 2;
+  // Long rows (the splits fill the SMs): groups of at least DSV4_ATTN_LONG_MIN_HEADS heads as long as
+  // their splits of even length still fit in one wave.
+  while (a.H / groups / 2 >= DSV4_ATTN_LONG_MIN_HEADS && a.H % (2 * groups) == 0 &&
+         rows * 2 * groups * split_count(rows * 2 * groups, a) <= kTargetBlocks)
+    groups *= 2;
+  return groups;
+}
+
+int mma_splits(int64_t rows, const AttnShape& a) { return split_count(rows * head_groups(rows, a), a); }
 size_t mma_smem(const AttnShape& a) {
   using C = MmaAttn;
   const int ld = a.Dh + C::kPad, N = a.Dh - a.R;

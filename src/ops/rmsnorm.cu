@@ -30,17 +30,36 @@ __device__ __forceinline__ float sum_squares(const float* xr, int64_t D) {
   return ss;
 }
 
+// This thread's weights of the first batch of scale_rows (w[threadIdx.x + u · blockDim.x]; 1 without
+// w): loaded before the kernel's PDL wait, so that their trip from memory overlaps the previous
+// kernel instead of following the row's sum of squares (weights: no kernel writes them).
+constexpr int kScaleBatch = 8;
+struct FirstWeights {
+  float v[kScaleBatch];
+};
+__device__ __forceinline__ FirstWeights first_weights(const float* w, int64_t D) {
+  FirstWeights f;
+#pragma unroll
+  for (int u = 0; u < kScaleBatch; ++u) {
+    const int64_t i = threadIdx.x + u * static_cast<int64_t>(blockDim.x);
+    f.v[u] = i < D && w ? w[i] : 1.0f;
+  }
+  return f;
+}
+
 // out[i] = (w ? w[i] : 1) · (x[i] · inv) for this thread's i (as sum_squares), the loads of a
-// batch first (out may be x: each element is read and written by the same thread).
-__device__ __forceinline__ void scale_rows(const float* xr, const float* w, float inv, int64_t D, float* out) {
-  constexpr int kBatch = 8;
+// batch first (out may be x: each element is read and written by the same thread); the first
+// batch's weights from first_weights.
+__device__ __forceinline__ void scale_rows(const float* xr, const float* w, const FirstWeights& w0, float inv, int64_t D,
+                                           float* out) {
+  constexpr int kBatch = kScaleBatch;
   for (int64_t base = threadIdx.x; base < D; base += kBatch * static_cast<int64_t>(blockDim.x)) {
     float v[kBatch], wv[kBatch];
 #pragma unroll
     for (int u = 0; u < kBatch; ++u) {
       const int64_t i = base + u * static_cast<int64_t>(blockDim.x);
       v[u] = i < D ? xr[i] : 0.0f;
-      wv[u] = i < D && w ? w[i] : 1.0f;
+      wv[u] = base == threadIdx.x ? w0.v[u] : i < D && w ? w[i] : 1.0f;
     }
 #pragma unroll
     for (int u = 0; u < kBatch; ++u) {
@@ -54,6 +73,11 @@ __device__ __forceinline__ void scale_rows(const float* xr, const float* w, floa
 // rule; scales qs[b · ldqs + row]), saving the GEMM input's separate quantize launch.
 __global__ void rmsnorm_kernel(const float* x, int64_t D, const float* w, float eps, float* y, uint8_t* q, float* qs,
                                int64_t ldqs) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+  // The weights this thread uses first, before the wait (first_weights).
+  const float4 ones = make_float4(1.0f, 1.0f, 1.0f, 1.0f);
+  const float4 w_first = q && w && warp < D / 128 ? *reinterpret_cast<const float4*>(w + warp * 128 + lane * 4) : ones;
+  const FirstWeights w0 = q ? FirstWeights{} : first_weights(w, D);
   dev::pdl_begin();
   __shared__ float scratch[33];
   const float* xr = x + blockIdx.x * D;
@@ -62,11 +86,10 @@ __global__ void rmsnorm_kernel(const float* x, int64_t D, const float* w, float 
   ss = dev::block_sum(ss, scratch);
   const float inv = 1.0f / sqrtf(ss / static_cast<float>(D) + eps);
   if (q) {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
     for (int64_t b = warp; b < D / 128; b += nwarps) {
       const int64_t d = b * 128 + lane * 4;
       const float4 xv = *reinterpret_cast<const float4*>(xr + d);
-      const float4 wv = w ? *reinterpret_cast<const float4*>(w + d) : make_float4(1.0f, 1.0f, 1.0f, 1.0f);
+      const float4 wv = b == warp ? w_first : w ? *reinterpret_cast<const float4*>(w + d) : ones;
       const float4 v = make_float4(wv.x * (xv.x * inv), wv.y * (xv.y * inv), wv.z * (xv.z * inv), wv.w * (xv.w * inv));
       __syncwarp();  // y may be x: every lane has read its columns before any is overwritten
       *reinterpret_cast<float4*>(yr + d) = v;
@@ -75,7 +98,7 @@ __global__ void rmsnorm_kernel(const float* x, int64_t D, const float* w, float 
     }
     return;
   }
-  scale_rows(xr, w, inv, D, yr);
+  scale_rows(xr, w, w0, inv, D, yr);
 }
 
 // rmsnorm_kernel's arithmetic (same thread count, same summation order), then on the same
@@ -85,7 +108,6 @@ __global__ void rmsnorm_kernel(const float* x, int64_t D, const float* w, float 
 // normalizations in one launch: the query heads and the window key of a decode step).
 __global__ void rmsnorm_rope_kernel(RmsRopeRows a, RmsRopeRows b, float eps, int R, const float* freqs,
                                     const int32_t* pos) {
-  dev::pdl_begin();
   extern __shared__ float row[];
   __shared__ float scratch[33];
   int64_t v = blockIdx.x;
@@ -96,15 +118,27 @@ __global__ void rmsnorm_rope_kernel(RmsRopeRows a, RmsRopeRows b, float eps, int
   const float* w = second ? b.w : a.w;
   const int heads = second ? b.heads : a.heads, fp8_block = second ? b.fp8_block : a.fp8_block;
   const bool round_rope = second ? b.round_rope : a.round_rope;
+  // Weights and frequencies before the wait; after it, the position (and the window ring's
+  // pointers) with the row: none of them waits for the sum of squares (a decode step's kernels
+  // run beside bandwidth-bound products, where each dependent trip to memory costs microseconds).
+  const FirstWeights w0 = first_weights(w, D);
+  const float f_first = static_cast<int>(threadIdx.x) < R / 2 ? freqs[threadIdx.x] : 0.0f;
+  dev::pdl_begin();
+  const int p = pos[v / heads];
+  const CacheRows* ring_src = second && b.encode && b.ring_caches ? &b.ring_caches[b.slot[v]].window : nullptr;
+  float* ring_f32 = nullptr;
+  uint8_t *ring_codes = nullptr, *ring_scales = nullptr;
+  bf16* ring_rope = nullptr;
+  if (ring_src) ring_f32 = ring_src->f32, ring_codes = ring_src->codes, ring_scales = ring_src->scales, ring_rope = ring_src->rope;
   float* xr = (second ? b.x : a.x) + v * D;
   float ss = sum_squares(xr, D);
   ss = dev::block_sum(ss, scratch);
   const float inv = 1.0f / sqrtf(ss / static_cast<float>(D) + eps);
-  scale_rows(xr, w, inv, D, row);
+  scale_rows(xr, w, w0, inv, D, row);
   __syncthreads();
   const int64_t N = D - R;
-  const int p = pos[v / heads];
-  for (int i = threadIdx.x; i < R / 2; i += blockDim.x) dev::rope_pair(row[N + 2 * i], row[N + 2 * i + 1], freqs[i], p, false);
+  for (int i = threadIdx.x; i < R / 2; i += blockDim.x)
+    dev::rope_pair(row[N + 2 * i], row[N + 2 * i + 1], i == static_cast<int>(threadIdx.x) ? f_first : freqs[i], p, false);
   if (fp8_block > 0) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
     for (int64_t b0 = static_cast<int64_t>(warp) * fp8_block; b0 < N; b0 += static_cast<int64_t>(nwarps) * fp8_block)
@@ -116,7 +150,7 @@ __global__ void rmsnorm_rope_kernel(RmsRopeRows a, RmsRopeRows b, float eps, int
   if (second && b.encode) {  // the compact row (bf16 rounding of the RoPE dims included) for the attention and the ring
     const RowFormat f{static_cast<int>(D), R, true, false};
     dev::write_kv_row(row, f, b.enc, v);
-    if (b.ring_caches) dev::write_kv_row(row, f, b.ring_caches[b.slot[v]].window, pos[v] % b.W);
+    if (ring_src) dev::write_kv_row(row, f, CacheRows{ring_f32, ring_codes, ring_scales, ring_rope}, p % b.W);
   }
 }
 
