@@ -278,7 +278,8 @@ void CudaModel::moe(const DMoe& w, const float* a_in, float* out) {
       moe_gemv_swiglu_cuda(xs, w.w1.view(), w.w3.view(), tiles, ntiles, max_tiles, offsets, limit, weights, perm, h,
                            stream_);
     }
-    moe_gemv_down_cuda(h, w.w2.view(), tiles, ntiles, max_tiles, offsets, ys, stream_);
+    // ys in assignment order (t·k + i): the combine then reads its rows without inv (a round trip less).
+    moe_gemv_down_cuda(h, w.w2.view(), tiles, ntiles, max_tiles, offsets, ys, stream_, perm);
   } else {
     bf16* xs = scratch_->get<bf16>("moe.xb", n * D);
     moe_gather_cuda(a_in, D, perm, n, k, nullptr, xs, stream_);
@@ -290,11 +291,12 @@ void CudaModel::moe(const DMoe& w, const float* a_in, float* out) {
   toc(timer);
   mark("moe.combine");
   if (side) join_side(side_);
+  const int32_t* ys_inv = fast && few ? nullptr : inv;  // the gemv path wrote ys in assignment order
   if (moe_combine_to_) {  // decode: the next sub-layer's hc_pre_fused_cuda combines them (run_block)
-    *moe_combine_to_ = {ys, inv, ysh, k};
+    *moe_combine_to_ = {ys, ys_inv, ysh, k};
     return;
   }
-  moe_combine_cuda(ys, inv, ysh, rows, k, D, out, stream_);
+  moe_combine_cuda(ys, ys_inv, ysh, rows, k, D, out, stream_);
 }
 
 }  // namespace dsv4::cuda

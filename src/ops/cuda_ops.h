@@ -362,9 +362,12 @@ void moe_gemv_swiglu_cuda(const bf16* xs, const ExpertMatrix& w1, const ExpertMa
 void moe_gemv_swiglu_gather_cuda(const float* x, int k, const ExpertMatrix& w1, const ExpertMatrix& w3,
                                  const int2* tiles, const int32_t* ntiles, int max_tiles, const int32_t* offsets,
                                  float limit, const float* weight, const int32_t* perm, bf16* h, cudaStream_t s);
+// out_rows: y's row for sorted row r is out_rows[r] (perm: y in assignment order t·k + i, combined
+// without inv), else r.
 void moe_gemv_down_cuda(const bf16* h, const ExpertMatrix& w2, const int2* tiles, const int32_t* ntiles,
-                        int max_tiles, const int32_t* offsets, float* y, cudaStream_t s);
-// out [T, D] = shared [T, D] + Σ_i ys[inv[t·k + i]] (i in order).
+                        int max_tiles, const int32_t* offsets, float* y, cudaStream_t s,
+                        const int32_t* out_rows = nullptr);
+// out [T, D] = shared [T, D] + Σ_i ys[inv[t·k + i]] (i in order); inv null: ys[t·k + i].
 void moe_combine_cuda(const float* ys, const int32_t* inv, const float* shared, int64_t T, int k, int64_t D, float* out,
                       cudaStream_t s);
 

@@ -255,8 +255,9 @@ __device__ __forceinline__ void hc_post_slice(const HcPostArgs& p, int64_t t, in
       if (j < n) xp[j] = *reinterpret_cast<const float4*>(p.X + t * nD + j * D + d);
     float4 o;
     if (p.moe.ys) {
-      // The expert rows' indices, then the rows, each a batch of loads in flight (a loop of
-      // dependent pairs waited two round trips per expert); added in expert order.
+      // The expert rows' indices (without inv the rows are in assignment order: no index loads),
+      // then the rows, each a batch of loads in flight (a loop of dependent pairs waited two round
+      // trips per expert); added in expert order.
       constexpr int kBatch = 8;
       const int k = p.moe.k;
       const float4 sh = *reinterpret_cast<const float4*>(p.moe.shared + t * D + d);
@@ -265,7 +266,8 @@ __device__ __forceinline__ void hc_post_slice(const HcPostArgs& p, int64_t t, in
         int row[kBatch];
         float4 y[kBatch];
 #pragma unroll
-        for (int i = 0; i < kBatch; ++i) row[i] = i0 + i < k ? p.moe.inv[t * k + i0 + i] : 0;
+        for (int i = 0; i < kBatch; ++i)
+          row[i] = i0 + i >= k ? 0 : p.moe.inv ? p.moe.inv[t * k + i0 + i] : static_cast<int>(t * k + i0 + i);
 #pragma unroll
         for (int i = 0; i < kBatch; ++i)
           if (i0 + i < k) y[i] = *reinterpret_cast<const float4*>(p.moe.ys + static_cast<int64_t>(row[i]) * D + d);
@@ -571,8 +573,8 @@ void hc_pre_fused_cuda(const float* X, const float* fn, int64_t T, int n, int64_
     const MoeCombineArgs& m = step.moe;
     DSV4_CHECK(step.Xout == X && step.X && step.X != step.Xout && step.post && step.comb, "hc_pre_fused",
                "the hc_post done first needs X_prev, post, comb and writes X (a buffer other than X_prev)");
-    DSV4_CHECK(m.ys ? m.inv && m.shared && m.k >= 1 : step.o != nullptr, "hc_pre_fused",
-               "the hc_post done first needs o, or the MoE combine's ys, inv, shared and k >= 1");
+    DSV4_CHECK(m.ys ? m.shared && m.k >= 1 : step.o != nullptr, "hc_pre_fused",
+               "the hc_post done first needs o, or the MoE combine's ys, shared and k >= 1");
     DSV4_CHECK(step.post != post && step.comb != comb, "hc_pre_fused",
                "the hc_post done first reads post and comb while this launch writes its own: use other buffers");
   }

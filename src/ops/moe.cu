@@ -215,9 +215,13 @@ __global__ void __launch_bounds__(kThreads)
 moe_route_group_kernel(const float* logits, int T, int E, int k, int func, const float* bias, const int32_t* tid2eid,
                        const int32_t* ids, float routed_scale, int tile_rows, int32_t* experts, float* weights,
                        int32_t* counts, int32_t* offsets, int32_t* perm, int32_t* inv, int2* tiles, int32_t* ntiles) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n = T * k;
+  // The score bias is a weight: loaded before the wait, not after the scores.
+  float bias_r[kFewPerLane];
+#pragma unroll
+  for (int j = 0; j < kFewPerLane; ++j) bias_r[j] = bias && lane + 32 * j < E ? bias[lane + 32 * j] : 0.0f;
   dev::pdl_begin();
   __shared__ int ex_all[kThreads];
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n = T * k;
   ex_all[threadIdx.x] = -1;
   __syncthreads();
   for (int t = warp; t < T; t += kThreads / 32) {
@@ -256,7 +260,7 @@ moe_route_group_kernel(const float* logits, int T, int E, int k, int func, const
 #pragma unroll
       for (int j = 0; j < kFewPerLane; ++j) {
         const int e = lane + 32 * j;
-        biased[j] = e < E ? p[j] + (bias ? bias[e] : 0.0f) : -INFINITY;
+        biased[j] = e < E ? p[j] + bias_r[j] : -INFINITY;
       }
       for (int i = 0; i < k; ++i) {  // in order of decreasing biased score, ties to the lower index
         float v = -INFINITY;
@@ -278,16 +282,20 @@ moe_route_group_kernel(const float* logits, int T, int E, int k, int func, const
       }
     }
     __syncwarp();
+    // The weights summed in order in every lane, then lane i writes weight i (pe / sum · scale,
+    // moe_route_kernel's operations): no read back from memory.
     float* w = weights + static_cast<int64_t>(t) * k;
     float sum = 0.0f;
-    for (int i = 0; i < k; ++i) {
-      const float pe = lane_pick(p, ex[i]);
-      if (lane == 0) sum += (w[i] = pe);
-    }
-    if (lane == 0) {
-      for (int i = 0; i < k; ++i) {
-        if (func != static_cast<int>(ScoringFunc::Softmax)) w[i] /= sum;
-        w[i] *= routed_scale;
+    for (int i = 0; i < k; ++i) sum += lane_pick(p, ex[i]);
+    for (int i0 = 0; i0 < k; i0 += 32) {
+      float mine = 0.0f;
+      for (int i = i0; i < min(k, i0 + 32); ++i) {
+        const float pe = lane_pick(p, ex[i]);
+        if (lane == i - i0) mine = pe;
+      }
+      if (i0 + lane < k) {
+        if (func != static_cast<int>(ScoringFunc::Softmax)) mine /= sum;
+        w[i0 + lane] = mine * routed_scale;
       }
     }
     for (int i = lane; i < k; i += 32) experts[static_cast<int64_t>(t) * k + i] = ex[i];
@@ -377,7 +385,7 @@ __global__ void moe_combine_kernel(const float* ys, const int32_t* inv, const fl
   if (i >= T * D) return;
   const int64_t t = i / D, d = i % D;
   float v = 0.0f;
-  for (int j = 0; j < k; ++j) v += ys[static_cast<int64_t>(inv[t * k + j]) * D + d];
+  for (int j = 0; j < k; ++j) v += ys[static_cast<int64_t>(inv ? inv[t * k + j] : t * k + j) * D + d];
   out[i] = shared[i] + v;
 }
 

@@ -234,7 +234,7 @@ __device__ __forceinline__ void gemv_x_row(const bf16* x, const float* x_f32, in
 
 // The end of a pass: the warps' partial sums (acc[m] = D[g][2t], D[g][2t + 1], D[g + 8][2t],
 // D[g + 8][2t + 1]: output row, activation row) meet in shared memory and are added in warp order;
-// then SwiGLU times the routing weight (h, bf16) or the plain product (y).
+// then SwiGLU times the routing weight (h, bf16) or the plain product (y; at row perm[r] with perm).
 template <bool kSwiglu, int kWarps, int kMats>
 __device__ __forceinline__ void gemv_epilogue(float (&partial)[kWarps][kMats][GemvConfig::kRows][GemvConfig::kCols],
                                               const float (&acc)[kMats][4], int n0, int N, int r0, int nr, float limit,
@@ -259,7 +259,7 @@ __device__ __forceinline__ void gemv_epilogue(float (&partial)[kWarps][kMats][Ge
       }
       const int64_t r = r0 + col;
       if (kSwiglu) h_out[r * N + n] = __float2bfloat16_rn(swiglu_value(a, b, limit) * weight[perm[r]]);
-      else y_out[r * N + n] = a;
+      else y_out[(perm ? perm[r] : r) * N + n] = a;
     }
   }
   __syncthreads();
@@ -368,10 +368,10 @@ void moe_gemv_swiglu_gather_cuda(const float* x, int k, const ExpertMatrix& w1, 
 }
 
 void moe_gemv_down_cuda(const bf16* h, const ExpertMatrix& w2, const int2* tiles, const int32_t* ntiles,
-                        int max_tiles, const int32_t* offsets, float* y, cudaStream_t s) {
+                        int max_tiles, const int32_t* offsets, float* y, cudaStream_t s, const int32_t* out_rows) {
   check_expert(w2, "w2");
   if (max_tiles == 0) return;
-  launch_gemv<false>(h, nullptr, 1, w2, w2, tiles, ntiles, max_tiles, offsets, 0.0f, nullptr, nullptr, nullptr, y, s);
+  launch_gemv<false>(h, nullptr, 1, w2, w2, tiles, ntiles, max_tiles, offsets, 0.0f, nullptr, out_rows, nullptr, y, s);
 }
 
 }  // namespace dsv4::cuda

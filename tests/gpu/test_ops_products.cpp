@@ -180,7 +180,7 @@ std::vector<Check> moe_experts_case(std::mt19937& rng, int T, int E, int k, int 
       DSV4_CUDA_CHECK(cudaMemset(counts.get(), 0, E * sizeof(int32_t)));
       moe_group_cuda(dex.get(), T, k, E, counts.get(), offsets.get(), perm.get(), inv.get(), tile_rows, tiles.get(),
                      ntiles.get(), 0);
-      DeviceArray<float> ys(n * D), result(T * D);
+      DeviceArray<float> ys(n * D), result(T * D), ys_tok(n * D), result_tok(T * D);
       DeviceArray<bf16> xs(n * D), hd(n * F);
       moe_gather_cuda(dx.get(), D, perm.get(), n, k, nullptr, xs.get(), 0);
       if (grouped) {
@@ -192,6 +192,10 @@ std::vector<Check> moe_experts_case(std::mt19937& rng, int T, int E, int k, int 
         moe_gemv_swiglu_cuda(xs.get(), m1, m3, tiles.get(), ntiles.get(), max_tiles, offsets.get(), limit, dw.get(),
                              perm.get(), hd.get(), 0);
         moe_gemv_down_cuda(hd.get(), m2, tiles.get(), ntiles.get(), max_tiles, offsets.get(), ys.get(), 0);
+        // The decode step's form: y rows in assignment order (out_rows = perm), combined without inv.
+        moe_gemv_down_cuda(hd.get(), m2, tiles.get(), ntiles.get(), max_tiles, offsets.get(), ys_tok.get(), 0,
+                           perm.get());
+        moe_combine_cuda(ys_tok.get(), nullptr, dsh.get(), T, k, D, result_tok.get(), 0);
         // Without the gather: the rows of x read through perm and rounded on load, the same h bit for bit.
         DeviceArray<bf16> hg(std::vector<bf16>(n * F, __float2bfloat16(-7.0f)));
         moe_gemv_swiglu_gather_cuda(dx.get(), k, m1, m3, tiles.get(), ntiles.get(), max_tiles, offsets.get(), limit,
@@ -205,6 +209,9 @@ std::vector<Check> moe_experts_case(std::mt19937& rng, int T, int E, int k, int 
                             as_f32(hd), 0));
       }
       moe_combine_cuda(ys.get(), inv.get(), dsh.get(), T, k, D, result.get(), 0);
+      if (!grouped)
+        out.push_back(check(str("gemv, y in assignment order", fp4 ? " (fp4 weights)" : " (bf16 weights)"),
+                            host(result_tok), host(result), 0));
       // bf16 inputs on both sides; a float32 summation-order difference can still move an element
       // of h across a bf16 rounding boundary (2^-8 relative), so a few outputs may differ by that.
       out.push_back(check(str(grouped ? "grouped" : "gemv", fp4 ? " (fp4 weights)" : " (bf16 weights)"), host(result),
