@@ -22,19 +22,13 @@
 #include "../../src/ops/moe_experts.cu"
 #include "expert_fp8_kernel.cu"
 
-#include "experiment.cuh"
+#include "expert_setup.cuh"
 
 using namespace dsv4::cuda;
 
 namespace ef {
 
-__global__ void fill_random(uint8_t* p, size_t n, uint32_t seed, uint32_t mask, uint32_t add) {
-  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
-    uint32_t h = uint32_t(i) * 2654435761u ^ seed * 0x9E3779B9u;
-    h ^= h >> 15, h *= 0x2c1b3c6du, h ^= h >> 12;
-    p[i] = uint8_t((h & mask) + add);
-  }
-}
+using namespace expset;
 
 // out[r][n] = Σ_c e2m1(W[e_r][n][c]) · 2^(s − 127) · q(x_r)[c] (and the Σ of |terms| in mag), float32,
 // with q the e4m3 rounding of x in 1×128 blocks (dev:: helpers: the rule of quantize_e4m3_block128).
@@ -65,13 +59,6 @@ __global__ void to_float(const bf16* a, float* b, int64_t n) {
     b[i] = __bfloat162float(a[i]);
 }
 
-template <typename T>
-T* dalloc(size_t n) {
-  T* p = nullptr;
-  CK(cudaMalloc(&p, n * sizeof(T)));
-  return p;
-}
-
 }  // namespace ef
 
 using namespace ef;
@@ -85,16 +72,9 @@ int main(int argc, char** argv) {
   Timer tm{s, nullptr, (256ll << 20) / 16};
   tm.flush = dalloc<uint4>(tm.flush_vecs);
 
-  const size_t c13 = size_t(E) * F * D / 2, s13 = size_t(E) * F * D / 32, c2 = size_t(E) * D * F / 2, s2 = size_t(E) * D * F / 32;
-  uint8_t *w1c = dalloc<uint8_t>(c13), *w3c = dalloc<uint8_t>(c13), *w1s = dalloc<uint8_t>(s13), *w3s = dalloc<uint8_t>(s13);
-  uint8_t *w2c = dalloc<uint8_t>(c2), *w2s = dalloc<uint8_t>(s2);
-  fill_random<<<1024, 256>>>(w1c, c13, 1, 0xff, 0);
-  fill_random<<<1024, 256>>>(w3c, c13, 2, 0xff, 0);
-  fill_random<<<1024, 256>>>(w2c, c2, 3, 0xff, 0);
-  fill_random<<<1024, 256>>>(w1s, s13, 4, 7, 116);
-  fill_random<<<1024, 256>>>(w3s, s13, 5, 7, 116);
-  fill_random<<<1024, 256>>>(w2s, s2, 6, 7, 116);
-  ExpertMatrix W1{w1c, w1s, nullptr, F, D}, W3{w3c, w3s, nullptr, F, D}, W2{w2c, w2s, nullptr, D, F};
+  const ExpertWeights ew = make_expert_weights(E, D, F, 7, 116);
+  const uint8_t *w1c = ew.w1c, *w3c = ew.w3c, *w1s = ew.w1s, *w3s = ew.w3s, *w2c = ew.w2c, *w2s = ew.w2s;
+  const ExpertMatrix W1 = ew.W1, W3 = ew.W3, W2 = ew.W2;
 
   // Token rows (float32, the model's gather form), the same rounded to bf16 per routed row (xs),
   // and bf16 rows of h for the down product.
@@ -123,16 +103,7 @@ int main(int argc, char** argv) {
 
   // Trial i routes every token to the same 6 distinct experts, drawn afresh; sorted row r = token
   // r % tokens of expert r / tokens, perm[r] = token · k + slot.
-  std::mt19937 rng(7);
-  std::vector<std::vector<int>> picks;
-  for (int i = 0; i < trials + 2; ++i) {
-    std::vector<int> all(E);
-    for (int e = 0; e < E; ++e) all[e] = e;
-    std::shuffle(all.begin(), all.end(), rng);
-    all.resize(k);
-    std::sort(all.begin(), all.end());
-    picks.push_back(all);
-  }
+  const std::vector<std::vector<int>> picks = expert_picks(trials + 2, E, k, 7);
   auto setup = [&](int i) {
     const std::vector<int>& ex = picks[i];
     std::vector<int32_t> off(E + 1), pm(rows), re(rows);

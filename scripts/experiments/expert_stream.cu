@@ -32,7 +32,7 @@
 #include "../../src/ops/moe_experts.cu"
 
 #include "expert_kernels.cuh"  // the alternatives it times
-#include "experiment.cuh"
+#include "expert_setup.cuh"
 
 using namespace dsv4::cuda;
 
@@ -118,24 +118,10 @@ __global__ void __launch_bounds__(kWarps * 32) pattern_kernel(const uint8_t* c0,
   if (acc == 0x9e3779b9u) sink[0] = acc;
 }
 
-__global__ void fill_random(uint8_t* p, int64_t n, uint32_t seed, uint32_t mask, uint32_t add) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n; i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    uint32_t h = static_cast<uint32_t>(i) * 2654435761u ^ seed;
-    h ^= h >> 15, h *= 2246822519u, h ^= h >> 13;
-    p[i] = static_cast<uint8_t>((h & mask) + add);
-  }
-}
-
-template <typename T>
-T* dalloc(size_t n) {
-  T* p = nullptr;
-  CK(cudaMalloc(&p, n * sizeof(T)));
-  return p;
-}
-
 }  // namespace es
 
 using namespace es;
+using namespace expset;
 
 int main(int argc, char** argv) {
   const bool profile = argc > 1 && std::string(argv[1]) == "ncu";  // each kernel once, for ncu
@@ -148,17 +134,9 @@ int main(int argc, char** argv) {
   Timer tm{s, nullptr, (256ll << 20) / 16};
   tm.flush = dalloc<uint4>(tm.flush_vecs);
 
-  // Expert weights, FP4: W1, W3 [E, F, D/2] codes + [E, F, D/32] scales; W2 [E, D, F/2] + [E, D, F/32].
-  const size_t c13 = size_t(E) * F * D / 2, s13 = size_t(E) * F * D / 32, c2 = size_t(E) * D * F / 2, s2 = size_t(E) * D * F / 32;
-  uint8_t *w1c = dalloc<uint8_t>(c13), *w3c = dalloc<uint8_t>(c13), *w1s = dalloc<uint8_t>(s13), *w3s = dalloc<uint8_t>(s13);
-  uint8_t *w2c = dalloc<uint8_t>(c2), *w2s = dalloc<uint8_t>(s2);
-  fill_random<<<1024, 256>>>(w1c, c13, 1, 0xff, 0);
-  fill_random<<<1024, 256>>>(w3c, c13, 2, 0xff, 0);
-  fill_random<<<1024, 256>>>(w2c, c2, 3, 0xff, 0);
-  fill_random<<<1024, 256>>>(w1s, s13, 4, 3, 118);
-  fill_random<<<1024, 256>>>(w3s, s13, 5, 3, 118);
-  fill_random<<<1024, 256>>>(w2s, s2, 6, 3, 118);
-  ExpertMatrix W1{w1c, w1s, nullptr, F, D}, W3{w3c, w3s, nullptr, F, D}, W2{w2c, w2s, nullptr, D, F};
+  const ExpertWeights ew = make_expert_weights(E, D, F, 3, 118);
+  uint8_t *w1c = ew.w1c, *w3c = ew.w3c, *w1s = ew.w1s, *w3s = ew.w3s, *w2c = ew.w2c, *w2s = ew.w2s;
+  const ExpertMatrix W1 = ew.W1, W3 = ew.W3, W2 = ew.W2;
   bf16* x = dalloc<bf16>(size_t(k) * D);
   bf16* h = dalloc<bf16>(size_t(k) * F);
   float* y = dalloc<float>(size_t(k) * D);
@@ -180,16 +158,7 @@ int main(int argc, char** argv) {
   uint32_t* sink = dalloc<uint32_t>(1);
 
   // Trial i routes the one token to 6 distinct experts drawn afresh.
-  std::mt19937 rng(7);
-  std::vector<std::vector<int>> picks;
-  for (int i = 0; i < trials + 2; ++i) {
-    std::vector<int> all(E);
-    for (int e = 0; e < E; ++e) all[e] = e;
-    std::shuffle(all.begin(), all.end(), rng);
-    all.resize(k);
-    std::sort(all.begin(), all.end());
-    picks.push_back(all);
-  }
+  const std::vector<std::vector<int>> picks = expert_picks(trials + 2, E, k, 7);
   auto setup_experts = [&](int i) {
     const std::vector<int>& ex = picks[i];
     std::vector<int32_t> off(E + 1), pm(k);
