@@ -243,6 +243,7 @@ void CudaModel::moe(const DMoe& w, const float* a_in, float* out) {
   mark("moe.group");
   if (!(fast && few)) moe_group_cuda(experts, rows, k, E, counts, offsets, perm, inv, tile_rows, tiles, ntiles, stream_);
   float* ys = scratch_->get<float>("moe.ys", n * D);
+  const int32_t* ys_inv = inv;  // how the combine finds an assignment's row of ys
   mark("moe.experts");
   cudaEvent_t timer = tic(true, 6.0 * n * F * D);
   if (!fast) {
@@ -280,6 +281,7 @@ void CudaModel::moe(const DMoe& w, const float* a_in, float* out) {
     }
     // ys in assignment order (t·k + i): the combine then reads its rows without inv (a round trip less).
     moe_gemv_down_cuda(h, w.w2.view(), tiles, ntiles, max_tiles, offsets, ys, stream_, perm);
+    ys_inv = nullptr;
   } else {
     bf16* xs = scratch_->get<bf16>("moe.xb", n * D);
     moe_gather_cuda(a_in, D, perm, n, k, nullptr, xs, stream_);
@@ -291,7 +293,6 @@ void CudaModel::moe(const DMoe& w, const float* a_in, float* out) {
   toc(timer);
   mark("moe.combine");
   if (side) join_side(side_);
-  const int32_t* ys_inv = fast && few ? nullptr : inv;  // the gemv path wrote ys in assignment order
   if (moe_combine_to_) {  // decode: the next sub-layer's hc_pre_fused_cuda combines them (run_block)
     *moe_combine_to_ = {ys, ys_inv, ysh, k};
     return;

@@ -26,11 +26,6 @@ namespace {
 
 using namespace ptx;
 
-// Warps of row groups past a block's heads skip their products (0: they compute them, unused).
-#ifndef DSV4_ATTN_SKIP_IDLE
-#define DSV4_ATTN_SKIP_IDLE 1
-#endif
-
 struct MmaAttn {
   static constexpr int kM = 64, kN = 64, kWarps = 8, kThreads = 32 * kWarps;
   static constexpr int kMaxDh = 512, kMaxK = 2048, kMaxScaleBlocks = 8;
@@ -256,7 +251,7 @@ sparse_attention_mma_kernel(const float* q, CacheRows chunk, const float* sink, 
   const int ra = 16 * rg + gid, rb = ra + 8;
   // A row group past the block's heads (head_groups' blocks of fewer than 64) has no products to
   // make: its rows are never written out. It still stages, decodes and meets the barriers.
-  const bool rg_active = !DSV4_ATTN_SKIP_IDLE || 16 * rg < hb;
+  const bool rg_active = 16 * rg < hb;
   float m_a, m_b, l_a = 0.0f, l_b = 0.0f;
   if (splits > 1) {
     m_a = m_b = -INFINITY;

@@ -125,11 +125,8 @@ __global__ void rmsnorm_rope_kernel(RmsRopeRows a, RmsRopeRows b, float eps, int
   const float f_first = static_cast<int>(threadIdx.x) < R / 2 ? freqs[threadIdx.x] : 0.0f;
   dev::pdl_begin();
   const int p = pos[v / heads];
-  const CacheRows* ring_src = second && b.encode && b.ring_caches ? &b.ring_caches[b.slot[v]].window : nullptr;
-  float* ring_f32 = nullptr;
-  uint8_t *ring_codes = nullptr, *ring_scales = nullptr;
-  bf16* ring_rope = nullptr;
-  if (ring_src) ring_f32 = ring_src->f32, ring_codes = ring_src->codes, ring_scales = ring_src->scales, ring_rope = ring_src->rope;
+  const bool to_ring = second && b.encode && b.ring_caches;
+  const CacheRows ring = to_ring ? b.ring_caches[b.slot[v]].window : CacheRows{};
   float* xr = (second ? b.x : a.x) + v * D;
   float ss = sum_squares(xr, D);
   ss = dev::block_sum(ss, scratch);
@@ -150,7 +147,7 @@ __global__ void rmsnorm_rope_kernel(RmsRopeRows a, RmsRopeRows b, float eps, int
   if (second && b.encode) {  // the compact row (bf16 rounding of the RoPE dims included) for the attention and the ring
     const RowFormat f{static_cast<int>(D), R, true, false};
     dev::write_kv_row(row, f, b.enc, v);
-    if (ring_src) dev::write_kv_row(row, f, CacheRows{ring_f32, ring_codes, ring_scales, ring_rope}, p % b.W);
+    if (to_ring) dev::write_kv_row(row, f, ring, p % b.W);
   }
 }
 
