@@ -208,6 +208,38 @@ __device__ __forceinline__ float lane_pick(const float (&x)[kFewPerLane], int e)
   return __shfl_sync(0xffffffffu, v, e % 32);
 }
 
+// A row's scores in a warp: lane l holds p[j] of expert l + 32 j, moe_route_kernel's values bit for
+// bit (its block reductions replayed by route_block_reduce).
+__device__ __forceinline__ void few_scores(const float* l, int E, int func, float (&p)[kFewPerLane]) {
+  const int lane = threadIdx.x & 31;
+  float x[kFewPerLane];
+#pragma unroll
+  for (int j = 0; j < kFewPerLane; ++j) x[j] = lane + 32 * j < E ? l[lane + 32 * j] : 0.0f;
+  if (func == static_cast<int>(ScoringFunc::Softmax)) {
+    float part[kRouteWarps];
+#pragma unroll
+    for (int v = 0; v < kRouteWarps; ++v) part[v] = -INFINITY;
+#pragma unroll
+    for (int j = 0; j < kFewPerLane; ++j)
+      if (lane + 32 * j < E) part[j % kRouteWarps] = fmaxf(part[j % kRouteWarps], x[j]);
+    const float mx = route_block_reduce(part, -INFINITY, [](float a, float b) { return fmaxf(a, b); });
+#pragma unroll
+    for (int v = 0; v < kRouteWarps; ++v) part[v] = 0.0f;
+#pragma unroll
+    for (int j = 0; j < kFewPerLane; ++j)
+      if (lane + 32 * j < E) part[j % kRouteWarps] += (p[j] = expf(x[j] - mx));
+    const float sum = route_block_reduce(part, 0.0f, [](float a, float b) { return a + b; });
+#pragma unroll
+    for (int j = 0; j < kFewPerLane; ++j) p[j] /= sum;
+  } else if (func == static_cast<int>(ScoringFunc::Sigmoid)) {
+#pragma unroll
+    for (int j = 0; j < kFewPerLane; ++j) p[j] = 1.0f / (1.0f + expf(-x[j]));
+  } else {
+#pragma unroll
+    for (int j = 0; j < kFewPerLane; ++j) p[j] = sqrtf(x[j] > 20.0f ? x[j] : log1pf(expf(x[j])));
+  }
+}
+
 // kThreads: 256 where the experts and the assignments fit (a decode step up to 42 rows of 6 of 256
 // experts), so the grouping's scans and barriers span 8 warps, not 32; else kOffsetThreads.
 template <int kThreads>
@@ -225,33 +257,8 @@ moe_route_group_kernel(const float* logits, int T, int E, int k, int func, const
   ex_all[threadIdx.x] = -1;
   __syncthreads();
   for (int t = warp; t < T; t += kThreads / 32) {
-    const float* l = logits + static_cast<int64_t>(t) * E;
-    float x[kFewPerLane], p[kFewPerLane];
-#pragma unroll
-    for (int j = 0; j < kFewPerLane; ++j) x[j] = lane + 32 * j < E ? l[lane + 32 * j] : 0.0f;
-    if (func == static_cast<int>(ScoringFunc::Softmax)) {
-      float part[kRouteWarps];
-#pragma unroll
-      for (int v = 0; v < kRouteWarps; ++v) part[v] = -INFINITY;
-#pragma unroll
-      for (int j = 0; j < kFewPerLane; ++j)
-        if (lane + 32 * j < E) part[j % kRouteWarps] = fmaxf(part[j % kRouteWarps], x[j]);
-      const float mx = route_block_reduce(part, -INFINITY, [](float a, float b) { return fmaxf(a, b); });
-#pragma unroll
-      for (int v = 0; v < kRouteWarps; ++v) part[v] = 0.0f;
-#pragma unroll
-      for (int j = 0; j < kFewPerLane; ++j)
-        if (lane + 32 * j < E) part[j % kRouteWarps] += (p[j] = expf(x[j] - mx));
-      const float sum = route_block_reduce(part, 0.0f, [](float a, float b) { return a + b; });
-#pragma unroll
-      for (int j = 0; j < kFewPerLane; ++j) p[j] /= sum;
-    } else if (func == static_cast<int>(ScoringFunc::Sigmoid)) {
-#pragma unroll
-      for (int j = 0; j < kFewPerLane; ++j) p[j] = 1.0f / (1.0f + expf(-x[j]));
-    } else {
-#pragma unroll
-      for (int j = 0; j < kFewPerLane; ++j) p[j] = sqrtf(x[j] > 20.0f ? x[j] : log1pf(expf(x[j])));
-    }
+    float p[kFewPerLane];
+    few_scores(logits + static_cast<int64_t>(t) * E, E, func, p);
     int* ex = ex_all + t * k;
     if (tid2eid) {
       for (int i = lane; i < k; i += 32) ex[i] = tid2eid[static_cast<int64_t>(ids[t]) * k + i];
@@ -302,6 +309,89 @@ moe_route_group_kernel(const float* logits, int T, int E, int k, int func, const
   }
   __syncthreads();
   group_small<kThreads>(ex_all, n, E, tile_rows, counts, offsets, perm, inv, tiles, ntiles);
+}
+
+// One row (a batch-1 decode step), E ≤ 256, k ≤ 32, tile_rows ≥ k: moe_route_group_kernel's
+// outputs, bit for bit, by one warp with no block barrier and no scan. Each top-k round leaves every
+// lane with the winner and its score, so lane i keeps assignment i and all lanes add the scores in
+// order; the grouping counts over the k experts in registers: expert e = l + 32 j is lane l's j-th,
+// tile t the t-th expert present (one tile each).
+__global__ void __launch_bounds__(32)
+moe_route_one_kernel(const float* logits, int E, int k, int func, const float* bias, const int32_t* tid2eid,
+                     const int32_t* ids, float routed_scale, int32_t* experts, float* weights, int32_t* counts,
+                     int32_t* offsets, int32_t* perm, int32_t* inv, int2* tiles, int32_t* ntiles) {
+  const int lane = threadIdx.x;
+  float bias_r[kFewPerLane];
+#pragma unroll
+  for (int j = 0; j < kFewPerLane; ++j) bias_r[j] = bias && lane + 32 * j < E ? bias[lane + 32 * j] : 0.0f;
+  dev::pdl_begin();
+  float p[kFewPerLane];
+  few_scores(logits, E, func, p);
+  int my_e = 0;
+  float my_p = 0.0f, sum = 0.0f;
+  if (tid2eid) {
+    const int32_t* row = tid2eid + static_cast<int64_t>(ids[0]) * k;
+    for (int i = 0; i < k; ++i) {
+      const int e = row[i];
+      const float pe = lane_pick(p, e);
+      sum += pe;
+      if (lane == i) my_e = e, my_p = pe;
+    }
+  } else {
+    float biased[kFewPerLane];
+#pragma unroll
+    for (int j = 0; j < kFewPerLane; ++j) biased[j] = lane + 32 * j < E ? p[j] + bias_r[j] : -INFINITY;
+    for (int i = 0; i < k; ++i) {  // in order of decreasing biased score, ties to the lower index
+      float v = -INFINITY, pv = 0.0f;
+      int idx = 0x7fffffff;
+#pragma unroll
+      for (int j = 0; j < kFewPerLane; ++j) {
+        const int e = lane + 32 * j;
+        if (e < E && (biased[j] > v || (biased[j] == v && e < idx))) v = biased[j], idx = e, pv = p[j];
+      }
+      for (int o = 16; o > 0; o >>= 1) {
+        const float ov = __shfl_xor_sync(0xffffffffu, v, o), op = __shfl_xor_sync(0xffffffffu, pv, o);
+        const int oi = __shfl_xor_sync(0xffffffffu, idx, o);
+        if (ov > v || (ov == v && oi < idx)) v = ov, idx = oi, pv = op;
+      }
+      sum += pv;
+      if (lane == i) my_e = idx, my_p = pv;
+#pragma unroll
+      for (int j = 0; j < kFewPerLane; ++j)
+        if (lane + 32 * j == idx) biased[j] = -INFINITY;
+    }
+  }
+  // Every lane sees all k experts: its experts' counts and offsets, its assignment's place.
+  int cnt[kFewPerLane] = {}, below[kFewPerLane] = {}, place = 0;
+  for (int i = 0; i < k; ++i) {
+    const int e = __shfl_sync(0xffffffffu, my_e, i);
+#pragma unroll
+    for (int j = 0; j < kFewPerLane; ++j) {
+      cnt[j] += e == lane + 32 * j;
+      below[j] += e < lane + 32 * j;
+    }
+    place += e < my_e || (e == my_e && i < lane);
+  }
+  int tile0 = 0;
+#pragma unroll
+  for (int j = 0; j < kFewPerLane; ++j) {
+    const int e = lane + 32 * j;
+    const uint32_t present = __ballot_sync(0xffffffffu, e < E && cnt[j] > 0);
+    if (e < E) {
+      counts[e] = cnt[j];
+      offsets[e] = below[j];
+      if (cnt[j] > 0) tiles[tile0 + __popc(present & ((1u << lane) - 1u))] = make_int2(e, below[j]);
+    }
+    tile0 += __popc(present);
+  }
+  if (lane == 0) offsets[E] = k, *ntiles = tile0;
+  if (lane < k) {
+    experts[lane] = my_e;
+    if (func != static_cast<int>(ScoringFunc::Softmax)) my_p /= sum;
+    weights[lane] = my_p * routed_scale;
+    perm[place] = lane;
+    inv[lane] = place;
+  }
 }
 
 constexpr int kScatterThreads = 256;
@@ -425,6 +515,11 @@ void moe_route_group_cuda(const float* logits, int64_t T, int E, int k, ScoringF
   if (T > kFewRows || E > 32 * kFewPerLane || T * k > kOffsetThreads) {
     moe_route_cuda(logits, T, E, k, f, bias, tid2eid, ids, routed_scale, experts, weights, s);
     moe_group_cuda(experts, T, k, E, counts, offsets, perm, inv, tile_rows, tiles, ntiles, s);
+    return;
+  }
+  if (T == 1 && E <= 32 * kFewPerLane && k <= 32 && tile_rows >= k) {  // a batch-1 decode step
+    launch("moe_route_one_kernel", moe_route_one_kernel, 1, 32, 0, s, logits, E, k, static_cast<int>(f), bias, tid2eid,
+           ids, routed_scale, experts, weights, counts, offsets, perm, inv, tiles, ntiles);
     return;
   }
   constexpr int kSmall = 256;

@@ -58,7 +58,8 @@ std::vector<Check> op_moe_route(std::mt19937& rng) {
 }
 
 // Few rows: routing and grouping in one launch (moe_route_group_cuda) against moe_route_cuda then
-// moe_group_cuda, bit for bit, for every scoring function, learned and hash routing, one row to 64.
+// moe_group_cuda, bit for bit, for every scoring function, learned and hash routing (an expert
+// repeated in the one-row case), one row (its own one-warp kernel) to 64.
 std::vector<Check> op_moe_route_group(std::mt19937& rng) {
   const int E = 256, k = 6, V = 50;
   std::vector<Check> out;
@@ -70,6 +71,7 @@ std::vector<Check> op_moe_route_group(std::mt19937& rng) {
         std::vector<int32_t> ids(T), table(V * k);
         for (int t = 0; t < T; ++t) ids[t] = static_cast<int32_t>(rng() % V);
         for (auto& e : table) e = static_cast<int32_t>(rng() % E);
+        if (T == 1) table[ids[0] * k + 3] = table[ids[0] * k + 1];  // one row's hash experts may repeat
         auto dl = dev(logits), db = dev(bias);
         auto dids = dev(ids), dtab = dev(table);
         const float* bp = hash ? nullptr : db.get();
