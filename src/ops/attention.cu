@@ -310,17 +310,41 @@ attention_combine_kernel(const float* part, const float* sink, int H, int Dh, in
   const int h = blockIdx.y;
   const int pstride = Dh + 4;
   const float* base = part + (r * H + h) * static_cast<int64_t>(splits) * pstride;
+  const int quad = threadIdx.x % (C::kDims / 4), g = threadIdx.x / (C::kDims / 4);
+  const int d = blockIdx.z * C::kDims + 4 * quad;
+  // Before the weights' barrier, so that their round trips overlap: the thread's first partials
+  // (a decode row at 4K has at most 10 splits) and, in warp 0 under its loads of m and l, the
+  // inverse RoPE's angles (a double-precision sincos) of the block's RoPE dims.
+  constexpr int kAhead = 2;
+  float4 ahead[kAhead];
+#pragma unroll
+  for (int i = 0; i < kAhead; ++i) {
+    const int s = g + C::kGroups * i;
+    ahead[i] = d < Dh && s < splits ? *reinterpret_cast<const float4*>(base + s * pstride + d)
+                                    : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  }
+  const int N = Dh - R;
+  const bool rotates = g == 0 && d < Dh && out.freqs && d + 3 >= N;  // lanes of warp 0 only
+  float cs[2] = {1.0f, 1.0f}, sn[2] = {0.0f, 0.0f};
   if (threadIdx.x < 32) {  // one warp: the maximum, the weights, the denominator (lane-parallel, then a butterfly)
     constexpr int kPerLane = kMaxSplits / 32;
     float m[kPerLane], l[kPerLane];
-    float M = sink[h];
 #pragma unroll
     for (int i = 0; i < kPerLane; ++i) {
       const int s = threadIdx.x + 32 * i;
       m[i] = s < splits ? base[s * pstride + Dh] : -INFINITY;
       l[i] = s < splits ? base[s * pstride + Dh + 1] : 0.0f;
-      M = fmaxf(M, m[i]);
     }
+    if (rotates) {
+      const int p = pos[r];
+#pragma unroll
+      for (int e = 0; e < 2; ++e)
+        if (d + 2 * e >= N)
+          dev::rope_sincos(__fmul_rn(static_cast<float>(p), out.freqs[(d + 2 * e - N) / 2]), &sn[e], &cs[e]);
+    }
+    float M = sink[h];
+#pragma unroll
+    for (int i = 0; i < kPerLane; ++i) M = fmaxf(M, m[i]);
     M = dev::warp_max(M);
     float L = 0.0f;
 #pragma unroll
@@ -335,12 +359,18 @@ attention_combine_kernel(const float* part, const float* sink, int H, int Dh, in
     if (threadIdx.x == 0) total = L + expf(sink[h] - M);
   }
   __syncthreads();
-  const int quad = threadIdx.x % (C::kDims / 4), g = threadIdx.x / (C::kDims / 4);
-  const int d = blockIdx.z * C::kDims + 4 * quad;
   float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
   if (d < Dh) {
+#pragma unroll
+    for (int i = 0; i < kAhead; ++i) {
+      const int s = g + C::kGroups * i;
+      if (s >= splits) break;
+      const float4 x = ahead[i];
+      const float w = wgt[s];
+      v.x += x.x * w, v.y += x.y * w, v.z += x.z * w, v.w += x.w * w;
+    }
 #pragma unroll 8
-    for (int s = g; s < splits; s += C::kGroups) {
+    for (int s = g + C::kGroups * kAhead; s < splits; s += C::kGroups) {
       const float4 x = *reinterpret_cast<const float4*>(base + s * pstride + d);
       const float w = wgt[s];
       v.x += x.x * w, v.y += x.y * w, v.z += x.z * w, v.w += x.w * w;
@@ -359,11 +389,9 @@ attention_combine_kernel(const float* part, const float* sink, int H, int Dh, in
     float4 v = make_float4(sum.x * inv, sum.y * inv, sum.z * inv, sum.w * inv);
     // The output step: rope_kernel's inverse rotation of the pairs in the RoPE dims, then (warp 0
     // holds the block's 128 dims, one quantization block) quantize_fp8_kernel's rounding.
-    const int N = Dh - R;
-    if (out.freqs && d + 3 >= N) {
-      const int p = pos[r];
-      if (d >= N) dev::rope_pair(v.x, v.y, out.freqs[(d - N) / 2], p, true);
-      if (d + 2 >= N) dev::rope_pair(v.z, v.w, out.freqs[(d + 2 - N) / 2], p, true);
+    if (rotates) {
+      if (d >= N) dev::rope_rotate(v.x, v.y, cs[0], -sn[0]);
+      if (d + 2 >= N) dev::rope_rotate(v.z, v.w, cs[1], -sn[1]);
     }
     *reinterpret_cast<float4*>(o + (r * H + h) * Dh + d) = v;
     if (out.q) {
