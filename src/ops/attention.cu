@@ -360,21 +360,17 @@ attention_combine_kernel(const float* part, const float* sink, int H, int Dh, in
   }
   __syncthreads();
   float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  auto add = [&](const float4& x, int s) {
+    const float w = wgt[s];
+    v.x += x.x * w, v.y += x.y * w, v.z += x.z * w, v.w += x.w * w;
+  };
   if (d < Dh) {
 #pragma unroll
-    for (int i = 0; i < kAhead; ++i) {
-      const int s = g + C::kGroups * i;
-      if (s >= splits) break;
-      const float4 x = ahead[i];
-      const float w = wgt[s];
-      v.x += x.x * w, v.y += x.y * w, v.z += x.z * w, v.w += x.w * w;
-    }
+    for (int i = 0; i < kAhead; ++i)
+      if (g + C::kGroups * i < splits) add(ahead[i], g + C::kGroups * i);
 #pragma unroll 8
-    for (int s = g + C::kGroups * kAhead; s < splits; s += C::kGroups) {
-      const float4 x = *reinterpret_cast<const float4*>(base + s * pstride + d);
-      const float w = wgt[s];
-      v.x += x.x * w, v.y += x.y * w, v.z += x.z * w, v.w += x.w * w;
-    }
+    for (int s = g + C::kGroups * kAhead; s < splits; s += C::kGroups)
+      add(*reinterpret_cast<const float4*>(base + s * pstride + d), s);
   }
   red[g][quad] = v;
   __syncthreads();

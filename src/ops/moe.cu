@@ -240,6 +240,30 @@ __device__ __forceinline__ void few_scores(const float* l, int E, int func, floa
   }
 }
 
+// One top-k round in a warp over the biased scores (lane l: experts l + 32 j): the highest, ties
+// to the lower index, is taken out of `biased`; every lane returns its index and its score p.
+__device__ __forceinline__ int few_take_max(float (&biased)[kFewPerLane], const float (&p)[kFewPerLane], int E,
+                                            float& pv) {
+  const int lane = threadIdx.x & 31;
+  float v = -INFINITY;
+  int idx = 0x7fffffff;
+  pv = 0.0f;
+#pragma unroll
+  for (int j = 0; j < kFewPerLane; ++j) {
+    const int e = lane + 32 * j;
+    if (e < E && (biased[j] > v || (biased[j] == v && e < idx))) v = biased[j], idx = e, pv = p[j];
+  }
+  for (int o = 16; o > 0; o >>= 1) {
+    const float ov = __shfl_xor_sync(0xffffffffu, v, o), op = __shfl_xor_sync(0xffffffffu, pv, o);
+    const int oi = __shfl_xor_sync(0xffffffffu, idx, o);
+    if (ov > v || (ov == v && oi < idx)) v = ov, idx = oi, pv = op;
+  }
+#pragma unroll
+  for (int j = 0; j < kFewPerLane; ++j)
+    if (lane + 32 * j == idx) biased[j] = -INFINITY;
+  return idx;
+}
+
 // kThreads: 256 where the experts and the assignments fit (a decode step up to 42 rows of 6 of 256
 // experts), so the grouping's scans and barriers span 8 warps, not 32; else kOffsetThreads.
 template <int kThreads>
@@ -270,22 +294,9 @@ moe_route_group_kernel(const float* logits, int T, int E, int k, int func, const
         biased[j] = e < E ? p[j] + bias_r[j] : -INFINITY;
       }
       for (int i = 0; i < k; ++i) {  // in order of decreasing biased score, ties to the lower index
-        float v = -INFINITY;
-        int idx = 0x7fffffff;
-#pragma unroll
-        for (int j = 0; j < kFewPerLane; ++j) {
-          const int e = lane + 32 * j;
-          if (e < E && (biased[j] > v || (biased[j] == v && e < idx))) v = biased[j], idx = e;
-        }
-        for (int o = 16; o > 0; o >>= 1) {
-          const float ov = __shfl_xor_sync(0xffffffffu, v, o);
-          const int oi = __shfl_xor_sync(0xffffffffu, idx, o);
-          if (ov > v || (ov == v && oi < idx)) v = ov, idx = oi;
-        }
+        float pv;
+        const int idx = few_take_max(biased, p, E, pv);
         if (lane == 0) ex[i] = idx;
-#pragma unroll
-        for (int j = 0; j < kFewPerLane; ++j)
-          if (lane + 32 * j == idx) biased[j] = -INFINITY;
       }
     }
     __syncwarp();
@@ -342,23 +353,10 @@ moe_route_one_kernel(const float* logits, int E, int k, int func, const float* b
 #pragma unroll
     for (int j = 0; j < kFewPerLane; ++j) biased[j] = lane + 32 * j < E ? p[j] + bias_r[j] : -INFINITY;
     for (int i = 0; i < k; ++i) {  // in order of decreasing biased score, ties to the lower index
-      float v = -INFINITY, pv = 0.0f;
-      int idx = 0x7fffffff;
-#pragma unroll
-      for (int j = 0; j < kFewPerLane; ++j) {
-        const int e = lane + 32 * j;
-        if (e < E && (biased[j] > v || (biased[j] == v && e < idx))) v = biased[j], idx = e, pv = p[j];
-      }
-      for (int o = 16; o > 0; o >>= 1) {
-        const float ov = __shfl_xor_sync(0xffffffffu, v, o), op = __shfl_xor_sync(0xffffffffu, pv, o);
-        const int oi = __shfl_xor_sync(0xffffffffu, idx, o);
-        if (ov > v || (ov == v && oi < idx)) v = ov, idx = oi, pv = op;
-      }
+      float pv;
+      const int idx = few_take_max(biased, p, E, pv);
       sum += pv;
       if (lane == i) my_e = idx, my_p = pv;
-#pragma unroll
-      for (int j = 0; j < kFewPerLane; ++j)
-        if (lane + 32 * j == idx) biased[j] = -INFINITY;
     }
   }
   // Every lane sees all k experts: its experts' counts and offsets, its assignment's place.
