@@ -57,10 +57,8 @@ constexpr int kFp8Step = 128;   // columns per step: one scale block of W and of
 #endif
 // FP8 products take the most column splits that keep them in one wave (DSV4_FP8_BLOCKS a SM):
 // measured alone at M = 1, wq_b's and wo_a's shapes 17.5 -> 16.1 µs against the rule of the other
-// forms (splits until the blocks fill the SMs, which left them 512 blocks in two waves).
-#ifndef DSV4_FP8_ONE_WAVE
-#define DSV4_FP8_ONE_WAVE 1
-#endif
+// forms (splits until the blocks fill the SMs, which left them 512 blocks in two waves;
+// bench/results/2026-11-29-cuda-11.md).
 constexpr int kFp8InFlight = DSV4_FP8_IN_FLIGHT;
 constexpr int rows_per_warp(GemvWeights w) { return w == GemvWeights::FP8Block ? kFp8Rows : kRowsPerWarp; }
 constexpr int step_cols(GemvWeights w) { return w == GemvWeights::FP8Block ? kFp8Step : 32 * vec_of(w); }
@@ -365,7 +363,7 @@ void launch_gemv(const GemvArgs* mats, int count, cudaStream_t s) {
     const int64_t steps = (mats[i].K + step_cols(wf) - 1) / step_cols(wf);
     const int64_t target = wf == GemvWeights::FP8Block ? DSV4_FP8_BLOCKS * sms : 2 * sms;  // blocks: the SMs' room
     int ks = 1;
-    if (DSV4_FP8_ONE_WAVE && wf == GemvWeights::FP8Block) {  // the most splits that keep one wave
+    if (wf == GemvWeights::FP8Block) {  // the most splits that keep one wave
       while (ks < kWarps && (units * 2 * ks + kWarps - 1) / kWarps <= target && steps >= 4 * ks) ks *= 2;
     } else {
       while (ks < kWarps && (units * ks + kWarps - 1) / kWarps < target && steps >= 2 * ks) ks *= 2;

@@ -240,6 +240,21 @@ __device__ __forceinline__ void few_scores(const float* l, int E, int func, floa
   }
 }
 
+// The score bias of lane l's experts l + 32 j (0 without a bias): a weight, loaded before the
+// PDL wait.
+__device__ __forceinline__ void few_bias(const float* bias, int E, float (&bias_r)[kFewPerLane]) {
+  const int lane = threadIdx.x & 31;
+#pragma unroll
+  for (int j = 0; j < kFewPerLane; ++j) bias_r[j] = bias && lane + 32 * j < E ? bias[lane + 32 * j] : 0.0f;
+}
+// The biased scores the top-k ranks (-inf past the experts).
+__device__ __forceinline__ void few_biased(const float (&p)[kFewPerLane], const float (&bias_r)[kFewPerLane], int E,
+                                           float (&biased)[kFewPerLane]) {
+  const int lane = threadIdx.x & 31;
+#pragma unroll
+  for (int j = 0; j < kFewPerLane; ++j) biased[j] = lane + 32 * j < E ? p[j] + bias_r[j] : -INFINITY;
+}
+
 // One top-k round in a warp over the biased scores (lane l: experts l + 32 j): the highest, ties
 // to the lower index, is taken out of `biased`; every lane returns its index and its score p.
 __device__ __forceinline__ int few_take_max(float (&biased)[kFewPerLane], const float (&p)[kFewPerLane], int E,
@@ -274,8 +289,7 @@ moe_route_group_kernel(const float* logits, int T, int E, int k, int func, const
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n = T * k;
   // The score bias is a weight: loaded before the wait, not after the scores.
   float bias_r[kFewPerLane];
-#pragma unroll
-  for (int j = 0; j < kFewPerLane; ++j) bias_r[j] = bias && lane + 32 * j < E ? bias[lane + 32 * j] : 0.0f;
+  few_bias(bias, E, bias_r);
   dev::pdl_begin();
   __shared__ int ex_all[kThreads];
   ex_all[threadIdx.x] = -1;
@@ -287,12 +301,8 @@ moe_route_group_kernel(const float* logits, int T, int E, int k, int func, const
     if (tid2eid) {
       for (int i = lane; i < k; i += 32) ex[i] = tid2eid[static_cast<int64_t>(ids[t]) * k + i];
     } else {
-      float biased[kFewPerLane];  // x is free: the biased scores
-#pragma unroll
-      for (int j = 0; j < kFewPerLane; ++j) {
-        const int e = lane + 32 * j;
-        biased[j] = e < E ? p[j] + bias_r[j] : -INFINITY;
-      }
+      float biased[kFewPerLane];
+      few_biased(p, bias_r, E, biased);
       for (int i = 0; i < k; ++i) {  // in order of decreasing biased score, ties to the lower index
         float pv;
         const int idx = few_take_max(biased, p, E, pv);
@@ -333,8 +343,7 @@ moe_route_one_kernel(const float* logits, int E, int k, int func, const float* b
                      int32_t* offsets, int32_t* perm, int32_t* inv, int2* tiles, int32_t* ntiles) {
   const int lane = threadIdx.x;
   float bias_r[kFewPerLane];
-#pragma unroll
-  for (int j = 0; j < kFewPerLane; ++j) bias_r[j] = bias && lane + 32 * j < E ? bias[lane + 32 * j] : 0.0f;
+  few_bias(bias, E, bias_r);
   dev::pdl_begin();
   float p[kFewPerLane];
   few_scores(logits, E, func, p);
@@ -350,8 +359,7 @@ moe_route_one_kernel(const float* logits, int E, int k, int func, const float* b
     }
   } else {
     float biased[kFewPerLane];
-#pragma unroll
-    for (int j = 0; j < kFewPerLane; ++j) biased[j] = lane + 32 * j < E ? p[j] + bias_r[j] : -INFINITY;
+    few_biased(p, bias_r, E, biased);
     for (int i = 0; i < k; ++i) {  // in order of decreasing biased score, ties to the lower index
       float pv;
       const int idx = few_take_max(biased, p, E, pv);
