@@ -1,6 +1,7 @@
 // CUDA top-k of the lightning indexer (contract in cuda_ops.h): per row the K highest scores
 // with the spec's tie rule (among equal scores the lower index wins), as entry indices in index
-// order. Built for decode at 1M tokens: one row of 262144 scores, K = 512.
+// order. Built for decode at 1M tokens: one row of 262144 scores, K = 512. Rows of at most
+// kLeanKeys (8192) scores take a one-block path from registers instead (topk_lean).
 //
 // A radix select of the K-th largest order key by a thread block cluster of 1..16 blocks per
 // row. Block b of it keeps the slice [b·L, (b+1)·L) of the row in shared memory; its warps own
@@ -137,6 +138,138 @@ __device__ void find_bucket(const uint32_t* counts, int n, int remaining, int* w
   __syncthreads();
 }
 
+// ---- short rows ------------------------------------------------------------------------------
+// A row of at most kLeanKeys keys (contexts up to 32K tokens at ratio 4) is selected by one block
+// from registers: warp w holds the keys [w·256, w·256 + 256), lane l of it key w·256 + 32j + l in
+// its j-th register, so block, warp, register and lane order is index order. No cluster barrier,
+// no distributed shared memory, no copy of the keys: the first digit (given, or counted here),
+// the later digits on the keys still tied with the threshold (warp 0 finding each digit's bucket),
+// then one count and one output pass. At 4K tokens (1024 keys) alone: 12.2 -> 8.8 µs against the
+// cluster path (2026-11-30-cuda-14.md), most of that path's time being barriers.
+constexpr int kLeanPer = 8, kLeanKeys = kLeanPer * C::kThreads;
+constexpr int kLeanHistWords = C::kTopBuckets + 3 * C::kBuckets;  // first digit, then a histogram per later digit
+static_assert(C::kTopBuckets == 4 * C::kThreads, "a thread owns four first-digit buckets");
+static_assert(kLeanHistWords <= C::kFixedWords, "the lean path's histograms fit the kernel's fixed shared memory");
+
+// The bucket of counts[0, nb) (nb ≤ 256) that holds the `remaining`-th key from the top, by warp 0
+// (result as find_bucket's). Lane l sums the run of buckets nb − 1 − l·run ..; the rest is one scan.
+__device__ __forceinline__ void lean_find(const uint32_t* counts, int nb, int remaining, int* result) {
+  const int lane = threadIdx.x % 32, run = (nb + 31) / 32;
+  int rs = 0;
+  for (int j = 0; j < run; ++j) {
+    const int b = nb - 1 - (lane * run + j);
+    if (b >= 0) rs += static_cast<int>(counts[b]);
+  }
+  int above = inclusive_scan(rs) - rs;
+  if (above < remaining && remaining <= above + rs) {
+    for (int j = 0; j < run; ++j) {
+      const int b = nb - 1 - (lane * run + j), c = static_cast<int>(counts[b]);
+      if (above + c >= remaining) {
+        result[0] = b, result[1] = above, result[2] = c;
+        break;
+      }
+      above += c;
+    }
+  }
+}
+
+__device__ void topk_lean(const float* s, int count, int K, int32_t* out, uint32_t* row_digits, uint32_t* hist) {
+  __shared__ int wsum[C::kWarps], wgt[C::kWarps], weq[C::kWarps], result[3];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const uint32_t lanes_below = (1u << lane) - 1u;
+  const int first = warp * 32 * kLeanPer + lane;  // index of the thread's key j: first + 32 j
+  uint32_t* later = hist + C::kTopBuckets;        // [3][kBuckets]: the later digits' histograms
+  float v[kLeanPer];
+#pragma unroll
+  for (int j = 0; j < kLeanPer; ++j) v[j] = first + 32 * j < count ? s[first + 32 * j] : 0.0f;
+  uint4 given = make_uint4(0, 0, 0, 0);
+  if (row_digits) {  // this thread's four counters, read and set back to zero for the next scores
+    uint4* d = reinterpret_cast<uint4*>(row_digits) + threadIdx.x;
+    given = *d;
+    *d = make_uint4(0, 0, 0, 0);
+  }
+  for (int b = threadIdx.x; b < 3 * C::kBuckets; b += C::kThreads) later[b] = 0;
+  uint32_t key[kLeanPer];
+#pragma unroll
+  for (int j = 0; j < kLeanPer; ++j) key[j] = dev::order_key(v[j]);
+  auto valid = [&](int j) { return first + 32 * j < count; };
+  constexpr int kShift0 = 32 - C::kTopBits;
+  if (!row_digits) {
+    reinterpret_cast<uint4*>(hist)[threadIdx.x] = make_uint4(0, 0, 0, 0);
+    __syncthreads();
+#pragma unroll
+    for (int j = 0; j < kLeanPer; ++j) count_bucket(hist, key[j] >> kShift0, valid(j));
+    __syncthreads();
+    given = reinterpret_cast<const uint4*>(hist)[threadIdx.x];
+  }
+  // 1. The first digit's bucket: keys in the buckets above each thread's four (a suffix scan over
+  // lanes, then over warps), and the one thread whose buckets hold the K-th key.
+  const uint32_t c[4] = {given.x, given.y, given.z, given.w};
+  const int mine = static_cast<int>(c[0] + c[1] + c[2] + c[3]);
+  int suffix = mine;  // over lanes ≥ this one
+  for (int o = 1; o < 32; o <<= 1) {
+    const int u = __shfl_down_sync(0xffffffffu, suffix, o);
+    if (lane + o < 32) suffix += u;
+  }
+  if (lane == 0) wsum[warp] = suffix;
+  __syncthreads();
+  const int later_warps = __reduce_add_sync(0xffffffffu, lane > warp ? wsum[lane] : 0);
+  int above = later_warps + suffix - mine;
+  if (above < K && K <= above + mine) {
+    for (int q = 3; q >= 0; --q) {
+      if (above + static_cast<int>(c[q]) >= K) {
+        result[0] = 4 * threadIdx.x + q, result[1] = above, result[2] = static_cast<int>(c[q]);
+        break;
+      }
+      above += static_cast<int>(c[q]);
+    }
+  }
+  __syncthreads();
+  Threshold th{static_cast<uint32_t>(result[0]) << kShift0, ~0u << kShift0, K - result[1]};
+  // 2. The later digits on the keys that share the threshold's top bits, until a bucket is taken
+  // whole (distinct scores: after the second digit).
+  if (result[2] != th.remaining) {
+    for (int done = C::kTopBits, round = 0; done < 32; ++round) {
+      const int bits = min(C::kDigitBits, 32 - done), shift = 32 - done - bits, nb = 1 << bits;
+      uint32_t* h = later + round * C::kBuckets;
+#pragma unroll
+      for (int j = 0; j < kLeanPer; ++j)
+        count_bucket(h, (key[j] >> shift) & (nb - 1), valid(j) && (key[j] & th.mask) == th.prefix);
+      __syncthreads();
+      if (warp == 0) lean_find(h, nb, th.remaining, result);
+      __syncthreads();
+      done += bits;
+      if (th.take(result, shift, bits)) break;
+    }
+  }
+  // 3. Keys above the threshold and at it per warp, then each warp's first tie and output.
+  int gt = 0, eq = 0;
+#pragma unroll
+  for (int j = 0; j < kLeanPer; ++j) {
+    const uint32_t m = key[j] & th.mask;
+    gt += __popc(__ballot_sync(0xffffffffu, valid(j) && m > th.prefix));
+    eq += __popc(__ballot_sync(0xffffffffu, valid(j) && m == th.prefix));
+  }
+  if (lane == 0) wgt[warp] = gt, weq[warp] = eq;
+  __syncthreads();
+  const int lg = wgt[lane], le = weq[lane];
+  const int e_excl = inclusive_scan(le) - le;
+  const int sel = lg + max(0, min(le, th.remaining - e_excl));
+  const int o_excl = inclusive_scan(sel) - sel;
+  int tie = __shfl_sync(0xffffffffu, e_excl, warp), o = __shfl_sync(0xffffffffu, o_excl, warp);
+#pragma unroll
+  for (int j = 0; j < kLeanPer; ++j) {
+    const uint32_t m = key[j] & th.mask;
+    const bool is_above = valid(j) && m > th.prefix, at = valid(j) && m == th.prefix;
+    const uint32_t at_mask = __ballot_sync(0xffffffffu, at);
+    const bool take = is_above || (at && tie + __popc(at_mask & lanes_below) < th.remaining);
+    const uint32_t take_mask = __ballot_sync(0xffffffffu, take);
+    if (take) out[o + __popc(take_mask & lanes_below)] = first + 32 * j;
+    tie += __popc(at_mask);
+    o += __popc(take_mask);
+  }
+}
+
 __global__ void __launch_bounds__(C::kThreads, 1)
     topk_kernel(const float* score, int64_t ld, const int32_t* pos, int ratio, int K, int32_t* idx, int cached_keys,
                 uint32_t* digits) {
@@ -163,6 +296,10 @@ __global__ void __launch_bounds__(C::kThreads, 1)
       if (row_digits)
         for (int b = threadIdx.x; b < C::kTopBuckets; b += blockDim.x) row_digits[b] = 0;
     }
+    return;
+  }
+  if (count <= kLeanKeys) {  // a short row: rank 0 alone, from registers (the other blocks leave)
+    if (rank == 0) topk_lean(score + r * ld, count, K, out, row_digits, smem + cached_keys);
     return;
   }
   const float* s = score + r * ld;

@@ -338,6 +338,35 @@ std::vector<Check> op_indexer(std::mt19937& rng) {
     topk_case("topk (40 rows of 20000)", sc, n, tpos);
     topk_case("topk (40 rows of 20000, digits given)", sc, n, tpos, true);
   }
+  {
+    // Short rows (K < count ≤ 8192: one block selects from its registers, decode up to 32K tokens):
+    // distinct scores at 4K tokens and at the path's longest row; K + 1 keys; a coarse grid (ties at
+    // the threshold); a row of equal scores; a bucket taken whole (500 keys at 4, then 12 at 3);
+    // distinct keys sharing one first-digit bucket (the later digits). In rows of their own length
+    // and in rows long enough for a cluster of blocks (rank 0 alone selects), counting the first
+    // digit or given it.
+    const int n = 8192;
+    const std::vector<int32_t> tpos = {4 * 1024 - 1, 4 * n - 1, 4 * (K + 1) - 1, 4 * 3000 + 2,
+                                       4 * 1024 - 1, 4 * 5000 - 1, 4 * 7000 - 1};
+    for (const int64_t ld : {static_cast<int64_t>(n), static_cast<int64_t>(262144)}) {
+      std::vector<float> sc(tpos.size() * static_cast<size_t>(ld), 0.0f);
+      for (int i = 0; i < n; ++i) {
+        const float s0 = long_scores[i], s1 = long_scores[count_max + i];
+        const int64_t spread = static_cast<int64_t>(i) * 7919;  // a permutation of 0 .. n − 1
+        float* row = sc.data();
+        row[i] = s0;
+        row[ld + i] = s1;
+        row[2 * ld + i] = grid(s0, 0.25f);
+        row[3 * ld + i] = grid(s1, 1.0f);
+        row[4 * ld + i] = 1.0f;
+        row[5 * ld + i] = i % 10 == 0 && i < 5000 ? 4.0f : i % 10 == 5 && i < 120 ? 3.0f : grid(s0, 0.25f) / 64.0f;
+        row[6 * ld + i] = 1.0f + static_cast<float>(spread % n) * 0x1p-20f;
+      }
+      const std::string what = str("short topk (ld ", ld, ": distinct, K + 1, coarse grids, equal, a bucket whole, one crowded bucket)");
+      topk_case(what, sc, ld, tpos);
+      topk_case(what + ", digits given", sc, ld, tpos, true);
+    }
+  }
   return out;
 }
 
