@@ -8,9 +8,11 @@
 // every key arrives as e4m3 codes + E8M0 scales + bf16 RoPE dims: copied raw with cp.async into
 // a staging area while the previous tile computes, then decoded to bf16 (exact) in shared memory.
 // q and the probabilities are rounded to bf16; the row sums of the softmax stay float32.
-// Warps: 8 = 4 row groups (16 heads) × 2 halves (32 keys of the scores, Dh/2 dims of the values),
-// so each thread's rows are the same in both phases and the rescaling stays in registers. A block
-// of fewer heads (head_groups) leaves the row groups past them without products.
+// Warps: 8 = RG row groups (16 heads) × KH = 8 / RG parts (64 / KH keys of the scores, Dh / KH
+// dims of the values), so each thread's rows are the same in both phases and the rescaling stays
+// in registers. RG covers the block's heads (head_groups): a block of 8 or 16 heads has all 8
+// warps on its one row group (with 4 × 2 warps, 6 of them waited at the barriers of the two
+// product phases, ~30% of a short attention's time: bench/results/2026-11-30-cuda-14.md).
 #include <algorithm>
 #include <cstdlib>
 
@@ -30,8 +32,15 @@ struct MmaAttn {
   static constexpr int kM = 64, kN = 64, kWarps = 8, kThreads = 32 * kWarps;
   static constexpr int kMaxDh = 512, kMaxK = 2048, kMaxScaleBlocks = 8;
   static constexpr int kPad = 8;  // bf16 row pad: ldmatrix rows 16 bytes apart in the banks
-  static constexpr int kMaxNT = kMaxDh / 2 / 8;  // value n-tiles per warp
+  static constexpr int kMaxKH = 8;               // parts of the keys and of the value dims (KH)
 };
+// The KH of a block of hb heads: the row groups its heads need, the rest of the warps in parts,
+// as long as a part's value dims are whole n-tiles (16-byte ldmatrix rows; Dh % 16 == 0 gives 2).
+inline int mma_parts(int hb, int Dh) {
+  int kh = hb <= 16 ? 8 : hb <= 32 ? 4 : 2;
+  while (kh > 2 && Dh % (8 * kh) != 0) kh /= 2;
+  return kh;
+}
 
 // Where attended row `key` of query row (p, seq) lives: the chunk's encoded rows, the window
 // ring or the compressed entries; row < 0: past the attended list.
@@ -51,12 +60,15 @@ __device__ __forceinline__ KeyRow key_row(int key, int nkeys, int nwin, int lo, 
   return {2, static_cast<int64_t>(sel ? sel[e] : e)};
 }
 
+template <int KH>
 __global__ void __launch_bounds__(MmaAttn::kThreads, 1)
 sparse_attention_mma_kernel(const float* q, CacheRows chunk, const float* sink, AttnShape a, const int32_t* slot,
                             const int32_t* pos, const SeqRows* seqs, const LayerCache* caches,
                             const int32_t* selected, float* o, int splits, float* part) {
   dev::pdl_begin();
   using C = MmaAttn;
+  constexpr int RG = C::kWarps / KH, kKeys = C::kN / KH, kQT = kKeys / 8, kNT = C::kMaxDh / KH / 8;
+  static_assert(RG * KH == C::kWarps && kQT >= 1 && (kQT == 1 || kQT % 2 == 0), "whole warps, n-tiles in pairs");
   const int Dh = a.Dh, N = Dh - a.R, R = a.R, nblk = (N + 63) / 64;
   const int ld = Dh + C::kPad, ldp = C::kN + C::kPad;  // bf16 strides of Q/K and P
   const int stage_ld = N + 2 * R;                       // bytes of one raw row: codes, then RoPE dims
@@ -66,9 +78,9 @@ sparse_attention_mma_kernel(const float* q, CacheRows chunk, const float* sink, 
   bf16* Ps = Ks + C::kN * ld;                           // [kM][ldp]
   unsigned char* stage = reinterpret_cast<unsigned char*>(Ps + C::kM * ldp);  // [kN][stage_ld]
   uint8_t* stage_sc = stage + C::kN * stage_ld;         // [kN][kMaxScaleBlocks]
-  float* redmax = reinterpret_cast<float*>(stage_sc + C::kN * C::kMaxScaleBlocks);  // [2][kM]
-  float* lsum = redmax + 2 * C::kM;                     // [2][kM]
-  int32_t* sel_s = reinterpret_cast<int32_t*>(lsum + 2 * C::kM);  // [K]
+  float* redmax = reinterpret_cast<float*>(stage_sc + C::kN * C::kMaxScaleBlocks);  // [KH][kM]
+  float* lsum = redmax + C::kMaxKH * C::kM;             // [KH][kM]
+  int32_t* sel_s = reinterpret_cast<int32_t*>(lsum + C::kMaxKH * C::kM);  // [K]
   __shared__ CacheRows src[3];
 
   const int64_t r = blockIdx.x;
@@ -82,7 +94,7 @@ sparse_attention_mma_kernel(const float* q, CacheRows chunk, const float* sink, 
     nent = selected ? min(a.K, count) : count;
   }
   const int nkeys = nwin + nent, ntiles = (nkeys + C::kN - 1) / C::kN;
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, rg = warp & 3, kh = warp >> 2;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, rg = warp % RG, kh = warp / RG;
   const int gid = lane >> 2, tig = lane & 3;
   if (tid == 0) {
     src[0] = chunk;
@@ -260,10 +272,10 @@ sparse_attention_mma_kernel(const float* q, CacheRows chunk, const float* sink, 
     m_b = rb < hb ? sink[h0 + rb] : 0.0f;
     if (kh == 0 && tig == 0) l_a = l_b = 1.0f;  // the sink's exp(sink − m), counted once per row
   }
-  const int half_dims = Dh / 2, nt_used = half_dims / 8;
-  float acc[C::kMaxNT][4];
+  const int part_dims = Dh / KH, nt_used = part_dims / 8;
+  float acc[kNT][4];
 #pragma unroll
-  for (int i = 0; i < C::kMaxNT; ++i) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.0f;
+  for (int i = 0; i < kNT; ++i) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.0f;
 
   int t = blockIdx.z;
   if (t < ntiles) {
@@ -280,31 +292,38 @@ sparse_attention_mma_kernel(const float* q, CacheRows chunk, const float* sink, 
       load_scales(next);
       issue_copies(next);
     }
-    // Scores: 16 heads × 32 keys per warp over all Dh dims.
-    float s[4][4];
+    // Scores: 16 heads × kKeys keys per warp over all Dh dims.
+    float s[kQT][4];
 #pragma unroll
-    for (int i = 0; i < 4; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
+    for (int i = 0; i < kQT; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
     if (rg_active) {
       const bf16* qa = Qs + (16 * rg + (lane & 15)) * ld + (lane >> 4) * 8;
-      const bf16* kb = Ks + (32 * kh + (lane & 7) + ((lane >> 4) << 3)) * ld + ((lane >> 3) & 1) * 8;
+      const bf16* kb = Ks + (kKeys * kh + (lane & 7) + ((lane >> 4) << 3)) * ld + ((lane >> 3) & 1) * 8;
 #pragma unroll 4
       for (int kk = 0; kk < Dh; kk += 16) {
-        uint32_t af[4], b0[4], b1[4];
+        uint32_t af[4];
         ldmatrix_x4(af, qa + kk);
-        ldmatrix_x4(b0, kb + kk);
-        ldmatrix_x4(b1, kb + 16 * ld + kk);
-        mma_bf16(s[0], af, b0[0], b0[1]);
-        mma_bf16(s[1], af, b0[2], b0[3]);
-        mma_bf16(s[2], af, b1[0], b1[1]);
-        mma_bf16(s[3], af, b1[2], b1[3]);
+        if constexpr (kQT == 1) {
+          uint32_t b[2];
+          ldmatrix_x2(b, kb + kk);
+          mma_bf16(s[0], af, b[0], b[1]);
+        } else {
+#pragma unroll
+          for (int pr = 0; pr < kQT / 2; ++pr) {
+            uint32_t b[4];
+            ldmatrix_x4(b, kb + 16 * pr * ld + kk);
+            mma_bf16(s[2 * pr], af, b[0], b[1]);
+            mma_bf16(s[2 * pr + 1], af, b[2], b[3]);
+          }
+        }
       }
     }
     float mx_a = -INFINITY, mx_b = -INFINITY;
 #pragma unroll
-    for (int nt = 0; nt < 4; ++nt)
+    for (int nt = 0; nt < kQT; ++nt)
 #pragma unroll
       for (int c = 0; c < 2; ++c) {
-        const bool valid = t * C::kN + 32 * kh + 8 * nt + 2 * tig + c < nkeys;
+        const bool valid = t * C::kN + kKeys * kh + 8 * nt + 2 * tig + c < nkeys;
         s[nt][c] = valid ? s[nt][c] * a.scale : -INFINITY;
         s[nt][2 + c] = valid ? s[nt][2 + c] * a.scale : -INFINITY;
         mx_a = fmaxf(mx_a, s[nt][c]);
@@ -321,20 +340,21 @@ sparse_attention_mma_kernel(const float* q, CacheRows chunk, const float* sink, 
     }
     __syncthreads();
     // Softmax step: the new maxima, probabilities to Ps (bf16), the rescaling factors.
-    const float mn_a = fmaxf(m_a, fmaxf(redmax[ra], redmax[C::kM + ra]));
-    const float mn_b = fmaxf(m_b, fmaxf(redmax[rb], redmax[C::kM + rb]));
+    float mn_a = m_a, mn_b = m_b;
+#pragma unroll
+    for (int j = 0; j < KH; ++j) mn_a = fmaxf(mn_a, redmax[j * C::kM + ra]), mn_b = fmaxf(mn_b, redmax[j * C::kM + rb]);
     const float base_a = mn_a == -INFINITY ? 0.0f : mn_a, base_b = mn_b == -INFINITY ? 0.0f : mn_b;
     const float al_a = __expf(m_a - base_a), al_b = __expf(m_b - base_b);
     m_a = mn_a;
     m_b = mn_b;
     float ps_a = 0.0f, ps_b = 0.0f;
 #pragma unroll
-    for (int nt = 0; nt < 4; ++nt) {
+    for (int nt = 0; nt < kQT; ++nt) {
       const float p0 = __expf(s[nt][0] - base_a), p1 = __expf(s[nt][1] - base_a);
       const float p2 = __expf(s[nt][2] - base_b), p3 = __expf(s[nt][3] - base_b);
       ps_a += p0 + p1;
       ps_b += p2 + p3;
-      const int col = 32 * kh + 8 * nt + 2 * tig;
+      const int col = kKeys * kh + 8 * nt + 2 * tig;
       *reinterpret_cast<uint32_t*>(Ps + ra * ldp + col) = pack_bf16x2(p0, p1);
       *reinterpret_cast<uint32_t*>(Ps + rb * ldp + col) = pack_bf16x2(p2, p3);
     }
@@ -342,9 +362,9 @@ sparse_attention_mma_kernel(const float* q, CacheRows chunk, const float* sink, 
     l_b = l_b * al_b + ps_b;
     if (has_next) store_scales();
     __syncthreads();
-    // Values: 16 heads × Dh/2 dims per warp, rescaled first.
+    // Values: 16 heads × Dh / KH dims per warp, rescaled first.
 #pragma unroll
-    for (int nt = 0; nt < C::kMaxNT; ++nt) {
+    for (int nt = 0; nt < kNT; ++nt) {
       acc[nt][0] *= al_a;
       acc[nt][1] *= al_a;
       acc[nt][2] *= al_b;
@@ -352,13 +372,13 @@ sparse_attention_mma_kernel(const float* q, CacheRows chunk, const float* sink, 
     }
     if (rg_active) {
       const bf16* pa = Ps + (16 * rg + (lane & 15)) * ldp + (lane >> 4) * 8;
-      const bf16* vb = Ks + ((lane & 7) + ((lane >> 3) & 1) * 8) * ld + kh * half_dims + (lane >> 4) * 8;
+      const bf16* vb = Ks + ((lane & 7) + ((lane >> 3) & 1) * 8) * ld + kh * part_dims + (lane >> 4) * 8;
 #pragma unroll
       for (int ks = 0; ks < C::kN; ks += 16) {
         uint32_t af[4];
         ldmatrix_x4(af, pa + ks);
 #pragma unroll
-        for (int np = 0; np < C::kMaxNT / 2; ++np) {
+        for (int np = 0; np < kNT / 2; ++np) {
           if (2 * np >= nt_used) break;
           uint32_t b[4];
           ldmatrix_x4_trans(b, vb + ks * ld + 16 * np);
@@ -375,7 +395,7 @@ sparse_attention_mma_kernel(const float* q, CacheRows chunk, const float* sink, 
     }
   }
 
-  // Row sums over the quad and the two key halves.
+  // Row sums over the quad, then over the KH key parts in order.
 #pragma unroll
   for (int o = 1; o <= 2; o <<= 1) {
     l_a += __shfl_xor_sync(0xffffffffu, l_a, o);
@@ -386,8 +406,10 @@ sparse_attention_mma_kernel(const float* q, CacheRows chunk, const float* sink, 
     lsum[kh * C::kM + rb] = l_b;
   }
   __syncthreads();
-  const float L_a = lsum[ra] + lsum[C::kM + ra], L_b = lsum[rb] + lsum[C::kM + rb];
-  const int d0 = kh * half_dims + 2 * tig;
+  float L_a = lsum[ra], L_b = lsum[rb];
+#pragma unroll
+  for (int j = 1; j < KH; ++j) L_a += lsum[j * C::kM + ra], L_b += lsum[j * C::kM + rb];
+  const int d0 = kh * part_dims + 2 * tig;
   if (splits > 1) {  // unnormalized o, then m and l (the combine kernel's layout)
     const int pstride = Dh + 4;
     // Through shared memory (Qs and Ks are free now), then out in whole rows of float4s: 3.5 µs
@@ -397,7 +419,7 @@ sparse_attention_mma_kernel(const float* q, CacheRows chunk, const float* sink, 
     auto stage_row = [&](int row, float m, float L, int c0) {
       float* b = ost + row * pstride;
 #pragma unroll
-      for (int nt = 0; nt < C::kMaxNT; ++nt)
+      for (int nt = 0; nt < kNT; ++nt)
         if (nt < nt_used) *reinterpret_cast<float2*>(b + d0 + 8 * nt) = make_float2(acc[nt][c0], acc[nt][c0 + 1]);
       if (kh == 0 && tig == 0) {
         b[Dh] = m;
@@ -420,7 +442,7 @@ sparse_attention_mma_kernel(const float* q, CacheRows chunk, const float* sink, 
     const float inv = 1.0f / L;
     float* out = o + (r * a.H + h0 + row) * Dh + d0;
 #pragma unroll
-    for (int nt = 0; nt < C::kMaxNT; ++nt)
+    for (int nt = 0; nt < kNT; ++nt)
       if (nt < nt_used) *reinterpret_cast<float2*>(out + 8 * nt) = make_float2(acc[nt][c0] * inv, acc[nt][c0 + 1] * inv);
   };
   put(ra, L_a, 0);
@@ -500,7 +522,7 @@ size_t mma_smem(const AttnShape& a) {
   using C = MmaAttn;
   const int ld = a.Dh + C::kPad, N = a.Dh - a.R;
   return sizeof(bf16) * (static_cast<size_t>(C::kM + C::kN) * ld + C::kM * (C::kN + C::kPad)) +
-         static_cast<size_t>(C::kN) * (N + 2 * a.R) + C::kN * C::kMaxScaleBlocks + sizeof(float) * 4 * C::kM +
+         static_cast<size_t>(C::kN) * (N + 2 * a.R) + C::kN * C::kMaxScaleBlocks + sizeof(float) * 2 * C::kMaxKH * C::kM +
          sizeof(int32_t) * (a.m == 4 ? a.K : 0);
 }
 // Bytes of the chunk's encoded rows in the work buffer (16-byte aligned pieces).
@@ -548,15 +570,19 @@ void mma_attention(const float* q, const float* kv, const float* sink, const Att
     launch("encode_rows_kernel", encode_rows_kernel, static_cast<unsigned>(rows), 128, 0, s, kv,
            RowFormat{a.Dh, a.R, true, false}, chunk, slot, pos, out.one_row_each ? caches : nullptr, a.W);
   const size_t smem = mma_smem(a);
-  static size_t raised = 0;
-  if (smem > 48 * 1024 && smem > raised) {
-    DSV4_CUDA_CHECK(cudaFuncSetAttribute(sparse_attention_mma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(smem)));
-    raised = smem;
+  const int groups = head_groups(rows, a), parts = mma_parts(a.H / groups, a.Dh);
+  auto kernel = parts == 8   ? sparse_attention_mma_kernel<8>
+                : parts == 4 ? sparse_attention_mma_kernel<4>
+                             : sparse_attention_mma_kernel<2>;
+  static size_t raised[3] = {};
+  size_t& r = raised[parts == 8 ? 0 : parts == 4 ? 1 : 2];
+  if (smem > 48 * 1024 && smem > r) {
+    DSV4_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    r = smem;
   }
-  dim3 grid(static_cast<unsigned>(rows), static_cast<unsigned>(head_groups(rows, a)), static_cast<unsigned>(splits));
-  launch("sparse_attention_mma_kernel", sparse_attention_mma_kernel, grid, MmaAttn::kThreads, smem, s, q, chunk, sink, a, slot, pos, seqs, caches,
-                                                                     selected, o, splits, work);
+  dim3 grid(static_cast<unsigned>(rows), static_cast<unsigned>(groups), static_cast<unsigned>(splits));
+  launch("sparse_attention_mma_kernel", kernel, grid, MmaAttn::kThreads, smem, s, q, chunk, sink, a, slot, pos, seqs,
+         caches, selected, o, splits, work);
   if (splits > 1) launch_combine(work, sink, rows, a.H, a.Dh, a.R, splits, pos, out, o, s);
   else output_step(rows, a.H, a.Dh, a.R, pos, out, o, s);
 }

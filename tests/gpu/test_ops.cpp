@@ -407,7 +407,10 @@ std::vector<Check> op_attention(std::mt19937& rng) {
 }
 
 // The tensor-core kernel: decode-like rows (splits and their combine), many rows (one block per
-// row), CSA selections, two head groups, and the tiny model's shape (4 heads padded to 64).
+// row), CSA selections, two head groups, and the tiny model's shape (4 heads padded to 64). Its
+// warp layouts by heads a block: 8 or 16 (the T = 3 and 5 rows), 32 (one decode row of 2048 CSA
+// selections, and one at ~800K tokens in an HCA layer: 6379 keys in 2 × 66 splits) and 64; and
+// head dims whose eighths are not whole n-tiles (96: the layout falls back to quarters; 192).
 std::vector<Check> op_attention_bf16(std::mt19937& rng) {
   std::vector<Check> out;
   for (const AttnCase& c : {AttnCase{64, 512, 64, 128, 5, 5000, 16, 128, true, true},
@@ -416,7 +419,11 @@ std::vector<Check> op_attention_bf16(std::mt19937& rng) {
                             AttnCase{64, 512, 64, 128, 140, 2000, 16, 128, true, true},
                             AttnCase{64, 512, 64, 128, 150, 900, 100, 4, true, true},
                             AttnCase{128, 512, 64, 128, 3, 1000, 16, 128, true, true},
-                            AttnCase{4, 128, 64, 16, 7, 40, 8, 4, true, true}})
+                            AttnCase{4, 128, 64, 16, 7, 40, 8, 4, true, true},
+                            AttnCase{4, 96, 32, 16, 7, 40, 8, 4, true, true},
+                            AttnCase{8, 192, 64, 16, 5, 300, 8, 4, true, true},
+                            AttnCase{64, 512, 64, 128, 1, 10000, 2048, 4, true, true},
+                            AttnCase{64, 512, 64, 128, 1, 800000, 16, 128, true, true}})
     attention_case(rng, c, out);
   return out;
 }
