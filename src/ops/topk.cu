@@ -19,7 +19,9 @@
 //   3. A counting pass and an output pass over the slices: every key above the threshold is
 //      taken, and of the keys equal to it the first `remaining` in index order (ranks over
 //      blocks, warps and lanes).
-// Each pass over the slice costs a few instructions a key, and the cluster meets six or seven times.
+// Each pass over the slice costs a few instructions a key, and the cluster meets four or five times:
+// each result another block needs is pushed into its shared memory, never read from afar after the
+// last meeting.
 // No global scratch and only integer atomics in shared memory: the result does not depend on
 // the order in which they land, and the kernel is safe in a captured graph.
 #include <cooperative_groups.h>
@@ -281,7 +283,7 @@ __global__ void __launch_bounds__(C::kThreads, 1)
   uint32_t* cand = total + C::kTopBuckets;   // [kMaxCandidates]: rank 0, the candidates; rounds: the totals
   __shared__ int warp_sum[C::kWarps], result[3];
   __shared__ int warp_gt[C::kWarps], warp_eq[C::kWarps], warp_tie0[C::kWarps], warp_out0[C::kWarps];
-  __shared__ int block_counts[2];            // keys of the slice above / at the threshold (read by the cluster)
+  __shared__ int all_counts[C::kMaxClusterWide][2];  // pushed by block b: its keys above / at the threshold
   __shared__ int cand_n;                     // rank 0: candidates gathered
   __shared__ Threshold sel;                  // rank 0: the select's result on the candidates
   const cg::cluster_group cluster = cg::this_cluster();
@@ -359,6 +361,9 @@ __global__ void __launch_bounds__(C::kThreads, 1)
   const int in_bucket = result[2];
   const bool whole = in_bucket == th.remaining;  // the bucket is taken whole: the threshold is its digit
   const bool gather = !whole && in_bucket <= C::kMaxCandidates;
+  // Rank 0's histograms of the later digits on the candidates, one a digit, zeroed ahead (the
+  // next cluster barrier orders this before them; the first digit's counts are no longer read).
+  for (int b = threadIdx.x; b < 3 * C::kBuckets; b += blockDim.x) hist[b] = 0;
 
   // 2a. The bucket's keys gathered in rank 0, which finishes the select on them alone.
   if (gather) {
@@ -378,26 +383,24 @@ __global__ void __launch_bounds__(C::kThreads, 1)
   }
   cluster.sync();  // the candidates are in rank 0
   if (gather && rank == 0) {
-    for (int done = C::kTopBits; done < 32;) {
+    for (int done = C::kTopBits, round = 0; done < 32; ++round) {
       const int bits = min(C::kDigitBits, 32 - done), shift = 32 - done - bits, nb = 1 << bits;
-      for (int b = threadIdx.x; b < nb; b += blockDim.x) hist[b] = 0;
-      __syncthreads();
+      uint32_t* h = hist + round * C::kBuckets;
       for (int base = 0; base < in_bucket; base += blockDim.x) {  // warp-uniform trip count
         const int j = base + threadIdx.x;
         const uint32_t key = j < in_bucket ? cand[j] : 0u;
-        count_bucket(hist, (key >> shift) & (nb - 1), j < in_bucket && (key & th.mask) == th.prefix);
+        count_bucket(h, (key >> shift) & (nb - 1), j < in_bucket && (key & th.mask) == th.prefix);
       }
       __syncthreads();
-      find_bucket(hist, nb, th.remaining, warp_sum, result);
+      if (warp == 0) lean_find(h, nb, th.remaining, result);
+      __syncthreads();
       done += bits;
       if (th.take(result, shift, bits)) break;
     }
-    if (threadIdx.x == 0) sel = th;
+    if (static_cast<int>(threadIdx.x) < nblocks) *cluster.map_shared_rank(&sel, threadIdx.x) = th;  // pushed to all
   }
-  cluster.sync();  // rank 0's result is set
-  if (gather) {
-    th = *cluster.map_shared_rank(&sel, 0);
-  }
+  cluster.sync();  // rank 0's result is in every block
+  if (gather) th = sel;
 
   // 2b. Otherwise the cluster counts the later digits over its slices, meeting once a digit (the
   // histograms double-buffered: a block may still read the last digit's of another).
@@ -436,20 +439,18 @@ __global__ void __launch_bounds__(C::kThreads, 1)
   eq = __reduce_add_sync(0xffffffffu, eq);
   if (lane == 0) warp_gt[warp] = gt, warp_eq[warp] = eq;
   __syncthreads();
-  if (threadIdx.x == 0) {
-    int bg = 0, be = 0;
-    for (int v = 0; v < C::kWarps; ++v) bg += warp_gt[v], be += warp_eq[v];
-    block_counts[0] = bg, block_counts[1] = be;
+  if (warp == 0) {  // the block's counts, pushed into every block (no block reads another's after)
+    const int bg = __reduce_add_sync(0xffffffffu, warp_gt[lane]), be = __reduce_add_sync(0xffffffffu, warp_eq[lane]);
+    if (lane < nblocks) {
+      int* dst = cluster.map_shared_rank(&all_counts[rank][0], lane);
+      dst[0] = bg, dst[1] = be;
+    }
   }
-  cluster.sync();
+  cluster.sync();  // the last meeting: a block may leave once its own outputs are written
   if (warp == 0) {
     // Ties before this block (E) and outputs before it (O): blocks before it take all their keys
     // above and the first of the `remaining` ties.
-    int bg = 0, be = 0;
-    if (lane < nblocks) {
-      const int* bc = cluster.map_shared_rank(block_counts, lane);
-      bg = bc[0], be = bc[1];
-    }
+    const int bg = lane < nblocks ? all_counts[lane][0] : 0, be = lane < nblocks ? all_counts[lane][1] : 0;
     const int e_incl = inclusive_scan(be);
     const int bsel = bg + max(0, min(be, th.remaining - (e_incl - be)));
     const int o_incl = inclusive_scan(bsel);
@@ -463,7 +464,7 @@ __global__ void __launch_bounds__(C::kThreads, 1)
     const int ws_incl = inclusive_scan(wsel);
     warp_tie0[lane] = tie0, warp_out0[lane] = block_out0 + ws_incl - wsel;
   }
-  cluster.sync();  // no block leaves while another reads its shared memory; warp bases are set
+  __syncthreads();  // the warp bases are set
 
   // Each warp walks its sub-slice in index order: ties ranked by ballots, outputs compacted.
   int tie = warp_tie0[warp], o = warp_out0[warp];
