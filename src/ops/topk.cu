@@ -312,7 +312,13 @@ __global__ void __launch_bounds__(C::kThreads, 1)
   const int Lw = ((L + C::kWarps - 1) / C::kWarps + 31) / 32 * 32;
   const int wlo = min(hi, lo + warp * Lw), whi = min(hi, wlo + Lw);
   const bool cached = L <= cached_keys;
-  auto key_at = [&](int i) { return cached ? keys[i - lo] : dev::order_key(s[i]); };
+  // A pass over the slice takes its keys from shared memory when cached, else from the scores:
+  // pass(key_at) is made once for each, the branch outside its loop (a select inside made every
+  // pass execute both ways' instructions: ~half of the 1M-token row's passes).
+  auto over_keys = [&](auto&& pass) {
+    if (cached) pass([&](int i) { return keys[i - lo]; });
+    else pass([&](int i) { return dev::order_key(s[i]); });
+  };
 
   // 1. The slice's keys and their first digit's histogram: from the scores kernel, or counted
   // here and added up in rank 0.
@@ -369,17 +375,19 @@ __global__ void __launch_bounds__(C::kThreads, 1)
   if (gather) {
     int* fill0 = cluster.map_shared_rank(&cand_n, 0);
     uint32_t* cand0 = cluster.map_shared_rank(cand, 0);
-    for (int base = lo; base < hi; base += blockDim.x) {  // warp-uniform trip count
-      const int i = base + threadIdx.x;
-      const uint32_t key = i < hi ? key_at(i) : 0u;
-      const bool in = i < hi && (key & th.mask) == th.prefix;
-      const uint32_t lanes = __ballot_sync(0xffffffffu, in);
-      if (!lanes) continue;
-      int at = 0;
-      if (lane == 0) at = atomicAdd(fill0, __popc(lanes));
-      at = __shfl_sync(0xffffffffu, at, 0);
-      if (in) cand0[at + __popc(lanes & lanes_below)] = key;
-    }
+    over_keys([&](auto key_at) {
+      for (int base = lo; base < hi; base += blockDim.x) {  // warp-uniform trip count
+        const int i = base + threadIdx.x;
+        const uint32_t key = i < hi ? key_at(i) : 0u;
+        const bool in = i < hi && (key & th.mask) == th.prefix;
+        const uint32_t lanes = __ballot_sync(0xffffffffu, in);
+        if (!lanes) continue;
+        int at = 0;
+        if (lane == 0) at = atomicAdd(fill0, __popc(lanes));
+        at = __shfl_sync(0xffffffffu, at, 0);
+        if (in) cand0[at + __popc(lanes & lanes_below)] = key;
+      }
+    });
   }
   cluster.sync();  // the candidates are in rank 0
   if (gather && rank == 0) {
@@ -410,11 +418,13 @@ __global__ void __launch_bounds__(C::kThreads, 1)
       uint32_t* h = hist + (round & 1) * C::kBuckets;
       for (int b = threadIdx.x; b < nb; b += blockDim.x) h[b] = 0;
       __syncthreads();
-      for (int base = lo; base < hi; base += blockDim.x) {  // warp-uniform trip count
-        const int i = base + threadIdx.x;
-        const uint32_t key = i < hi ? key_at(i) : 0u;
-        count_bucket(h, (key >> shift) & (nb - 1), i < hi && (key & th.mask) == th.prefix);
-      }
+      over_keys([&](auto key_at) {
+        for (int base = lo; base < hi; base += blockDim.x) {  // warp-uniform trip count
+          const int i = base + threadIdx.x;
+          const uint32_t key = i < hi ? key_at(i) : 0u;
+          count_bucket(h, (key >> shift) & (nb - 1), i < hi && (key & th.mask) == th.prefix);
+        }
+      });
       cluster.sync();  // every block's histogram is complete
       for (int b = threadIdx.x; b < nb; b += blockDim.x) {
         uint32_t sum = 0;
@@ -430,11 +440,13 @@ __global__ void __launch_bounds__(C::kThreads, 1)
 
   // 3. Keys above the threshold (masked key > prefix) and at it, per warp, block and cluster.
   int gt = 0, eq = 0;
-  for (int i = wlo + lane; i < whi; i += 32) {
-    const uint32_t m = key_at(i) & th.mask;
-    gt += m > th.prefix;
-    eq += m == th.prefix;
-  }
+  over_keys([&](auto key_at) {
+    for (int i = wlo + lane; i < whi; i += 32) {
+      const uint32_t m = key_at(i) & th.mask;
+      gt += m > th.prefix;
+      eq += m == th.prefix;
+    }
+  });
   gt = __reduce_add_sync(0xffffffffu, gt);
   eq = __reduce_add_sync(0xffffffffu, eq);
   if (lane == 0) warp_gt[warp] = gt, warp_eq[warp] = eq;
@@ -468,17 +480,20 @@ __global__ void __launch_bounds__(C::kThreads, 1)
 
   // Each warp walks its sub-slice in index order: ties ranked by ballots, outputs compacted.
   int tie = warp_tie0[warp], o = warp_out0[warp];
-  for (int base = wlo; base < whi; base += 32) {
-    const int i = base + lane;
-    const uint32_t m = i < whi ? key_at(i) & th.mask : 0u;
-    const bool above = i < whi && m > th.prefix, at = i < whi && m == th.prefix;
-    const uint32_t at_mask = __ballot_sync(0xffffffffu, at);
-    const bool take = above || (at && tie + __popc(at_mask & lanes_below) < th.remaining);
-    const uint32_t take_mask = __ballot_sync(0xffffffffu, take);
-    if (take) out[o + __popc(take_mask & lanes_below)] = i;
-    tie += __popc(at_mask);
-    o += __popc(take_mask);
-  }
+  over_keys([&](auto key_at) {
+    for (int base = wlo; base < whi; base += 32) {
+      const int i = base + lane;
+      const uint32_t m = i < whi ? key_at(i) & th.mask : 0u;
+      const bool above = i < whi && m > th.prefix, at = i < whi && m == th.prefix;
+      if (!__any_sync(0xffffffffu, above || at)) continue;  // most of a long row's keys
+      const uint32_t at_mask = __ballot_sync(0xffffffffu, at);
+      const bool take = above || (at && tie + __popc(at_mask & lanes_below) < th.remaining);
+      const uint32_t take_mask = __ballot_sync(0xffffffffu, take);
+      if (take) out[o + __popc(take_mask & lanes_below)] = i;
+      tie += __popc(at_mask);
+      o += __popc(take_mask);
+    }
+  });
 }
 
 constexpr int smem_bytes(int cached) { return (cached + C::kFixedWords) * static_cast<int>(sizeof(uint32_t)); }
