@@ -140,6 +140,30 @@ __device__ void find_bucket(const uint32_t* counts, int n, int remaining, int* w
   __syncthreads();
 }
 
+// Lane u holds unit u's keys above (g) and at (e) the threshold, the units (blocks or warps) in
+// index order, their ties starting at tie_base and their outputs at out_base: unit u's first tie
+// and first output (the units before it take all their keys above and the first `remaining` ties).
+__device__ __forceinline__ int2 unit_bases(int g, int e, int remaining, int tie_base, int out_base) {
+  const int tie0 = tie_base + inclusive_scan(e) - e;
+  const int sel = g + max(0, min(e, remaining - tie0));
+  return make_int2(tie0, out_base + inclusive_scan(sel) - sel);
+}
+
+// A warp's next 32 keys in index order (m: the lane's key under th.mask, index its entry): the
+// keys above the threshold are taken, and the ties while fewer than th.remaining came before
+// (ranked by ballots), written compacted from out[o]; tie and o advance.
+__device__ __forceinline__ void take_keys(uint32_t m, bool valid, int index, const Threshold& th, int& tie, int& o,
+                                          int32_t* out) {
+  const uint32_t lanes_below = (1u << (threadIdx.x % 32)) - 1u;
+  const bool above = valid && m > th.prefix, at = valid && m == th.prefix;
+  const uint32_t at_mask = __ballot_sync(0xffffffffu, at);
+  const bool take = above || (at && tie + __popc(at_mask & lanes_below) < th.remaining);
+  const uint32_t take_mask = __ballot_sync(0xffffffffu, take);
+  if (take) out[o + __popc(take_mask & lanes_below)] = index;
+  tie += __popc(at_mask);
+  o += __popc(take_mask);
+}
+
 // ---- short rows ------------------------------------------------------------------------------
 // A row of at most kLeanKeys keys (contexts up to 32K tokens at ratio 4) is selected by one block
 // from registers: warp w holds the keys [w·256, w·256 + 256), lane l of it key w·256 + 32j + l in
@@ -178,7 +202,6 @@ __device__ __forceinline__ void lean_find(const uint32_t* counts, int nb, int re
 __device__ void topk_lean(const float* s, int count, int K, int32_t* out, uint32_t* row_digits, uint32_t* hist) {
   __shared__ int wsum[C::kWarps], wgt[C::kWarps], weq[C::kWarps], result[3];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const uint32_t lanes_below = (1u << lane) - 1u;
   const int first = warp * 32 * kLeanPer + lane;  // index of the thread's key j: first + 32 j
   uint32_t* later = hist + C::kTopBuckets;        // [3][kBuckets]: the later digits' histograms
   float v[kLeanPer];
@@ -254,22 +277,10 @@ __device__ void topk_lean(const float* s, int count, int K, int32_t* out, uint32
   }
   if (lane == 0) wgt[warp] = gt, weq[warp] = eq;
   __syncthreads();
-  const int lg = wgt[lane], le = weq[lane];
-  const int e_excl = inclusive_scan(le) - le;
-  const int sel = lg + max(0, min(le, th.remaining - e_excl));
-  const int o_excl = inclusive_scan(sel) - sel;
-  int tie = __shfl_sync(0xffffffffu, e_excl, warp), o = __shfl_sync(0xffffffffu, o_excl, warp);
+  const int2 base = unit_bases(wgt[lane], weq[lane], th.remaining, 0, 0);
+  int tie = __shfl_sync(0xffffffffu, base.x, warp), o = __shfl_sync(0xffffffffu, base.y, warp);
 #pragma unroll
-  for (int j = 0; j < kLeanPer; ++j) {
-    const uint32_t m = key[j] & th.mask;
-    const bool is_above = valid(j) && m > th.prefix, at = valid(j) && m == th.prefix;
-    const uint32_t at_mask = __ballot_sync(0xffffffffu, at);
-    const bool take = is_above || (at && tie + __popc(at_mask & lanes_below) < th.remaining);
-    const uint32_t take_mask = __ballot_sync(0xffffffffu, take);
-    if (take) out[o + __popc(take_mask & lanes_below)] = first + 32 * j;
-    tie += __popc(at_mask);
-    o += __popc(take_mask);
-  }
+  for (int j = 0; j < kLeanPer; ++j) take_keys(key[j] & th.mask, valid(j), first + 32 * j, th, tie, o, out);
 }
 
 __global__ void __launch_bounds__(C::kThreads, 1)
@@ -462,19 +473,12 @@ __global__ void __launch_bounds__(C::kThreads, 1)
   if (warp == 0) {
     // Ties before this block (E) and outputs before it (O): blocks before it take all their keys
     // above and the first of the `remaining` ties.
-    const int bg = lane < nblocks ? all_counts[lane][0] : 0, be = lane < nblocks ? all_counts[lane][1] : 0;
-    const int e_incl = inclusive_scan(be);
-    const int bsel = bg + max(0, min(be, th.remaining - (e_incl - be)));
-    const int o_incl = inclusive_scan(bsel);
-    const int block_tie0 = __shfl_sync(0xffffffffu, e_incl - be, rank);
-    const int block_out0 = __shfl_sync(0xffffffffu, o_incl - bsel, rank);
+    const int2 b = unit_bases(lane < nblocks ? all_counts[lane][0] : 0, lane < nblocks ? all_counts[lane][1] : 0,
+                              th.remaining, 0, 0);
     // The same over the block's warps.
-    const int wg = warp_gt[lane], we = warp_eq[lane];
-    const int we_incl = inclusive_scan(we);
-    const int tie0 = block_tie0 + we_incl - we;
-    const int wsel = wg + max(0, min(we, th.remaining - tie0));
-    const int ws_incl = inclusive_scan(wsel);
-    warp_tie0[lane] = tie0, warp_out0[lane] = block_out0 + ws_incl - wsel;
+    const int2 w = unit_bases(warp_gt[lane], warp_eq[lane], th.remaining, __shfl_sync(0xffffffffu, b.x, rank),
+                              __shfl_sync(0xffffffffu, b.y, rank));
+    warp_tie0[lane] = w.x, warp_out0[lane] = w.y;
   }
   __syncthreads();  // the warp bases are set
 
@@ -484,14 +488,8 @@ __global__ void __launch_bounds__(C::kThreads, 1)
     for (int base = wlo; base < whi; base += 32) {
       const int i = base + lane;
       const uint32_t m = i < whi ? key_at(i) & th.mask : 0u;
-      const bool above = i < whi && m > th.prefix, at = i < whi && m == th.prefix;
-      if (!__any_sync(0xffffffffu, above || at)) continue;  // most of a long row's keys
-      const uint32_t at_mask = __ballot_sync(0xffffffffu, at);
-      const bool take = above || (at && tie + __popc(at_mask & lanes_below) < th.remaining);
-      const uint32_t take_mask = __ballot_sync(0xffffffffu, take);
-      if (take) out[o + __popc(take_mask & lanes_below)] = i;
-      tie += __popc(at_mask);
-      o += __popc(take_mask);
+      if (!__any_sync(0xffffffffu, i < whi && m >= th.prefix)) continue;  // most of a long row's keys
+      take_keys(m, i < whi, i, th, tie, o, out);
     }
   });
 }
