@@ -99,6 +99,30 @@ struct Threshold {
   }
 };
 
+// By one warp: the bucket of counts[top − chunk, top) (above: the keys in the buckets from top
+// up) that holds the `remaining`-th key from the top, if it lies there (result as find_bucket's).
+// Its lanes take runs of buckets from the top; the rest is one scan.
+__device__ __forceinline__ void warp_find(const uint32_t* counts, int top, int chunk, int above, int remaining,
+                                          int* result) {
+  const int lane = threadIdx.x % 32, run = (chunk + 31) / 32;
+  int rs = 0;
+  for (int j = 0; j < run; ++j) {
+    const int k = lane * run + j, b = top - 1 - k;
+    if (k < chunk && b >= 0) rs += static_cast<int>(counts[b]);
+  }
+  above += inclusive_scan(rs) - rs;
+  if (above < remaining && remaining <= above + rs) {
+    for (int j = 0; j < run; ++j) {
+      const int b = top - 1 - (lane * run + j), c = static_cast<int>(counts[b]);
+      if (above + c >= remaining) {
+        result[0] = b, result[1] = above, result[2] = c;
+        break;
+      }
+      above += c;
+    }
+  }
+}
+
 // The bucket that holds the `remaining`-th key counting from the top bucket of counts[0, n):
 // result[0] = the bucket, [1] = the keys in the
 // buckets above it, [2] = the keys in it. Called by the whole block; 1 ≤ remaining ≤ Σ counts.
@@ -117,25 +141,7 @@ __device__ void find_bucket(const uint32_t* counts, int n, int remaining, int* w
     const int v = warp_sum[lane], incl = inclusive_scan(v);
     const int w = __ffs(__ballot_sync(0xffffffffu, incl - v < remaining && remaining <= incl)) - 1;
     const int above_w = __shfl_sync(0xffffffffu, incl - v, w);
-    // Warp w's chunk, its lanes taking runs of `run` buckets from the top.
-    const int run = (chunk + 31) / 32, top = n - w * chunk;
-    int rs = 0;
-    for (int j = 0; j < run; ++j) {
-      const int k = lane * run + j, b = top - 1 - k;
-      if (k < chunk && b >= 0) rs += static_cast<int>(counts[b]);
-    }
-    const int rincl = inclusive_scan(rs);
-    int above = above_w + rincl - rs;
-    if (above < remaining && remaining <= above + rs) {
-      for (int j = 0; j < run; ++j) {
-        const int b = top - 1 - (lane * run + j), c = static_cast<int>(counts[b]);
-        if (above + c >= remaining) {
-          result[0] = b, result[1] = above, result[2] = c;
-          break;
-        }
-        above += c;
-      }
-    }
+    warp_find(counts, n - w * chunk, chunk, above_w, remaining, result);  // warp w's chunk
   }
   __syncthreads();
 }
@@ -176,28 +182,6 @@ constexpr int kLeanPer = 8, kLeanKeys = kLeanPer * C::kThreads;
 constexpr int kLeanHistWords = C::kTopBuckets + 3 * C::kBuckets;  // first digit, then a histogram per later digit
 static_assert(C::kTopBuckets == 4 * C::kThreads, "a thread owns four first-digit buckets");
 static_assert(kLeanHistWords <= C::kFixedWords, "the lean path's histograms fit the kernel's fixed shared memory");
-
-// The bucket of counts[0, nb) (nb ≤ 256) that holds the `remaining`-th key from the top, by warp 0
-// (result as find_bucket's). Lane l sums the run of buckets nb − 1 − l·run ..; the rest is one scan.
-__device__ __forceinline__ void lean_find(const uint32_t* counts, int nb, int remaining, int* result) {
-  const int lane = threadIdx.x % 32, run = (nb + 31) / 32;
-  int rs = 0;
-  for (int j = 0; j < run; ++j) {
-    const int b = nb - 1 - (lane * run + j);
-    if (b >= 0) rs += static_cast<int>(counts[b]);
-  }
-  int above = inclusive_scan(rs) - rs;
-  if (above < remaining && remaining <= above + rs) {
-    for (int j = 0; j < run; ++j) {
-      const int b = nb - 1 - (lane * run + j), c = static_cast<int>(counts[b]);
-      if (above + c >= remaining) {
-        result[0] = b, result[1] = above, result[2] = c;
-        break;
-      }
-      above += c;
-    }
-  }
-}
 
 __device__ void topk_lean(const float* s, int count, int K, int32_t* out, uint32_t* row_digits, uint32_t* hist) {
   __shared__ int wsum[C::kWarps], wgt[C::kWarps], weq[C::kWarps], result[3];
@@ -261,7 +245,7 @@ __device__ void topk_lean(const float* s, int count, int K, int32_t* out, uint32
       for (int j = 0; j < kLeanPer; ++j)
         count_bucket(h, (key[j] >> shift) & (nb - 1), valid(j) && (key[j] & th.mask) == th.prefix);
       __syncthreads();
-      if (warp == 0) lean_find(h, nb, th.remaining, result);
+      if (warp == 0) warp_find(h, nb, nb, 0, th.remaining, result);
       __syncthreads();
       done += bits;
       if (th.take(result, shift, bits)) break;
@@ -411,7 +395,7 @@ __global__ void __launch_bounds__(C::kThreads, 1)
         count_bucket(h, (key >> shift) & (nb - 1), j < in_bucket && (key & th.mask) == th.prefix);
       }
       __syncthreads();
-      if (warp == 0) lean_find(h, nb, th.remaining, result);
+      if (warp == 0) warp_find(h, nb, nb, 0, th.remaining, result);
       __syncthreads();
       done += bits;
       if (th.take(result, shift, bits)) break;
