@@ -9,7 +9,9 @@
 //     and before it writes anything (an earlier kernel may still be reading it); what comes
 //     before the wait may only read data no kernel of the stream writes (weights);
 //   * it calls dev::pdl_release() after its wait (dev::pdl_begin() does both), so the kernel
-//     after it is launched at most one kernel ahead and its wait orders it after this one.
+//     after it is launched at most one kernel ahead and its wait orders it after this one; a
+//     short kernel may release first (dev::pdl_begin_early()), its next kernel then launched two
+//     ahead.
 // griddepcontrol.wait returns once every prerequisite grid has completed and its memory is
 // visible; in a kernel launched without PDL both instructions do nothing.
 #pragma once
@@ -66,6 +68,16 @@ __device__ __forceinline__ void pdl_release() {
 __device__ __forceinline__ void pdl_begin() {
   pdl_wait();
   pdl_release();
+}
+// The start of a short kernel between two products (a norm, a quantization, a combine, mHC): it
+// lets the next kernel launch before its own wait, so that product is scheduled and loads its first
+// weights while this kernel still waits for the one before it (the kernel after this one is then
+// launched two kernels ahead; its wait still orders it after this one, which completes only after
+// the one before it). B=1 4K 3.01 -> 2.97 ms with the down products' early routing reads
+// (bench/results/2026-11-30-cuda-16.md).
+__device__ __forceinline__ void pdl_begin_early() {
+  pdl_release();
+  pdl_wait();
 }
 
 }  // namespace dev

@@ -58,12 +58,12 @@ void CudaModel::attention(const DBlock& blk, int table_row, const float* a_in, f
   const bool side = side_enabled() && m > 0 && prequantized_ && Q % 128 == 0;
   cudaStream_t s_comp = side ? side2_ : stream_, s_idx = side ? side_idx_ : stream_;
   if (side) {
-    fork_side(s_comp);
-    gemv_many_on(a, comp_proj, s_comp);
-    if (m == 4) {
+    if (m == 4) {  // first: the indexer's chain is the longer
       fork_side(s_idx);
       gemv_many_on(a, idx_proj, s_idx);
     }
+    fork_side(s_comp);
+    gemv_many_on(a, comp_proj, s_comp);
     linear_many(a, proj);
   } else {
     proj.insert(proj.end(), comp_proj.begin(), comp_proj.end());
@@ -113,7 +113,10 @@ void CudaModel::attention(const DBlock& blk, int table_row, const float* a_in, f
   Act qra = act("attn.qr", qr, rows, Q);
   if (prequantized_ && Q % 128 == 0) adopt_quantized(qra);  // decode: the norm also writes wq_b's FP8 input
   rmsnorm_cuda(qr, rows, Q, w.q_norm.get(), eps, qr, stream_, qra.q, qra.qs);
-  if (side && m == 4) fork_side(s_idx);
+  // The indexer's query, scores and top-k on a stream of their own: the query's projection does not
+  // queue behind the indexer's compressor (joined before the scores).
+  cudaStream_t s_iq = side ? side_idxq_ : s_idx;
+  if (side && m == 4) fork_side(s_iq);
   float* q = scratch_->get<float>("attn.q", rows * H * Dh);
   linear(w.wq_b, qra, q);
   // The query's per-head normalization and RoPE: in the attention's loading of q where it can
@@ -132,23 +135,24 @@ void CudaModel::attention(const DBlock& blk, int table_row, const float* a_in, f
     const int64_t chunk = std::max<int64_t>(1, (int64_t(1) << 26) / max_count);  // 256 MiB of scores at most
     float* score = scratch_->get<float>("idx.score", std::min(rows, chunk) * max_count);
     uint32_t* digits = scratch_->counters<uint32_t>("idx.digits", std::min(rows, chunk) * kTopkDigits);
-    if (side) gemv_many_on(qra, {{&w.idx_wq_b, qI}}, s_idx);  // (qra is already in FP8)
+    if (side) gemv_many_on(qra, {{&w.idx_wq_b, qI}}, s_iq);  // (qra is already in FP8)
     else linear(w.idx_wq_b, qra, qI);
-    indexer_query_cuda(qI, rows, static_cast<int>(HI), DI, static_cast<int>(R), freqs, b.d_pos, s_idx);
+    indexer_query_cuda(qI, rows, static_cast<int>(HI), DI, static_cast<int>(R), freqs, b.d_pos, s_iq);
+    if (s_iq != s_idx) join_streams(s_idx, s_iq);  // the entries' weights and the new compressed entry
     const float wscale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(DI) * HI));
     for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
       const int64_t nr = std::min(chunk, rows - r0);
       // The scores kernel counts the top-k's first digit when it can (decode), sparing the top-k a pass.
       const bool counted =
           indexer_scores_cuda(qI + r0 * HI * DI, iw + r0 * HI, wscale, nr, static_cast<int>(HI), static_cast<int>(DI),
-                              b.d_slot + r0, b.d_pos + r0, caches, compact_, score, max_count, max_count, s_idx, digits);
-      topk_cuda(score, max_count, nr, b.d_pos + r0, 4, static_cast<int>(K), selected + r0 * K, s_idx,
+                              b.d_slot + r0, b.d_pos + r0, caches, compact_, score, max_count, max_count, s_iq, digits);
+      topk_cuda(score, max_count, nr, b.d_pos + r0, 4, static_cast<int>(K), selected + r0 * K, s_iq,
                 counted ? digits : nullptr);
     }
   }
   if (side) {
     join_side(s_comp);
-    if (m == 4) join_side(s_idx);
+    if (m == 4) join_side(s_iq);  // (s_idx joined s_iq before the scores)
   }
   if (kv_side) join_side(side_kv_);
   if (topk_rows && selected) {

@@ -124,6 +124,7 @@ CudaModel::CudaModel(const ModelConfig& c, const Params* params, const Checkpoin
   int least = 0, greatest = 0;
   DSV4_CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
   DSV4_CUDA_CHECK(cudaStreamCreateWithPriority(&side_idx_, cudaStreamNonBlocking, greatest));
+  DSV4_CUDA_CHECK(cudaStreamCreateWithPriority(&side_idxq_, cudaStreamNonBlocking, greatest));
   DSV4_CUDA_CHECK(cudaEventCreateWithFlags(&fork_ev_, cudaEventDisableTiming));
   DSV4_CUDA_CHECK(cudaEventCreateWithFlags(&join_ev_, cudaEventDisableTiming));
   blas_ = std::make_unique<Blas>();
@@ -146,6 +147,7 @@ CudaModel::~CudaModel() {
   if (side2_) cudaStreamDestroy(side2_);
   if (side_kv_) cudaStreamDestroy(side_kv_);
   if (side_idx_) cudaStreamDestroy(side_idx_);
+  if (side_idxq_) cudaStreamDestroy(side_idxq_);
   if (stream_) cudaStreamDestroy(stream_);
 }
 
@@ -153,9 +155,10 @@ void CudaModel::fork_side(cudaStream_t side) {
   DSV4_CUDA_CHECK(cudaEventRecord(fork_ev_, stream_));
   DSV4_CUDA_CHECK(cudaStreamWaitEvent(side, fork_ev_, 0));
 }
-void CudaModel::join_side(cudaStream_t side) {
-  DSV4_CUDA_CHECK(cudaEventRecord(join_ev_, side));
-  DSV4_CUDA_CHECK(cudaStreamWaitEvent(stream_, join_ev_, 0));
+void CudaModel::join_side(cudaStream_t side) { join_streams(side, stream_); }
+void CudaModel::join_streams(cudaStream_t from, cudaStream_t to) {
+  DSV4_CUDA_CHECK(cudaEventRecord(join_ev_, from));
+  DSV4_CUDA_CHECK(cudaStreamWaitEvent(to, join_ev_, 0));
 }
 bool CudaModel::side_enabled() const { return side_streams_ && gemv_enabled_ && batch_->rows <= kGemvMaxRows; }
 

@@ -278,9 +278,14 @@ class CudaModel : public Backend {
   // A CSA layer's indexer, at the greatest priority: at long context its chain (scores and top-k
   // over up to 262144 entries) is longer than the query chain beside it, so its blocks go first.
   cudaStream_t side_idx_ = nullptr;
+  // The indexer's query (forked after the query's norm), scores and top-k, also at the greatest
+  // priority: its chain does not queue behind the indexer's compressor on side_idx_, which it
+  // joins only before the scores.
+  cudaStream_t side_idxq_ = nullptr;
   cudaEvent_t fork_ev_ = nullptr, join_ev_ = nullptr;
   void fork_side(cudaStream_t side);  // `side` waits for everything issued on stream_ so far
   void join_side(cudaStream_t side);  // stream_ waits for everything issued on `side` so far
+  void join_streams(cudaStream_t from, cudaStream_t to);  // `to` waits for everything issued on `from` so far
   bool side_enabled() const;  // few rows (decode, where a step is a chain of short kernels)
   std::unique_ptr<Blas> blas_;
   DModel w_;

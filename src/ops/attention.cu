@@ -301,7 +301,7 @@ struct Combine {
 __global__ void __launch_bounds__(Combine::kThreads)
 attention_combine_kernel(const float* part, const float* sink, int H, int Dh, int R, int splits, const int32_t* pos,
                          AttnOutput out, float* o) {
-  dev::pdl_begin();
+  dev::pdl_begin_early();
   using C = Combine;
   __shared__ float wgt[kMaxSplits];
   __shared__ float total;

@@ -363,7 +363,8 @@ void moe_gemv_swiglu_gather_cuda(const float* x, int k, const ExpertMatrix& w1, 
                                  const int2* tiles, const int32_t* ntiles, int max_tiles, const int32_t* offsets,
                                  float limit, const float* weight, const int32_t* perm, bf16* h, cudaStream_t s);
 // out_rows: y's row for sorted row r is out_rows[r] (perm: y in assignment order t·k + i, combined
-// without inv), else r.
+// without inv), else r. It reads tiles and ntiles before its PDL wait, so they must have been
+// written before the launch before it (the SwiGLU product, which waits for them) began.
 void moe_gemv_down_cuda(const bf16* h, const ExpertMatrix& w2, const int2* tiles, const int32_t* ntiles,
                         int max_tiles, const int32_t* offsets, float* y, cudaStream_t s,
                         const int32_t* out_rows = nullptr);

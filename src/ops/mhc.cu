@@ -330,7 +330,7 @@ __global__ void __launch_bounds__(FusedConfig::kThreads)
   ptx::cp_async_commit();
   const float base_l = lane < rows ? base[lane] : 0.0f;  // lane c: base of mix column c
   const float scale0 = scale[0], scale1 = head ? 0.0f : scale[1], scale2 = head ? 0.0f : scale[2];
-  dev::pdl_begin();
+  dev::pdl_begin_early();
 
   if (step.Xout) {
     hc_post_slice(step, t, n, D, d0, G, x_s);

@@ -454,7 +454,7 @@ __global__ void swiglu_kernel(const float* g, const float* u, int64_t rows, int6
 // per (row, block of 128).
 __global__ void swiglu_quant_kernel(const float* g, const float* u, int64_t rows, int64_t F, float limit, float* h,
                                     uint8_t* q, float* qs) {
-  dev::pdl_begin();
+  dev::pdl_begin_early();
   const int64_t w = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32;
   const int lane = threadIdx.x & 31;
   const int64_t nb = F / 128;

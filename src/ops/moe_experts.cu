@@ -274,13 +274,17 @@ __global__ void __launch_bounds__(GemvConfig::kWarps * 32, kFp4 ? GemvConfig::kF
 moe_gemv_kernel(const bf16* x, const float* x_f32, int k, ExpertMatrix wa, ExpertMatrix wb, const int2* tiles,
                 const int32_t* ntiles, const int32_t* offsets, float limit, const float* weight, const int32_t* perm,
                 bf16* h_out, float* y_out) {
-  dev::pdl_begin();
+  // The down product (!kSwiglu) follows the SwiGLU product, which waited for the routing: the
+  // routing's tiles are complete when this kernel launches, so it reads them (past L1) and loads
+  // its first weights before its own wait.
+  constexpr bool kEarly = !kSwiglu;
+  if (!kEarly) dev::pdl_begin();
   using C = GemvConfig;
   constexpr int kMats = kSwiglu ? 2 : 1;
   using Stage = GemvStage<kFp4, kMats>;
   __shared__ float partial[C::kWarps][kMats][C::kRows][C::kCols];
-  const int2 tile = tiles[blockIdx.y];  // in bounds for every block: read alongside the count
-  if (static_cast<int>(blockIdx.y) >= *ntiles) return;
+  const int2 tile = __ldcg(tiles + blockIdx.y);  // in bounds for every block: read alongside the count
+  if (static_cast<int>(blockIdx.y) >= __ldcg(ntiles)) return;
   const int e = tile.x;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const int K = wa.cols, N = wa.rows, n0 = blockIdx.x * C::kRows;
@@ -296,6 +300,7 @@ moe_gemv_kernel(const bf16* x, const float* x_f32, int k, ExpertMatrix wa, Exper
     }
   };
   load_first_steps();  // the weights do not wait for the row range
+  if (kEarly) dev::pdl_begin();
   const int r_begin = offsets[e], r_end = offsets[e + 1];
   for (int r0 = r_begin; r0 < r_end; r0 += C::kCols) {
     const int nr = min(C::kCols, r_end - r0);

@@ -81,7 +81,7 @@ __global__ void split_bf16_kernel(const float* x, int64_t n, bf16* hi, bf16* lo)
 
 // One warp per 1×128 block: 4 values per lane.
 __global__ void quantize_fp8_kernel(const float* x, int64_t M, int64_t K, uint8_t* q, float* scale, int64_t lds) {
-  dev::pdl_begin();
+  dev::pdl_begin_early();
   const int64_t w = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32;
   const int lane = threadIdx.x & 31;
   const int64_t kb = K / 128;

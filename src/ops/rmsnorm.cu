@@ -78,7 +78,7 @@ __global__ void rmsnorm_kernel(const float* x, int64_t D, const float* w, float 
   const float4 ones = make_float4(1.0f, 1.0f, 1.0f, 1.0f);
   const float4 w_first = q && w && warp < D / 128 ? *reinterpret_cast<const float4*>(w + warp * 128 + lane * 4) : ones;
   const FirstWeights w0 = q ? FirstWeights{} : first_weights(w, D);
-  dev::pdl_begin();
+  dev::pdl_begin_early();
   __shared__ float scratch[33];
   const float* xr = x + blockIdx.x * D;
   float* yr = y + blockIdx.x * D;
