@@ -118,7 +118,12 @@ void CudaModel::attention(const DBlock& blk, int table_row, const float* a_in, f
   cudaStream_t s_iq = side ? side_idxq_ : s_idx;
   if (side && m == 4) fork_side(s_iq);
   float* q = scratch_->get<float>("attn.q", rows * H * Dh);
-  linear(w.wq_b, qra, q);
+  // Decode, CSA layers: wq_b waits until the indexer's scores are under way, so the indexer's query
+  // projection (the head of the longer chain) streams alone and wq_b beside the scores and the
+  // top-k, which it does not outlast. B=1 1M 3.40 -> 3.36 ms, 4K 2.95 -> 2.935
+  // (bench/results/2026-11-30-cuda-16.md).
+  const bool defer_wq_b = side && m == 4 && fuse_q;
+  if (!defer_wq_b) linear(w.wq_b, qra, q);
   // The query's per-head normalization and RoPE: in the attention's loading of q where it can
   // (AttnShape::q_rope); otherwise in the key's launch.
   if (!fuse_q)
@@ -146,6 +151,10 @@ void CudaModel::attention(const DBlock& blk, int table_row, const float* a_in, f
       const bool counted =
           indexer_scores_cuda(qI + r0 * HI * DI, iw + r0 * HI, wscale, nr, static_cast<int>(HI), static_cast<int>(DI),
                               b.d_slot + r0, b.d_pos + r0, caches, compact_, score, max_count, max_count, s_iq, digits);
+      if (defer_wq_b && r0 == 0) {
+        join_streams(s_iq, stream_);
+        linear(w.wq_b, qra, q);
+      }
       topk_cuda(score, max_count, nr, b.d_pos + r0, 4, static_cast<int>(K), selected + r0 * K, s_iq,
                 counted ? digits : nullptr);
     }
