@@ -144,7 +144,7 @@ void CudaModel::attention(const DBlock& blk, int table_row, const float* a_in, f
     if (side) gemv_many_on(qra, {{&w.idx_wq_b, qI}}, s_iq);  // (qra is already in FP8)
     else linear(w.idx_wq_b, qra, qI);
     indexer_query_cuda(qI, rows, static_cast<int>(HI), DI, static_cast<int>(R), freqs, b.d_pos, s_iq);
-    if (s_iq != s_idx) join_streams(s_idx, s_iq);  // the entries' weights and the new compressed entry
+    if (side) join_streams(s_idx, s_iq);  // the entries' weights and the new compressed entry
     const float wscale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(DI) * HI));
     for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
       const int64_t nr = std::min(chunk, rows - r0);
