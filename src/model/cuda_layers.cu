@@ -118,11 +118,12 @@ void CudaModel::attention(const DBlock& blk, int table_row, const float* a_in, f
   cudaStream_t s_iq = side ? side_idxq_ : s_idx;
   if (side && m == 4) fork_side(s_iq);
   float* q = scratch_->get<float>("attn.q", rows * H * Dh);
-  // Decode of one row, CSA layers: wq_b waits until the indexer's scores are under way, so the
-  // indexer's query projection (the head of the longer chain) streams alone and wq_b beside the
-  // scores and the top-k, which it does not outlast. B=1 1M 3.40 -> 3.36 ms, 4K 2.95 -> 2.935
-  // (bench/results/2026-11-30-cuda-16.md). Several rows keep the plain order: their scores fill the
-  // SMs for longer, and that case was not measured.
+  // Decode of one row, CSA layers: wq_b is issued after the indexer's scores, so the indexer's
+  // query projection (the head of the longer chain) streams alone. wq_b's PDL wait covers the join,
+  // so it starts once the scores complete and streams beside the top-k. B=1 1M 3.40 -> 3.36 ms, 4K
+  // 2.95 -> 2.935 (bench/results/2026-11-30-cuda-16.md); issued before the scores, it keeps their
+  // blocks (a whole SM each) waiting (2026-11-30-cuda-17.md). Several rows keep the plain order:
+  // their scores fill the SMs for longer, and that case was not measured.
   const bool defer_wq_b = side && m == 4 && fuse_q && rows == 1;
   if (!defer_wq_b) linear(w.wq_b, qra, q);
   // The query's per-head normalization and RoPE: in the attention's loading of q where it can
