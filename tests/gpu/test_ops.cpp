@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <functional>
 #include <numeric>
@@ -146,6 +147,29 @@ std::vector<Check> op_quant(std::mt19937& rng) {
     auto dx = dev(x);
     fp4_sim_cuda(dx.get(), rows, n, n, 0);
     out.push_back(check("fp4_sim", host(dx), ref, 0));
+  }
+  {  // FP4 rounding at every tie and step: blocks of 32 whose first value (±6) fixes the scale, the
+     // rest every multiple of 2^-6 in [-6, 6], at scales 2^0, 2^-20, 2^-130
+     // (the least scale: subnormal quotients) and 2^20; signed zeros.
+    std::vector<float> grid;
+    for (int i = -6 * 64; i <= 6 * 64; ++i) grid.push_back(static_cast<float>(i) / 64.0f);
+    grid.push_back(-0.0f);
+    std::vector<float> x;
+    for (const int e : {0, -20, -130, 20})
+      for (size_t i = 0; i < grid.size(); i += 31) {
+        x.push_back(std::ldexp(i % 2 ? 6.0f : -6.0f, e));
+        for (size_t j = i; j < i + 31; ++j) x.push_back(j < grid.size() ? std::ldexp(grid[j], e) : 0.0f);
+      }
+    const int n = static_cast<int>(x.size());
+    std::vector<float> ref = x;
+    ops::fp4_sim(ref.data(), n, 32);
+    auto dx = dev(x);
+    fp4_sim_cuda(dx.get(), 1, n, n, 0);
+    const std::vector<float> got = host(dx);
+    Diff bits;  // bit patterns (the sign of zero included)
+    bits.n = n;
+    for (int i = 0; i < n; ++i) bits.far += std::memcmp(&got[i], &ref[i], 4) != 0;
+    out.push_back({"fp4_sim: every tie and step, bit for bit", bits, 0});
   }
   {
     const int count = 64, d = 128;
