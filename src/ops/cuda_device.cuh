@@ -74,7 +74,8 @@ __device__ __forceinline__ uint32_t order_key(float v) {
 }
 
 // Nearest value with `mbits` mantissa bits and smallest normal exponent `emin`, ties to even
-// (round_minifloat of core/dtype.cpp).
+// (round_minifloat of core/dtype.cpp): the software rule the GPU test of e4m3x2_rn checks the
+// hardware conversion against.
 __device__ __forceinline__ float round_minifloat(float v, int mbits, int emin) {
   if (v == 0.0f || !isfinite(v)) return v;
   int e;
@@ -84,7 +85,6 @@ __device__ __forceinline__ float round_minifloat(float v, int mbits, int emin) {
   return rintf(v / step) * step;
 }
 __device__ __forceinline__ float round_e4m3(float v) { return round_minifloat(v, 3, -6); }
-__device__ __forceinline__ float round_e2m1(float v) { return round_minifloat(v, 1, 0); }
 
 // 2^ceil(log2(x)) from the float32 bits (pow2_ceil of core/dtype.cpp), as an exponent k.
 __device__ __forceinline__ int pow2_ceil_exp(float x) {
@@ -115,11 +115,11 @@ __device__ __forceinline__ float fp8_sim_value(float x, float s) {
   const __half_raw h = __nv_cvt_fp8_to_halfraw(static_cast<__nv_fp8_storage_t>(e4m3_rn(x * __frcp_rn(s))), __NV_E4M3);
   return __half2float(__half(h)) * s;
 }
-// x / s on the e2m1 grid, times s (s a power of two): round_e2m1 of the clamped quotient without
-// its frexpf, ldexpf and divisions. x · (1/s) is x / s (1/s is exact), and on [0, 2), [2, 4), [4, 6]
-// the grid's step is 0.5, 1, 2: rintf (ties to even) of the quotient by the step, as
-// round_minifloat computes it. The same bits (the GPU tests compare with the CPU at tolerance 0);
-// several times fewer instructions, on the chain of every kernel that rounds to FP4.
+// x / s on the e2m1 grid, times s (s a power of two): core/dtype.cpp's round_e2m1 of the clamped
+// quotient without its frexpf, ldexpf and divisions. x · (1/s) is x / s (1/s is exact), and on
+// [0, 2), [2, 4), [4, 6] the grid's step is 0.5, 1, 2: rintf (ties to even) of the quotient by the
+// step, as round_minifloat computes it. The same bits (the GPU tests compare with the CPU at
+// tolerance 0, every tie included); several times fewer instructions than that general rounding.
 __device__ __forceinline__ float fp4_sim_value(float x, float s) {
   const float v = fminf(fmaxf(x * __frcp_rn(s), -6.0f), 6.0f), a = fabsf(v);
   const float r = a < 2.0f ? rintf(a * 2.0f) * 0.5f : a < 4.0f ? rintf(a) : rintf(a * 0.5f) * 2.0f;
