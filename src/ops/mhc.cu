@@ -245,6 +245,17 @@ __device__ __forceinline__ void hc_post_slice(const HcPostArgs& p, int64_t t, in
   const int64_t nD = static_cast<int64_t>(n) * D;
   const float* post = p.post + t * n;
   const float* comb = p.comb + t * n * n;
+  // post and comb in registers first, their loads beside the streams': one round trip, not one per
+  // stream k of the loop below (~0.3 µs of the fused kernel, 2026-11-30-cuda-19.md).
+  constexpr int kN = 4;  // the fused kernel's most streams: (2 + n) · n ≤ kMixMaxRows
+  static_assert((2 + kN) * kN == kMixMaxRows, "n ≤ 4 in the fused kernel");
+  float post_r[kN], comb_r[kN][kN];
+#pragma unroll
+  for (int k = 0; k < kN; ++k) {
+    post_r[k] = k < n ? post[k] : 0.0f;
+#pragma unroll
+    for (int j = 0; j < kN; ++j) comb_r[j][k] = j < n && k < n ? comb[j * n + k] : 0.0f;
+  }
   for (int g = threadIdx.x; g < G; g += blockDim.x) {
     const int64_t d = d0 + 4 * g;
     // The streams' X first: their loads travel with the expert rows' indices (a round trip less:
@@ -279,13 +290,15 @@ __device__ __forceinline__ void hc_post_slice(const HcPostArgs& p, int64_t t, in
     } else {
       o = *reinterpret_cast<const float4*>(p.o + t * D + d);
     }
-    for (int k = 0; k < n; ++k) {
-      const float pk = post[k];
+#pragma unroll
+    for (int k = 0; k < kN; ++k) {
+      if (k >= n) break;
+      const float pk = post_r[k];
       float4 v = make_float4(pk * o.x, pk * o.y, pk * o.z, pk * o.w);
 #pragma unroll
-      for (int j = 0; j < kMaxStreams; ++j)
+      for (int j = 0; j < kN; ++j)
         if (j < n) {
-          const float c = comb[j * n + k];
+          const float c = comb_r[j][k];
           v = make_float4(fmaf(c, xp[j].x, v.x), fmaf(c, xp[j].y, v.y), fmaf(c, xp[j].z, v.z), fmaf(c, xp[j].w, v.w));
         }
       *reinterpret_cast<float4*>(p.Xout + t * nD + k * D + d) = v;
@@ -294,14 +307,14 @@ __device__ __forceinline__ void hc_post_slice(const HcPostArgs& p, int64_t t, in
   }
 }
 
-// Dynamic shared memory: fn's share [rows][n][Ds], norm's [Ds], X[t]'s [n][Ds], y [Ds] (as float4 groups).
+// Dynamic shared memory: fn's share [rows][n][Ds] (at least kCols × kThreads floats: the column sums
+// reuse it), norm's [Ds], X[t]'s [n][Ds], y [Ds] (as float4 groups).
 // With step.Xout: X[t]'s slice is made first from the previous sub-layer's (hc_post_slice), X = step.Xout.
 __global__ void __launch_bounds__(FusedConfig::kThreads)
     hc_pre_fused_kernel(const float* X, const float* fn, int64_t T, int n, int D, const float* base, const float* scale,
                         float eps, float hc_eps, int iters, bool head, const float* norm, float* a, float* post,
                         float* comb, uint8_t* q, float* qs, float* mix_out, HcPostArgs step) {
   using C = FusedConfig;
-  __shared__ float red[C::kWarps][C::kCols];                // this block's warps' partial mix
   __shared__ float gather[C::kMaxClusterWide][C::kCols];    // pushed by block r: its partial mix
   __shared__ float ygather[C::kMaxClusterWide][C::kWarps];  // pushed by block r: its warps' Σ y²
   __shared__ float cs[32];
@@ -313,8 +326,8 @@ __global__ void __launch_bounds__(FusedConfig::kThreads)
   const int units = D / C::kUnit, u0 = rank * units / nblocks, u1 = (rank + 1) * units / nblocks;
   const int d0 = u0 * C::kUnit, G = (u1 - u0) * (C::kUnit / 4);  // float4 groups of the slice
   const int rows = head ? n : (2 + n) * n, items = n * G;        // item j·G + g: stream j, group g
-  float4* fn_s = smem4;                   // [rows][items]
-  float4* norm_s = fn_s + rows * items;  // [G]
+  float4* fn_s = smem4;                                                     // [rows][items]
+  float4* norm_s = fn_s + max(rows * items, C::kCols * C::kThreads / 4);  // [G] (fn_s: also colred's)
   float4* x_s = norm_s + G;              // [items]
   float4* y_s = x_s + items;             // [G]
 
@@ -353,27 +366,42 @@ __global__ void __launch_bounds__(FusedConfig::kThreads)
       }
     acc[kMixMaxRows] = fmaf(xv.w, xv.w, fmaf(xv.z, xv.z, fmaf(xv.y, xv.y, fmaf(xv.x, xv.x, acc[kMixMaxRows]))));
   }
-#pragma unroll
-  for (int c = 0; c < C::kCols; ++c) {
-    if (c >= rows && c < kMixMaxRows) continue;
-    const float v = dev::warp_sum(acc[c]);
-    if (lane == 0) red[warp][c] = v;
-  }
+  // The block's column sums: warp w adds columns w, w + 8, ... (lane l: threads l + 32i in i order,
+  // then a butterfly), all at once. 25 warp sums one after another took ~2 µs, with the pushes of
+  // their totals; these take ~0.5 (clock64 stamps in the model, 2026-11-30-cuda-19.md).
+  constexpr int kPerWarp = (C::kCols + C::kWarps - 1) / C::kWarps;
+  auto colred = reinterpret_cast<float(*)[C::kThreads]>(fn_s);  // [kCols][kThreads], once fn is read
   __syncthreads();
-  cluster_wait();  // every block has started
-  for (int e = threadIdx.x; e < C::kCols * nblocks; e += C::kThreads) {
-    const int c = e % C::kCols, dst = e / C::kCols;
-    if (c >= rows && c < kMixMaxRows) continue;
+#pragma unroll
+  for (int c = 0; c < C::kCols; ++c) colred[c][threadIdx.x] = acc[c];
+  __syncthreads();
+  float tot[kPerWarp];
+#pragma unroll
+  for (int u = 0; u < kPerWarp; ++u) {
+    const int c = warp + C::kWarps * u;
     float v = 0.0f;
-    for (int w = 0; w < C::kWarps; ++w) v += red[w][c];
-    *cluster.map_shared_rank(&gather[rank][c], dst) = v;
+    if (c < C::kCols)
+#pragma unroll
+      for (int i = 0; i < C::kWarps; ++i) v += colred[c][lane + 32 * i];
+    tot[u] = v;
   }
+#pragma unroll
+  for (int u = 0; u < kPerWarp; ++u) tot[u] = dev::warp_sum(tot[u]);
+  cluster_wait();  // every block has started
+  if (lane < nblocks)
+#pragma unroll
+    for (int u = 0; u < kPerWarp; ++u) {
+      const int c = warp + C::kWarps * u;
+      if (c < C::kCols) *cluster.map_shared_rank(&gather[rank][c], lane) = tot[u];
+    }
   cluster_arrive();
   cluster_wait();
   // Lane c: mix column c over the blocks in rank order; every lane then has pre (and the RMS of x).
   float m = 0.0f;
   if (lane < rows || lane == kMixMaxRows)
-    for (int r = 0; r < nblocks; ++r) m += gather[r][lane];
+#pragma unroll
+    for (int r = 0; r < C::kMaxClusterWide; ++r)
+      if (r < nblocks) m += gather[r][lane];
   const float inv = 1.0f / sqrtf(__shfl_sync(0xffffffffu, m, kMixMaxRows) / static_cast<float>(nD) + eps);
 
   if (warp == 0) {  // no Σ y² to give: arrives at once; block 0 normalizes comb meanwhile
@@ -393,12 +421,11 @@ __global__ void __launch_bounds__(FusedConfig::kThreads)
   }
 
   // Warps 1..: y = Σ_j pre_j X[j] on the slice; Σ y² around the cluster; a = norm ⊙ y / rms.
+  // Lane j computes pre_j (one sigmoid's latency, not n), then every lane has them all.
+  const float pre_l = sigmoid(m * inv * scale0 + base_l) + hc_eps;
   float pre[kMaxStreams];
 #pragma unroll
-  for (int j = 0; j < kMaxStreams; ++j) {
-    const float mj = __shfl_sync(0xffffffffu, m, j), bj = __shfl_sync(0xffffffffu, base_l, j);
-    pre[j] = sigmoid(mj * inv * scale0 + bj) + hc_eps;
-  }
+  for (int j = 0; j < kMaxStreams; ++j) pre[j] = __shfl_sync(0xffffffffu, pre_l, j);
   const int wt = threadIdx.x - 32, workers = C::kThreads - 32;
   float ys = 0.0f;
   for (int g = wt; g < G; g += workers) {
@@ -482,7 +509,8 @@ struct FusedPlan {
 size_t fused_smem(int rows, int n, int64_t D, int cluster) {
   using C = FusedConfig;
   const int64_t units = D / C::kUnit, cols = (units + cluster - 1) / cluster * C::kUnit;
-  return static_cast<size_t>((rows * n + n + 2) * cols) * sizeof(float);
+  const int64_t fn = std::max<int64_t>(rows * n * cols, C::kCols * C::kThreads);  // fn's share, then the column sums
+  return static_cast<size_t>(fn + (n + 2) * cols) * sizeof(float);
 }
 
 FusedPlan fused_plan(int n, int64_t D) {
