@@ -332,12 +332,25 @@ __global__ void __launch_bounds__(FusedConfig::kThreads)
   float4* y_s = x_s + items;             // [G]
 
   cluster_arrive_relaxed();  // pushes into a block's shared memory wait until it has started
-  // Item i (stream j, group g) of every row: one division per item, not three per copy (by our
-  // count, the copies' address arithmetic was a large share of this kernel's instructions).
-  for (int i = threadIdx.x; i < items; i += C::kThreads) {
-    const int j = i / G, g = i - j * G;
-    const float* src = fn + static_cast<int64_t>(j) * D + d0 + 4 * g;
-    for (int r = 0; r < rows; ++r) ptx::cp_async<16>(fn_s + r * items + i, src + r * nD);
+  // fn's share, item i (stream j, group g) of every row: with one item a thread (the decode shape:
+  // D = 4096 on 16 blocks) straight into registers, else into shared memory (one division per
+  // item, not three per copy: by our count, the copies' address arithmetic was a large share of
+  // this kernel's instructions). Both before the wait.
+  const bool fn_regs = items <= C::kThreads;
+  float4 fn_r[kMixMaxRows];
+  if (fn_regs) {
+    if (threadIdx.x < items) {
+      const int i = threadIdx.x, j = i / G, g = i - j * G;
+      const float4* src = reinterpret_cast<const float4*>(fn + static_cast<int64_t>(j) * D + d0 + 4 * g);
+#pragma unroll
+      for (int r = 0; r < kMixMaxRows; ++r) fn_r[r] = r < rows ? __ldg(src + r * (nD / 4)) : make_float4(0, 0, 0, 0);
+    }
+  } else {
+    for (int i = threadIdx.x; i < items; i += C::kThreads) {
+      const int j = i / G, g = i - j * G;
+      const float* src = fn + static_cast<int64_t>(j) * D + d0 + 4 * g;
+      for (int r = 0; r < rows; ++r) ptx::cp_async<16>(fn_s + r * items + i, src + r * nD);
+    }
   }
   for (int g = threadIdx.x; g < G; g += C::kThreads) ptx::cp_async<16>(norm_s + g, norm + d0 + 4 * g);
   ptx::cp_async_commit();
@@ -356,15 +369,20 @@ __global__ void __launch_bounds__(FusedConfig::kThreads)
   __syncthreads();
   // The slice's mix product and Σ x², per thread, then per warp.
   float acc[C::kCols] = {};
-  for (int i = threadIdx.x; i < items; i += C::kThreads) {
-    const float4 xv = x_s[i];
+  auto mix_item = [&](const float4 xv, auto&& fn_row) {
 #pragma unroll
     for (int r = 0; r < kMixMaxRows; ++r)
       if (r < rows) {
-        const float4 f = fn_s[r * items + i];
+        const float4 f = fn_row(r);
         acc[r] = fmaf(f.w, xv.w, fmaf(f.z, xv.z, fmaf(f.y, xv.y, fmaf(f.x, xv.x, acc[r]))));
       }
     acc[kMixMaxRows] = fmaf(xv.w, xv.w, fmaf(xv.z, xv.z, fmaf(xv.y, xv.y, fmaf(xv.x, xv.x, acc[kMixMaxRows]))));
+  };
+  if (fn_regs) {
+    if (threadIdx.x < items) mix_item(x_s[threadIdx.x], [&](int r) { return fn_r[r]; });
+  } else {
+    for (int i = threadIdx.x; i < items; i += C::kThreads)
+      mix_item(x_s[i], [&](int r) { return fn_s[r * items + i]; });
   }
   // The block's column sums: warp w adds columns w, w + 8, ... (lane l: threads l + 32i in i order,
   // then a butterfly), all at once. 25 warp sums one after another took ~2 µs, with the pushes of
