@@ -215,11 +215,12 @@ __global__ void __launch_bounds__(kMixThreads) hc_mix_kernel(const float* X, con
 //
 // One thread block cluster per token. Block `rank` owns the columns [d0, d0 + Ds) of every stream
 // (D in 128-column units, split as evenly as floor division gives):
-//   - before pdl_begin, its share of fn (the columns j·D + d0 .. of every row) and of norm go to
-//     shared memory by cp.async: weights, so that load overlaps the previous kernel's tail;
-//   - its partial mix row and Σ x² are pushed into every block's shared memory (distributed shared
-//     memory), one cluster barrier, then each warp sums the partials in rank order: the same bits
-//     in every warp of every block, every run;
+//   - before pdl_begin, its share of fn (the columns j·D + d0 .. of every row) and of norm are
+//     loaded: weights, so that load overlaps the previous kernel's tail. fn goes to registers when
+//     each thread has one item of the slice (decode at D = 4096), else to shared memory by cp.async;
+//   - its partial mix row and Σ x² (column sums over the block, side by side) are pushed into every
+//     block's shared memory (distributed shared memory), one cluster barrier, then each warp sums
+//     the partials in rank order: the same bits in every warp of every block, every run;
 //   - every block computes pre; block 0's warp 0 also post and comb (the Sinkhorn, which no other
 //     warp or block waits for); the other warps make y of the slice, its Σ y² goes around the
 //     cluster like the mix, then a = norm ⊙ y / rms and its FP8 blocks.
@@ -367,7 +368,7 @@ __global__ void __launch_bounds__(FusedConfig::kThreads)
   }
   ptx::cp_async_wait<0>();
   __syncthreads();
-  // The slice's mix product and Σ x², per thread, then per warp.
+  // The slice's mix product and Σ x², per thread, then over the block.
   float acc[C::kCols] = {};
   auto mix_item = [&](const float4 xv, auto&& fn_row) {
 #pragma unroll
