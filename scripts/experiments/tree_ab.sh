@@ -43,10 +43,14 @@ case "$MODE" in
         label="working tree"
         [ $v = base ] && bin=$BASE/build-base/dsv4 && label="base $(cut -c1-7 "$BASE/COMMIT")"
         echo "== $label, round $round"
-        $bin bench "${ARGS[@]}" 2>&1 | grep -E "^decode|^prefill"
+        $bin bench "${ARGS[@]}" >/tmp/tree-ab-bench.log 2>&1
+        rc=$?
+        grep -E "^decode|^prefill" /tmp/tree-ab-bench.log
+        [ $rc -eq 0 ] || { echo "tree_ab: dsv4 bench failed (exit $rc):"; tail -3 /tmp/tree-ab-bench.log; }
       done
     done >"$OUT/tree-ab.txt" 2>&1
     cat "$OUT/tree-ab.txt"
+    ! grep -q "^tree_ab: dsv4 bench failed" "$OUT/tree-ab.txt"
     ;;
   *)
     echo "usage: scripts/experiments/tree_ab.sh prepare [COMMIT] | run [bench options]" >&2
