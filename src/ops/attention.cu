@@ -298,6 +298,18 @@ using attn::kMaxSplits;
 struct Combine {
   static constexpr int kDims = 128, kGroups = 8, kThreads = kGroups * kDims / 4;
 };
+// The four o values of a partial at dims d .. d + 3 (float32, or bf16 with kBf16).
+template <bool kBf16>
+__device__ __forceinline__ float4 partial_o(const float* row, int d) {
+  if constexpr (kBf16) {
+    const uint2 u = *reinterpret_cast<const uint2*>(row + d / 2);
+    return make_float4(__uint_as_float(u.x << 16), __uint_as_float(u.x & 0xffff0000u), __uint_as_float(u.y << 16),
+                       __uint_as_float(u.y & 0xffff0000u));
+  } else {
+    return *reinterpret_cast<const float4*>(row + d);
+  }
+}
+template <bool kBf16>
 __global__ void __launch_bounds__(Combine::kThreads)
 attention_combine_kernel(const float* part, const float* sink, int H, int Dh, int R, int splits, const int32_t* pos,
                          AttnOutput out, float* o) {
@@ -308,7 +320,7 @@ attention_combine_kernel(const float* part, const float* sink, int H, int Dh, in
   __shared__ float4 red[C::kGroups][C::kDims / 4];
   const int64_t r = blockIdx.x;
   const int h = blockIdx.y;
-  const int pstride = Dh + 4;
+  const int pstride = attn::partial_stride(Dh, kBf16), ml = kBf16 ? Dh / 2 : Dh;  // floats: a partial, its m
   const float* base = part + (r * H + h) * static_cast<int64_t>(splits) * pstride;
   const int quad = threadIdx.x % (C::kDims / 4), g = threadIdx.x / (C::kDims / 4);
   const int d = blockIdx.z * C::kDims + 4 * quad;
@@ -320,8 +332,7 @@ attention_combine_kernel(const float* part, const float* sink, int H, int Dh, in
 #pragma unroll
   for (int i = 0; i < kAhead; ++i) {
     const int s = g + C::kGroups * i;
-    ahead[i] = d < Dh && s < splits ? *reinterpret_cast<const float4*>(base + s * pstride + d)
-                                    : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    ahead[i] = d < Dh && s < splits ? partial_o<kBf16>(base + s * pstride, d) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
   }
   const int N = Dh - R;
   const bool rotates = g == 0 && d < Dh && out.freqs && d + 3 >= N;  // lanes of warp 0 only
@@ -332,8 +343,8 @@ attention_combine_kernel(const float* part, const float* sink, int H, int Dh, in
 #pragma unroll
     for (int i = 0; i < kPerLane; ++i) {
       const int s = threadIdx.x + 32 * i;
-      m[i] = s < splits ? base[s * pstride + Dh] : -INFINITY;
-      l[i] = s < splits ? base[s * pstride + Dh + 1] : 0.0f;
+      m[i] = s < splits ? base[s * pstride + ml] : -INFINITY;
+      l[i] = s < splits ? base[s * pstride + ml + 1] : 0.0f;
     }
     if (rotates) {
       const int p = pos[r];
@@ -370,7 +381,7 @@ attention_combine_kernel(const float* part, const float* sink, int H, int Dh, in
       if (g + C::kGroups * i < splits) add(ahead[i], g + C::kGroups * i);
 #pragma unroll 8
     for (int s = g + C::kGroups * kAhead; s < splits; s += C::kGroups)
-      add(*reinterpret_cast<const float4*>(base + s * pstride + d), s);
+      add(partial_o<kBf16>(base + s * pstride, d), s);
   }
   red[g][quad] = v;
   __syncthreads();
@@ -425,13 +436,15 @@ __global__ void window_keep_kernel(const float* kv, RowFormat f, int W, const Se
 namespace attn {
 
 void launch_combine(const float* part, const float* sink, int64_t rows, int H, int Dh, int R, int splits,
-                    const int32_t* pos, const AttnOutput& out, float* o, cudaStream_t s) {
-  DSV4_CHECK(splits <= kMaxSplits && Dh % 4 == 0, "attention", "combine: ", splits, " splits, head_dim ", Dh);
+                    const int32_t* pos, const AttnOutput& out, float* o, cudaStream_t s, bool bf16_part) {
+  DSV4_CHECK(splits <= kMaxSplits && Dh % (bf16_part ? 8 : 4) == 0, "attention", "combine: ", splits,
+             " splits, head_dim ", Dh);
   DSV4_CHECK(!out.q || (out.qs && Dh % Combine::kDims == 0), "attention", "an FP8 output needs scales and head_dim ",
              Dh, " a multiple of ", Combine::kDims);
   const dim3 grid(static_cast<unsigned>(rows), static_cast<unsigned>(H),
                   static_cast<unsigned>((Dh + Combine::kDims - 1) / Combine::kDims));
-  launch("attention_combine_kernel", attention_combine_kernel, grid, Combine::kThreads, 0, s, part, sink, H, Dh, R,
+  launch("attention_combine_kernel", bf16_part ? attention_combine_kernel<true> : attention_combine_kernel<false>, grid,
+         Combine::kThreads, 0, s, part, sink, H, Dh, R,
          splits, pos, out, o);
 }
 

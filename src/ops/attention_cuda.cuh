@@ -10,10 +10,14 @@ namespace dsv4::cuda::attn {
 
 constexpr int kMaxSplits = 128;  // the most partials one (row, head) is split into
 
-// part [rows, H, splits, Dh + 4] (per split: unnormalized o [Dh], m, l, pad) merged with the
-// sink into o [rows, H, Dh], then the output step `out` (R: the RoPE dims of a head).
+// part [rows, H, splits, pstride floats] (per split: unnormalized o, then m, l, pad) merged with
+// the sink into o [rows, H, Dh], then the output step `out` (R: the RoPE dims of a head). o of a
+// partial is Dh floats (pstride = Dh + 4), or with bf16_part Dh bf16 values (pstride = Dh / 2 + 4:
+// half the bytes to write and read back, for the tensor-core kernel's long rows).
 void launch_combine(const float* part, const float* sink, int64_t rows, int H, int Dh, int R, int splits,
-                    const int32_t* pos, const AttnOutput& out, float* o, cudaStream_t s);
+                    const int32_t* pos, const AttnOutput& out, float* o, cudaStream_t s, bool bf16_part = false);
+// The floats of one partial (o, m, l, pad) in either form.
+__host__ __device__ inline int partial_stride(int Dh, bool bf16_part) { return (bf16_part ? Dh / 2 : Dh) + 4; }
 // The output step `out` alone, on o as the attention kernel wrote it (no combine).
 void output_step(int64_t rows, int H, int Dh, int R, const int32_t* pos, const AttnOutput& out, float* o,
                  cudaStream_t s);

@@ -15,6 +15,7 @@
 // product phases, ~30% of a short attention's time: bench/results/2026-11-30-cuda-14.md).
 #include <algorithm>
 #include <cstdlib>
+#include <string>
 
 #include "cuda/check.h"
 #include "cuda/launch.h"
@@ -64,7 +65,7 @@ template <int KH>
 __global__ void __launch_bounds__(MmaAttn::kThreads, 1)
 sparse_attention_mma_kernel(const float* q, CacheRows chunk, const float* sink, AttnShape a, const int32_t* slot,
                             const int32_t* pos, const SeqRows* seqs, const LayerCache* caches,
-                            const int32_t* selected, float* o, int splits, float* part) {
+                            const int32_t* selected, float* o, int splits, float* part, bool bf16_part) {
   dev::pdl_begin();
   using C = MmaAttn;
   constexpr int RG = C::kWarps / KH, kKeys = C::kN / KH, kQT = kKeys / 8, kNT = C::kMaxDh / KH / 8;
@@ -410,20 +411,28 @@ sparse_attention_mma_kernel(const float* q, CacheRows chunk, const float* sink, 
 #pragma unroll
   for (int j = 1; j < KH; ++j) L_a += lsum[j * C::kM + ra], L_b += lsum[j * C::kM + rb];
   const int d0 = kh * part_dims + 2 * tig;
-  if (splits > 1) {  // unnormalized o, then m and l (the combine kernel's layout)
-    const int pstride = Dh + 4;
+  if (splits > 1) {  // unnormalized o (float32 or bf16), then m and l (the combine kernel's layout)
+    const int pstride = partial_stride(Dh, bf16_part), ml = bf16_part ? Dh / 2 : Dh;
     // Through shared memory (Qs and Ks are free now), then out in whole rows of float4s: 3.5 µs
     // less a launch than the fragments' 8-byte stores (scripts/experiments/attention_stream.cu).
     __syncthreads();
     float* ost = reinterpret_cast<float*>(smem_raw);  // [kM][pstride] over Qs and Ks (kM·(Dh + 4) floats fit)
     auto stage_row = [&](int row, float m, float L, int c0) {
       float* b = ost + row * pstride;
+      if (bf16_part) {
 #pragma unroll
-      for (int nt = 0; nt < kNT; ++nt)
-        if (nt < nt_used) *reinterpret_cast<float2*>(b + d0 + 8 * nt) = make_float2(acc[nt][c0], acc[nt][c0 + 1]);
+        for (int nt = 0; nt < kNT; ++nt)
+          if (nt < nt_used)
+            *reinterpret_cast<uint32_t*>(reinterpret_cast<bf16*>(b) + d0 + 8 * nt) =
+                pack_bf16x2(acc[nt][c0], acc[nt][c0 + 1]);
+      } else {
+#pragma unroll
+        for (int nt = 0; nt < kNT; ++nt)
+          if (nt < nt_used) *reinterpret_cast<float2*>(b + d0 + 8 * nt) = make_float2(acc[nt][c0], acc[nt][c0 + 1]);
+      }
       if (kh == 0 && tig == 0) {
-        b[Dh] = m;
-        b[Dh + 1] = L;
+        b[ml] = m;
+        b[ml + 1] = L;
       }
     };
     stage_row(ra, m_a, L_a, 0);
@@ -460,8 +469,8 @@ __global__ void encode_rows_kernel(const float* kv, RowFormat f, CacheRows out, 
 }
 
 // The most splits of one row's keys: each split stages the row's query heads (64 KB for Flash's 64
-// heads) and writes a partial of all of them (132 KB), so splits cost; but a split's key tiles run
-// one after another (~5.7 µs each). The split count is then evened out over the tiles: an HCA layer
+// heads) and writes a partial of all of them (66 KB in bf16), so splits cost; but a split's key
+// tiles run one after another (~5.7 µs each). The split count is then evened out over the tiles: an HCA layer
 // at 1M tokens (130 key tiles) takes 65 splits of 2 tiles, where 64 left two splits 3 tiles and
 // took 41 µs, 96 splits 35.6 µs, 128 splits 38 µs (scripts/experiments/attention_stream.cu).
 // DSV4_ATTN_SPLITS overrides the most (1..kMaxSplits), for tuning.
@@ -554,6 +563,19 @@ bool mma_fits(const AttnShape& a) {
          a.H % std::min(MmaAttn::kM, a.H) == 0;
 }
 
+// The partials' o in bf16: the fast precision's products already round q and the probabilities
+// to bf16, and the combine's output is rounded to e4m3 for wo_a. An HCA layer at 1M tokens writes
+// 65 splits × 64 heads of them a row, then reads them back: 8.5 MB in float32, 4.3 in bf16. B=1 at
+// 1M tokens 3.28 -> 3.24 ms (20 layers), 6.76 -> 6.67 ms (43); at 4K 2.86 -> 2.85, 5.86 -> 5.82
+// (bench/results/2026-11-30-cuda-20.md). DSV4_ATTN_PART_F32=1 keeps float32 (side-by-side runs).
+static bool bf16_partials() {
+  static const bool on = [] {
+    const char* v = std::getenv("DSV4_ATTN_PART_F32");
+    return !(v && std::string(v) == "1");
+  }();
+  return on;
+}
+
 int64_t mma_work(int64_t rows, const AttnShape& a) {
   const int splits = mma_splits(rows, a);
   return (splits > 1 ? rows * a.H * splits * (a.Dh + 4) : 0) + (encoded_bytes(rows, a) + 15) / 16 * 4;
@@ -581,9 +603,10 @@ void mma_attention(const float* q, const float* kv, const float* sink, const Att
     r = smem;
   }
   dim3 grid(static_cast<unsigned>(rows), static_cast<unsigned>(groups), static_cast<unsigned>(splits));
+  const bool bf16_part = bf16_partials() && a.Dh % 8 == 0;
   launch("sparse_attention_mma_kernel", kernel, grid, MmaAttn::kThreads, smem, s, q, chunk, sink, a, slot, pos, seqs,
-         caches, selected, o, splits, work);
-  if (splits > 1) launch_combine(work, sink, rows, a.H, a.Dh, a.R, splits, pos, out, o, s);
+         caches, selected, o, splits, work, bf16_part);
+  if (splits > 1) launch_combine(work, sink, rows, a.H, a.Dh, a.R, splits, pos, out, o, s, bf16_part);
   else output_step(rows, a.H, a.Dh, a.R, pos, out, o, s);
 }
 
