@@ -320,7 +320,7 @@ attention_combine_kernel(const float* part, const float* sink, int H, int Dh, in
   __shared__ float4 red[C::kGroups][C::kDims / 4];
   const int64_t r = blockIdx.x;
   const int h = blockIdx.y;
-  const int pstride = attn::partial_stride(Dh, kBf16), ml = kBf16 ? Dh / 2 : Dh;  // floats: a partial, its m
+  const int pstride = attn::partial_stride(Dh, kBf16), ml = attn::partial_o_floats(Dh, kBf16);  // m at ml
   const float* base = part + (r * H + h) * static_cast<int64_t>(splits) * pstride;
   const int quad = threadIdx.x % (C::kDims / 4), g = threadIdx.x / (C::kDims / 4);
   const int d = blockIdx.z * C::kDims + 4 * quad;

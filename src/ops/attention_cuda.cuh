@@ -16,8 +16,10 @@ constexpr int kMaxSplits = 128;  // the most partials one (row, head) is split i
 // half the bytes to write and read back, for the tensor-core kernel's long rows).
 void launch_combine(const float* part, const float* sink, int64_t rows, int H, int Dh, int R, int splits,
                     const int32_t* pos, const AttnOutput& out, float* o, cudaStream_t s, bool bf16_part = false);
-// The floats of one partial (o, m, l, pad) in either form.
-__host__ __device__ inline int partial_stride(int Dh, bool bf16_part) { return (bf16_part ? Dh / 2 : Dh) + 4; }
+// The floats of one partial's o in either form (m and l follow it), and of the whole partial (o,
+// m, l, pad).
+__host__ __device__ inline int partial_o_floats(int Dh, bool bf16_part) { return bf16_part ? Dh / 2 : Dh; }
+__host__ __device__ inline int partial_stride(int Dh, bool bf16_part) { return partial_o_floats(Dh, bf16_part) + 4; }
 // The output step `out` alone, on o as the attention kernel wrote it (no combine).
 void output_step(int64_t rows, int H, int Dh, int R, const int32_t* pos, const AttnOutput& out, float* o,
                  cudaStream_t s);

@@ -412,7 +412,7 @@ sparse_attention_mma_kernel(const float* q, CacheRows chunk, const float* sink, 
   for (int j = 1; j < KH; ++j) L_a += lsum[j * C::kM + ra], L_b += lsum[j * C::kM + rb];
   const int d0 = kh * part_dims + 2 * tig;
   if (splits > 1) {  // unnormalized o (float32 or bf16), then m and l (the combine kernel's layout)
-    const int pstride = partial_stride(Dh, bf16_part), ml = bf16_part ? Dh / 2 : Dh;
+    const int pstride = partial_stride(Dh, bf16_part), ml = partial_o_floats(Dh, bf16_part);
     // Through shared memory (Qs and Ks are free now), then out in whole rows of float4s: 3.5 µs
     // less a launch than the fragments' 8-byte stores (scripts/experiments/attention_stream.cu).
     __syncthreads();
