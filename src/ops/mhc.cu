@@ -18,7 +18,8 @@ namespace {
 namespace cg = cooperative_groups;
 
 constexpr int kMaxStreams = 5;  // comb (n × n) lives in one warp
-constexpr int kMixThreads = 256, kMixMaxRows = (2 + 4) * 4;  // the few-token mix product: n ≤ 4
+// The few-token mix product (and the fused kernel): n ≤ kMixMaxStreams, (2 + n) · n rows.
+constexpr int kMixThreads = 256, kMixMaxStreams = 4, kMixMaxRows = (2 + kMixMaxStreams) * kMixMaxStreams;
 
 __device__ __forceinline__ float sigmoid(float v) { return 1.0f / (1.0f + expf(-v)); }
 
@@ -248,8 +249,7 @@ __device__ __forceinline__ void hc_post_slice(const HcPostArgs& p, int64_t t, in
   const float* comb = p.comb + t * n * n;
   // post and comb in registers first, their loads beside the streams': one round trip, not one per
   // stream k of the loop below (~0.3 µs of the fused kernel, 2026-11-30-cuda-19.md).
-  constexpr int kN = 4;  // the fused kernel's most streams: (2 + n) · n ≤ kMixMaxRows
-  static_assert((2 + kN) * kN == kMixMaxRows, "n ≤ 4 in the fused kernel");
+  constexpr int kN = kMixMaxStreams;
   float post_r[kN], comb_r[kN][kN];
 #pragma unroll
   for (int k = 0; k < kN; ++k) {
