@@ -303,8 +303,8 @@ template <bool kBf16>
 __device__ __forceinline__ float4 partial_o(const float* row, int d) {
   if constexpr (kBf16) {
     const uint2 u = *reinterpret_cast<const uint2*>(row + d / 2);
-    return make_float4(__uint_as_float(u.x << 16), __uint_as_float(u.x & 0xffff0000u), __uint_as_float(u.y << 16),
-                       __uint_as_float(u.y & 0xffff0000u));
+    const float2 lo = dev::bf16x2_to_float2(u.x), hi = dev::bf16x2_to_float2(u.y);
+    return make_float4(lo.x, lo.y, hi.x, hi.y);
   } else {
     return *reinterpret_cast<const float4*>(row + d);
   }

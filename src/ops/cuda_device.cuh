@@ -73,6 +73,11 @@ __device__ __forceinline__ uint32_t order_key(float v) {
   return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 
+// A bf16 pair (the low half first) as two floats: exact, a shift and a mask.
+__device__ __forceinline__ float2 bf16x2_to_float2(uint32_t w) {
+  return make_float2(__uint_as_float(w << 16), __uint_as_float(w & 0xffff0000u));
+}
+
 // Nearest value with `mbits` mantissa bits and smallest normal exponent `emin`, ties to even
 // (round_minifloat of core/dtype.cpp): the software rule the GPU test of e4m3x2_rn checks the
 // hardware conversion against.

@@ -85,8 +85,9 @@ __device__ __forceinline__ uint4 load_w(const GemvArgs& a, int64_t n, int64_t k)
 template <GemvWeights kW>
 __device__ __forceinline__ void decode_word(uint32_t w, float* out) {
   if constexpr (kW == GemvWeights::BF16) {
-    out[0] = __uint_as_float(w << 16);
-    out[1] = __uint_as_float(w & 0xffff0000u);
+    const float2 f = dev::bf16x2_to_float2(w);
+    out[0] = f.x;
+    out[1] = f.y;
   } else {
     out[0] = __uint_as_float(w);
   }
