@@ -7,7 +7,9 @@
 // The contract, for every kernel started by cuda::launch:
 //   * it calls dev::pdl_wait() before it reads anything an earlier kernel of the stream wrote
 //     and before it writes anything (an earlier kernel may still be reading it); what comes
-//     before the wait may only read data no kernel of the stream writes (weights);
+//     before the wait may only read data no kernel of the stream writes: weights, and a forward
+//     step's batch descriptor (positions, slots, sequence rows, the table of cache pointers, not
+//     the caches), which the host copies in ahead of the step's first kernel;
 //   * it calls dev::pdl_release() after its wait (dev::pdl_begin() does both), so the kernel
 //     after it is launched at most one kernel ahead and its wait orders it after this one; a
 //     short kernel may release first (dev::pdl_begin_early()), its next kernel then launched two

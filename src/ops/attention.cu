@@ -313,7 +313,7 @@ template <bool kBf16>
 __global__ void __launch_bounds__(Combine::kThreads)
 attention_combine_kernel(const float* part, const float* sink, int H, int Dh, int R, int splits, const int32_t* pos,
                          AttnOutput out, float* o) {
-  dev::pdl_begin_early();
+  dev::pdl_release();  // early, as dev::pdl_begin_early (launch.h); the wait follows the angles below
   using C = Combine;
   __shared__ float wgt[kMaxSplits];
   __shared__ float total;
@@ -324,9 +324,22 @@ attention_combine_kernel(const float* part, const float* sink, int H, int Dh, in
   const float* base = part + (r * H + h) * static_cast<int64_t>(splits) * pstride;
   const int quad = threadIdx.x % (C::kDims / 4), g = threadIdx.x / (C::kDims / 4);
   const int d = blockIdx.z * C::kDims + 4 * quad;
-  // Before the weights' barrier, so that their round trips overlap: the thread's first partials
-  // (a decode row at 4K has at most 10 splits) and, in warp 0 under its loads of m and l, the
-  // inverse RoPE's angles (a double-precision sincos) of the block's RoPE dims.
+  // Before the wait: the inverse RoPE's angles of the block's RoPE dims (lanes of warp 0; a
+  // double-precision sincos) from the position (the batch descriptor, no earlier kernel's output:
+  // launch.h), and the sink. Then, before the weights' barrier so that their round trips overlap,
+  // the thread's first partials (a decode row at 4K has at most 10 splits).
+  const int N = Dh - R;
+  const bool rotates = g == 0 && d < Dh && out.freqs && d + 3 >= N;  // lanes of warp 0 only
+  float cs[2] = {1.0f, 1.0f}, sn[2] = {0.0f, 0.0f};
+  if (rotates) {
+    const int p = pos[r];
+#pragma unroll
+    for (int e = 0; e < 2; ++e)
+      if (d + 2 * e >= N)
+        dev::rope_sincos(__fmul_rn(static_cast<float>(p), out.freqs[(d + 2 * e - N) / 2]), &sn[e], &cs[e]);
+  }
+  const float sink_h = sink[h];
+  dev::pdl_wait();
   constexpr int kAhead = 2;
   float4 ahead[kAhead];
 #pragma unroll
@@ -334,9 +347,6 @@ attention_combine_kernel(const float* part, const float* sink, int H, int Dh, in
     const int s = g + C::kGroups * i;
     ahead[i] = d < Dh && s < splits ? partial_o<kBf16>(base + s * pstride, d) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
   }
-  const int N = Dh - R;
-  const bool rotates = g == 0 && d < Dh && out.freqs && d + 3 >= N;  // lanes of warp 0 only
-  float cs[2] = {1.0f, 1.0f}, sn[2] = {0.0f, 0.0f};
   if (threadIdx.x < 32) {  // one warp: the maximum, the weights, the denominator (lane-parallel, then a butterfly)
     constexpr int kPerLane = kMaxSplits / 32;
     float m[kPerLane], l[kPerLane];
@@ -346,14 +356,7 @@ attention_combine_kernel(const float* part, const float* sink, int H, int Dh, in
       m[i] = s < splits ? base[s * pstride + ml] : -INFINITY;
       l[i] = s < splits ? base[s * pstride + ml + 1] : 0.0f;
     }
-    if (rotates) {
-      const int p = pos[r];
-#pragma unroll
-      for (int e = 0; e < 2; ++e)
-        if (d + 2 * e >= N)
-          dev::rope_sincos(__fmul_rn(static_cast<float>(p), out.freqs[(d + 2 * e - N) / 2]), &sn[e], &cs[e]);
-    }
-    float M = sink[h];
+    float M = sink_h;
 #pragma unroll
     for (int i = 0; i < kPerLane; ++i) M = fmaxf(M, m[i]);
     M = dev::warp_max(M);
@@ -367,7 +370,7 @@ attention_combine_kernel(const float* part, const float* sink, int H, int Dh, in
       L += l[i] * w;
     }
     L = dev::warp_sum(L);
-    if (threadIdx.x == 0) total = L + expf(sink[h] - M);
+    if (threadIdx.x == 0) total = L + expf(sink_h - M);
   }
   __syncthreads();
   float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);

@@ -66,7 +66,6 @@ __global__ void __launch_bounds__(MmaAttn::kThreads, 1)
 sparse_attention_mma_kernel(const float* q, CacheRows chunk, const float* sink, AttnShape a, const int32_t* slot,
                             const int32_t* pos, const SeqRows* seqs, const LayerCache* caches,
                             const int32_t* selected, float* o, int splits, float* part, bool bf16_part) {
-  dev::pdl_begin();
   using C = MmaAttn;
   constexpr int RG = C::kWarps / KH, kKeys = C::kN / KH, kQT = kKeys / 8, kNT = C::kMaxDh / KH / 8;
   static_assert(RG * KH == C::kWarps && kQT >= 1 && (kQT == 1 || kQT % 2 == 0), "whole warps, n-tiles in pairs");
@@ -102,6 +101,19 @@ sparse_attention_mma_kernel(const float* q, CacheRows chunk, const float* sink, 
     src[1] = caches[sl].window;
     src[2] = caches[sl].entries;
   }
+  // The query's RoPE angles at this row's position (AttnShape::q_rope): cos, sin of pair i at
+  // redmax[2i], [2i + 1] (free until the tiles). With the row's position, sources and key count
+  // above, they come before the wait: the batch descriptor and the frequencies are no earlier
+  // kernel's output (launch.h), and the double-precision sincos costs ~600 cycles.
+  float* rc = redmax;
+  if (a.q_rope)
+    for (int i = tid; i < R / 2; i += C::kThreads) {
+      float sn, cs;
+      dev::rope_sincos(__fmul_rn(static_cast<float>(p), a.q_rope[i]), &sn, &cs);
+      rc[2 * i] = cs;
+      rc[2 * i + 1] = sn;
+    }
+  dev::pdl_begin();
   const int32_t* sel = nullptr;
   if (selected) {
     for (int i = tid; i < nent; i += C::kThreads) sel_s[i] = selected[r * a.K + i];
@@ -152,7 +164,6 @@ sparse_attention_mma_kernel(const float* q, CacheRows chunk, const float* sink, 
     // block_sum's trees (warps: xor 16, 8, 4, 2, 1; then the four warp totals). Lane l holds float4
     // columns l + 32j, the values of threads 4l .. 4l + 3, so it replays both: xor 16, 8, 4 are
     // lanes ^4, ^2, ^1; xor 2 and 1 are inside the lane.
-    float* rc = redmax;  // cos, sin of the RoPE pairs at this row's position (free until the tiles)
     // A block with fewer heads (head_groups) gives each warp fewer: hb / 8, at least one (Qs's rows
     // past hb are left as they are: a row of the products depends on its own row only).
     constexpr int kAtOnce = C::kM / C::kWarps;  // a warp's heads, all loaded at once
@@ -164,13 +175,7 @@ sparse_attention_mma_kernel(const float* q, CacheRows chunk, const float* sink, 
       for (int j = 0; j < 4; ++j)
         v[hh][j] = hw + hh < hw1 ? *reinterpret_cast<const float4*>(q + (r * a.H + h0 + hw + hh) * Dh + 4 * (lane + 32 * j))
                                  : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    for (int i = tid; i < R / 2; i += C::kThreads) {
-      float sn, cs;
-      dev::rope_sincos(__fmul_rn(static_cast<float>(p), a.q_rope[i]), &sn, &cs);
-      rc[2 * i] = cs;
-      rc[2 * i + 1] = sn;
-    }
-    __syncthreads();
+    __syncthreads();  // the angles (rc)
 #pragma unroll
     for (int hh = 0; hh < kAtOnce; ++hh) {
       if (hw + hh >= hw1) break;

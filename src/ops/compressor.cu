@@ -34,9 +34,10 @@ __device__ void write_indexer_row(float* e, const RowFormat& f, const CacheRows&
 __global__ void compress_entries_kernel(const float* u, const float* z, const float* ape, int m, RowFormat f,
                                         const float* norm, float eps, const float* freqs, const CompressJob* jobs,
                                         const int32_t* njobs, const SeqRows* seqs, const LayerCache* caches, int which) {
-  dev::pdl_begin();
   extern __shared__ float e[];
   __shared__ float scratch[33];
+  // Before the wait: the job, its sequence's rows and cache pointers (the batch descriptor, no
+  // earlier kernel's output: launch.h) and the angle of the thread's first RoPE pair.
   if (static_cast<int>(blockIdx.x) >= *njobs) return;
   const CompressJob job = jobs[blockIdx.x];
   const SeqRows seq = seqs[job.slot];
@@ -45,6 +46,12 @@ __global__ void compress_entries_kernel(const float* u, const float* z, const fl
   const int d = f.d, width = (overlap ? 2 : 1) * d, ring_rows = overlap ? 2 * m : m;
   const float* ring_u = which ? cache.idx_u : cache.comp_u;
   const float* ring_z = which ? cache.idx_z : cache.comp_z;
+  const CacheRows out_rows = f.indexer ? cache.idx_entries : cache.entries;
+  const int i = job.entry;
+  float sn_first = 0.0f, cs_first = 1.0f;
+  if (static_cast<int>(threadIdx.x) < f.R / 2)
+    dev::rope_sincos(__fmul_rn(static_cast<float>(i * m), freqs[threadIdx.x]), &sn_first, &cs_first);
+  dev::pdl_begin();
   auto row_of = [&](const float* chunk, const float* ring, int p) {
     return p >= seq.pos0 ? chunk + static_cast<int64_t>(seq.row0 + p - seq.pos0) * width
                          : ring + static_cast<int64_t>(p % ring_rows) * width;
@@ -55,7 +62,6 @@ __global__ void compress_entries_kernel(const float* u, const float* z, const fl
     return p >= seq.pos0 ? z[static_cast<int64_t>(seq.row0 + p - seq.pos0) * width + c] + ape[(p % m) * width + c]
                          : ring_z[static_cast<int64_t>(p % ring_rows) * width + c];
   };
-  const int i = job.entry;
   const bool has_prev = overlap && i > 0;
   for (int feat = threadIdx.x; feat < d; feat += blockDim.x) {
     const int cf = overlap ? d + feat : feat;
@@ -85,11 +91,13 @@ __global__ void compress_entries_kernel(const float* u, const float* z, const fl
   const float inv = 1.0f / sqrtf(ss / static_cast<float>(d) + eps);
   for (int feat = threadIdx.x; feat < d; feat += blockDim.x) e[feat] = norm[feat] * (e[feat] * inv);
   __syncthreads();
-  for (int k = threadIdx.x; k < f.R / 2; k += blockDim.x)
-    dev::rope_pair(e[d - f.R + 2 * k], e[d - f.R + 2 * k + 1], freqs[k], i * m, false);
+  for (int k = threadIdx.x; k < f.R / 2; k += blockDim.x) {
+    if (k == static_cast<int>(threadIdx.x)) dev::rope_rotate(e[d - f.R + 2 * k], e[d - f.R + 2 * k + 1], cs_first, sn_first);
+    else dev::rope_pair(e[d - f.R + 2 * k], e[d - f.R + 2 * k + 1], freqs[k], i * m, false);
+  }
   __syncthreads();
   if (!f.indexer) {
-    dev::write_kv_row(e, f, cache.entries, i);
+    dev::write_kv_row(e, f, out_rows, i);
     return;
   }
   // Hadamard rotation of all d dims (the CPU's butterfly order), then FP4.
@@ -97,18 +105,19 @@ __global__ void compress_entries_kernel(const float* u, const float* z, const fl
   const float hs = static_cast<float>(1.0 / sqrt(static_cast<double>(d)));
   for (int feat = threadIdx.x; feat < d; feat += blockDim.x) e[feat] *= hs;
   __syncthreads();
-  write_indexer_row(e, f, cache.idx_entries, i);
+  write_indexer_row(e, f, out_rows, i);
 }
 
 __global__ void compressor_keep_kernel(const float* u, const float* z, const float* ape, int m, int width,
                                        int ring_rows, const SeqRows* seqs, const LayerCache* caches, int which) {
-  dev::pdl_begin();
+  // The sequence's rows and ring pointers before the wait: the batch descriptor (launch.h).
   const SeqRows seq = seqs[blockIdx.x];
   const int p = seq.pos0 + seq.T - ring_rows + static_cast<int>(blockIdx.y);
   if (p < seq.pos0 || p < 0) return;
   const LayerCache& cache = caches[blockIdx.x];
   float* ru = (which ? cache.idx_u : cache.comp_u) + static_cast<int64_t>(p % ring_rows) * width;
   float* rz = (which ? cache.idx_z : cache.comp_z) + static_cast<int64_t>(p % ring_rows) * width;
+  dev::pdl_begin();
   const int64_t src = static_cast<int64_t>(seq.row0 + p - seq.pos0) * width;
   const float* ape_p = ape + static_cast<int64_t>(p % m) * width;
   for (int j = threadIdx.x; j < width; j += blockDim.x) {

@@ -2,6 +2,9 @@
 // states the same contract as its CPU twin (the oracle, see the CPU headers) on device
 // pointers, plus what the GPU version adds: per-row positions, batched sequences, caches.
 // All pointers are device pointers; every launch is checked (DSV4_CUDA_LAUNCHED).
+// Batch descriptors (pos, slot, seqs, ids and the LayerCache tables, not the caches) must not
+// be written by a kernel on the launching stream: kernels read them before their PDL wait
+// (cuda/launch.h). The model uploads them before a step's first kernel.
 #pragma once
 #include <cstdint>
 

@@ -82,7 +82,6 @@ __global__ void __launch_bounds__(ScoreTraits<DI, kCompact>::kThreads, ScoreTrai
     indexer_scores_kernel(const float* qI, const float* w, float w_scale, int HI, const int32_t* slot,
                           const int32_t* pos, const LayerCache* caches, float* score, int64_t ld,
                           uint32_t* digits) {
-  dev::pdl_begin();
   using T = ScoreTraits<DI, kCompact>;
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ float ws[T::kGroupHeads];
@@ -106,6 +105,9 @@ __global__ void __launch_bounds__(ScoreTraits<DI, kCompact>::kThreads, ScoreTrai
   const int tile0 = blockIdx.y * T::kWarps + warp, tile_stride = gridDim.y * T::kWarps;
   const int my_tiles = tile0 < tiles ? (tiles - tile0 + tile_stride - 1) / tile_stride : 0;
   const CacheRows cache = caches[slot[r]].idx_entries;
+  // The row's position, tile count and entries' pointers come from the batch descriptor, which no
+  // earlier kernel writes (launch.h): read before the wait, as are the blocks past the row's tiles.
+  dev::pdl_begin();
   constexpr int stage_bytes = kCompact ? T::kStageCompact : T::kStageF32;
   unsigned char* stages = smem + warp * T::kStages * stage_bytes;
   const int c0 = t * T::kChunk;        // first element of the thread's quarter

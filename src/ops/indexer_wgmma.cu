@@ -74,7 +74,6 @@ __global__ void __launch_bounds__(W::kThreads, W::kMinBlocks) indexer_scores_wgm
                                                                          int HI, const int32_t* slot, const int32_t* pos,
                                                                          const LayerCache* caches, float* score, int64_t ld,
                                                                          uint32_t* digits) {
-  dev::pdl_begin();
   extern __shared__ __align__(128) unsigned char smem[];
   unsigned char* qs = smem;  // [kQBytes]
   __shared__ float ws[W::kHeads];
@@ -88,6 +87,9 @@ __global__ void __launch_bounds__(W::kThreads, W::kMinBlocks) indexer_scores_wgm
   const int tile0 = blockIdx.y * W::kGroups + wg, tile_stride = gridDim.y * W::kGroups;
   const int my_tiles = tile0 < tiles ? (tiles - tile0 + tile_stride - 1) / tile_stride : 0;
   const CacheRows cache = caches[slot[r]].idx_entries;
+  // The row's position, tile count and entries' pointers come from the batch descriptor, which no
+  // earlier kernel writes (launch.h): read before the wait, as are the blocks past the row's tiles.
+  dev::pdl_begin();
   unsigned char* stages = smem + W::kQBytes + warp * W::kStages * W::kStageBytes;
   float* score_row = score + r * ld;
 

@@ -344,15 +344,17 @@ moe_route_one_kernel(const float* logits, int E, int k, int func, const float* b
   const int lane = threadIdx.x;
   float bias_r[kFewPerLane];
   few_bias(bias, E, bias_r);
+  // A hash layer's experts (lane i: assignment i) need no score: the token id is the batch
+  // descriptor's and tid2eid a weight, so both trips come before the wait (launch.h).
+  const int hash_e = tid2eid && lane < k ? tid2eid[static_cast<int64_t>(ids[0]) * k + lane] : 0;
   dev::pdl_begin();
   float p[kFewPerLane];
   few_scores(logits, E, func, p);
   int my_e = 0;
   float my_p = 0.0f, sum = 0.0f;
   if (tid2eid) {
-    const int32_t* row = tid2eid + static_cast<int64_t>(ids[0]) * k;
     for (int i = 0; i < k; ++i) {
-      const int e = row[i];
+      const int e = __shfl_sync(0xffffffffu, hash_e, i);
       const float pe = lane_pick(p, e);
       sum += pe;
       if (lane == i) my_e = e, my_p = pe;

@@ -118,15 +118,18 @@ __global__ void rmsnorm_rope_kernel(RmsRopeRows a, RmsRopeRows b, float eps, int
   const float* w = second ? b.w : a.w;
   const int heads = second ? b.heads : a.heads, fp8_block = second ? b.fp8_block : a.fp8_block;
   const bool round_rope = second ? b.round_rope : a.round_rope;
-  // Weights and frequencies before the wait; after it, the position (and the window ring's
-  // pointers) with the row: none of them waits for the sum of squares (a decode step's kernels
-  // run beside bandwidth-bound products, where each dependent trip to memory costs microseconds).
+  // Before the wait: the weights, the position and the window ring's pointers (the batch
+  // descriptor, no earlier kernel's output: launch.h), and the angle of the thread's first RoPE
+  // pair (a double-precision sincos, ~600 cycles): a decode step's kernels run beside
+  // bandwidth-bound products, where each dependent trip to memory costs microseconds.
   const FirstWeights w0 = first_weights(w, D);
-  const float f_first = static_cast<int>(threadIdx.x) < R / 2 ? freqs[threadIdx.x] : 0.0f;
-  dev::pdl_begin();
   const int p = pos[v / heads];
   const bool to_ring = second && b.encode && b.ring_caches;
   const CacheRows ring = to_ring ? b.ring_caches[b.slot[v]].window : CacheRows{};
+  float sn_first = 0.0f, cs_first = 1.0f;
+  if (static_cast<int>(threadIdx.x) < R / 2)
+    dev::rope_sincos(__fmul_rn(static_cast<float>(p), freqs[threadIdx.x]), &sn_first, &cs_first);
+  dev::pdl_begin();
   float* xr = (second ? b.x : a.x) + v * D;
   float ss = sum_squares(xr, D);
   ss = dev::block_sum(ss, scratch);
@@ -134,8 +137,10 @@ __global__ void rmsnorm_rope_kernel(RmsRopeRows a, RmsRopeRows b, float eps, int
   scale_rows(xr, w, w0, inv, D, row);
   __syncthreads();
   const int64_t N = D - R;
-  for (int i = threadIdx.x; i < R / 2; i += blockDim.x)
-    dev::rope_pair(row[N + 2 * i], row[N + 2 * i + 1], i == static_cast<int>(threadIdx.x) ? f_first : freqs[i], p, false);
+  for (int i = threadIdx.x; i < R / 2; i += blockDim.x) {
+    if (i == static_cast<int>(threadIdx.x)) dev::rope_rotate(row[N + 2 * i], row[N + 2 * i + 1], cs_first, sn_first);
+    else dev::rope_pair(row[N + 2 * i], row[N + 2 * i + 1], freqs[i], p, false);
+  }
   if (fp8_block > 0) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
     for (int64_t b0 = static_cast<int64_t>(warp) * fp8_block; b0 < N; b0 += static_cast<int64_t>(nwarps) * fp8_block)

@@ -9,14 +9,18 @@ namespace {
 
 __global__ void rope_kernel(float* x, int64_t rows, int64_t heads, int64_t ld, int64_t stride, int64_t offset, int R,
                             const float* freqs, const int32_t* pos, bool inverse) {
-  dev::pdl_begin();
+  // rope_pair's angle before the wait: the position is the batch descriptor's (launch.h).
   const int64_t half = R / 2;
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (i >= rows * heads * half) return;
-  const int64_t pair = i % half, h = (i / half) % heads, r = i / (half * heads);
+  const bool in = i < rows * heads * half;
+  const int64_t pair = in ? i % half : 0, h = (i / half) % heads, r = in ? i / (half * heads) : 0;
+  float sn, cs;
+  dev::rope_sincos(__fmul_rn(static_cast<float>(pos[r]), freqs[pair]), &sn, &cs);
+  dev::pdl_begin();
+  if (!in) return;
   float* p = x + r * ld + h * stride + offset + 2 * pair;
   float re = p[0], im = p[1];
-  dev::rope_pair(re, im, freqs[pair], pos[r], inverse);
+  dev::rope_rotate(re, im, cs, inverse ? -sn : sn);
   p[0] = re;
   p[1] = im;
 }

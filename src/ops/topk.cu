@@ -270,7 +270,6 @@ __device__ void topk_lean(const float* s, int count, int K, int32_t* out, uint32
 __global__ void __launch_bounds__(C::kThreads, 1)
     topk_kernel(const float* score, int64_t ld, const int32_t* pos, int ratio, int K, int32_t* idx, int cached_keys,
                 uint32_t* digits) {
-  dev::pdl_begin();
   extern __shared__ uint32_t smem[];
   uint32_t* keys = smem;                     // [cached_keys]: the slice's keys when it fits
   uint32_t* hist = keys + cached_keys;       // [kTopBuckets]: this block's first digit; rounds: [2][kBuckets]
@@ -284,7 +283,8 @@ __global__ void __launch_bounds__(C::kThreads, 1)
   const cg::cluster_group cluster = cg::this_cluster();
   const int nblocks = static_cast<int>(cluster.num_blocks()), rank = static_cast<int>(cluster.block_rank());
   const int64_t r = blockIdx.x / nblocks;
-  const int count = (pos[r] + 1) / ratio;
+  const int count = (pos[r] + 1) / ratio;  // the batch descriptor: before the wait (launch.h)
+  dev::pdl_begin();
   int32_t* out = idx + r * K;
   uint32_t* row_digits = digits ? digits + r * C::kTopBuckets : nullptr;
   if (count <= K) {  // the whole cluster leaves: no shared memory was shared
