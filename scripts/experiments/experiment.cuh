@@ -32,6 +32,8 @@ struct Timer {
   int64_t flush_vecs;
   // Median microseconds of `trials` runs (after two untimed ones) of setup(trial) (untimed), a
   // flush of L2, after_flush() (untimed: what a real step has in L2), then run() (timed).
+  // EXP_NO_FLUSH=1 skips the flush: the kernels' code and data stay in L2 (and in the SMs'
+  // instruction caches), bounding what cold fetches cost.
   double median(int trials, const std::function<void(int)>& setup, const std::function<void()>& run,
                 const std::function<void()>& after_flush = {}) {
     cudaEvent_t a, b;
@@ -40,7 +42,8 @@ struct Timer {
     std::vector<float> t;
     for (int i = 0; i < trials + 2; ++i) {
       setup(i);
-      flush_l2_kernel<<<528, 256, 0, s>>>(flush, flush_vecs, i);
+      static const bool no_flush = std::getenv("EXP_NO_FLUSH") != nullptr;
+      if (!no_flush) flush_l2_kernel<<<528, 256, 0, s>>>(flush, flush_vecs, i);
       if (after_flush) after_flush();
       CK(cudaEventRecord(a, s));
       run();
