@@ -49,6 +49,8 @@ constexpr int kFp8Step = 128;   // columns per step: one scale block of W and of
 // allow ~128 a thread). Measured alone on a 33.6 MB product at M = 1 (scripts/experiments/
 // expert_stream.cu, which builds other values through these macros): 2 steps at 3 blocks 18.4 µs
 // (wq_b's shape), 17.7 (wo_b's); 3 steps at 2 blocks 17.4 and 16.1; 4 steps at 2 blocks 19.1, 18.5.
+// In the model (more of each product loaded before its PDL wait), 4 steps were slower too: B=1 4K
+// 2.92 against 2.81 ms (bench/results/2026-11-30-cuda-21.md).
 #ifndef DSV4_FP8_IN_FLIGHT
 #define DSV4_FP8_IN_FLIGHT 3
 #endif
