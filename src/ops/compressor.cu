@@ -48,9 +48,7 @@ __global__ void compress_entries_kernel(const float* u, const float* z, const fl
   const float* ring_z = which ? cache.idx_z : cache.comp_z;
   const CacheRows out_rows = f.indexer ? cache.idx_entries : cache.entries;
   const int i = job.entry;
-  float sn_first = 0.0f, cs_first = 1.0f;
-  if (static_cast<int>(threadIdx.x) < f.R / 2)
-    dev::rope_sincos(__fmul_rn(static_cast<float>(i * m), freqs[threadIdx.x]), &sn_first, &cs_first);
+  const dev::RopeAngle first = dev::rope_first_angle(freqs, f.R, i * m);
   dev::pdl_begin();
   auto row_of = [&](const float* chunk, const float* ring, int p) {
     return p >= seq.pos0 ? chunk + static_cast<int64_t>(seq.row0 + p - seq.pos0) * width
@@ -91,10 +89,7 @@ __global__ void compress_entries_kernel(const float* u, const float* z, const fl
   const float inv = 1.0f / sqrtf(ss / static_cast<float>(d) + eps);
   for (int feat = threadIdx.x; feat < d; feat += blockDim.x) e[feat] = norm[feat] * (e[feat] * inv);
   __syncthreads();
-  for (int k = threadIdx.x; k < f.R / 2; k += blockDim.x) {
-    if (k == static_cast<int>(threadIdx.x)) dev::rope_rotate(e[d - f.R + 2 * k], e[d - f.R + 2 * k + 1], cs_first, sn_first);
-    else dev::rope_pair(e[d - f.R + 2 * k], e[d - f.R + 2 * k + 1], freqs[k], i * m, false);
-  }
+  dev::rope_pairs(e + d - f.R, freqs, f.R, i * m, first);
   __syncthreads();
   if (!f.indexer) {
     dev::write_kv_row(e, f, out_rows, i);

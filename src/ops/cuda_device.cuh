@@ -243,6 +243,23 @@ __device__ __forceinline__ void rope_pair(float& re, float& im, float f, int pos
   rope_sincos(theta, &sn, &cs);
   rope_rotate(re, im, cs, inverse ? -sn : sn);
 }
+// A block's RoPE of the R / 2 pairs (v[2i], v[2i + 1]) at pos, thread t taking pairs t, t + blockDim.x,
+// ...: rope_pair's bits, with the angle of the thread's first pair made ahead (rope_first_angle,
+// e.g. before a PDL wait: the double-precision sincos costs ~600 cycles).
+struct RopeAngle {
+  float sn = 0.0f, cs = 1.0f;
+};
+__device__ __forceinline__ RopeAngle rope_first_angle(const float* freqs, int R, int pos) {
+  RopeAngle a;
+  if (static_cast<int>(threadIdx.x) < R / 2) rope_sincos(__fmul_rn(static_cast<float>(pos), freqs[threadIdx.x]), &a.sn, &a.cs);
+  return a;
+}
+__device__ __forceinline__ void rope_pairs(float* v, const float* freqs, int R, int pos, RopeAngle first) {
+  for (int i = threadIdx.x; i < R / 2; i += blockDim.x) {
+    if (i == static_cast<int>(threadIdx.x)) rope_rotate(v[2 * i], v[2 * i + 1], first.cs, first.sn);
+    else rope_pair(v[2 * i], v[2 * i + 1], freqs[i], pos, false);
+  }
+}
 
 // One value of cache row `row`, dim `i` (format f).
 __device__ __forceinline__ float cache_value(const CacheRows& c, const RowFormat& f, int64_t row, int i) {

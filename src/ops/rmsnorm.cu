@@ -126,9 +126,7 @@ __global__ void rmsnorm_rope_kernel(RmsRopeRows a, RmsRopeRows b, float eps, int
   const int p = pos[v / heads];
   const bool to_ring = second && b.encode && b.ring_caches;
   const CacheRows ring = to_ring ? b.ring_caches[b.slot[v]].window : CacheRows{};
-  float sn_first = 0.0f, cs_first = 1.0f;
-  if (static_cast<int>(threadIdx.x) < R / 2)
-    dev::rope_sincos(__fmul_rn(static_cast<float>(p), freqs[threadIdx.x]), &sn_first, &cs_first);
+  const dev::RopeAngle first = dev::rope_first_angle(freqs, R, p);
   dev::pdl_begin();
   float* xr = (second ? b.x : a.x) + v * D;
   float ss = sum_squares(xr, D);
@@ -137,10 +135,7 @@ __global__ void rmsnorm_rope_kernel(RmsRopeRows a, RmsRopeRows b, float eps, int
   scale_rows(xr, w, w0, inv, D, row);
   __syncthreads();
   const int64_t N = D - R;
-  for (int i = threadIdx.x; i < R / 2; i += blockDim.x) {
-    if (i == static_cast<int>(threadIdx.x)) dev::rope_rotate(row[N + 2 * i], row[N + 2 * i + 1], cs_first, sn_first);
-    else dev::rope_pair(row[N + 2 * i], row[N + 2 * i + 1], freqs[i], p, false);
-  }
+  dev::rope_pairs(row + N, freqs, R, p, first);
   if (fp8_block > 0) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
     for (int64_t b0 = static_cast<int64_t>(warp) * fp8_block; b0 < N; b0 += static_cast<int64_t>(nwarps) * fp8_block)
