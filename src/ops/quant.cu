@@ -37,21 +37,18 @@ __global__ void hadamard_kernel(float* x, int d, float scale) {
 // The indexer's query heads (one block per head vector of d): RoPE of the last R dims
 // (rope_kernel's rotation), the butterflies and scale of hadamard_kernel, then block_sim_kernel's
 // FP4 rounding per 32 values, on the vector in shared memory: bit for bit the three kernels.
-// The RoPE angles (rope_pair's) come before the wait, from the position (the batch descriptor, no
-// earlier kernel's output: launch.h) and the frequencies: at rc [R] after the vector, cos and sin
-// of pair i at rc[2i], rc[2i + 1], made and used by the same thread.
+// The thread's first RoPE angle comes before the wait, from the position (the batch descriptor, no
+// earlier kernel's output: launch.h) and the frequencies.
 __global__ void indexer_query_kernel(float* x, int heads, int d, int R, float scale, const float* freqs,
                                      const int32_t* pos) {
   extern __shared__ float v[];
-  float* rc = v + d;
   const int p = pos[blockIdx.x / heads], N = d - R;
-  for (int i = threadIdx.x; i < R / 2; i += blockDim.x)
-    dev::rope_sincos(__fmul_rn(static_cast<float>(p), freqs[i]), &rc[2 * i + 1], &rc[2 * i]);
+  const dev::RopeAngle first = dev::rope_first_angle(freqs, R, p);
   dev::pdl_begin();
   float* xv = x + blockIdx.x * static_cast<int64_t>(d);
   for (int i = threadIdx.x; i < d; i += blockDim.x) v[i] = xv[i];
   __syncthreads();
-  for (int i = threadIdx.x; i < R / 2; i += blockDim.x) dev::rope_rotate(v[N + 2 * i], v[N + 2 * i + 1], rc[2 * i], rc[2 * i + 1]);
+  dev::rope_pairs(v + N, freqs, R, p, first);
   __syncthreads();
   dev::hadamard_butterflies(v, d);
   for (int i = threadIdx.x; i < d; i += blockDim.x) v[i] *= scale;
@@ -131,8 +128,8 @@ void indexer_query_cuda(float* x, int64_t rows, int heads, int64_t d, int R, con
   if (rows * heads == 0) return;
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
   const int threads = static_cast<int>(std::max<int64_t>(32, std::min<int64_t>(512, d / 2)));
-  launch("indexer_query_kernel", indexer_query_kernel, static_cast<unsigned>(rows * heads), threads,
-         (d + R) * sizeof(float), s, x, heads, static_cast<int>(d), R, scale, freqs, pos);
+  launch("indexer_query_kernel", indexer_query_kernel, static_cast<unsigned>(rows * heads), threads, d * sizeof(float),
+         s, x, heads, static_cast<int>(d), R, scale, freqs, pos);
 }
 
 void round_rope_bf16_cuda(float* x, int64_t rows, int64_t ld, int R, cudaStream_t s) {
