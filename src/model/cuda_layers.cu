@@ -285,7 +285,10 @@ void CudaModel::moe(const DMoe& w, const float* a_in, float* out) {
       }
   } else if (few) {
     bf16* h = scratch_->get<bf16>("moe.hb", n * F);
-    if (rows <= kGemvMaxRows) {  // the expert rows read from a_in through perm: no gather launch
+    if (rows <= kGemvMaxRows && moe_ab_) {  // the token rows in bf16 from the fused hc_pre, through perm
+      moe_gemv_swiglu_tokens_cuda(moe_ab_, k, w.w1.view(), w.w3.view(), tiles, ntiles, max_tiles, offsets, limit,
+                                  weights, perm, h, stream_);
+    } else if (rows <= kGemvMaxRows) {  // the expert rows read from a_in through perm: no gather launch
       moe_gemv_swiglu_gather_cuda(a_in, k, w.w1.view(), w.w3.view(), tiles, ntiles, max_tiles, offsets, limit,
                                   weights, perm, h, stream_);
     } else {  // many rows per expert: gathered once in bf16 (the float32 rows read per block cost more)

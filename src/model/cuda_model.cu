@@ -585,18 +585,20 @@ void CudaModel::run_block(const DBlock& blk, int table_row, float*& X, std::vect
     // Decode: comb's Sinkhorn (a chain of 2·iters dependent steps) beside the sub-layer, which
     // does not need it; hc_post waits for it.
     const bool side = fused && side_enabled();
+    // Decode: the fused hc_pre also writes the MoE's input in bf16, the routed experts' form.
+    bf16* ab = fused && prequantized_ && act_name == "moe.a" ? scratch_->get<bf16>("moe.ab", rows * D) : nullptr;
     if (side) {
       float* mix_row = scratch_->get<float>("hc.mix_row", rows * kHcMixRow);
       hc_pre_fused_cuda(X, hc.fn.get(), rows, static_cast<int>(n), D, hc.base.get(), hc.scale.get(), c_.rms_norm_eps,
                         c_.hc_eps, c_.hc_sinkhorn_iters, false, norm.get(), a, nullptr, nullptr, stream_, aa.q, aa.qs,
-                        mix_row, post_first);
+                        mix_row, post_first, ab);
       fork_side(side_);
       hc_comb_cuda(mix_row, rows, static_cast<int>(n), D, hc.base.get(), hc.scale.get(), c_.rms_norm_eps, c_.hc_eps,
                    c_.hc_sinkhorn_iters, post, comb, side_);
     } else if (fused)
       hc_pre_fused_cuda(X, hc.fn.get(), rows, static_cast<int>(n), D, hc.base.get(), hc.scale.get(), c_.rms_norm_eps,
                         c_.hc_eps, c_.hc_sinkhorn_iters, false, norm.get(), a, post, comb, stream_, aa.q, aa.qs,
-                        nullptr, post_first);
+                        nullptr, post_first, ab);
     else
       hc_pre_cuda(X, mix, rows, static_cast<int>(n), D, hc.base.get(), hc.scale.get(), c_.rms_norm_eps, c_.hc_eps,
                   c_.hc_sinkhorn_iters, false, norm.get(), a, post, comb, stream_, parts, aa.q, aa.qs);
@@ -607,7 +609,9 @@ void CudaModel::run_block(const DBlock& blk, int table_row, float*& X, std::vect
       pending_post_side_ = side;
       moe_combine_to_ = &pending_post_.moe;
     }
+    moe_ab_ = ab;
     body(a, o);
+    moe_ab_ = nullptr;
     moe_combine_to_ = nullptr;
     prequantized_ = false;
     mark("mhc");

@@ -196,9 +196,9 @@ struct HcPostArgs {
 void hc_pre_fused_cuda(const float* X, const float* fn, int64_t T, int n, int64_t D, const float* base, const float* scale,
                        float eps, float hc_eps, int sinkhorn_iters, bool head, const float* norm, float* a, float* post,
                        float* comb, cudaStream_t s, uint8_t* q = nullptr, float* qs = nullptr,
-                       float* mix_out = nullptr, const HcPostArgs* post_first = nullptr);
+                       float* mix_out = nullptr, const HcPostArgs* post_first = nullptr, bf16* ab = nullptr);
 // (post_first given: X = post_first->Xout, which it writes first, then reads; its post and comb are
-// not this launch's.)
+// not this launch's.) ab, if given: a again in bf16 (the routed experts' input, moe_gemv_swiglu_tokens_cuda).
 // With mix_out (sub-layers, not the head): post and comb are left to hc_comb_cuda, which may run
 // beside the sub-layer (they are first needed by hc_post); mix_out [T][25] gets the summed mix row
 // (24 columns for n = 4, then Σx² at column 24) they are computed from.
@@ -363,6 +363,11 @@ void moe_gemv_swiglu_cuda(const bf16* xs, const ExpertMatrix& w1, const ExpertMa
 // moe_gemv_swiglu_cuda on the rows xs = moe_gather_cuda(x [T, D] float32, perm, k) without the
 // gather: each row read through perm and rounded to bf16 on load (the same h, bit for bit).
 void moe_gemv_swiglu_gather_cuda(const float* x, int k, const ExpertMatrix& w1, const ExpertMatrix& w3,
+                                 const int2* tiles, const int32_t* ntiles, int max_tiles, const int32_t* offsets,
+                                 float limit, const float* weight, const int32_t* perm, bf16* h, cudaStream_t s);
+// The same with the token rows already in bf16 (x [T, D], as the gather rounds them): each row read
+// through perm; the same h, bit for bit.
+void moe_gemv_swiglu_tokens_cuda(const bf16* x, int k, const ExpertMatrix& w1, const ExpertMatrix& w3,
                                  const int2* tiles, const int32_t* ntiles, int max_tiles, const int32_t* offsets,
                                  float limit, const float* weight, const int32_t* perm, bf16* h, cudaStream_t s);
 // out_rows: y's row for sorted row r is out_rows[r] (perm: y in assignment order t·k + i, combined

@@ -236,6 +236,11 @@ struct FusedConfig {
   static_assert(kMaxClusterWide <= 32 && kCols <= 32, "one lane per block of the cluster, one per mix column");
 };
 
+// Four floats as four bf16 (round to nearest even, as __floats2bfloat162_rn everywhere else).
+__device__ __forceinline__ void store_bf16x4(bf16* p, const float4& v) {
+  const __nv_bfloat162 lo = __floats2bfloat162_rn(v.x, v.y), hi = __floats2bfloat162_rn(v.z, v.w);
+  *reinterpret_cast<uint2*>(p) = make_uint2(*reinterpret_cast<const uint32_t*>(&lo), *reinterpret_cast<const uint32_t*>(&hi));
+}
 __device__ __forceinline__ void cluster_arrive_relaxed() { asm volatile("barrier.cluster.arrive.relaxed;" ::: "memory"); }
 __device__ __forceinline__ void cluster_arrive() { asm volatile("barrier.cluster.arrive.release;" ::: "memory"); }
 __device__ __forceinline__ void cluster_wait() { asm volatile("barrier.cluster.wait.acquire;" ::: "memory"); }
@@ -314,7 +319,7 @@ __device__ __forceinline__ void hc_post_slice(const HcPostArgs& p, int64_t t, in
 __global__ void __launch_bounds__(FusedConfig::kThreads)
     hc_pre_fused_kernel(const float* X, const float* fn, int64_t T, int n, int D, const float* base, const float* scale,
                         float eps, float hc_eps, int iters, bool head, const float* norm, float* a, float* post,
-                        float* comb, uint8_t* q, float* qs, float* mix_out, HcPostArgs step) {
+                        float* comb, uint8_t* q, float* qs, float* mix_out, HcPostArgs step, bf16* ab) {
   using C = FusedConfig;
   __shared__ float gather[C::kMaxClusterWide][C::kCols];    // pushed by block r: its partial mix
   __shared__ float ygather[C::kMaxClusterWide][C::kWarps];  // pushed by block r: its warps' Σ y²
@@ -474,6 +479,7 @@ __global__ void __launch_bounds__(FusedConfig::kThreads)
       const float4 yv = y_s[g], nv = norm_s[g];
       const float4 v = make_float4(nv.x * (yv.x * inv2), nv.y * (yv.y * inv2), nv.z * (yv.z * inv2), nv.w * (yv.w * inv2));
       a4[g] = v;
+      if (ab) store_bf16x4(ab + t * D + d0 + 4 * g, v);
       const float sc = dev::quantize_e4m3_block128(v, q + t * D + d0 + k * C::kUnit, lane);
       if (lane == 0) qs[(u0 + k) * T + t] = sc;
     }
@@ -481,7 +487,9 @@ __global__ void __launch_bounds__(FusedConfig::kThreads)
   }
   for (int g = wt; g < G; g += workers) {
     const float4 yv = y_s[g], nv = norm_s[g];
-    a4[g] = make_float4(nv.x * (yv.x * inv2), nv.y * (yv.y * inv2), nv.z * (yv.z * inv2), nv.w * (yv.w * inv2));
+    const float4 v = make_float4(nv.x * (yv.x * inv2), nv.y * (yv.y * inv2), nv.z * (yv.z * inv2), nv.w * (yv.w * inv2));
+    a4[g] = v;
+    if (ab) store_bf16x4(ab + t * D + d0 + 4 * g, v);
   }
 }
 
@@ -611,7 +619,7 @@ bool hc_pre_fused_fits(int64_t T, int n, int64_t D) {
 void hc_pre_fused_cuda(const float* X, const float* fn, int64_t T, int n, int64_t D, const float* base, const float* scale,
                        float eps, float hc_eps, int sinkhorn_iters, bool head, const float* norm, float* a, float* post,
                        float* comb, cudaStream_t s, uint8_t* q, float* qs, float* mix_out,
-                       const HcPostArgs* post_first) {
+                       const HcPostArgs* post_first, bf16* ab) {
   DSV4_CHECK(hc_pre_fused_fits(T, n, D), "hc_pre_fused", T, " tokens, hc_mult ", n, ", D = ", D,
              " do not fit (hc_pre_fused_fits; use hc_mix_cuda + hc_pre_cuda)");
   DSV4_CHECK(!q || qs, "hc_pre_fused", "FP8 output needs scales");
@@ -636,7 +644,7 @@ void hc_pre_fused_cuda(const float* X, const float* fn, int64_t T, int n, int64_
   cfg.attrs = attr;
   cfg.numAttrs = static_cast<unsigned>(launch_attributes(s, static_cast<unsigned>(plan.cluster), attr));  // as cuda::launch
   const cudaError_t e = cudaLaunchKernelEx(&cfg, hc_pre_fused_kernel, X, fn, T, n, static_cast<int>(D), base, scale, eps,
-                                           hc_eps, sinkhorn_iters, head, norm, a, post, comb, q, qs, mix_out, step);
+                                           hc_eps, sinkhorn_iters, head, norm, a, post, comb, q, qs, mix_out, step, ab);
   DSV4_CHECK(e == cudaSuccess, "hc_pre_fused", "launch of ", T, " clusters × ", plan.cluster, " blocks (", smem,
              " B shared) failed: ", cudaGetErrorString(e));
 }

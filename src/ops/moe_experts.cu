@@ -221,15 +221,16 @@ __device__ __forceinline__ void gemv_load_x(uint4 (&xv)[4], const bf16* xrow, co
   }
 }
 
-// Activation row r of a pass: x[r] (bf16), or with x_f32 (swiglu only) the token row
-// x_f32[perm[r] / k], rounded to bf16 on load (gemv_load_x); neither without a row.
+// Activation row r of a pass: x[r] (bf16; with k > 0, swiglu only: the token row x[perm[r] / k]), or
+// with x_f32 (swiglu only) the token row x_f32[perm[r] / k], rounded to bf16 on load (gemv_load_x);
+// neither without a row.
 template <bool kSwiglu>
 __device__ __forceinline__ void gemv_x_row(const bf16* x, const float* x_f32, int k, const int32_t* perm, int K, int r,
                                            bool has_row, const bf16*& xrow, const float*& xrow_f32) {
   xrow = nullptr;
   xrow_f32 = nullptr;
   if (kSwiglu && has_row && x_f32) xrow_f32 = x_f32 + static_cast<int64_t>(perm[r] / k) * K;
-  else if (has_row) xrow = x + static_cast<int64_t>(r) * K;
+  else if (has_row) xrow = x + static_cast<int64_t>(kSwiglu && k > 0 ? perm[r] / k : r) * K;
 }
 
 // The end of a pass: the warps' partial sums (acc[m] = D[g][2t], D[g][2t + 1], D[g + 8][2t],
@@ -267,8 +268,8 @@ __device__ __forceinline__ void gemv_epilogue(float (&partial)[kWarps][kMats][Ge
 
 // Block (row slice blockIdx.x, tile blockIdx.y): output rows n0 .. n0 + 15 of the tile's expert for
 // all its activation rows. Lane (g, t) of warp w: rows n0 + g and n0 + g + 8, activation row g of the
-// pass, columns [32 (4s + t), + 32) of the steps s = w, w + 8, ... Activation row r is x[r] (bf16), or
-// with x_f32 (swiglu only) the token row x_f32[perm[r] / k] rounded to bf16 on load: no gather.
+// pass, columns [32 (4s + t), + 32) of the steps s = w, w + 8, ... Activation row r: see gemv_x_row
+// (no gather in either token form).
 template <bool kSwiglu, bool kFp4>
 __global__ void __launch_bounds__(GemvConfig::kWarps * 32, kFp4 ? GemvConfig::kFp4Blocks : GemvConfig::kBf16Blocks)
 moe_gemv_kernel(const bf16* x, const float* x_f32, int k, ExpertMatrix wa, ExpertMatrix wb, const int2* tiles,
@@ -361,7 +362,16 @@ void moe_gemv_swiglu_cuda(const bf16* xs, const ExpertMatrix& w1, const ExpertMa
                           const float* weight, const int32_t* perm, bf16* h, cudaStream_t s) {
   check_swiglu(w1, w3);
   if (max_tiles == 0) return;
-  launch_gemv<true>(xs, nullptr, 1, w1, w3, tiles, ntiles, max_tiles, offsets, limit, weight, perm, h, nullptr, s);
+  launch_gemv<true>(xs, nullptr, 0, w1, w3, tiles, ntiles, max_tiles, offsets, limit, weight, perm, h, nullptr, s);
+}
+
+void moe_gemv_swiglu_tokens_cuda(const bf16* x, int k, const ExpertMatrix& w1, const ExpertMatrix& w3,
+                                 const int2* tiles, const int32_t* ntiles, int max_tiles, const int32_t* offsets,
+                                 float limit, const float* weight, const int32_t* perm, bf16* h, cudaStream_t s) {
+  check_swiglu(w1, w3);
+  DSV4_CHECK(k >= 1, "moe", "gemv: token rows need k >= 1, not ", k);
+  if (max_tiles == 0) return;
+  launch_gemv<true>(x, nullptr, k, w1, w3, tiles, ntiles, max_tiles, offsets, limit, weight, perm, h, nullptr, s);
 }
 
 void moe_gemv_swiglu_gather_cuda(const float* x, int k, const ExpertMatrix& w1, const ExpertMatrix& w3,

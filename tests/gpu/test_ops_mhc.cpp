@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/dtype.h"
 #include "op_cases.h"
 #include "ops/cuda_ops.h"
 #include "ops/linear.h"
@@ -102,7 +103,7 @@ std::vector<Check> op_mhc(std::mt19937& rng) {
     ops::hc_head(Xf.data(), Tf, sf, hfnf.data(), hbase.data(), hscale.data(), hyf.data());
     ops::rmsnorm(hyf.data(), Tf, Df, normf.data(), kEps, hyf.data());
     auto dXf = dev(Xf), dfnf = dev(fnf), dhfnf = dev(hfnf), dnormf = dev(normf);
-    std::vector<float> ga, gpost, gcomb, ghy, ra, rpost, rcomb, rhy, ga2, gaq, qcodes, qcodes2, qscales, qscales2;
+    std::vector<float> ga, gpost, gcomb, ghy, ra, rpost, rcomb, rhy, ga2, gaq, qcodes, qcodes2, qscales, qscales2, abf, abf_want;
     std::vector<float> gad, gpostd, gcombd;
     auto append = [](std::vector<float>& to, const std::vector<float>& from) { to.insert(to.end(), from.begin(), from.end()); };
     // The previous sub-layer's hc_post done first (post_first), from o or from the MoE combine's
@@ -120,6 +121,7 @@ std::vector<Check> op_mhc(std::mt19937& rng) {
       DeviceArray<float> fa(Tk * Df), fa2(Tk * Df), fpost(Tk * n), fcomb(Tk * n * n), fhy(Tk * Df), faq(Tk * Df);
       DeviceArray<uint8_t> fq(Tk * Df), fq2(Tk * Df);
       DeviceArray<float> fs(Tk * Df / 128), fs2(Tk * Df / 128);
+      DeviceArray<bf16> fab(Tk * Df);
       hc_pre_fused_cuda(dXf.get(), dfnf.get(), Tk, n, Df, dbase.get(), dscale.get(), kEps, kEps, 20, false, dnormf.get(),
                         fa.get(), fpost.get(), fcomb.get(), 0);
       hc_pre_fused_cuda(dXf.get(), dfnf.get(), Tk, n, Df, dbase.get(), dscale.get(), kEps, kEps, 20, false, dnormf.get(),
@@ -127,7 +129,7 @@ std::vector<Check> op_mhc(std::mt19937& rng) {
       hc_pre_fused_cuda(dXf.get(), dhfnf.get(), Tk, n, Df, dhbase.get(), dhscale.get(), kEps, kEps, 20, true,
                         dnormf.get(), fhy.get(), nullptr, nullptr, 0);
       hc_pre_fused_cuda(dXf.get(), dfnf.get(), Tk, n, Df, dbase.get(), dscale.get(), kEps, kEps, 20, false, dnormf.get(),
-                        faq.get(), fpost.get(), fcomb.get(), 0, fq.get(), fs.get());
+                        faq.get(), fpost.get(), fcomb.get(), 0, fq.get(), fs.get(), nullptr, nullptr, fab.get());
       quantize_fp8_1x128_cuda(faq.get(), Tk, Df, fq2.get(), fs2.get(), Tk, 0);
       // post and comb deferred to hc_comb_cuda (decode's side stream): the same a, post and comb.
       DeviceArray<float> fad(Tk * Df), fpostd(Tk * n), fcombd(Tk * n * n), mix_row(Tk * kHcMixRow);
@@ -169,6 +171,8 @@ std::vector<Check> op_mhc(std::mt19937& rng) {
       append(gcomb, host(fcomb));
       append(ghy, host(fhy));
       append(qcodes, as_float(host(fq)));
+      for (const float v : host(faq)) abf_want.push_back(bf16_to_f32(f32_to_bf16(v)));  // a rounded on the host
+      for (const bf16& b : host(fab)) abf.push_back(__bfloat162float(b));
       append(qcodes2, as_float(host(fq2)));
       append(qscales, host(fs));
       append(qscales2, host(fs2));
@@ -186,6 +190,7 @@ std::vector<Check> op_mhc(std::mt19937& rng) {
     out.push_back(check("hc_pre_fused + fp8 a" + at, gaq, ga, 0));
     out.push_back(check("hc_pre_fused + fp8 codes" + at, qcodes, qcodes2, 0));
     out.push_back(check("hc_pre_fused + fp8 scales" + at, qscales, qscales2, 0));
+    out.push_back(check("hc_pre_fused + bf16 a" + at, abf, abf_want, 0));
     out.push_back(check("hc_pre_fused, comb deferred: a" + at, gad, ga, 0));
     out.push_back(check("hc_pre_fused, comb deferred: post" + at, gpostd, gpost, 0));
     out.push_back(check("hc_pre_fused, comb deferred: comb" + at, gcombd, gcomb, 0));

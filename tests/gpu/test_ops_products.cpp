@@ -169,6 +169,7 @@ std::vector<Check> moe_experts_case(std::mt19937& rng, int T, int E, int k, int 
     return d;
   };
   DeviceArray<bf16> b1 = as_bf16(w1), b3 = as_bf16(w3), b2 = as_bf16(w2);
+  DeviceArray<bf16> xtok = as_bf16(x);  // the token rows as the fused hc_pre writes them for decode
   std::vector<Check> out;
   for (bool fp4 : {true, false})
     for (bool grouped : {false, true}) {
@@ -208,6 +209,12 @@ std::vector<Check> moe_experts_case(std::mt19937& rng, int T, int E, int k, int 
           return v;
         };
         out.push_back(check(str("gemv without gather", fp4 ? " (fp4 weights)" : " (bf16 weights)"), as_f32(hg),
+                            as_f32(hd), 0));
+        // The token rows already in bf16, read through perm: the same h.
+        DeviceArray<bf16> ht(std::vector<bf16>(n * F, __float2bfloat16(-7.0f)));
+        moe_gemv_swiglu_tokens_cuda(xtok.get(), k, m1, m3, tiles.get(), ntiles.get(), max_tiles, offsets.get(), limit,
+                                    dw.get(), perm.get(), ht.get(), 0);
+        out.push_back(check(str("gemv on bf16 token rows", fp4 ? " (fp4 weights)" : " (bf16 weights)"), as_f32(ht),
                             as_f32(hd), 0));
       }
       moe_combine_cuda(ys.get(), inv.get(), dsh.get(), T, k, D, result.get(), 0);
