@@ -237,8 +237,8 @@ class CudaModel : public Backend {
   // settle_post launches it where no fused hc_pre follows (prefill, traces).
   HcPostArgs pending_post_{};                  // .Xout null: none pending
   bool pending_post_side_ = false;             // its post and comb come from side_ (joined before use)
-  MoeCombineArgs* moe_combine_to_ = nullptr;
-  const bf16* moe_ab_ = nullptr;  // decode: the MoE input in bf16 (hc_pre_fused_cuda's ab), for the experts   // set: moe() leaves its combine's inputs here, no launch
+  MoeCombineArgs* moe_combine_to_ = nullptr;   // set: moe() leaves its combine's inputs here, no launch
+  const bf16* moe_ab_ = nullptr;               // set: the MoE input in bf16 (hc_pre_fused_cuda's ab)
   HcPostArgs take_post();  // the pending one (none: .Xout null), its side branch joined; no longer pending
   void settle_post();
   ForwardOut finish(int64_t rows, bool want_streams, const float* X);

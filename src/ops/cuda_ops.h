@@ -198,7 +198,8 @@ void hc_pre_fused_cuda(const float* X, const float* fn, int64_t T, int n, int64_
                        float* comb, cudaStream_t s, uint8_t* q = nullptr, float* qs = nullptr,
                        float* mix_out = nullptr, const HcPostArgs* post_first = nullptr, bf16* ab = nullptr);
 // (post_first given: X = post_first->Xout, which it writes first, then reads; its post and comb are
-// not this launch's.) ab, if given: a again in bf16 (the routed experts' input, moe_gemv_swiglu_tokens_cuda).
+// not this launch's.) ab, if given: a again in bf16, the routed experts' input
+// (moe_gemv_swiglu_tokens_cuda).
 // With mix_out (sub-layers, not the head): post and comb are left to hc_comb_cuda, which may run
 // beside the sub-layer (they are first needed by hc_post); mix_out [T][25] gets the summed mix row
 // (24 columns for n = 4, then Σx² at column 24) they are computed from.

@@ -236,10 +236,9 @@ struct FusedConfig {
   static_assert(kMaxClusterWide <= 32 && kCols <= 32, "one lane per block of the cluster, one per mix column");
 };
 
-// Four floats as four bf16 (round to nearest even, as __floats2bfloat162_rn everywhere else).
+// Four floats rounded to bf16, stored as one 8-byte word.
 __device__ __forceinline__ void store_bf16x4(bf16* p, const float4& v) {
-  const __nv_bfloat162 lo = __floats2bfloat162_rn(v.x, v.y), hi = __floats2bfloat162_rn(v.z, v.w);
-  *reinterpret_cast<uint2*>(p) = make_uint2(*reinterpret_cast<const uint32_t*>(&lo), *reinterpret_cast<const uint32_t*>(&hi));
+  *reinterpret_cast<uint2*>(p) = make_uint2(ptx::pack_bf16x2(v.x, v.y), ptx::pack_bf16x2(v.z, v.w));
 }
 __device__ __forceinline__ void cluster_arrive_relaxed() { asm volatile("barrier.cluster.arrive.relaxed;" ::: "memory"); }
 __device__ __forceinline__ void cluster_arrive() { asm volatile("barrier.cluster.arrive.release;" ::: "memory"); }

@@ -205,15 +205,12 @@ __device__ __forceinline__ void gemv_load_x(uint4 (&xv)[4], const bf16* xrow, co
 #pragma unroll
     for (int i = 0; i < 4; ++i) xv[i] = __ldg(reinterpret_cast<const uint4*>(xrow + col) + i);
   } else if (xrow_f32) {
-    auto pair = [](float lo, float hi) {
-      const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-      return *reinterpret_cast<const uint32_t*>(&v);
-    };
+    using ptx::pack_bf16x2;
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
       const float4 a = __ldg(reinterpret_cast<const float4*>(xrow_f32 + col) + 2 * i);
       const float4 b = __ldg(reinterpret_cast<const float4*>(xrow_f32 + col) + 2 * i + 1);
-      xv[i] = make_uint4(pair(a.x, a.y), pair(a.z, a.w), pair(b.x, b.y), pair(b.z, b.w));
+      xv[i] = make_uint4(pack_bf16x2(a.x, a.y), pack_bf16x2(a.z, a.w), pack_bf16x2(b.x, b.y), pack_bf16x2(b.z, b.w));
     }
   } else {
 #pragma unroll
