@@ -31,7 +31,7 @@ struct DTensor {
 struct DExperts {
   int E = 0, rows = 0, cols = 0;
   DeviceArray<float> f32;              // F32 precision
-  DeviceArray<uint8_t> codes, scales;  // packed FP4 + E8M0 per 32 (fast, stored as FP4)
+  DeviceArray<uint8_t> codes, scales;  // FP4 tiles + E8M0 per 32 (fast, stored as FP4; cuda_ops.h)
   DeviceArray<bf16> bf;                // bf16 (fast, stored otherwise)
   ExpertMatrix view() const;
   size_t bytes() const { return f32.bytes() + codes.bytes() + scales.bytes() + bf.bytes(); }

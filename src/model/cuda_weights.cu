@@ -159,19 +159,27 @@ class Loader {
             sync();
       return x;
     }
-    x.codes.resize(per / 2 * x.E);
-    x.scales.resize(per / 32 * x.E);
-    if (!p_) {
-      fill_fp4_cuda(x.codes.get(), x.scales.get(), per * x.E, init_std(sp), next_seed(), s_);
-      return x;
-    }
+    // In tiles (cuda_ops.h: fp4_tiled_cols), each expert's row-major matrix tiled from a staging copy.
+    DSV4_CHECK(x.rows % 16 == 0, "cuda", "'", first, "': ", x.rows, " rows; FP4 experts need a multiple of 16");
+    const int64_t tiled = static_cast<int64_t>(x.rows) * fp4_tiled_cols(x.cols);
+    x.codes.resize(tiled / 2 * x.E);
+    x.scales.resize(tiled / 32 * x.E);
+    DSV4_CUDA_CHECK(cudaMemsetAsync(x.codes.get(), 0, x.codes.bytes(), s_));  // the padding columns
+    DSV4_CUDA_CHECK(cudaMemsetAsync(x.scales.get(), 127, x.scales.bytes(), s_));
+    DeviceArray<uint8_t> codes(per / 2), scales(per / 32);
     for (int e = 0; e < x.E; ++e) {
-      const TensorInfo* q = stored(name(e), DType::I8);
-      const TensorInfo* sc = stored(ffn + "experts." + std::to_string(e) + "." + which + ".scale", DType::F8_E8M0);
-      DSV4_CHECK(q && sc && static_cast<int64_t>(q->nbytes()) == per / 2 && static_cast<int64_t>(sc->nbytes()) == per / 32,
-                 "cuda", "'", name(e), "': not packed FP4 with a 1×32 scale like expert 0");
-      upload(x.codes.get() + e * per / 2, q->data, per / 2, s_);
-      upload(x.scales.get() + e * per / 32, sc->data, per / 32, s_);
+      if (!p_) {
+        fill_fp4_cuda(codes.get(), scales.get(), per, init_std(sp), next_seed(), s_);
+      } else {
+        const TensorInfo* q = stored(name(e), DType::I8);
+        const TensorInfo* sc = stored(ffn + "experts." + std::to_string(e) + "." + which + ".scale", DType::F8_E8M0);
+        DSV4_CHECK(q && sc && static_cast<int64_t>(q->nbytes()) == per / 2 && static_cast<int64_t>(sc->nbytes()) == per / 32,
+                   "cuda", "'", name(e), "': not packed FP4 with a 1×32 scale like expert 0");
+        upload(codes.get(), q->data, per / 2, s_);
+        upload(scales.get(), sc->data, per / 32, s_);
+      }
+      fp4_tile_cuda(codes.get(), scales.get(), x.rows, x.cols, x.codes.get() + e * tiled / 2,
+                    x.scales.get() + e * tiled / 32, s_);
     }
     sync();
     return x;

@@ -333,14 +333,24 @@ void swiglu_cuda(const float* g, const float* u, int64_t rows, int64_t F, float 
 // (q [rows, F], qs [F/128][rows]); F % 128 == 0.
 void swiglu_quant_cuda(const float* g, const float* u, int64_t rows, int64_t F, float limit, float* h, uint8_t* q,
                        float* qs, cudaStream_t s);
-// Expert weights for the grouped GEMMs: per expert, rows × cols; packed FP4 (codes [E, rows, cols/2],
-// E8M0 scales [E, rows, cols/32]) or bf16 [E, rows, cols].
+// Expert weights for the grouped GEMMs: per expert, rows × cols; packed FP4 in tiles (below) with
+// E8M0 scales, or bf16 [E, rows, cols].
 struct ExpertMatrix {
   const uint8_t* codes = nullptr;
   const uint8_t* scales = nullptr;
   const bf16* w = nullptr;
   int rows = 0, cols = 0;
 };
+// FP4 expert matrices are stored in tiles of 16 rows × 128 columns (the experts' rows stacked, rows
+// a multiple of 16; columns padded to fp4_tiled_cols), each tile's 1 KB of codes contiguous (its
+// 16 rows of 64 bytes, two codes a byte, low nibble first), and so its 64 scale bytes (16 rows of
+// 4); tiles follow each other along the columns, then down the rows. A decode step's warp then
+// reads 512 contiguous bytes a load instead of 16 rows' 64-byte pieces 2 KB apart.
+constexpr int64_t fp4_tiled_cols(int64_t cols) { return (cols + 127) / 128 * 128; }
+// The checkpoint's row-major FP4 codes [rows, cols/2] and scales [rows, cols/32] into tiles at
+// codes and scales (rows % 16 == 0, cols % 32 == 0; padding columns are left as they were).
+void fp4_tile_cuda(const uint8_t* codes_in, const uint8_t* scales_in, int64_t rows, int cols, uint8_t* codes,
+                   uint8_t* scales, cudaStream_t s);
 // Many rows per expert (prefill, moe_grouped.cu): grouped expert GEMMs over the tiles of
 // moe_group_cuda made with tile_rows = kMoeTileRows (bf16 inputs, float32 accumulation), with no
 // host synchronization (the tile list stays on the device):

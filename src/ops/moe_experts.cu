@@ -3,6 +3,8 @@
 // registers: Hopper has no FP4 tensor cores. Both forms take bf16 activations and accumulate in
 // float32 on the bf16 tensor cores, the products of the many-row kernel (moe_grouped.cu), so a
 // decode step computes what a prefill computes up to summation order.
+#include <algorithm>
+
 #include "ops/moe_experts.cuh"
 
 namespace dsv4::cuda {
@@ -79,8 +81,8 @@ __device__ __forceinline__ GemvRows gemv_rows(const ExpertMatrix& wa, const Expe
       if (nr >= w.rows) continue;
       const int64_t row = static_cast<int64_t>(e) * w.rows + nr;
       if (w.codes) {
-        p.codes[m][r] = w.codes + row * (K / 2);
-        p.scales[m][r] = w.scales + row * (K / 32);
+        p.codes[m][r] = w.codes + tile_codes_row(row, K);
+        p.scales[m][r] = w.scales + tile_scales_row(row, K);
       } else {
         p.w[m][r] = w.w + row * K;
       }
@@ -107,8 +109,8 @@ __device__ __forceinline__ void gemv_load(GemvStage<true, kMats>& st, const Gemv
       st.codes[m][r] = make_uint4(0, 0, 0, 0);
       st.scale[m][r] = 127;
       if (valid && p.codes[m][r]) {
-        st.codes[m][r] = load_weights(p.codes[m][r] + col / 2);
-        st.scale[m][r] = __ldg(p.scales[m][r] + col / GemvConfig::kChunk);
+        st.codes[m][r] = load_weights(p.codes[m][r] + tile_codes_at(col));
+        st.scale[m][r] = __ldg(p.scales[m][r] + tile_scale_at(col));
       }
     }
 }
@@ -353,6 +355,35 @@ void check_swiglu(const ExpertMatrix& w1, const ExpertMatrix& w3) {
              "gemv: w1 and w3 differ in format or shape");
 }
 }  // namespace
+
+namespace {
+// Thread i: the 16 code bytes and the scale byte of 32-column piece i (row i / pieces) into its tile.
+__global__ void fp4_tile_kernel(const uint8_t* codes_in, const uint8_t* scales_in, int64_t rows, int cols,
+                                uint8_t* codes, uint8_t* scales) {
+  dev::pdl_begin();
+  const int pieces = cols / 32;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < rows * pieces;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t row = i / pieces;
+    const int col = static_cast<int>(i - row * pieces) * 32;
+    *reinterpret_cast<uint4*>(codes + tile_codes_row(row, cols) + tile_codes_at(col)) =
+        *reinterpret_cast<const uint4*>(codes_in + i * 16);
+    scales[tile_scales_row(row, cols) + tile_scale_at(col)] = scales_in[i];
+  }
+}
+}  // namespace
+
+void fp4_tile_cuda(const uint8_t* codes_in, const uint8_t* scales_in, int64_t rows, int cols, uint8_t* codes,
+                   uint8_t* scales, cudaStream_t s) {
+  DSV4_CHECK(rows % 16 == 0 && cols % 32 == 0 && cols > 0, "moe", "fp4 tiles: ", rows, " × ", cols,
+             " weights: rows must be a multiple of 16 and columns of 32");
+  DSV4_CHECK(reinterpret_cast<uintptr_t>(codes_in) % 16 == 0 && reinterpret_cast<uintptr_t>(codes) % 16 == 0, "moe",
+             "fp4 tiles: codes not 16-byte aligned");
+  const int64_t n = rows * (cols / 32);
+  if (n == 0) return;
+  launch("fp4_tile_kernel", fp4_tile_kernel, dim3(static_cast<unsigned>(std::min<int64_t>((n + 255) / 256, 4096))),
+         dim3(256), 0, s, codes_in, scales_in, rows, cols, codes, scales);
+}
 
 void moe_gemv_swiglu_cuda(const bf16* xs, const ExpertMatrix& w1, const ExpertMatrix& w3, const int2* tiles,
                           const int32_t* ntiles, int max_tiles, const int32_t* offsets, float limit,

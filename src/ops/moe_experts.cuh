@@ -31,6 +31,19 @@ using fp4::e8m0_factor2;
 inline void check_expert(const ExpertMatrix& w, const char* what) {
   DSV4_CHECK((w.codes && w.scales) || w.w, "moe", what, ": no weights");
   DSV4_CHECK(w.cols % 32 == 0, "moe", what, ": ", w.cols, " columns, not a multiple of 32");
+  DSV4_CHECK(!w.codes || w.rows % 16 == 0, "moe", what, ": ", w.rows, " rows of FP4 tiles, not a multiple of 16");
 }
+
+// Where weight row `row` (experts stacked: e · rows + n) starts in the FP4 tiles (cuda_ops.h): its
+// codes of columns 0 .. 127 and its 4 scale bytes of them; columns c .. c + 31 (c % 32 == 0) are
+// then at tile_codes_at and tile_scale_at from there.
+__device__ __forceinline__ int64_t tile_codes_row(int64_t row, int K) {
+  return ((row >> 4) * (fp4_tiled_cols(K) >> 7)) * 1024 + (row & 15) * 64;
+}
+__device__ __forceinline__ int64_t tile_scales_row(int64_t row, int K) {
+  return ((row >> 4) * (fp4_tiled_cols(K) >> 7)) * 64 + (row & 15) * 4;
+}
+__device__ __forceinline__ int tile_codes_at(int col) { return (col >> 7) * 1024 + ((col & 127) >> 1); }
+__device__ __forceinline__ int tile_scale_at(int col) { return (col >> 7) * 64 + ((col & 127) >> 5); }
 
 }  // namespace dsv4::cuda::expert

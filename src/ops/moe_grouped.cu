@@ -103,7 +103,8 @@ __device__ __forceinline__ void load_stage(const GroupedBlock& b, int kb, uint8_
       const uint8_t* codes = slot_in_second<kSwiglu>(s) ? b.wb.codes : b.wa.codes;
       const bool valid = n < b.N && col < b.K;
       ptx::cp_async<16>(wd + s * C::kCodeLd + 16 * piece,
-                 valid ? codes + (static_cast<int64_t>(b.e) * b.N + n) * (b.K / 2) + col / 2 : codes, valid);
+                 valid ? codes + tile_codes_row(static_cast<int64_t>(b.e) * b.N + n, b.K) + tile_codes_at(col) : codes,
+                 valid);
     }
   } else {
 #pragma unroll
@@ -117,13 +118,13 @@ __device__ __forceinline__ void load_stage(const GroupedBlock& b, int kb, uint8_
   }
 }
 
-// The two E8M0 bytes of stage kb of one weight row (low byte: columns 64 kb ..; 127 = 1.0 for
-// blocks past the end, whose codes are zero).
+// The two E8M0 bytes of stage kb of one weight row (row_scales: the row's start in the tiles; low
+// byte: columns 64 kb ..; 127 = 1.0 for blocks past the end, whose codes are zero).
 __device__ __forceinline__ uint32_t stage_scales(const uint8_t* row_scales, int kb, int K) {
-  const int blk = 2 * kb;
-  if (!row_scales || 32 * blk >= K) return 0x7f7fu;
-  const uint32_t lo = __ldg(row_scales + blk);
-  const uint32_t hi = 32 * (blk + 1) < K ? __ldg(row_scales + blk + 1) : 0x7fu;
+  const int col = 64 * kb;
+  if (!row_scales || col >= K) return 0x7f7fu;
+  const uint32_t lo = __ldg(row_scales + tile_scale_at(col));
+  const uint32_t hi = col + 32 < K ? __ldg(row_scales + tile_scale_at(col + 32)) : 0x7fu;
   return lo | hi << 8;
 }
 
@@ -180,7 +181,7 @@ moe_grouped_kernel(const bf16* x, ExpertMatrix wa, ExpertMatrix wb, const int2* 
   if (kFp4) {
     const int n = slot_row<kSwiglu>(tid, b.n0);
     const uint8_t* scales = slot_in_second<kSwiglu>(tid) ? wb.scales : wa.scales;
-    if (n < b.N) my_scales = scales + (static_cast<int64_t>(b.e) * b.N + n) * (b.K / 32);
+    if (n < b.N) my_scales = scales + tile_scales_row(static_cast<int64_t>(b.e) * b.N + n, b.K);
   }
   auto my_codes = [&](int kb) {
     return smem + C::kStages * C::kXStage + (kb % C::kStages) * C::kWStage + tid * C::kCodeLd;

@@ -159,7 +159,17 @@ std::vector<Check> moe_experts_case(std::mt19937& rng, int T, int E, int k, int 
     }
   auto dex = dev(experts);
   auto dw = dev(weights), dx = dev(x), dsh = dev(shared);
-  auto dc1 = dev(c1), ds1 = dev(s1), dc3 = dev(c3), ds3 = dev(s3), dc2 = dev(c2), ds2 = dev(s2);
+  // On the GPU in tiles, as the weights' loader stores them (E experts of `rows` rows stacked).
+  auto tiles = [&](const std::vector<uint8_t>& codes, const std::vector<uint8_t>& scales, int rows, int cols) {
+    auto c = dev(codes), sc = dev(scales);
+    const int64_t n = static_cast<int64_t>(E) * rows * fp4_tiled_cols(cols);
+    std::pair<DeviceArray<uint8_t>, DeviceArray<uint8_t>> t{DeviceArray<uint8_t>(n / 2), DeviceArray<uint8_t>(n / 32)};
+    fp4_tile_cuda(c.get(), sc.get(), static_cast<int64_t>(E) * rows, cols, t.first.get(), t.second.get(), 0);
+    return t;
+  };
+  auto [dc1, ds1] = tiles(c1, s1, F, D);
+  auto [dc3, ds3] = tiles(c3, s3, F, D);
+  auto [dc2, ds2] = tiles(c2, s2, D, F);
   // The same values as bf16 matrices (e2m1 × 2^k is exact in bf16).
   auto as_bf16 = [](const std::vector<float>& w) {
     std::vector<uint16_t> hb(w.size());

@@ -1,0 +1,60 @@
+// The FP4 expert tiles (cuda_ops.h: fp4_tile_cuda): every 32-column piece of codes and its scale
+// byte land where the layout says (tiles of 16 rows × 128 columns, 64 code bytes and 4 scale bytes
+// a tile row, tiles along the columns, then down the rows), the padding columns of the last tile
+// stay as they were, and shapes the tiles cannot hold are refused with an error.
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "core/error.h"
+#include "cuda/buffer.h"
+#include "ops/cuda_ops.h"
+
+namespace {
+
+using namespace dsv4;
+
+TEST(Fp4Tiles, PiecesLandWhereTheLayoutSays) {
+  const int64_t rows = 48;
+  const int cols = 160;  // one whole tile of columns and a quarter of a second (3 pieces of padding)
+  const int64_t padded = cuda::fp4_tiled_cols(cols);
+  ASSERT_EQ(padded, 256);
+  std::mt19937 rng(3);
+  std::vector<uint8_t> codes(rows * cols / 2), scales(rows * cols / 32);
+  for (uint8_t& c : codes) c = static_cast<uint8_t>(rng());
+  for (uint8_t& s : scales) s = static_cast<uint8_t>(rng());
+  cuda::DeviceArray<uint8_t> din(codes), sin(scales);
+  cuda::DeviceArray<uint8_t> dt(std::vector<uint8_t>(rows * padded / 2, 0xab)),
+      st(std::vector<uint8_t>(rows * padded / 32, 0xcd));
+  cuda::fp4_tile_cuda(din.get(), sin.get(), rows, cols, dt.get(), st.get(), 0);
+  const std::vector<uint8_t> tc = dt.to_host(), ts = st.to_host();
+  std::vector<bool> code_set(tc.size()), scale_set(ts.size());
+  const int64_t tiles_per_row = padded / 128;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int c = 0; c < cols; c += 32) {
+      const int64_t tile = (r / 16) * tiles_per_row + c / 128;
+      const int64_t at = tile * 1024 + (r % 16) * 64 + (c % 128) / 2;
+      for (int b = 0; b < 16; ++b) {
+        ASSERT_EQ(tc[at + b], codes[r * cols / 2 + c / 2 + b]) << "row " << r << " column " << c << " byte " << b;
+        code_set[at + b] = true;
+      }
+      const int64_t sat = tile * 64 + (r % 16) * 4 + (c % 128) / 32;
+      ASSERT_EQ(ts[sat], scales[r * cols / 32 + c / 32]) << "scale of row " << r << " column " << c;
+      scale_set[sat] = true;
+    }
+  for (size_t i = 0; i < tc.size(); ++i)
+    if (!code_set[i]) ASSERT_EQ(tc[i], 0xab) << "padding code byte " << i << " was written";
+  for (size_t i = 0; i < ts.size(); ++i)
+    if (!scale_set[i]) ASSERT_EQ(ts[i], 0xcd) << "padding scale byte " << i << " was written";
+}
+
+TEST(Fp4Tiles, RefusesShapesTheTilesCannotHold) {
+  cuda::DeviceArray<uint8_t> c(std::vector<uint8_t>(4096, 0)), s(std::vector<uint8_t>(256, 0));
+  EXPECT_THROW(cuda::fp4_tile_cuda(c.get(), s.get(), 24, 64, c.get(), s.get(), 0), Error);  // rows % 16
+  EXPECT_THROW(cuda::fp4_tile_cuda(c.get(), s.get(), 16, 48, c.get(), s.get(), 0), Error);  // cols % 32
+  EXPECT_THROW(cuda::fp4_tile_cuda(c.get() + 8, s.get(), 16, 64, c.get(), s.get(), 0), Error);  // alignment
+}
+
+}  // namespace
