@@ -354,9 +354,7 @@ void check_swiglu(const ExpertMatrix& w1, const ExpertMatrix& w3) {
   DSV4_CHECK((w1.codes != nullptr) == (w3.codes != nullptr) && w1.rows == w3.rows && w1.cols == w3.cols, "moe",
              "gemv: w1 and w3 differ in format or shape");
 }
-}  // namespace
 
-namespace {
 // Thread i: the 16 code bytes and the scale byte of 32-column piece i (row i / pieces) into its tile.
 __global__ void fp4_tile_kernel(const uint8_t* codes_in, const uint8_t* scales_in, int64_t rows, int cols,
                                 uint8_t* codes, uint8_t* scales) {
