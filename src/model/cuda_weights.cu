@@ -173,7 +173,8 @@ class Loader {
       } else {
         const TensorInfo* q = stored(name(e), DType::I8);
         const TensorInfo* sc = stored(ffn + "experts." + std::to_string(e) + "." + which + ".scale", DType::F8_E8M0);
-        DSV4_CHECK(q && sc && static_cast<int64_t>(q->nbytes()) == per / 2 && static_cast<int64_t>(sc->nbytes()) == per / 32,
+        DSV4_CHECK(q && sc && static_cast<int64_t>(q->nbytes()) == per / 2 &&
+                       static_cast<int64_t>(sc->nbytes()) == per / 32,
                    "cuda", "'", name(e), "': not packed FP4 with a 1×32 scale like expert 0");
         upload(codes.get(), q->data, per / 2, s_);
         upload(scales.get(), sc->data, per / 32, s_);
