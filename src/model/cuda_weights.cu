@@ -164,8 +164,10 @@ class Loader {
     const int64_t tiled = static_cast<int64_t>(x.rows) * fp4_tiled_cols(x.cols);
     x.codes.resize(tiled / 2 * x.E);
     x.scales.resize(tiled / 32 * x.E);
-    DSV4_CUDA_CHECK(cudaMemsetAsync(x.codes.get(), 0, x.codes.bytes(), s_));  // the padding columns
-    DSV4_CUDA_CHECK(cudaMemsetAsync(x.scales.get(), 127, x.scales.bytes(), s_));
+    if (fp4_tiled_cols(x.cols) != x.cols) {  // padding columns (the tiles fill everything else): zero codes, scale 1
+      DSV4_CUDA_CHECK(cudaMemsetAsync(x.codes.get(), 0, x.codes.bytes(), s_));
+      DSV4_CUDA_CHECK(cudaMemsetAsync(x.scales.get(), 127, x.scales.bytes(), s_));
+    }
     DeviceArray<uint8_t> codes(per / 2), scales(per / 32);
     for (int e = 0; e < x.E; ++e) {
       if (!p_) {
