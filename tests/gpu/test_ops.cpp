@@ -115,8 +115,10 @@ std::vector<Check> op_rmsnorm_rope(std::mt19937& rng) {
 
 std::vector<Check> op_quant(std::mt19937& rng) {
   std::vector<Check> out;
-  {  // The indexer's query heads in one launch = RoPE, Hadamard and FP4 simulation one after another
-    const int rows = 3, heads = 64, d = 128, R = 64;
+  // The indexer's query heads in one launch = RoPE, Hadamard and FP4 simulation one after another:
+  // V4's d = 128 (the warp kernel) and d = 64 (the block kernel).
+  for (const int d : {128, 64}) {
+    const int rows = 3, heads = 64, R = d / 2;
     const std::vector<float> freqs = ops::rope_frequencies(R, 160000.0f, {16.0f, 32.0f, 1.0f, 65536});
     const std::vector<int32_t> pos = {0, 4095, 1000000};
     auto df = dev(freqs);
@@ -127,7 +129,7 @@ std::vector<Check> op_quant(std::mt19937& rng) {
     hadamard_cuda(a.get(), rows * heads, d, 0);
     fp4_sim_cuda(a.get(), rows, heads * d, heads * d, 0);
     indexer_query_cuda(b.get(), rows, heads, d, R, df.get(), dp.get(), 0);
-    out.push_back(check("indexer query heads", host(b), host(a), 0));
+    out.push_back(check(str("indexer query heads, d = ", d), host(b), host(a), 0));
   }
   {  // FP8 simulation: rows of very different magnitudes (subnormal codes, the 1e-4 floor, saturation)
     const int rows = 9, n = 448, ld = 512;
