@@ -144,12 +144,7 @@ void CudaModel::attention(const DBlock& blk, int table_row, const float* a_in, f
     uint32_t* digits = scratch_->counters<uint32_t>("idx.digits", std::min(rows, chunk) * kTopkDigits);
     if (side) gemv_many_on(qra, {{&w.idx_wq_b, qI}}, s_iq);  // (qra is already in FP8)
     else linear(w.idx_wq_b, qra, qI);
-    // The query heads also in the bf16 layout that the scores kernel stages, made once here rather
-    // than in each of its blocks (cuda_ops.h, idx_q_image_byte).
-    bf16* qimg = idx_q_image_used(rows, static_cast<int>(HI), static_cast<int>(DI), compact_)
-                     ? scratch_->get<bf16>("idx.qimg", rows * HI * DI)
-                     : nullptr;
-    indexer_query_cuda(qI, rows, static_cast<int>(HI), DI, static_cast<int>(R), freqs, b.d_pos, s_iq, qimg);
+    indexer_query_cuda(qI, rows, static_cast<int>(HI), DI, static_cast<int>(R), freqs, b.d_pos, s_iq);
     if (side) join_streams(s_idx, s_iq);  // the entries' weights and the new compressed entry
     const float wscale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(DI) * HI));
     for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
@@ -157,8 +152,7 @@ void CudaModel::attention(const DBlock& blk, int table_row, const float* a_in, f
       // The scores kernel counts the top-k's first digit when it can (decode), sparing the top-k a pass.
       const bool counted =
           indexer_scores_cuda(qI + r0 * HI * DI, iw + r0 * HI, wscale, nr, static_cast<int>(HI), static_cast<int>(DI),
-                              b.d_slot + r0, b.d_pos + r0, caches, compact_, score, max_count, max_count, s_iq, digits,
-                              qimg ? qimg + r0 * HI * DI : nullptr);
+                              b.d_slot + r0, b.d_pos + r0, caches, compact_, score, max_count, max_count, s_iq, digits);
       if (defer_wq_b && r0 == 0) {
         join_streams(s_iq, stream_);
         linear(w.wq_b, qra, q);

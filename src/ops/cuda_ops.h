@@ -101,27 +101,8 @@ void fp4_sim_cuda(float* x, int64_t rows, int64_t n, int64_t ld, cudaStream_t s)
 void hadamard_cuda(float* x, int64_t count, int64_t d, cudaStream_t s);
 // The indexer's query heads x [rows, heads, d] in place (model.md §7): RoPE of the last R dims at
 // pos[row], Hadamard, FP4 simulation per 32: rope_cuda, hadamard_cuda and fp4_sim_cuda in one launch.
-// image (optional; d = 128 and heads a multiple of 64): the result also in bf16, laid out as the
-// few-row scores kernel stages q (idx_q_image_byte), for indexer_scores_cuda's q_image.
 void indexer_query_cuda(float* x, int64_t rows, int heads, int64_t d, int R, const float* freqs, const int32_t* pos,
-                        cudaStream_t s, bf16* image = nullptr);
-// The query image: per row, passes of 64 heads × 128 dims in bf16 (16 KiB each), each pass the
-// bytes that the few-row wgmma scores kernel (indexer_wgmma.cu) would otherwise convert from the
-// float32 heads in every block. Byte of (head h of its pass, dim d): the kernel's k step 2j + e / 2
-// of d = 32t + 8j + e' (e = e' mod 4), at logical k 2t + 8 (e mod 2), + 1 for e' ≥ 4; core matrices
-// of 8 heads × 8 k (128 bytes), the two along K 128 bytes apart, head groups 256 bytes apart, k
-// steps 2 KiB apart. (Elements e' and e' + 4 of a word of 8 dims are one 32-bit pair there: the
-// order in which the FP4 entries' codes decode.)
-constexpr int kIdxQImageHeads = 64, kIdxQImageDims = 128, kIdxQImageBytes = kIdxQImageHeads * kIdxQImageDims * 2;
-constexpr int idx_q_image_byte(int h, int d) {
-  const int t = d / 32, j = (d % 32) / 8, e8 = d % 8, e = e8 % 4;
-  const int s = 2 * j + e / 2, l = 2 * t + 8 * (e % 2) + (e8 >= 4 ? 1 : 0);
-  return s * (kIdxQImageHeads * 32) + (h / 8) * 256 + (l / 8) * 128 + (h % 8) * 16 + (l % 8) * 2;
-}
-// Whether indexer_scores_cuda reads a query image for these rows (the few-row wgmma kernel: compact
-// entries, DI = 128, HI a multiple of 64, at most 64 rows); the caller then makes one with
-// indexer_query_cuda. -DDSV4_IDX_QIMAGE=0 builds without (side-by-side runs).
-bool idx_q_image_used(int64_t rows, int HI, int DI, bool compact);
+                        cudaStream_t s);
 // Rounds the last R dims of each row (stride ld) to bf16 and back (what a compact cache keeps).
 void round_rope_bf16_cuda(float* x, int64_t rows, int64_t ld, int R, cudaStream_t s);
 // GEMM inputs of the fast path: x [M, K] -> bf16; or e4m3 in 1×128 blocks with power-of-two
@@ -258,11 +239,9 @@ void compressor_keep_cuda(const float* u, const float* z, const float* ape, int 
 // digits (optional, [rows, kTopkDigits] counters at zero): the few-row kernel also counts the
 // written scores by their first top-k digit, for topk_cuda, and returns true; the many-row kernel
 // leaves them and returns false.
-// q_image (optional, where idx_q_image_used): qI's image from indexer_query_cuda, which the few-row
-// wgmma kernel copies instead of converting qI in each block.
 bool indexer_scores_cuda(const float* qI, const float* w, float w_scale, int64_t rows, int HI, int DI, const int32_t* slot,
                          const int32_t* pos, const LayerCache* caches, bool compact, float* score, int64_t ld,
-                         int64_t max_count, cudaStream_t s, uint32_t* digits = nullptr, const bf16* q_image = nullptr);
+                         int64_t max_count, cudaStream_t s, uint32_t* digits = nullptr);
 // topk: for each row, the min(K, count_r) highest of score[r, :count_r] (count_r = (pos[r]+1)/ratio),
 // ties to the lower index; idx [rows, K] ascending, then −1. digits (optional): the rows' counts
 // from indexer_scores_cuda, which the kernel uses instead of counting, and sets back to zero.

@@ -347,25 +347,16 @@ bool launch_scores(const float* qI, const float* w, float w_scale, int64_t rows,
 
 }  // namespace
 
-#ifndef DSV4_IDX_QIMAGE
-#define DSV4_IDX_QIMAGE 1
-#endif
-bool idx_q_image_used(int64_t rows, int HI, int DI, bool compact) {
-  return DSV4_IDX_QIMAGE && rows <= kFewRows && wgmma_scores_fit(DI, compact) && HI % kIdxQImageHeads == 0;
-}
-
 bool indexer_scores_cuda(const float* qI, const float* w, float w_scale, int64_t rows, int HI, int DI, const int32_t* slot,
                          const int32_t* pos, const LayerCache* caches, bool compact, float* score, int64_t ld,
-                         int64_t max_count, cudaStream_t s, uint32_t* digits, const bf16* q_image) {
-  DSV4_CHECK(!q_image || idx_q_image_used(rows, HI, DI, compact), "indexer", "a query image for ", rows, " rows of ",
-             HI, " heads of ", DI, " dims, which the scores kernel does not read");
+                         int64_t max_count, cudaStream_t s, uint32_t* digits) {
   if (rows == 0 || max_count == 0) return false;
   if (rows > kFewRows && prefill_scores_fit(DI)) {
     prefill_scores(qI, w, w_scale, rows, HI, DI, slot, pos, caches, compact, score, ld, max_count, s);
     return false;
   }
   if (wgmma_scores_fit(DI, compact))
-    return wgmma_scores(qI, w, w_scale, rows, HI, slot, pos, caches, score, ld, max_count, s, digits, q_image);
+    return wgmma_scores(qI, w, w_scale, rows, HI, slot, pos, caches, score, ld, max_count, s, digits);
   switch (DI) {
     case 32: return launch_scores<32>(qI, w, w_scale, rows, HI, slot, pos, caches, compact, score, ld, max_count, s, digits);
     case 64: return launch_scores<64>(qI, w, w_scale, rows, HI, slot, pos, caches, compact, score, ld, max_count, s, digits);

@@ -125,6 +125,6 @@ bool wgmma_scores_fit(int DI, bool compact);
 // indexer_scores_cuda's contract (cuda_ops.h) for few rows where wgmma_scores_fit.
 bool wgmma_scores(const float* qI, const float* w, float w_scale, int64_t rows, int HI, const int32_t* slot,
                   const int32_t* pos, const LayerCache* caches, float* score, int64_t ld, int64_t max_count,
-                  cudaStream_t s, uint32_t* digits, const bf16* q_image);
+                  cudaStream_t s, uint32_t* digits);
 
 }  // namespace dsv4::cuda::indexer

@@ -16,8 +16,7 @@
 //     private to the warp as in indexer.cu; with `digits` the written scores are counted by the
 //     top-k's first digit the same way.
 // The products are exact (FP4 values times powers of two in bf16) and summed in float32; only the
-// summation order differs from the CPU and from indexer.cu. Each block copies q's image, which the
-// query kernel made (idx_q_image_byte in cuda_ops.h), or without one converts q itself (all of a
+// summation order differs from the CPU and from indexer.cu. Each block converts q itself (all of a
 // thread's loads in flight at once; its first tiles already travelling). Measured alone
 // (scripts/experiments/indexer_stream.cu): a 1M-token row 20.5 µs against indexer.cu's 26.1, a
 // 4K-token row 8.2 against 9.1; at 1M the largest score moved by 1.8e-7 of the largest, and the
@@ -65,14 +64,16 @@ struct WgScores {
 };
 using W = WgScores;
 
-// A pass's shared q is the query image's layout (idx_q_image_byte, cuda_ops.h).
-static_assert(W::kHeads == kIdxQImageHeads && W::kDI == kIdxQImageDims && W::kQBytes == kIdxQImageBytes,
-              "the query image is one pass of shared q");
+// Byte offset of q's (head h, logical k l) of k step s in the pass's shared q: core matrices of 8
+// heads × 8 dims (128 bytes), the two along K 128 bytes apart, head groups 256 bytes apart.
+__device__ __forceinline__ int q_offset(int s, int h, int l) {
+  return s * (W::kHeads * 32) + (h / 8) * 256 + (l / 8) * 128 + (h % 8) * 16 + (l % 8) * 2;
+}
 
-__global__ void __launch_bounds__(W::kThreads, W::kMinBlocks)
-    indexer_scores_wgmma_kernel(const float* qI, const bf16* q_image, const float* w, float w_scale, int HI,
-                                const int32_t* slot, const int32_t* pos, const LayerCache* caches, float* score,
-                                int64_t ld, uint32_t* digits) {
+__global__ void __launch_bounds__(W::kThreads, W::kMinBlocks) indexer_scores_wgmma_kernel(const float* qI, const float* w, float w_scale,
+                                                                         int HI, const int32_t* slot, const int32_t* pos,
+                                                                         const LayerCache* caches, float* score, int64_t ld,
+                                                                         uint32_t* digits) {
   extern __shared__ __align__(128) unsigned char smem[];
   unsigned char* qs = smem;  // [kQBytes]
   __shared__ float ws[W::kHeads];
@@ -117,37 +118,30 @@ __global__ void __launch_bounds__(W::kThreads, W::kMinBlocks)
     __syncthreads();  // the previous pass's readers of ws and qs are done
     for (int k = 0; k < W::kStages - 1; ++k) issue(k);  // the first tiles travel while q is converted
     for (int h = threadIdx.x; h < W::kHeads; h += blockDim.x) ws[h] = hb + h < HI ? w[r * HI + hb + h] * w_scale : 0.0f;
-    if (q_image) {
-      // The pass's image, made once by the query kernel: 16 KiB copied (4 pieces a thread), where
-      // converting qI read twice the bytes in every block (264 blocks at 1M tokens).
-      const unsigned char* img = reinterpret_cast<const unsigned char*>(q_image) + (r * HI + hb) * W::kDI * 2;
-      for (int i = threadIdx.x; i < W::kQBytes / 16; i += W::kThreads) cp_async<16>(qs + 16 * i, img + 16 * i);
-      cp_async_commit();
-      cp_async_wait<0>();  // (the first tiles too, which the first step waits for anyway)
-    } else {
-      // q's element (head h, dim d0 + e) with its neighbour d0 + e + 4 as one 32-bit pair (the
-      // image's layout). All of a thread's loads are in flight before the first is used (one L2
-      // round trip).
-      constexpr int kQWords = W::kHeads * W::kDI / 8, kPerThread = (kQWords + W::kThreads - 1) / W::kThreads;
-      float4 qv[kPerThread][2];
+    // q's element (head h, dim t·32 + 8j + e) goes to k step 2j + (e % 4) / 2 at logical k
+    // 2t + e / 4 (e even) or 2t + 8 + e / 4 (e odd): where the pairs (codes i, i + 4) put it, so
+    // elements e and e + 4 of a word of 8 dims are one 32-bit pair. All of a thread's loads are in
+    // flight before the first is used (one L2 round trip).
+    constexpr int kQWords = W::kHeads * W::kDI / 8, kPerThread = (kQWords + W::kThreads - 1) / W::kThreads;
+    float4 qv[kPerThread][2];
 #pragma unroll
-      for (int u = 0; u < kPerThread; ++u) {
-        const int i = threadIdx.x + u * W::kThreads, h = i / (W::kDI / 8), d0 = 8 * (i % (W::kDI / 8));
-        const bool in = i < kQWords && hb + h < HI;
-        const float4* src = reinterpret_cast<const float4*>(qI + (r * HI + hb + h) * W::kDI + d0);
-        qv[u][0] = in ? __ldg(src) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        qv[u][1] = in ? __ldg(src + 1) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-      }
+    for (int u = 0; u < kPerThread; ++u) {
+      const int i = threadIdx.x + u * W::kThreads, h = i / (W::kDI / 8), d0 = 8 * (i % (W::kDI / 8));
+      const bool in = i < kQWords && hb + h < HI;
+      const float4* src = reinterpret_cast<const float4*>(qI + (r * HI + hb + h) * W::kDI + d0);
+      qv[u][0] = in ? __ldg(src) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      qv[u][1] = in ? __ldg(src + 1) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    }
 #pragma unroll
-      for (int u = 0; u < kPerThread; ++u) {
-        const int i = threadIdx.x + u * W::kThreads, h = i / (W::kDI / 8), d0 = 8 * (i % (W::kDI / 8));
-        if (i >= kQWords) break;
-        const float lo[4] = {qv[u][0].x, qv[u][0].y, qv[u][0].z, qv[u][0].w};
-        const float hi[4] = {qv[u][1].x, qv[u][1].y, qv[u][1].z, qv[u][1].w};
+    for (int u = 0; u < kPerThread; ++u) {
+      const int i = threadIdx.x + u * W::kThreads, h = i / (W::kDI / 8), d0 = 8 * (i % (W::kDI / 8));
+      if (i >= kQWords) break;
+      const int tq = d0 / 32, j = (d0 % 32) / 8;
+      const float lo[4] = {qv[u][0].x, qv[u][0].y, qv[u][0].z, qv[u][0].w};
+      const float hi[4] = {qv[u][1].x, qv[u][1].y, qv[u][1].z, qv[u][1].w};
 #pragma unroll
-        for (int e = 0; e < 4; ++e)
-          *reinterpret_cast<uint32_t*>(qs + idx_q_image_byte(h, d0 + e)) = ptx::pack_bf16x2(lo[e], hi[e]);
-      }
+      for (int e = 0; e < 4; ++e)  // elements e, e + 4: k step 2j + e / 2, logical k 2t + 8 (e % 2), + 1
+        *reinterpret_cast<uint32_t*>(qs + q_offset(2 * j + e / 2, h, 2 * tq + 8 * (e % 2))) = ptx::pack_bf16x2(lo[e], hi[e]);
     }
     fence_proxy_async_shared();
     float wh[8][2];  // the weights of the thread's heads 8n + 2t, + 1
@@ -244,14 +238,12 @@ bool wgmma_scores_fit(int DI, bool compact) { return DSV4_SCORES_WGMMA && compac
 
 bool wgmma_scores(const float* qI, const float* w, float w_scale, int64_t rows, int HI, const int32_t* slot,
                   const int32_t* pos, const LayerCache* caches, float* score, int64_t ld, int64_t max_count,
-                  cudaStream_t s, uint32_t* digits, const bf16* q_image) {
-  DSV4_CHECK(!q_image || HI % W::kHeads == 0, "indexer", "a query image needs a multiple of ", W::kHeads,
-             " heads, not ", HI);
+                  cudaStream_t s, uint32_t* digits) {
   static int per_sm = 0;  // resident blocks per SM
   const dim3 grid = few_row_grid(indexer_scores_wgmma_kernel, W::kThreads, W::kSmem, rows,
                                  (max_count + W::kTile - 1) / W::kTile, W::kGroups, per_sm);
-  launch("indexer_scores_wgmma_kernel", indexer_scores_wgmma_kernel, grid, W::kThreads, W::kSmem, s, qI, q_image, w, w_scale, HI, slot, pos,
-         caches, score, ld, digits);
+  launch("indexer_scores_wgmma_kernel", indexer_scores_wgmma_kernel, grid, W::kThreads, W::kSmem, s, qI, w, w_scale, HI, slot, pos, caches,
+         score, ld, digits);
   return digits != nullptr;
 }
 

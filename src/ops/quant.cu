@@ -5,9 +5,8 @@
 #include "cuda/check.h"
 #include "cuda/launch.h"
 #include "ops/cuda_device.cuh"
-#include "ops/cuda_ops.h"
 
-// -DDSV4_IDX_QUERY_WARP=0 leaves d = 128 to the block kernel (side-by-side runs; no image then).
+// -DDSV4_IDX_QUERY_WARP=0 leaves d = 128 to the block kernel (side-by-side runs).
 #ifndef DSV4_IDX_QUERY_WARP
 #define DSV4_IDX_QUERY_WARP 1
 #endif
@@ -65,18 +64,16 @@ __global__ void indexer_query_kernel(float* x, int heads, int d, int R, float sc
   for (int i = threadIdx.x; i < d; i += blockDim.x) xv[i] = v[i];
 }
 
-// The same for d = 128 (V4's indexer heads), a warp per head vector from registers, no barrier:
-// lane l holds dims 4l .. 4l + 3. The RoPE pairs are inside a lane (N = d − R is even); the
-// butterflies h = 1, 2 are inside a lane and h = 4 .. 64 between lanes l and l ^ (h / 4), the
+// The same for d = 128 (V4's indexer heads), a warp per head vector from registers, with no
+// barrier: lane l holds dims 4l .. 4l + 3. The RoPE pairs lie inside a lane (N = d − R is even);
+// the butterflies h = 1, 2 are inside a lane and h = 4 .. 64 between lanes l and l ^ (h / 4), the
 // lower dim's lane keeping a + b and the upper's a − b as hadamard_butterflies does; an FP4 block
 // of 32 dims is 8 lanes. Bit for bit indexer_query_kernel, which took ~7 µs of a CSA layer's
-// decode chain at batch 1 (64 blocks of 64 threads meeting at ten barriers). With `image`, the
-// result also goes there in bf16 (idx_q_image_byte): lanes 2w and 2w + 1 hold dims 8w .. 8w + 3
-// and 8w + 4 .. 8w + 7, the pairs (8w + e, 8w + 4 + e) of the image's 32-bit words.
+// decode chain at batch 1 (64 blocks of 64 threads meeting at ten barriers).
 constexpr int kQueryWarpDims = 128, kQueryWarps = 2;
 __global__ void __launch_bounds__(32 * kQueryWarps) indexer_query_warp_kernel(float* x, int64_t vecs, int heads, int R,
                                                                               float scale, const float* freqs,
-                                                                              const int32_t* pos, bf16* image) {
+                                                                              const int32_t* pos) {
   const int lane = threadIdx.x & 31;
   const int64_t v = blockIdx.x * static_cast<int64_t>(kQueryWarps) + threadIdx.x / 32;
   const bool active = v < vecs;
@@ -87,7 +84,8 @@ __global__ void __launch_bounds__(32 * kQueryWarps) indexer_query_warp_kernel(fl
     const int p = pos[v / heads];
 #pragma unroll
     for (int e = 0; e < 2; ++e)
-      if (4 * lane + 2 * e >= N) dev::rope_sincos(__fmul_rn(static_cast<float>(p), freqs[(4 * lane + 2 * e - N) / 2]), &sn[e], &cs[e]);
+      if (4 * lane + 2 * e >= N)
+        dev::rope_sincos(__fmul_rn(static_cast<float>(p), freqs[(4 * lane + 2 * e - N) / 2]), &sn[e], &cs[e]);
   }
   dev::pdl_begin();
   if (!active) return;
@@ -127,20 +125,6 @@ __global__ void __launch_bounds__(32 * kQueryWarps) indexer_query_warp_kernel(fl
 #pragma unroll
   for (int c = 0; c < 4; ++c) a[c] = dev::fp4_sim_value(a[c], s);
   *xv = make_float4(a[0], a[1], a[2], a[3]);
-  if (image) {
-    float o[4];
-#pragma unroll
-    for (int c = 0; c < 4; ++c) o[c] = __shfl_xor_sync(0xffffffffu, a[c], 1);
-    const bool odd = lane & 1;
-    const int h = static_cast<int>(v % heads), d0 = 8 * (lane / 2);
-    unsigned char* pass = reinterpret_cast<unsigned char*>(image) + ((v - h) + h / kIdxQImageHeads * kIdxQImageHeads) * kQueryWarpDims * 2;
-#pragma unroll
-    for (int k = 0; k < 2; ++k) {
-      const int e = odd ? 2 + k : k;  // lane 2w: pairs 0, 1; lane 2w + 1: pairs 2, 3
-      const __nv_bfloat162 pr = __floats2bfloat162_rn(odd ? o[e] : a[e], odd ? a[e] : o[e]);
-      *reinterpret_cast<__nv_bfloat162*>(pass + idx_q_image_byte(h % kIdxQImageHeads, d0 + e)) = pr;
-    }
-  }
 }
 
 __global__ void round_rope_bf16_kernel(float* x, int64_t rows, int64_t ld, int R) {
@@ -206,23 +190,18 @@ void hadamard_cuda(float* x, int64_t count, int64_t d, cudaStream_t s) {
 }
 
 void indexer_query_cuda(float* x, int64_t rows, int heads, int64_t d, int R, const float* freqs, const int32_t* pos,
-                        cudaStream_t s, bf16* image) {
+                        cudaStream_t s) {
   DSV4_CHECK(d >= 32 && (d & (d - 1)) == 0 && d <= 1024 && R % 2 == 0 && R <= d, "indexer", "query heads of ", d,
              " dims (a power of two in [32, 1024]) with ", R, " RoPE dims");
-  DSV4_CHECK(!image || (d == kIdxQImageDims && heads % kIdxQImageHeads == 0), "indexer", "a query image of ", heads,
-             " heads of ", d, " dims (it holds passes of ", kIdxQImageHeads, " heads of ", kIdxQImageDims, ")");
   if (rows * heads == 0) return;
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
-#if DSV4_IDX_QUERY_WARP
-  if (d == kQueryWarpDims) {
+  if (DSV4_IDX_QUERY_WARP && d == kQueryWarpDims) {
     const int64_t vecs = rows * heads;
     launch("indexer_query_warp_kernel", indexer_query_warp_kernel,
            static_cast<unsigned>((vecs + kQueryWarps - 1) / kQueryWarps), 32 * kQueryWarps, 0, s, x, vecs, heads, R,
-           scale, freqs, pos, image);
+           scale, freqs, pos);
     return;
   }
-#endif
-  DSV4_CHECK(!image, "indexer", "the query image is made by the warp kernel (d = ", kQueryWarpDims, ")");
   const int threads = static_cast<int>(std::max<int64_t>(32, std::min<int64_t>(512, d / 2)));
   launch("indexer_query_kernel", indexer_query_kernel, static_cast<unsigned>(rows * heads), threads, d * sizeof(float),
          s, x, heads, static_cast<int>(d), R, scale, freqs, pos);
