@@ -61,14 +61,15 @@ __device__ __forceinline__ KeyRow key_row(int key, int nkeys, int nwin, int lo, 
   return {2, static_cast<int64_t>(sel ? sel[e] : e)};
 }
 
-template <int KH>
-__global__ void __launch_bounds__(MmaAttn::kThreads, 1)
+template <int KH, int kW = MmaAttn::kWarps>
+__global__ void __launch_bounds__(32 * kW, 1)
 sparse_attention_mma_kernel(const float* q, CacheRows chunk, const float* sink, AttnShape a, const int32_t* slot,
                             const int32_t* pos, const SeqRows* seqs, const LayerCache* caches,
                             const int32_t* selected, float* o, int splits, float* part, bool bf16_part) {
   using C = MmaAttn;
-  constexpr int RG = C::kWarps / KH, kKeys = C::kN / KH, kQT = kKeys / 8, kNT = C::kMaxDh / KH / 8;
-  static_assert(RG * KH == C::kWarps && kQT >= 1 && (kQT == 1 || kQT % 2 == 0), "whole warps, n-tiles in pairs");
+  constexpr int kThreads = 32 * kW;
+  constexpr int RG = kW / KH, kKeys = C::kN / KH, kQT = kKeys / 8, kNT = C::kMaxDh / KH / 8;
+  static_assert(RG * KH == kW && kQT >= 1 && (kQT == 1 || kQT % 2 == 0), "whole warps, n-tiles in pairs");
   const int Dh = a.Dh, N = Dh - a.R, R = a.R, nblk = (N + 63) / 64;
   const int ld = Dh + C::kPad, ldp = C::kN + C::kPad;  // bf16 strides of Q/K and P
   const int stage_ld = N + 2 * R;                       // bytes of one raw row: codes, then RoPE dims
@@ -107,7 +108,7 @@ sparse_attention_mma_kernel(const float* q, CacheRows chunk, const float* sink, 
   // kernel's output (launch.h), and the double-precision sincos costs ~600 cycles.
   float* rc = redmax;
   if (a.q_rope)
-    for (int i = tid; i < R / 2; i += C::kThreads) {
+    for (int i = tid; i < R / 2; i += kThreads) {
       float sn, cs;
       dev::rope_sincos(__fmul_rn(static_cast<float>(p), a.q_rope[i]), &sn, &cs);
       rc[2 * i] = cs;
@@ -116,33 +117,34 @@ sparse_attention_mma_kernel(const float* q, CacheRows chunk, const float* sink, 
   dev::pdl_begin();
   const int32_t* sel = nullptr;
   if (selected) {
-    for (int i = tid; i < nent; i += C::kThreads) sel_s[i] = selected[r * a.K + i];
+    for (int i = tid; i < nent; i += kThreads) sel_s[i] = selected[r * a.K + i];
     sel = sel_s;
   }
-  // Staging of tile t: four threads per attended row (its source found once); the scale bytes
-  // through registers (two per thread), codes and RoPE dims by cp.async.
+  // Staging of tile t: kTPR threads per attended row (four or eight; its source found once); the
+  // scale bytes through registers (two or one per thread), codes and RoPE dims by cp.async.
   const int code_pieces = N / 16, pieces = code_pieces + R / 8;
-  static_assert(C::kThreads == 4 * C::kN && C::kMaxScaleBlocks == 8, "four threads per row, two scales each");
-  const int srow = tid >> 2, squad = tid & 3;
-  uint8_t sc_reg[2];
+  constexpr int kTPR = kThreads / C::kN, kScales = C::kMaxScaleBlocks / kTPR;
+  static_assert(kTPR * C::kN == kThreads && kScales * kTPR == C::kMaxScaleBlocks, "whole rows, whole scale blocks");
+  const int srow = tid / kTPR, squad = tid % kTPR;
+  uint8_t sc_reg[kScales];
   auto load_scales = [&](int t) {
     const KeyRow kr = key_row(t * C::kN + srow, nkeys, nwin, lo, seq, a.W, sel);
 #pragma unroll
-    for (int u = 0; u < 2; ++u) {
-      const int b = squad + 4 * u;
+    for (int u = 0; u < kScales; ++u) {
+      const int b = squad + kTPR * u;
       sc_reg[u] = kr.row >= 0 && b < nblk ? src[kr.which].scales[kr.row * nblk + b] : 0;
     }
   };
   auto store_scales = [&]() {
 #pragma unroll
-    for (int u = 0; u < 2; ++u) stage_sc[srow * C::kMaxScaleBlocks + squad + 4 * u] = sc_reg[u];
+    for (int u = 0; u < kScales; ++u) stage_sc[srow * C::kMaxScaleBlocks + squad + kTPR * u] = sc_reg[u];
   };
   auto issue_copies = [&](int t) {
     const KeyRow kr = key_row(t * C::kN + srow, nkeys, nwin, lo, seq, a.W, sel);
     if (kr.row >= 0) {
       const CacheRows& c = src[kr.which];
       unsigned char* dst = stage + srow * stage_ld;
-      for (int pc = squad; pc < pieces; pc += 4) {
+      for (int pc = squad; pc < pieces; pc += kTPR) {
         if (pc < code_pieces) cp_async<16>(dst + 16 * pc, c.codes + kr.row * N + 16 * pc);
         else cp_async<16>(dst + N + 16 * (pc - code_pieces), c.rope + kr.row * R + 8 * (pc - code_pieces));
       }
@@ -166,8 +168,8 @@ sparse_attention_mma_kernel(const float* q, CacheRows chunk, const float* sink, 
     // lanes ^4, ^2, ^1; xor 2 and 1 are inside the lane.
     // A block with fewer heads (head_groups) gives each warp fewer: hb / 8, at least one (Qs's rows
     // past hb are left as they are: a row of the products depends on its own row only).
-    constexpr int kAtOnce = C::kM / C::kWarps;  // a warp's heads, all loaded at once
-    const int per_warp = max(1, hb / C::kWarps), hw = warp * per_warp, hw1 = min(hb, hw + per_warp);
+    constexpr int kAtOnce = C::kM / kW;  // a warp's heads, all loaded at once
+    const int per_warp = max(1, hb / kW), hw = warp * per_warp, hw1 = min(hb, hw + per_warp);
     float4 v[kAtOnce][4];  // in flight while the angles are computed
 #pragma unroll
     for (int hh = 0; hh < kAtOnce; ++hh)
@@ -217,19 +219,19 @@ sparse_attention_mma_kernel(const float* q, CacheRows chunk, const float* sink, 
     // q → bf16, heads past hb zero; 16 loads in flight per thread (one round trip per batch).
     constexpr int kBatch = 16;
     const int total = C::kM * Dh / 4;
-    dev::DivSeq at(tid, C::kThreads, Dh / 4);  // (head, float4 column) of element i
-    for (int i0 = tid; i0 < total; i0 += kBatch * C::kThreads) {
+    dev::DivSeq at(tid, kThreads, Dh / 4);  // (head, float4 column) of element i
+    for (int i0 = tid; i0 < total; i0 += kBatch * kThreads) {
       float4 v[kBatch];
       dev::DivSeq in = at;
 #pragma unroll
       for (int u = 0; u < kBatch; ++u, in.next()) {
-        const int i = i0 + u * C::kThreads;
+        const int i = i0 + u * kThreads;
         v[u] = i < total && in.q < hb ? *reinterpret_cast<const float4*>(q + (r * a.H + h0 + in.q) * Dh + 4 * in.r)
                                       : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
       }
 #pragma unroll
       for (int u = 0; u < kBatch; ++u, at.next()) {
-        const int i = i0 + u * C::kThreads;
+        const int i = i0 + u * kThreads;
         if (i < total)
           *reinterpret_cast<uint2*>(Qs + at.q * ld + 4 * at.r) = uint2{pack_bf16x2(v[u].x, v[u].y), pack_bf16x2(v[u].z, v[u].w)};
       }
@@ -240,8 +242,8 @@ sparse_attention_mma_kernel(const float* q, CacheRows chunk, const float* sink, 
   // Decode the staged tile into Ks: 8 dims (16 bytes of bf16) per step; rows past the list are zero.
   auto decode = [&](int t) {
     const int p8 = Dh / 8, cp8 = N / 8;
-    dev::DivSeq rc(tid, C::kThreads, p8);
-    for (int i = tid; i < C::kN * p8; i += C::kThreads, rc.next()) {
+    dev::DivSeq rc(tid, kThreads, p8);
+    for (int i = tid; i < C::kN * p8; i += kThreads, rc.next()) {
       const int row = rc.q, pc = rc.r;
       uint4 out = make_uint4(0, 0, 0, 0);
       if (t * C::kN + row < nkeys) {
@@ -444,7 +446,7 @@ sparse_attention_mma_kernel(const float* q, CacheRows chunk, const float* sink, 
     stage_row(rb, m_b, L_b, 2);
     __syncthreads();
     const int v4 = pstride / 4;
-    for (int i = tid; i < hb * v4; i += C::kThreads) {
+    for (int i = tid; i < hb * v4; i += kThreads) {
       const int row = i / v4, c = i - row * v4;
       *reinterpret_cast<float4*>(part + ((r * a.H + h0 + row) * splits + blockIdx.z) * pstride + 4 * c) =
           *reinterpret_cast<const float4*>(ost + row * pstride + 4 * c);
@@ -513,6 +515,9 @@ int split_count(int64_t blocks, const AttnShape& a) {
   }
   return static_cast<int>(std::max<int64_t>(1, splits));
 }
+#ifndef DSV4_ATTN_WIDE
+#define DSV4_ATTN_WIDE 1
+#endif
 #ifndef DSV4_ATTN_LONG_MIN_HEADS
 #define DSV4_ATTN_LONG_MIN_HEADS 32
 #endif
@@ -597,19 +602,24 @@ void mma_attention(const float* q, const float* kv, const float* sink, const Att
     launch("encode_rows_kernel", encode_rows_kernel, static_cast<unsigned>(rows), 128, 0, s, kv,
            RowFormat{a.Dh, a.R, true, false}, chunk, slot, pos, out.one_row_each ? caches : nullptr, a.W);
   const size_t smem = mma_smem(a);
-  const int groups = head_groups(rows, a), parts = mma_parts(a.H / groups, a.Dh);
-  auto kernel = parts == 8   ? sparse_attention_mma_kernel<8>
+  const int groups = head_groups(rows, a), hb = a.H / groups, parts = mma_parts(hb, a.Dh);
+  // Blocks of 32 heads (long rows, split over the SMs one block each) take 16 warps: 2 row groups
+  // × 8 key parts, so that twice the warps hide each tile's latencies on the SM.
+  const bool wide = DSV4_ATTN_WIDE && hb == 32 && a.Dh % 64 == 0;
+  auto kernel = wide         ? sparse_attention_mma_kernel<8, 16>
+                : parts == 8 ? sparse_attention_mma_kernel<8>
                 : parts == 4 ? sparse_attention_mma_kernel<4>
                              : sparse_attention_mma_kernel<2>;
-  static size_t raised[3] = {};
-  size_t& r = raised[parts == 8 ? 0 : parts == 4 ? 1 : 2];
+  const int threads = wide ? 32 * 16 : MmaAttn::kThreads;
+  static size_t raised[4] = {};
+  size_t& r = raised[wide ? 3 : parts == 8 ? 0 : parts == 4 ? 1 : 2];
   if (smem > 48 * 1024 && smem > r) {
     DSV4_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
     r = smem;
   }
   dim3 grid(static_cast<unsigned>(rows), static_cast<unsigned>(groups), static_cast<unsigned>(splits));
   const bool bf16_part = bf16_partials() && a.Dh % 8 == 0;
-  launch("sparse_attention_mma_kernel", kernel, grid, MmaAttn::kThreads, smem, s, q, chunk, sink, a, slot, pos, seqs,
+  launch("sparse_attention_mma_kernel", kernel, grid, threads, smem, s, q, chunk, sink, a, slot, pos, seqs,
          caches, selected, o, splits, work, bf16_part);
   if (splits > 1) launch_combine(work, sink, rows, a.H, a.Dh, a.R, splits, pos, out, o, s, bf16_part);
   else output_step(rows, a.H, a.Dh, a.R, pos, out, o, s);
