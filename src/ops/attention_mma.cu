@@ -13,6 +13,10 @@
 // in registers. RG covers the block's heads (head_groups): a block of 8 or 16 heads has all 8
 // warps on its one row group (with 4 × 2 warps, 6 of them waited at the barriers of the two
 // product phases, ~30% of a short attention's time: bench/results/2026-11-30-cuda-14.md).
+// Blocks of 32 heads (long rows: one block an SM, each split's tiles one after another) take 16
+// warps, 2 row groups × 8 parts: twice the warps to hide a tile's latencies, within 128 registers
+// (a warp then stages 4 heads of q at once, not 8). An HCA layer at 1M tokens: B=1 3.11-3.12 ->
+// 3.07 ms (20 layers, bench/results/2026-11-30-cuda-24.md). -DDSV4_ATTN_WIDE=0 keeps 8 warps.
 #include <algorithm>
 #include <cstdlib>
 #include <string>
@@ -603,8 +607,7 @@ void mma_attention(const float* q, const float* kv, const float* sink, const Att
            RowFormat{a.Dh, a.R, true, false}, chunk, slot, pos, out.one_row_each ? caches : nullptr, a.W);
   const size_t smem = mma_smem(a);
   const int groups = head_groups(rows, a), hb = a.H / groups, parts = mma_parts(hb, a.Dh);
-  // Blocks of 32 heads (long rows, split over the SMs one block each) take 16 warps: 2 row groups
-  // × 8 key parts, so that twice the warps hide each tile's latencies on the SM.
+  // Blocks of 32 heads (long rows) take 16 warps (see the top of the file).
   const bool wide = DSV4_ATTN_WIDE && hb == 32 && a.Dh % 64 == 0;
   auto kernel = wide         ? sparse_attention_mma_kernel<8, 16>
                 : parts == 8 ? sparse_attention_mma_kernel<8>
