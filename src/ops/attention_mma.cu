@@ -170,7 +170,7 @@ sparse_attention_mma_kernel(const float* q, CacheRows chunk, const float* sink, 
     // block_sum's trees (warps: xor 16, 8, 4, 2, 1; then the four warp totals). Lane l holds float4
     // columns l + 32j, the values of threads 4l .. 4l + 3, so it replays both: xor 16, 8, 4 are
     // lanes ^4, ^2, ^1; xor 2 and 1 are inside the lane.
-    // A block with fewer heads (head_groups) gives each warp fewer: hb / 8, at least one (Qs's rows
+    // A block with fewer heads (head_groups) gives each warp fewer: hb / kW, at least one (Qs's rows
     // past hb are left as they are: a row of the products depends on its own row only).
     constexpr int kAtOnce = C::kM / kW;  // a warp's heads, all loaded at once
     const int per_warp = max(1, hb / kW), hw = warp * per_warp, hw1 = min(hb, hw + per_warp);
