@@ -35,6 +35,7 @@ using namespace ptx;
 
 struct MmaAttn {
   static constexpr int kM = 64, kN = 64, kWarps = 8, kThreads = 32 * kWarps;
+  static constexpr int kWideWarps = 16;  // blocks of 32 heads (see the top of the file)
   static constexpr int kMaxDh = 512, kMaxK = 2048, kMaxScaleBlocks = 8;
   static constexpr int kPad = 8;  // bf16 row pad: ldmatrix rows 16 bytes apart in the banks
   static constexpr int kMaxKH = 8;               // parts of the keys and of the value dims (KH)
@@ -113,10 +114,9 @@ sparse_attention_mma_kernel(const float* q, CacheRows chunk, const float* sink, 
   float* rc = redmax;
   if (a.q_rope)
     for (int i = tid; i < R / 2; i += kThreads) {
-      float sn, cs;
-      dev::rope_sincos(__fmul_rn(static_cast<float>(p), a.q_rope[i]), &sn, &cs);
-      rc[2 * i] = cs;
-      rc[2 * i + 1] = sn;
+      const dev::RopeAngle t = dev::rope_angle(a.q_rope[i], p);
+      rc[2 * i] = t.cs;
+      rc[2 * i + 1] = t.sn;
     }
   dev::pdl_begin();
   const int32_t* sel = nullptr;
@@ -609,11 +609,11 @@ void mma_attention(const float* q, const float* kv, const float* sink, const Att
   const int groups = head_groups(rows, a), hb = a.H / groups, parts = mma_parts(hb, a.Dh);
   // Blocks of 32 heads (long rows) take 16 warps (see the top of the file).
   const bool wide = DSV4_ATTN_WIDE && hb == 32 && a.Dh % 64 == 0;
-  auto kernel = wide         ? sparse_attention_mma_kernel<8, 16>
+  auto kernel = wide         ? sparse_attention_mma_kernel<8, MmaAttn::kWideWarps>
                 : parts == 8 ? sparse_attention_mma_kernel<8>
                 : parts == 4 ? sparse_attention_mma_kernel<4>
                              : sparse_attention_mma_kernel<2>;
-  const int threads = wide ? 32 * 16 : MmaAttn::kThreads;
+  const int threads = 32 * (wide ? MmaAttn::kWideWarps : MmaAttn::kWarps);
   static size_t raised[4] = {};
   size_t& r = raised[wide ? 3 : parts == 8 ? 0 : parts == 4 ? 1 : 2];
   if (smem > 48 * 1024 && smem > r) {
