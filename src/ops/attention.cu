@@ -330,13 +330,13 @@ attention_combine_kernel(const float* part, const float* sink, int H, int Dh, in
   // the thread's first partials (a decode row at 4K has at most 10 splits).
   const int N = Dh - R;
   const bool rotates = g == 0 && d < Dh && out.freqs && d + 3 >= N;  // lanes of warp 0 only
-  float cs[2] = {1.0f, 1.0f}, sn[2] = {0.0f, 0.0f};
+  dev::RopeAngle ang[2];
   if (rotates) {
     const int p = pos[r];
 #pragma unroll
     for (int e = 0; e < 2; ++e)
       if (d + 2 * e >= N)
-        dev::rope_sincos(__fmul_rn(static_cast<float>(p), out.freqs[(d + 2 * e - N) / 2]), &sn[e], &cs[e]);
+        ang[e] = dev::rope_angle(out.freqs[(d + 2 * e - N) / 2], p);
   }
   const float sink_h = sink[h];
   dev::pdl_wait();
@@ -400,8 +400,8 @@ attention_combine_kernel(const float* part, const float* sink, int H, int Dh, in
     // The output step: rope_kernel's inverse rotation of the pairs in the RoPE dims, then (warp 0
     // holds the block's 128 dims, one quantization block) quantize_fp8_kernel's rounding.
     if (rotates) {
-      if (d >= N) dev::rope_rotate(v.x, v.y, cs[0], -sn[0]);
-      if (d + 2 >= N) dev::rope_rotate(v.z, v.w, cs[1], -sn[1]);
+      if (d >= N) dev::rope_rotate(v.x, v.y, ang[0].cs, -ang[0].sn);
+      if (d + 2 >= N) dev::rope_rotate(v.z, v.w, ang[1].cs, -ang[1].sn);
     }
     *reinterpret_cast<float4*>(o + (r * H + h) * Dh + d) = v;
     if (out.q) {

@@ -237,22 +237,24 @@ __device__ __forceinline__ void rope_rotate(float& re, float& im, float cs, floa
   re = __fmaf_rn(a, cs, -__fmul_rn(b, sn));
   im = __fmaf_rn(a, sn, __fmul_rn(b, cs));
 }
-__device__ __forceinline__ void rope_pair(float& re, float& im, float f, int pos, bool inverse) {
-  const float theta = __fmul_rn(static_cast<float>(pos), f);
-  float sn, cs;
-  rope_sincos(theta, &sn, &cs);
-  rope_rotate(re, im, cs, inverse ? -sn : sn);
-}
-// A block's RoPE of the R / 2 pairs (v[2i], v[2i + 1]) at pos, thread t taking pairs t, t + blockDim.x,
-// ...: rope_pair's bits, with the angle of the thread's first pair made ahead (rope_first_angle,
-// e.g. before a PDL wait: the double-precision sincos costs ~600 cycles).
+// The sin and cos of the angle θ = fp32(fp32(pos) · f): every rotating kernel's, so that each can
+// make it where it likes (before a PDL wait: the double-precision sincos costs ~600 cycles).
 struct RopeAngle {
   float sn = 0.0f, cs = 1.0f;
 };
-__device__ __forceinline__ RopeAngle rope_first_angle(const float* freqs, int R, int pos) {
+__device__ __forceinline__ RopeAngle rope_angle(float f, int pos) {
   RopeAngle a;
-  if (static_cast<int>(threadIdx.x) < R / 2) rope_sincos(__fmul_rn(static_cast<float>(pos), freqs[threadIdx.x]), &a.sn, &a.cs);
+  rope_sincos(__fmul_rn(static_cast<float>(pos), f), &a.sn, &a.cs);
   return a;
+}
+__device__ __forceinline__ void rope_pair(float& re, float& im, float f, int pos, bool inverse) {
+  const RopeAngle a = rope_angle(f, pos);
+  rope_rotate(re, im, a.cs, inverse ? -a.sn : a.sn);
+}
+// A block's RoPE of the R / 2 pairs (v[2i], v[2i + 1]) at pos, thread t taking pairs t, t + blockDim.x,
+// ...: rope_pair's bits, with the angle of the thread's first pair made ahead (rope_first_angle).
+__device__ __forceinline__ RopeAngle rope_first_angle(const float* freqs, int R, int pos) {
+  return static_cast<int>(threadIdx.x) < R / 2 ? rope_angle(freqs[threadIdx.x], pos) : RopeAngle{};
 }
 __device__ __forceinline__ void rope_pairs(float* v, const float* freqs, int R, int pos, RopeAngle first) {
   for (int i = threadIdx.x; i < R / 2; i += blockDim.x) {

@@ -79,14 +79,11 @@ __global__ void __launch_bounds__(32 * kQueryWarps) indexer_query_warp_kernel(fl
   const bool active = v < vecs;
   const int N = kQueryWarpDims - R;
   // The lane's RoPE angles before the wait (the position and the frequencies: launch.h).
-  float cs[2] = {1.0f, 1.0f}, sn[2] = {0.0f, 0.0f};
-  if (active) {
-    const int p = pos[v / heads];
+  dev::RopeAngle ang[2];
+  if (active)
 #pragma unroll
     for (int e = 0; e < 2; ++e)
-      if (4 * lane + 2 * e >= N)
-        dev::rope_sincos(__fmul_rn(static_cast<float>(p), freqs[(4 * lane + 2 * e - N) / 2]), &sn[e], &cs[e]);
-  }
+      if (4 * lane + 2 * e >= N) ang[e] = dev::rope_angle(freqs[(4 * lane + 2 * e - N) / 2], pos[v / heads]);
   dev::pdl_begin();
   if (!active) return;
   float4* xv = reinterpret_cast<float4*>(x + v * kQueryWarpDims) + lane;
@@ -94,7 +91,7 @@ __global__ void __launch_bounds__(32 * kQueryWarps) indexer_query_warp_kernel(fl
   float a[4] = {in.x, in.y, in.z, in.w};
 #pragma unroll
   for (int e = 0; e < 2; ++e)
-    if (4 * lane + 2 * e >= N) dev::rope_rotate(a[2 * e], a[2 * e + 1], cs[e], sn[e]);
+    if (4 * lane + 2 * e >= N) dev::rope_rotate(a[2 * e], a[2 * e + 1], ang[e].cs, ang[e].sn);
   auto butterfly = [](float& lo, float& hi) {
     const float p = lo, q = hi;
     lo = p + q;

@@ -14,13 +14,12 @@ __global__ void rope_kernel(float* x, int64_t rows, int64_t heads, int64_t ld, i
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   const bool in = i < rows * heads * half;
   const int64_t pair = in ? i % half : 0, h = (i / half) % heads, r = in ? i / (half * heads) : 0;
-  float sn, cs;
-  dev::rope_sincos(__fmul_rn(static_cast<float>(pos[r]), freqs[pair]), &sn, &cs);
+  const dev::RopeAngle a = dev::rope_angle(freqs[pair], pos[r]);
   dev::pdl_begin();
   if (!in) return;
   float* p = x + r * ld + h * stride + offset + 2 * pair;
   float re = p[0], im = p[1];
-  dev::rope_rotate(re, im, cs, inverse ? -sn : sn);
+  dev::rope_rotate(re, im, a.cs, inverse ? -a.sn : a.sn);
   p[0] = re;
   p[1] = im;
 }
