@@ -19,20 +19,6 @@ std::atomic<bool>& pdl_flag() {
 bool pdl_enabled() { return pdl_flag().load(std::memory_order_relaxed); }
 void set_pdl(bool on) { pdl_flag().store(on, std::memory_order_relaxed); }
 
-void prefer_carveout(const void* kernel) {
-#ifdef DSV4_CARVEOUT
-  static const void* done[256];
-  static int n = 0;
-  for (int i = 0; i < n; ++i)
-    if (done[i] == kernel) return;
-  check(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, DSV4_CARVEOUT), "carveout",
-        __FILE__, __LINE__);
-  if (n < 256) done[n++] = kernel;
-#else
-  (void)kernel;
-#endif
-}
-
 int launch_attributes(cudaStream_t s, cudaLaunchAttribute (&attr)[2]) {
   int n = 0;
   if (pdl_enabled()) {

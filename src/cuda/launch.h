@@ -37,10 +37,6 @@ int launch_attributes(cudaStream_t s, cudaLaunchAttribute (&attr)[2]);
 // The same after a first attribute for clusters of `cluster` blocks (x): attr[0..2], returns the count.
 int launch_attributes(cudaStream_t s, unsigned cluster, cudaLaunchAttribute (&attr)[3]);
 
-// Sets the kernel's preferred shared-memory carveout to DSV4_CARVEOUT percent, once (a build
-// without DSV4_CARVEOUT leaves the driver's choice).
-void prefer_carveout(const void* kernel);
-
 // kernel<<<grid, block, smem, s>>>(args...) with launch_attributes; a launch error names the kernel.
 template <typename... Params, typename... Args>
 void launch(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
@@ -53,7 +49,6 @@ void launch(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block, 
   cudaLaunchAttribute attr[2];
   cfg.attrs = attr;
   cfg.numAttrs = static_cast<unsigned>(launch_attributes(s, attr));
-  prefer_carveout(reinterpret_cast<const void*>(kernel));
   check(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...), name, __FILE__, __LINE__);
 }
 

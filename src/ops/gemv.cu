@@ -62,14 +62,6 @@ constexpr int kFp8Step = 128;   // columns per step: one scale block of W and of
 // forms (splits until the blocks fill the SMs, which left them 512 blocks in two waves;
 // bench/results/2026-11-29-cuda-11.md).
 constexpr int kFp8InFlight = DSV4_FP8_IN_FLIGHT;
-// Steps of each warp copied into shared memory before the PDL wait (2 KB a step and warp), on top
-// of those in flight in registers: a product whose previous kernel is short of weights to read
-// (the attention, a norm) then streams most of its bytes before its input is ready.
-#ifndef DSV4_FP8_STAGE
-#define DSV4_FP8_STAGE 0
-#endif
-constexpr int kFp8Stage = DSV4_FP8_STAGE;
-constexpr size_t kFp8StageBytes = static_cast<size_t>(kFp8Stage) * (kThreads / 32) * 4 * 32 * sizeof(uint4);
 constexpr int rows_per_warp(GemvWeights w) { return w == GemvWeights::FP8Block ? kFp8Rows : kRowsPerWarp; }
 constexpr int step_cols(GemvWeights w) { return w == GemvWeights::FP8Block ? kFp8Step : 32 * vec_of(w); }
 template <GemvWeights kW>
@@ -140,10 +132,9 @@ constexpr int kRedFloats = kWarps * kFp8Rows * kGemvMaxRows;
 // step k's weights in slot u, use(u, k) consumes them. The first loads read weights only, so they
 // are issued before the PDL wait and overlap the previous kernel. (Prefetching whole rows into L2
 // here as well made the decode step 10% slower: measured, 4.22 vs 3.80 ms.)
-// first() runs after the wait, before the first step in flight is used.
-template <int kDepth, typename Load, typename Use, typename First>
+template <int kDepth, typename Load, typename Use>
 __device__ __forceinline__ void stream_steps(bool active, int64_t k0, int64_t stride, int64_t K, Load&& load,
-                                             Use&& use, First&& first) {
+                                             Use&& use) {
   auto load_from = [&](int64_t kb) {
 #pragma unroll
     for (int u = 0; u < kDepth; ++u)
@@ -152,18 +143,12 @@ __device__ __forceinline__ void stream_steps(bool active, int64_t k0, int64_t st
   if (active) load_from(k0);
   dev::pdl_begin();
   if (!active) return;
-  first();
   for (; k0 < K; k0 += kDepth * stride) {
 #pragma unroll
     for (int u = 0; u < kDepth; ++u)
       if (k0 + u * stride < K) use(u, k0 + u * stride);
     if (k0 + kDepth * stride < K) load_from(k0 + kDepth * stride);
   }
-}
-template <int kDepth, typename Load, typename Use>
-__device__ __forceinline__ void stream_steps(bool active, int64_t k0, int64_t stride, int64_t K, Load&& load,
-                                             Use&& use) {
-  stream_steps<kDepth>(active, k0, stride, K, load, use, [] {});
 }
 
 // SIMT block `block` of product a (its first row pair block · kWarps / ksplit): BF16 or F32 weights.
@@ -254,8 +239,7 @@ __device__ __forceinline__ void mma_e4m3(float (&c)[4], uint32_t a0, uint32_t a1
 // Tensor-core block `block` of product a (FP8 blocks): warp w's group of 16 rows starts at
 // (block · kWarps / ksplit + w / ksplit) · 16. Lane (g, t) ends with rows g, g + 8 of the group
 // for x rows 2t, 2t + 1 (the mma's C fragment).
-__device__ __forceinline__ void gemv_fp8_block(const GemvArgs& a, int64_t block, int ksplit, float* red_raw,
-                                               uint4* stage) {
+__device__ __forceinline__ void gemv_fp8_block(const GemvArgs& a, int64_t block, int ksplit, float* red_raw) {
   auto red = reinterpret_cast<float(*)[kFp8Rows][kGemvMaxRows]>(red_raw);
   const int lane = threadIdx.x & 31, w = threadIdx.x / 32, g = lane >> 2, t = lane & 3;
   const int part = w % ksplit;
@@ -272,48 +256,8 @@ __device__ __forceinline__ void gemv_fp8_block(const GemvArgs& a, int64_t block,
   uint4 ra[kFp8InFlight][2], rb[kFp8InFlight][2];
   float acc[4] = {};
   const int m0 = 2 * t, m1 = 2 * t + 1;  // the x rows of this lane's outputs
-  // One step: the lane's 32 bytes of rows g (A) and g + 8 (B) at columns k .. k + 127.
-  auto step = [&](const uint4 (&A4)[2], const uint4 (&B4)[2], int64_t k) {
-    uint4 xv[2] = {make_uint4(0, 0, 0, 0), make_uint4(0, 0, 0, 0)};
-    if (xr) xv[0] = __ldg(reinterpret_cast<const uint4*>(xr + k)), xv[1] = __ldg(reinterpret_cast<const uint4*>(xr + k) + 1);
-    const uint32_t* A = reinterpret_cast<const uint32_t*>(A4);
-    const uint32_t* B = reinterpret_cast<const uint32_t*>(B4);
-    const uint32_t* X = reinterpret_cast<const uint32_t*>(xv);
-    float p[4] = {};
-#pragma unroll
-    for (int j = 0; j < 4; ++j) mma_e4m3(p, A[2 * j], B[2 * j], A[2 * j + 1], B[2 * j + 1], X[2 * j], X[2 * j + 1]);
-    // The block's sum times its weight scale and its x row's scale, added in float32.
-    const float sw = __ldg(wscale + k / kFp8Step);
-    const float* xs = a.xs + ((col0 + k) / kFp8Step) * a.ldxs;
-    const float s0 = m0 < a.M ? sw * __ldg(xs + m0) : 0.0f, s1 = m1 < a.M ? sw * __ldg(xs + m1) : 0.0f;
-    acc[0] = fmaf(p[0], s0, acc[0]);
-    acc[1] = fmaf(p[1], s1, acc[1]);
-    acc[2] = fmaf(p[2], s0, acc[2]);
-    acc[3] = fmaf(p[3], s1, acc[3]);
-  };
-  // The warp's first kFp8Stage steps are copied into shared memory before the PDL wait (slot
-  // (s, h): 32 lanes' 16-byte vectors side by side, so the lane's read back is conflict-free),
-  // the next kFp8InFlight into registers; the steps are then used in column order as before.
-  int staged = 0;
-  if constexpr (kFp8Stage > 0) {
-    if (active) {
-      uint4* st = stage + w * kFp8Stage * 4 * 32 + lane;
-#pragma unroll
-      for (int s = 0; s < kFp8Stage; ++s) {
-        const int64_t k = static_cast<int64_t>(part) * kFp8Step + s * stride;
-        if (k >= a.K) break;
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          ptx::cp_async<16>(st + (4 * s + h) * 32, wa ? wa + k + 16 * h : a.w_fp8, wa != nullptr);
-          ptx::cp_async<16>(st + (4 * s + 2 + h) * 32, wb ? wb + k + 16 * h : a.w_fp8, wb != nullptr);
-        }
-        ++staged;
-      }
-      ptx::cp_async_commit();
-    }
-  }
   stream_steps<kFp8InFlight>(
-      active, static_cast<int64_t>(part) * kFp8Step + staged * stride, stride, a.K,
+      active, static_cast<int64_t>(part) * kFp8Step, stride, a.K,
       [&](int u, int64_t k) {  // zeros past the rows
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
@@ -321,18 +265,23 @@ __device__ __forceinline__ void gemv_fp8_block(const GemvArgs& a, int64_t block,
           rb[u][h] = wb ? __ldcs(reinterpret_cast<const uint4*>(wb + k) + h) : make_uint4(0, 0, 0, 0);
         }
       },
-      [&](int u, int64_t k) { step(ra[u], rb[u], k); },
-      [&] {
-        if constexpr (kFp8Stage > 0) {
-          if (staged == 0) return;
-          ptx::cp_async_wait<0>();
-          const uint4* st = stage + w * kFp8Stage * 4 * 32 + lane;
-          for (int s = 0; s < staged; ++s) {
-            const uint4 A4[2] = {st[(4 * s) * 32], st[(4 * s + 1) * 32]};
-            const uint4 B4[2] = {st[(4 * s + 2) * 32], st[(4 * s + 3) * 32]};
-            step(A4, B4, static_cast<int64_t>(part) * kFp8Step + s * stride);
-          }
-        }
+      [&](int u, int64_t k) {
+        uint4 xv[2] = {make_uint4(0, 0, 0, 0), make_uint4(0, 0, 0, 0)};
+        if (xr) xv[0] = __ldg(reinterpret_cast<const uint4*>(xr + k)), xv[1] = __ldg(reinterpret_cast<const uint4*>(xr + k) + 1);
+        const uint32_t* A = reinterpret_cast<const uint32_t*>(ra[u]);
+        const uint32_t* B = reinterpret_cast<const uint32_t*>(rb[u]);
+        const uint32_t* X = reinterpret_cast<const uint32_t*>(xv);
+        float p[4] = {};
+#pragma unroll
+        for (int j = 0; j < 4; ++j) mma_e4m3(p, A[2 * j], B[2 * j], A[2 * j + 1], B[2 * j + 1], X[2 * j], X[2 * j + 1]);
+        // The block's sum times its weight scale and its x row's scale, added in float32.
+        const float sw = __ldg(wscale + k / kFp8Step);
+        const float* xs = a.xs + ((col0 + k) / kFp8Step) * a.ldxs;
+        const float s0 = m0 < a.M ? sw * __ldg(xs + m0) : 0.0f, s1 = m1 < a.M ? sw * __ldg(xs + m1) : 0.0f;
+        acc[0] = fmaf(p[0], s0, acc[0]);
+        acc[1] = fmaf(p[1], s1, acc[1]);
+        acc[2] = fmaf(p[2], s0, acc[2]);
+        acc[3] = fmaf(p[3], s1, acc[3]);
       });
   if (ksplit > 1) {
     red[w][g][m0] = acc[0], red[w][g][m1] = acc[1], red[w][g + 8][m0] = acc[2], red[w][g + 8][m1] = acc[3];
@@ -372,19 +321,18 @@ template <int kM, int kForm>
 __global__ void __launch_bounds__(kThreads, gemv_min_blocks<kM, kForm>())
     gemv_kernel(const __grid_constant__ GemvBatch batch) {
   __shared__ float red[kRedFloats];
-  extern __shared__ uint4 stage[];  // kFp8StageBytes where FP8 products may run
   int mi = 0;
   while (mi + 1 < batch.count && static_cast<int>(blockIdx.x) >= batch.first_block[mi + 1]) ++mi;
   const GemvArgs& a = batch.mats[mi];
   const int64_t block = static_cast<int64_t>(blockIdx.x) - batch.first_block[mi];
   const int ks = batch.ksplit[mi];
   if constexpr (kForm == static_cast<int>(GemvWeights::FP8Block)) {
-    gemv_fp8_block(a, block, ks, red, stage);
+    gemv_fp8_block(a, block, ks, red);
   } else if constexpr (kForm != kMixed) {
     gemv_block<static_cast<GemvWeights>(kForm), kM>(a, block, ks, red);
   } else {
     switch (a.weights) {
-      case GemvWeights::FP8Block: gemv_fp8_block(a, block, ks, red, stage); break;
+      case GemvWeights::FP8Block: gemv_fp8_block(a, block, ks, red); break;
       case GemvWeights::BF16: gemv_block<GemvWeights::BF16, kM>(a, block, ks, red); break;
       case GemvWeights::F32: gemv_block<GemvWeights::F32, kM>(a, block, ks, red); break;
     }
@@ -435,19 +383,7 @@ void launch_gemv(const GemvArgs* mats, int count, cudaStream_t s) {
                 : M <= 2 ? kernel_for<2>(mats, count)
                 : M <= 4 ? kernel_for<4>(mats, count)
                          : kernel_for<8>(mats, count);
-  bool fp8 = false;
-  for (int i = 0; i < count; ++i) fp8 |= mats[i].weights == GemvWeights::FP8Block;
-  const size_t smem = fp8 ? kFp8StageBytes : 0;
-  if (smem > 48 * 1024) {  // once per kernel
-    static const void* raised[16];
-    static int n_raised = 0;
-    const void* k = reinterpret_cast<const void*>(kernel);
-    if (std::find(raised, raised + n_raised, k) == raised + n_raised) {
-      DSV4_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-      if (n_raised < 16) raised[n_raised++] = k;
-    }
-  }
-  launch("gemv_kernel", kernel, blocks, kThreads, smem, s, b);
+  launch("gemv_kernel", kernel, blocks, kThreads, 0, s, b);
 }
 
 }  // namespace

@@ -642,7 +642,6 @@ void hc_pre_fused_cuda(const float* X, const float* fn, int64_t T, int n, int64_
   cfg.stream = s;
   cfg.attrs = attr;
   cfg.numAttrs = static_cast<unsigned>(launch_attributes(s, static_cast<unsigned>(plan.cluster), attr));  // as cuda::launch
-  prefer_carveout(reinterpret_cast<const void*>(hc_pre_fused_kernel));
   const cudaError_t e = cudaLaunchKernelEx(&cfg, hc_pre_fused_kernel, X, fn, T, n, static_cast<int>(D), base, scale, eps,
                                            hc_eps, sinkhorn_iters, head, norm, a, post, comb, q, qs, mix_out, step, ab);
   DSV4_CHECK(e == cudaSuccess, "hc_pre_fused", "launch of ", T, " clusters × ", plan.cluster, " blocks (", smem,

@@ -543,7 +543,6 @@ void topk_cuda(const float* score, int64_t ld, int64_t rows, const int32_t* pos,
   cfg.stream = s;
   cfg.attrs = attr;
   cfg.numAttrs = static_cast<unsigned>(launch_attributes(s, static_cast<unsigned>(cluster), attr));  // as cuda::launch
-  prefer_carveout(reinterpret_cast<const void*>(topk_kernel));
   const cudaError_t e = cudaLaunchKernelEx(&cfg, topk_kernel, score, ld, pos, ratio, K, idx, cached, digits);
   DSV4_CHECK(e == cudaSuccess, "topk", "launch of ", rows, " rows × ", cluster, " blocks (ld ", ld, ", ", smem,
              " B shared, raised ", raised, ") failed: ", cudaGetErrorString(e));
