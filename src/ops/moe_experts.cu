@@ -33,6 +33,12 @@ using namespace expert;
 //     2^126 · scale gives the exact bf16 weight of the grouped kernel (power-of-two scaling);
 //   - activation rows (small, shared by the expert's blocks) come through L1 and are permuted to
 //     the same K order with byte permutes; weights bypass L1.
+#ifndef DSV4_MOE_FP4_DEPTH
+#define DSV4_MOE_FP4_DEPTH 2
+#endif
+#ifndef DSV4_MOE_FP4_BLOCKS
+#define DSV4_MOE_FP4_BLOCKS 4
+#endif
 struct GemvConfig {
   static constexpr int kWarps = 4;                // K slices of a block
   static constexpr int kRows = 16;                // output rows of a block: M of mma.m16n8k16
@@ -42,8 +48,8 @@ struct GemvConfig {
   static constexpr int kChunk = 32;               // columns per lane per step: one FP4 scale block
   static constexpr int kStep = kLanesK * kChunk;  // columns per warp per step
   static constexpr int kWords = kChunk / 2;       // 32-bit words of a lane's chunk of bf16 activations
-  static constexpr int kFp4Depth = 2, kBf16Depth = 1;  // steps of weights in registers per warp
-  static constexpr int kFp4Blocks = 4, kBf16Blocks = 2;  // blocks per SM the registers must allow
+  static constexpr int kFp4Depth = DSV4_MOE_FP4_DEPTH, kBf16Depth = 1;  // steps of weights in registers per warp
+  static constexpr int kFp4Blocks = DSV4_MOE_FP4_BLOCKS, kBf16Blocks = 2;  // blocks per SM the registers must allow
   static_assert(kChunk == 32 && kMmaK / kLanesK == 4, "a chunk is four code words of two mma k-steps each");
   static_assert(kRows * kCols <= kWarps * 32, "one epilogue output per thread");
 };
