@@ -132,6 +132,9 @@ constexpr int kRedFloats = kWarps * kFp8Rows * kGemvMaxRows;
 // step k's weights in slot u, use(u, k) consumes them. The first loads read weights only, so they
 // are issued before the PDL wait and overlap the previous kernel. (Prefetching whole rows into L2
 // here as well made the decode step 10% slower: measured, 4.22 vs 3.80 ms.)
+// Steps loaded before the wait (of the kDepth in flight). Fewer or more both lost at B=1 (ms at 4K
+// and 1M): all 3 2.73 and 3.08; 1 2.76 and 3.09; none 2.82 and 3.16; 3 plus up to 6 more a warp
+// copied into shared memory, 2.92-3.67 at 4K (bench/results/2026-11-30-cuda-25.md, calls 2-7).
 #ifndef DSV4_GEMV_PRE
 #define DSV4_GEMV_PRE 3
 #endif
