@@ -128,41 +128,36 @@ constexpr int kWarps = kThreads / 32;
 // The partial sums of the ksplit warps: [warp][kM][2] (SIMT) or [warp][16 rows][8 x rows] (mma).
 constexpr int kRedFloats = kWarps * kFp8Rows * kGemvMaxRows;
 
-// The column steps k0, k0 + stride, ... < K of one warp, kDepth of them in flight: load(u, k) puts
-// step k's weights in slot u, use(u, k) consumes them. The first loads read weights only, so they
-// are issued before the PDL wait and overlap the previous kernel. (Prefetching whole rows into L2
-// here as well made the decode step 10% slower: measured, 4.22 vs 3.80 ms.)
 // Steps loaded before the wait (of the kDepth in flight). Fewer or more both lost at B=1 (ms at 4K
 // and 1M): all 3 2.73 and 3.08; 1 2.76 and 3.09; none 2.82 and 3.16; 3 plus up to 6 more a warp
 // copied into shared memory, 2.92-3.67 at 4K (bench/results/2026-11-30-cuda-25.md, calls 2-7).
 #ifndef DSV4_GEMV_PRE
 #define DSV4_GEMV_PRE 3
 #endif
+
+// The column steps k0, k0 + stride, ... < K of one warp, kDepth of them in flight: load(u, k) puts
+// step k's weights in slot u, use(u, k) consumes them. The first loads read weights only, so
+// DSV4_GEMV_PRE of them are issued before the PDL wait and overlap the previous kernel.
+// (Prefetching whole rows into L2 here as well made the decode step 10% slower: measured, 4.22 vs
+// 3.80 ms.)
 template <int kDepth, typename Load, typename Use>
 __device__ __forceinline__ void stream_steps(bool active, int64_t k0, int64_t stride, int64_t K, Load&& load,
                                              Use&& use) {
-  auto load_from = [&](int64_t kb) {
+  auto load_slots = [&](int64_t kb, int first, int end) {  // slots first .. end - 1 from column kb
 #pragma unroll
     for (int u = 0; u < kDepth; ++u)
-      if (kb + u * stride < K) load(u, kb + u * stride);
+      if (u >= first && u < end && kb + u * stride < K) load(u, kb + u * stride);
   };
-  // The first kPre steps are loaded before the wait, the rest of the first kDepth after it.
   constexpr int kPre = DSV4_GEMV_PRE < kDepth ? DSV4_GEMV_PRE : kDepth;
-  if (active) {
-#pragma unroll
-    for (int u = 0; u < kPre; ++u)
-      if (k0 + u * stride < K) load(u, k0 + u * stride);
-  }
+  if (active) load_slots(k0, 0, kPre);
   dev::pdl_begin();
   if (!active) return;
-#pragma unroll
-  for (int u = kPre; u < kDepth; ++u)
-    if (k0 + u * stride < K) load(u, k0 + u * stride);
+  load_slots(k0, kPre, kDepth);
   for (; k0 < K; k0 += kDepth * stride) {
 #pragma unroll
     for (int u = 0; u < kDepth; ++u)
       if (k0 + u * stride < K) use(u, k0 + u * stride);
-    if (k0 + kDepth * stride < K) load_from(k0 + kDepth * stride);
+    if (k0 + kDepth * stride < K) load_slots(k0 + kDepth * stride, 0, kDepth);
   }
 }
 
