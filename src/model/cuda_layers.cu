@@ -57,21 +57,13 @@ void CudaModel::attention(const DBlock& blk, int table_row, const float* a_in, f
   // the query's norm, whose FP8 form it reads); both are joined before the attention.
   const bool side = side_enabled() && m > 0 && prequantized_ && Q % 128 == 0;
   cudaStream_t s_comp = side ? side2_ : stream_, s_idx = side ? side_idx_ : stream_;
-#ifndef DSV4_COMP_LATE
-#define DSV4_COMP_LATE 0
-#endif
-  // Experiment: a CSA layer's compressor forked after the q norm (1) or after the indexer's query
-  // projection (2), not with the sub-layer's other projections.
-  const int comp_late = side && m == 4 && rows == 1 ? DSV4_COMP_LATE : 0;
   if (side) {
     if (m == 4) {  // first: the indexer's chain is the longer
       fork_side(s_idx);
       gemv_many_on(a, idx_proj, s_idx);
     }
-    if (!comp_late) {
-      fork_side(s_comp);
-      gemv_many_on(a, comp_proj, s_comp);
-    }
+    fork_side(s_comp);
+    gemv_many_on(a, comp_proj, s_comp);
     linear_many(a, proj);
   } else {
     proj.insert(proj.end(), comp_proj.begin(), comp_proj.end());
@@ -109,11 +101,9 @@ void CudaModel::attention(const DBlock& blk, int table_row, const float* a_in, f
   }
   // Compressed entries (m > 0) and the indexer's (m = 4).
   mark("attn.compress");
-  auto compress_main = [&] {
+  if (m > 0)
     compress(w.comp, m, RowFormat{static_cast<int>(Dh), static_cast<int>(R), compact_, false}, cu, cz, table_row, 0,
              s_comp);
-  };
-  if (m > 0 && !comp_late) compress_main();
   if (m == 4)
     compress(w.idx_comp, 4, RowFormat{static_cast<int>(DI), static_cast<int>(R), compact_, true}, iu, iz, table_row, 1,
              s_idx);
@@ -127,14 +117,6 @@ void CudaModel::attention(const DBlock& blk, int table_row, const float* a_in, f
   // queue behind the indexer's compressor (joined before the scores).
   cudaStream_t s_iq = side ? side_idxq_ : s_idx;
   if (side && m == 4) fork_side(s_iq);
-  auto comp_now = [&] {
-    gemv_many_on(a, comp_proj, s_comp);
-    compress_main();
-  };
-  if (comp_late == 1) {
-    fork_side(s_comp);
-    comp_now();
-  }
   float* q = scratch_->get<float>("attn.q", rows * H * Dh);
   // Decode of one row, CSA layers: wq_b is issued after the indexer's scores, so the indexer's
   // query projection (the head of the longer chain) streams alone. wq_b's PDL wait covers the join,
@@ -162,10 +144,6 @@ void CudaModel::attention(const DBlock& blk, int table_row, const float* a_in, f
     uint32_t* digits = scratch_->counters<uint32_t>("idx.digits", std::min(rows, chunk) * kTopkDigits);
     if (side) gemv_many_on(qra, {{&w.idx_wq_b, qI}}, s_iq);  // (qra is already in FP8)
     else linear(w.idx_wq_b, qra, qI);
-    if (comp_late == 2) {
-      join_streams(s_iq, s_comp);
-      comp_now();
-    }
     indexer_query_cuda(qI, rows, static_cast<int>(HI), DI, static_cast<int>(R), freqs, b.d_pos, s_iq);
     if (side) join_streams(s_idx, s_iq);  // the entries' weights and the new compressed entry
     const float wscale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(DI) * HI));
