@@ -34,7 +34,7 @@ namespace {
 using namespace ptx;
 
 struct MmaAttn {
-  static constexpr int kM = 64, kN = 64, kWarps = 8, kThreads = 32 * kWarps;
+  static constexpr int kM = 64, kN = 64, kWarps = 8;
   static constexpr int kWideWarps = 16;  // blocks of 32 heads (see the top of the file)
   static constexpr int kMaxDh = 512, kMaxK = 2048, kMaxScaleBlocks = 8;
   static constexpr int kPad = 8;  // bf16 row pad: ldmatrix rows 16 bytes apart in the banks
