@@ -36,8 +36,8 @@ using namespace expert;
 // FP4 steps in flight and blocks an SM: B=1's 768 W1/W3 blocks fill 1.45 waves of 4 blocks a SM.
 // Fewer, deeper blocks (1.94 waves) were slower in the model: 3 steps at 3 blocks 2.79 ms at B=1 4K
 // and 9.40 at B=8, 4 at 3 blocks 2.81 and 9.18, against 2.72 and 8.66
-// (bench/results/2026-11-30-cuda-25.md, call 6); one step at 6 blocks (one wave) 3.00 against 2.97
-// (2026-11-30-cuda-16.md).
+// (bench/results/2026-11-30-cuda-25.md, call 6; 3 at 3 also in 2026-11-30-cuda-23.md); one step at
+// 6 blocks (one wave) 3.00 against 2.97 (2026-11-30-cuda-16.md).
 #ifndef DSV4_MOE_FP4_DEPTH
 #define DSV4_MOE_FP4_DEPTH 2
 #endif
