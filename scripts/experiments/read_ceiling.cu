@@ -1,60 +1,24 @@
-// Is the decode roofline's read kernel (cuda_bench.cu's read_kernel) the fastest read we can
-// measure? A development experiment, not part of dsv4. The twenty-fifth session's trace showed
+// Was the decode roofline's read kernel (read_one_kernel, until the twenty-sixth session) the
+// fastest read we can measure? A development experiment, not part of dsv4. The twenty-fifth session's trace showed
 // the LM head's bf16 few-row product (1.06 GB) streaming at ~4.3 TB/s in the step, above the
-// 3946 GB/s that read_kernel measured in the same call: if a plain read can do better, the
+// 3946 GB/s that kernel measured in the same call: if a plain read can do better, the
 // roofline is too low and every "% of the roofline" too high.
-// Cases: read_kernel as it is (one 16-byte load a thread an iteration, __ldcs), then reads with U
+// Cases: read_one_kernel (one 16-byte load a thread an iteration, __ldcs), then reads with U
 // independent 16-byte loads in flight a thread (ld.global.nc.L1::no_allocate), over several grid
 // sizes, and a device-to-device cudaMemcpy (read + write) for reference; each the best of 8 after
 // a warm-up, on 2 GiB and on the head's 1.06 GB.
-//   nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a scripts/experiments/read_ceiling.cu -o /tmp/rc && /tmp/rc
+// The kernels are dsv4's own (src/cuda/read_kernels.cuh), so the two stay comparable.
+//   nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Isrc scripts/experiments/read_ceiling.cu -o /tmp/rc && /tmp/rc
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
 
+#include "cuda/read_kernels.cuh"
 #include "experiment.cuh"
 
-// cuda_bench.cu's read_kernel, copied here so that the two stay comparable.
-__global__ void read_now(const uint4* p, size_t n, unsigned* sink) {
-  unsigned acc = 0;
-  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<size_t>(gridDim.x) * blockDim.x) {
-    const uint4 v = __ldcs(p + i);
-    acc ^= v.x ^ v.y ^ v.z ^ v.w;
-  }
-  if (acc == 0x9e3779b9u) *sink = acc;
-}
-
-__device__ __forceinline__ uint4 ld_stream(const uint4* p) {
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
-  return v;
-}
-
-// U loads in flight a thread: thread t of the grid reads vectors (i0 + u·T) for u < U, i0 stepping
-// by U·T (T = threads in the grid); the tail with a bound check.
-template <int U>
-__global__ void read_unrolled(const uint4* p, size_t n, unsigned* sink) {
-  const size_t T = static_cast<size_t>(gridDim.x) * blockDim.x;
-  unsigned acc = 0;
-  size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x;
-  for (; i + (U - 1) * T < n; i += U * T) {
-    uint4 v[U];
-#pragma unroll
-    for (int u = 0; u < U; ++u) v[u] = ld_stream(p + i + u * T);
-#pragma unroll
-    for (int u = 0; u < U; ++u) acc ^= v[u].x ^ v[u].y ^ v[u].z ^ v[u].w;
-  }
-  for (; i < n; i += T) {
-    const uint4 v = ld_stream(p + i);
-    acc ^= v.x ^ v.y ^ v.z ^ v.w;
-  }
-  if (acc == 0x9e3779b9u) *sink = acc;
-}
+using namespace dsv4::cuda;
 
 int main() {
   int sms = 0;
@@ -95,19 +59,19 @@ int main() {
       std::printf("%-34s %6d x %4d: %8.1f us  %6.0f GB/s\n", name, blocks, threads, ms * 1e3, bytes / (ms * 1e-3) / 1e9);
     };
     report("read_kernel (today's roofline)", sms * 8, 512,
-           best([&] { read_now<<<sms * 8, 512, 0, s>>>(p, n, sink); }));
+           best([&] { read_one_kernel<<<sms * 8, 512, 0, s>>>(p, n, sink); }));
     for (int per_sm : {1, 2, 4, 8, 16})
       for (int threads : {256, 512, 1024}) {
         if (per_sm * threads > 4096) continue;
         const int blocks = sms * per_sm;
         char name[64];
         std::snprintf(name, sizeof name, "unrolled U=4");
-        report(name, blocks, threads, best([&] { read_unrolled<4><<<blocks, threads, 0, s>>>(p, n, sink); }));
+        report(name, blocks, threads, best([&] { read_kernel<4><<<blocks, threads, 0, s>>>(p, n, sink); }));
         std::snprintf(name, sizeof name, "unrolled U=8");
-        report(name, blocks, threads, best([&] { read_unrolled<8><<<blocks, threads, 0, s>>>(p, n, sink); }));
+        report(name, blocks, threads, best([&] { read_kernel<8><<<blocks, threads, 0, s>>>(p, n, sink); }));
       }
-    report("unrolled U=2", sms * 4, 512, best([&] { read_unrolled<2><<<sms * 4, 512, 0, s>>>(p, n, sink); }));
-    report("unrolled U=16", sms * 2, 512, best([&] { read_unrolled<16><<<sms * 2, 512, 0, s>>>(p, n, sink); }));
+    report("unrolled U=2", sms * 4, 512, best([&] { read_kernel<2><<<sms * 4, 512, 0, s>>>(p, n, sink); }));
+    report("unrolled U=16", sms * 2, 512, best([&] { read_kernel<16><<<sms * 2, 512, 0, s>>>(p, n, sink); }));
     const double cp = best([&] { CK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, s)); });
     std::printf("%-34s              %8.1f us  %6.0f GB/s read + written\n", "cudaMemcpy D2D", cp * 1e3,
                 2.0 * bytes / (cp * 1e-3) / 1e9);

@@ -9,6 +9,7 @@
 #include <random>
 
 #include "cuda/launch.h"
+#include "cuda/read_kernels.cuh"
 #include "model/cuda_bench.h"
 #include "model/cuda_model_impl.cuh"
 
@@ -60,50 +61,12 @@ double copy_bandwidth(cudaStream_t s) {
   return 2.0 * n / (ms * 1e-3);
 }
 
-// Reads every 16-byte word of p once (the sum keeps the loads alive): one load a thread an
-// iteration (the roofline kernel of the first 25 sessions), or U independent loads in flight a
-// thread (vectors i, i + T, ..., T the grid's threads).
-__global__ void read_one_kernel(const uint4* p, size_t n, unsigned* sink) {
-  unsigned acc = 0;
-  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<size_t>(gridDim.x) * blockDim.x) {
-    const uint4 v = __ldcs(p + i);
-    acc ^= v.x ^ v.y ^ v.z ^ v.w;
-  }
-  if (acc == 0x9e3779b9u) *sink = acc;
-}
-__device__ __forceinline__ uint4 load_streamed(const uint4* p) {
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
-  return v;
-}
-template <int U>
-__global__ void read_kernel(const uint4* p, size_t n, unsigned* sink) {
-  const size_t T = static_cast<size_t>(gridDim.x) * blockDim.x;
-  unsigned acc = 0;
-  size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x;
-  for (; i + (U - 1) * T < n; i += U * T) {
-    uint4 v[U];
-#pragma unroll
-    for (int u = 0; u < U; ++u) v[u] = load_streamed(p + i + u * T);
-#pragma unroll
-    for (int u = 0; u < U; ++u) acc ^= v[u].x ^ v[u].y ^ v[u].z ^ v[u].w;
-  }
-  for (; i < n; i += T) {
-    const uint4 v = load_streamed(p + i);
-    acc ^= v.x ^ v.y ^ v.z ^ v.w;
-  }
-  if (acc == 0x9e3779b9u) *sink = acc;  // practically never: no store traffic
-}
-
 // Bytes read per second over 2 GiB: the roofline of a decode step, which reads weights and caches
 // and writes almost nothing. The best of two kernels, 12 timed runs each, alternating, after
 // ~100 ms of reads that bring the clocks up. Until the twenty-sixth session this was one kernel
 // (one load a thread in flight), best of 5 right after the copy test: it printed ~3.9-3.95 TB/s
-// where the same kernel alone reads 4.43 TB/s and 4 loads in flight 4.53
-// (bench/results/2026-11-30-cuda-26.md): every "% of the roofline" before was ~12% too high.
+// where the same kernel reads 4.44 TB/s once the clocks are up, and 4 loads in flight 4.55
+// (bench/results/2026-11-30-cuda-26.md): every "% of the roofline" before was ~15% too high.
 struct ReadCeiling {
   double best = 0, one = 0, four = 0;  // bytes/s: the best, one load in flight, four
 };

@@ -102,13 +102,7 @@ __device__ __forceinline__ GemvRows gemv_rows(const ExpertMatrix& wa, const Expe
 }
 
 // Weights are read once: no L1 allocation, leaving L1 to the activation rows.
-__device__ __forceinline__ uint4 load_weights(const void* p) {
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
-  return v;
-}
+__device__ __forceinline__ uint4 load_weights(const void* p) { return ptx::ld_streamed(p); }
 
 // The chunk at column `col` of the lane's rows (zeros where the row or column is past the end).
 template <int kMats>
