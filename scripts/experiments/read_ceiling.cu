@@ -1,14 +1,15 @@
 // Was the decode roofline's read kernel (read_one_kernel, until the twenty-sixth session) the
-// fastest read we can measure? A development experiment, not part of dsv4. The twenty-fifth session's trace showed
-// the LM head's bf16 few-row product (1.06 GB) streaming at ~4.3 TB/s in the step, above the
-// 3946 GB/s that kernel measured in the same call: if a plain read can do better, the
-// roofline is too low and every "% of the roofline" too high.
+// fastest read we can measure? A development experiment, not part of dsv4. The twenty-fifth
+// session's trace showed the LM head's bf16 few-row product (1.06 GB) streaming at ~4.3 TB/s in
+// the step, above the 3946 GB/s that kernel measured in the same call: if a plain read can do
+// better, the roofline is too low and every "% of the roofline" too high.
 // Cases: read_one_kernel (one 16-byte load a thread an iteration, __ldcs), then reads with U
 // independent 16-byte loads in flight a thread (ld.global.nc.L1::no_allocate), over several grid
 // sizes, and a device-to-device cudaMemcpy (read + write) for reference; each the best of 8 after
-// a warm-up, on 2 GiB and on the head's 1.06 GB.
-// The kernels are dsv4's own (src/cuda/read_kernels.cuh), so the two stay comparable.
-//   nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Isrc scripts/experiments/read_ceiling.cu -o /tmp/rc && /tmp/rc
+// a warm-up, on 2 GiB and on the head's 1.06 GB. The kernels are dsv4's own
+// (src/cuda/read_kernels.cuh), so the two stay comparable.
+//   nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Isrc scripts/experiments/read_ceiling.cu \
+//     -o /tmp/rc && /tmp/rc
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -58,7 +59,7 @@ int main() {
     auto report = [&](const char* name, int blocks, int threads, double ms) {
       std::printf("%-34s %6d x %4d: %8.1f us  %6.0f GB/s\n", name, blocks, threads, ms * 1e3, bytes / (ms * 1e-3) / 1e9);
     };
-    report("read_kernel (today's roofline)", sms * 8, 512,
+    report("read_one_kernel (roofline to session 25)", sms * 8, 512,
            best([&] { read_one_kernel<<<sms * 8, 512, 0, s>>>(p, n, sink); }));
     for (int per_sm : {1, 2, 4, 8, 16})
       for (int threads : {256, 512, 1024}) {
