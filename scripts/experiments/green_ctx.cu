@@ -42,7 +42,7 @@ __device__ __forceinline__ uint64_t now_ns() {
 }
 
 // Block b writes its SM and its start time, then spins for `ns`.
-__global__ void where(int* sm, uint64_t* start, int64_t ns) {
+__device__ __forceinline__ void record_and_spin(int* sm, uint64_t* start, int64_t ns) {
   uint32_t id;
   asm volatile("mov.u32 %0, %%smid;" : "=r"(id));
   const uint64_t t0 = now_ns();
@@ -53,19 +53,11 @@ __global__ void where(int* sm, uint64_t* start, int64_t ns) {
   while (static_cast<int64_t>(now_ns() - t0) < ns) {
   }
 }
-
-// The same, with a PDL wait first (the second kernel of a programmatic pair).
+__global__ void where(int* sm, uint64_t* start, int64_t ns) { record_and_spin(sm, start, ns); }
+// The same after a PDL wait (the second kernel of a programmatic pair).
 __global__ void where_after(int* sm, uint64_t* start, int64_t ns) {
   asm volatile("griddepcontrol.wait;" ::: "memory");
-  uint32_t id;
-  asm volatile("mov.u32 %0, %%smid;" : "=r"(id));
-  const uint64_t t0 = now_ns();
-  if (threadIdx.x == 0) {
-    sm[blockIdx.x] = static_cast<int>(id);
-    start[blockIdx.x] = t0;
-  }
-  while (static_cast<int64_t>(now_ns() - t0) < ns) {
-  }
+  record_and_spin(sm, start, ns);
 }
 
 struct Run {
