@@ -68,7 +68,8 @@ double copy_bandwidth(cudaStream_t s) {
 // where the same kernel reads 4.44 TB/s once the clocks are up, and 4 loads in flight 4.55
 // (bench/results/2026-11-30-cuda-26.md): every "% of the roofline" before was ~15% too high.
 struct ReadCeiling {
-  double best = 0, one = 0, four = 0;  // bytes/s: the best, one load in flight, four
+  double one = 0, four = 0;  // bytes/s: one load a thread in flight, four
+  double best() const { return std::max(one, four); }
 };
 ReadCeiling read_bandwidth(cudaStream_t s) {
   const size_t n = size_t(2) << 30;
@@ -94,7 +95,6 @@ ReadCeiling read_bandwidth(cudaStream_t s) {
   ReadCeiling r;
   r.one = n / (t1 * 1e-3);
   r.four = n / (t4 * 1e-3);
-  r.best = std::max(r.one, r.four);
   return r;
 }
 
@@ -309,7 +309,7 @@ void run_cuda_bench(const BenchOptions& o) {
   DSV4_CUDA_CHECK(cudaStreamCreate(&s0));
   const double copy_bw = copy_bandwidth(s0);
   const ReadCeiling rc = read_bandwidth(s0);
-  const double bw = rc.best;
+  const double bw = rc.best();
   double peak = 0;
   {
     Blas blas;

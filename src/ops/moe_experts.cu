@@ -101,9 +101,6 @@ __device__ __forceinline__ GemvRows gemv_rows(const ExpertMatrix& wa, const Expe
   return p;
 }
 
-// Weights are read once: no L1 allocation, leaving L1 to the activation rows.
-__device__ __forceinline__ uint4 load_weights(const void* p) { return ptx::ld_streamed(p); }
-
 // The chunk at column `col` of the lane's rows (zeros where the row or column is past the end).
 template <int kMats>
 __device__ __forceinline__ void gemv_load(GemvStage<true, kMats>& st, const GemvRows& p, int col, bool valid) {
@@ -114,7 +111,7 @@ __device__ __forceinline__ void gemv_load(GemvStage<true, kMats>& st, const Gemv
       st.codes[m][r] = make_uint4(0, 0, 0, 0);
       st.scale[m][r] = 127;
       if (valid && p.codes[m][r]) {
-        st.codes[m][r] = load_weights(p.codes[m][r] + tile_codes_at(col));
+        st.codes[m][r] = ptx::ld_streamed(p.codes[m][r] + tile_codes_at(col));  // read once: L1 keeps x
         st.scale[m][r] = __ldg(p.scales[m][r] + tile_scale_at(col));
       }
     }
@@ -128,7 +125,7 @@ __device__ __forceinline__ void gemv_load(GemvStage<false, kMats>& st, const Gem
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
         st.w[m][r][i] = make_uint4(0, 0, 0, 0);
-        if (valid && p.w[m][r]) st.w[m][r][i] = load_weights(p.w[m][r] + col + 8 * i);
+        if (valid && p.w[m][r]) st.w[m][r][i] = ptx::ld_streamed(p.w[m][r] + col + 8 * i);
       }
 }
 
