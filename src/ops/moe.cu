@@ -209,8 +209,11 @@ __device__ __forceinline__ float lane_pick(const float (&x)[kFewPerLane], int e)
 }
 
 // A row's scores in a warp: lane l holds p[j] of expert l + 32 j, moe_route_kernel's values bit for
-// bit (its block reductions replayed by route_block_reduce).
+// bit (its block reductions replayed by route_block_reduce). kFunc: the ScoringFunc, fixed at
+// compile time where a kernel serves one (moe_route_one_kernel), or -1 (chosen by `func`).
+template <int kFunc = -1>
 __device__ __forceinline__ void few_scores(const float* l, int E, int func, float (&p)[kFewPerLane]) {
+  if (kFunc >= 0) func = kFunc;
   const int lane = threadIdx.x & 31;
   float x[kFewPerLane];
 #pragma unroll
@@ -255,28 +258,65 @@ __device__ __forceinline__ void few_biased(const float (&p)[kFewPerLane], const 
   for (int j = 0; j < kFewPerLane; ++j) biased[j] = lane + 32 * j < E ? p[j] + bias_r[j] : -INFINITY;
 }
 
-// One top-k round in a warp over the biased scores (lane l: experts l + 32 j): the highest, ties
-// to the lower index, is taken out of `biased`; every lane returns its index and its score p.
-__device__ __forceinline__ int few_take_max(float (&biased)[kFewPerLane], const float (&p)[kFewPerLane], int E,
-                                            float& pv) {
+// An order-preserving key of a biased score: a greater score has a greater key (-0 as +0; NaN
+// lowest, with -inf just above it).
+__device__ __forceinline__ uint32_t score_key(float v) {
+  const uint32_t b = __float_as_uint(v + 0.0f);
+  return v != v ? 0u : (b & 0x80000000u) ? ~b : b | 0x80000000u;
+}
+// Sorts a lane's 8 (key, index, score) triples by key down, index up (Batcher's 19 comparators).
+__device__ __forceinline__ void sort8_desc(uint32_t (&key)[kFewPerLane], int (&idx)[kFewPerLane],
+                                          float (&val)[kFewPerLane]) {
+  static_assert(kFewPerLane == 8, "an 8-input network");
+  auto cx = [&](int a, int b) {
+    const bool swap = key[b] > key[a] || (key[b] == key[a] && idx[b] < idx[a]);
+    const uint32_t ka = key[a], kb = key[b];
+    const int ia = idx[a], ib = idx[b];
+    const float va = val[a], vb = val[b];
+    key[a] = swap ? kb : ka, key[b] = swap ? ka : kb;
+    idx[a] = swap ? ib : ia, idx[b] = swap ? ia : ib;
+    val[a] = swap ? vb : va, val[b] = swap ? va : vb;
+  };
+  cx(0, 1), cx(2, 3), cx(4, 5), cx(6, 7);
+  cx(0, 2), cx(1, 3), cx(4, 6), cx(5, 7);
+  cx(1, 2), cx(5, 6);
+  cx(0, 4), cx(1, 5), cx(2, 6), cx(3, 7);
+  cx(2, 4), cx(3, 5);
+  cx(1, 2), cx(3, 4), cx(5, 6);
+}
+
+// The k highest biased scores of a warp's row (lane l: experts l + 32 j) in order, the greatest
+// first, ties to the lower index: on(i, e, p_e) for the i-th, in every lane. Each lane sorts its
+// eight, then a round is one reduction over the lanes' heads (a second only where heads tie), two
+// shuffles, and the winning lane's pop: ~3x faster than an argmax tree a round (route stamps,
+// bench/results/2026-11-30-cuda-27.md), and the argmax's total order: the same experts.
+template <class On>
+__device__ __forceinline__ void few_topk(const float (&biased)[kFewPerLane], const float (&p)[kFewPerLane], int k,
+                                         On&& on) {
   const int lane = threadIdx.x & 31;
-  float v = -INFINITY;
-  int idx = 0x7fffffff;
-  pv = 0.0f;
+  uint32_t key[kFewPerLane];
+  int idx[kFewPerLane];
+  float pj[kFewPerLane];
 #pragma unroll
-  for (int j = 0; j < kFewPerLane; ++j) {
-    const int e = lane + 32 * j;
-    if (e < E && (biased[j] > v || (biased[j] == v && e < idx))) v = biased[j], idx = e, pv = p[j];
-  }
-  for (int o = 16; o > 0; o >>= 1) {
-    const float ov = __shfl_xor_sync(0xffffffffu, v, o), op = __shfl_xor_sync(0xffffffffu, pv, o);
-    const int oi = __shfl_xor_sync(0xffffffffu, idx, o);
-    if (ov > v || (ov == v && oi < idx)) v = ov, idx = oi, pv = op;
-  }
+  for (int j = 0; j < kFewPerLane; ++j) key[j] = score_key(biased[j]), idx[j] = lane + 32 * j, pj[j] = p[j];
+  sort8_desc(key, idx, pj);
+#pragma unroll 1
+  for (int i = 0; i < k; ++i) {
+    const uint32_t m = __reduce_max_sync(0xffffffffu, key[0]);
+    const uint32_t at_max = __ballot_sync(0xffffffffu, key[0] == m);
+    int src = __ffs(at_max) - 1;
+    if (at_max & (at_max - 1u))  // heads tie: the lower expert index (its lane: index mod 32)
+      src = static_cast<int>(__reduce_min_sync(0xffffffffu, key[0] == m ? static_cast<uint32_t>(idx[0]) : ~0u) % 32);
+    on(i, __shfl_sync(0xffffffffu, idx[0], src), __shfl_sync(0xffffffffu, pj[0], src));
+    const bool pop = lane == src;
 #pragma unroll
-  for (int j = 0; j < kFewPerLane; ++j)
-    if (lane + 32 * j == idx) biased[j] = -INFINITY;
-  return idx;
+    for (int j = 0; j + 1 < kFewPerLane; ++j) {
+      key[j] = pop ? key[j + 1] : key[j];
+      idx[j] = pop ? idx[j + 1] : idx[j];
+      pj[j] = pop ? pj[j + 1] : pj[j];
+    }
+    if (pop) key[kFewPerLane - 1] = 0u, idx[kFewPerLane - 1] = 0x7fffffff;
+  }
 }
 
 // kThreads: 256 where the experts and the assignments fit (a decode step up to 42 rows of 6 of 256
@@ -303,11 +343,9 @@ moe_route_group_kernel(const float* logits, int T, int E, int k, int func, const
     } else {
       float biased[kFewPerLane];
       few_biased(p, bias_r, E, biased);
-      for (int i = 0; i < k; ++i) {  // in order of decreasing biased score, ties to the lower index
-        float pv;
-        const int idx = few_take_max(biased, p, E, pv);
-        if (lane == 0) ex[i] = idx;
-      }
+      few_topk(biased, p, k, [&](int i, int e, float) {
+        if (lane == 0) ex[i] = e;
+      });
     }
     __syncwarp();
     // The weights summed in order in every lane, then lane i writes weight i (pe / sum · scale,
@@ -337,8 +375,12 @@ moe_route_group_kernel(const float* logits, int T, int E, int k, int func, const
 // lane with the winner and its score, so lane i keeps assignment i and all lanes add the scores in
 // order; the grouping counts over the k experts in registers: expert e = l + 32 j is lane l's j-th,
 // tile t the t-th expert present (one tile each).
+// The kernel runs once a layer on a cold SM: its instructions come from L2 as it goes, so it is
+// compiled for one scoring function and routing kind (kFunc, kHash) with its loops over the k
+// assignments rolled.
+template <int kFunc, bool kHash>
 __global__ void __launch_bounds__(32)
-moe_route_one_kernel(const float* logits, int E, int k, int func, const float* bias, const int32_t* tid2eid,
+moe_route_one_kernel(const float* logits, int E, int k, const float* bias, const int32_t* tid2eid,
                      const int32_t* ids, float routed_scale, int32_t* experts, float* weights, int32_t* counts,
                      int32_t* offsets, int32_t* perm, int32_t* inv, int2* tiles, int32_t* ntiles) {
   const int lane = threadIdx.x;
@@ -346,13 +388,14 @@ moe_route_one_kernel(const float* logits, int E, int k, int func, const float* b
   few_bias(bias, E, bias_r);
   // A hash layer's experts (lane i: assignment i) need no score: the token id is the batch
   // descriptor's and tid2eid a weight, so both trips come before the wait (launch.h).
-  const int hash_e = tid2eid && lane < k ? tid2eid[static_cast<int64_t>(ids[0]) * k + lane] : 0;
+  const int hash_e = kHash && lane < k ? tid2eid[static_cast<int64_t>(ids[0]) * k + lane] : 0;
   dev::pdl_begin();
   float p[kFewPerLane];
-  few_scores(logits, E, func, p);
+  few_scores<kFunc>(logits, E, kFunc, p);
   int my_e = 0;
   float my_p = 0.0f, sum = 0.0f;
-  if (tid2eid) {
+  if (kHash) {
+#pragma unroll 1
     for (int i = 0; i < k; ++i) {
       const int e = __shfl_sync(0xffffffffu, hash_e, i);
       const float pe = lane_pick(p, e);
@@ -362,15 +405,14 @@ moe_route_one_kernel(const float* logits, int E, int k, int func, const float* b
   } else {
     float biased[kFewPerLane];
     few_biased(p, bias_r, E, biased);
-    for (int i = 0; i < k; ++i) {  // in order of decreasing biased score, ties to the lower index
-      float pv;
-      const int idx = few_take_max(biased, p, E, pv);
+    few_topk(biased, p, k, [&](int i, int e, float pv) {  // in order: the sum's order
       sum += pv;
-      if (lane == i) my_e = idx, my_p = pv;
-    }
+      if (lane == i) my_e = e, my_p = pv;
+    });
   }
   // Every lane sees all k experts: its experts' counts and offsets, its assignment's place.
   int cnt[kFewPerLane] = {}, below[kFewPerLane] = {}, place = 0;
+#pragma unroll 1
   for (int i = 0; i < k; ++i) {
     const int e = __shfl_sync(0xffffffffu, my_e, i);
 #pragma unroll
@@ -395,10 +437,23 @@ moe_route_one_kernel(const float* logits, int E, int k, int func, const float* b
   if (lane == 0) offsets[E] = k, *ntiles = tile0;
   if (lane < k) {
     experts[lane] = my_e;
-    if (func != static_cast<int>(ScoringFunc::Softmax)) my_p /= sum;
+    if (kFunc != static_cast<int>(ScoringFunc::Softmax)) my_p /= sum;
     weights[lane] = my_p * routed_scale;
     perm[place] = lane;
     inv[lane] = place;
+  }
+}
+
+using RouteOneKernel = decltype(&moe_route_one_kernel<0, false>);
+template <int kFunc>
+RouteOneKernel route_one_for(bool hash) {
+  return hash ? moe_route_one_kernel<kFunc, true> : moe_route_one_kernel<kFunc, false>;
+}
+RouteOneKernel route_one_for(ScoringFunc f, bool hash) {
+  switch (f) {
+    case ScoringFunc::Softmax: return route_one_for<static_cast<int>(ScoringFunc::Softmax)>(hash);
+    case ScoringFunc::Sigmoid: return route_one_for<static_cast<int>(ScoringFunc::Sigmoid)>(hash);
+    default: return route_one_for<static_cast<int>(ScoringFunc::SqrtSoftplus)>(hash);
   }
 }
 
@@ -526,8 +581,9 @@ void moe_route_group_cuda(const float* logits, int64_t T, int E, int k, ScoringF
     return;
   }
   if (T == 1 && E <= 32 * kFewPerLane && k <= 32 && tile_rows >= k) {  // a batch-1 decode step
-    launch("moe_route_one_kernel", moe_route_one_kernel, 1, 32, 0, s, logits, E, k, static_cast<int>(f), bias, tid2eid,
-           ids, routed_scale, experts, weights, counts, offsets, perm, inv, tiles, ntiles);
+    const auto one = route_one_for(f, tid2eid != nullptr);
+    launch("moe_route_one_kernel", one, 1, 32, 0, s, logits, E, k, bias, tid2eid, ids, routed_scale, experts, weights,
+           counts, offsets, perm, inv, tiles, ntiles);
     return;
   }
   constexpr int kSmall = 256;
