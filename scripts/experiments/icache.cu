@@ -2,12 +2,13 @@
 // for the decode step (docs/cuda.md), not part of dsv4. The decode step's small kernels (routing,
 // mHC, attention, top-k) run thousands of straight-line instructions once a launch, and ~25 other
 // kernels run between two launches of one of them, so their code is fetched from L2 as they go.
-// A kernel of N independent FFMAs (16 chains, unrolled: N distinct instructions) on one block per
-// SM times its body by clock64 (median over the SMs, of 20 launches):
+// A kernel of N independent FFMAs (16 chains, unrolled: ~1.86 N distinct SASS instructions, the
+// cubin's count) on one block per SM times its body by clock64 (median over the SMs, of 20 launches):
 //   warm: launched right after itself (its code in the SMs' instruction caches);
-//   cold: launched after an 8192-instruction-a-thread kernel of other code (a different template),
+//   cold: launched after an 8192-FFMA kernel of other code (a different template, ~16K instructions),
 //         which pushes it out.
-//   nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a scripts/experiments/icache.cu -o /tmp/ic && /tmp/ic
+//   nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a scripts/experiments/icache.cu \
+//     -o /tmp/ic && /tmp/ic
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -63,8 +64,8 @@ int main() {
     }
     std::sort(warm.begin(), warm.end());
     std::sort(cold.begin(), cold.end());
-    std::printf("%6d FFMAs (%4d KB of code): warm %6lld cycles (%.2f a instruction), cold %6lld (%.2f)\n", n, n * 16 / 1024,
-                warm[10], double(warm[10]) / n, cold[10], double(cold[10]) / n);
+    std::printf("%6d FFMAs: warm %6lld cycles (%.2f an FFMA), cold %6lld (%.2f)\n", n, warm[10], double(warm[10]) / n,
+                cold[10], double(cold[10]) / n);
   };
   run(straight<256, 0>, 256);
   run(straight<1024, 0>, 1024);

@@ -10,9 +10,10 @@
 //   pf-x-read:   the prefetch, an 8 MiB streamed read of other bytes (the traffic between), then
 //                the read;
 //   gap:         the prefetch alone (how long it takes to fill L2 with S bytes).
-// Loads: the reader uses ld.global.nc.L1::no_allocate (as the products' weights, ptx::ld_streamed)
+// Loads: the reader uses the products' weight load (ptx::ld_streamed: ld.global.nc.L1::no_allocate)
 // or plain ld.global (EXP_PLAIN=1).
-//   nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a scripts/experiments/l2_hold.cu -o /tmp/l2h && /tmp/l2h
+//   nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Isrc scripts/experiments/l2_hold.cu \
+//     -o /tmp/l2h && /tmp/l2h
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -20,14 +21,9 @@
 #include <cstdlib>
 
 #include "experiment.cuh"
+#include "ops/cuda_ptx.cuh"
 
-__device__ __forceinline__ uint4 ld_stream(const uint4* p) {
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
-  return v;
-}
+using dsv4::cuda::ptx::ld_streamed;
 
 template <bool kPlain>
 __global__ void __launch_bounds__(256) reader(const uint4* p, int64_t n, uint32_t* out) {
@@ -37,12 +33,12 @@ __global__ void __launch_bounds__(256) reader(const uint4* p, int64_t n, uint32_
   for (; i + 3 * stride < n; i += 4 * stride) {
     uint4 v[4];
 #pragma unroll
-    for (int u = 0; u < 4; ++u) v[u] = kPlain ? p[i + u * stride] : ld_stream(p + i + u * stride);
+    for (int u = 0; u < 4; ++u) v[u] = kPlain ? p[i + u * stride] : ld_streamed(p + i + u * stride);
 #pragma unroll
     for (int u = 0; u < 4; ++u) acc ^= v[u].x ^ v[u].y ^ v[u].z ^ v[u].w;
   }
   for (; i < n; i += stride) {
-    const uint4 v = kPlain ? p[i] : ld_stream(p + i);
+    const uint4 v = kPlain ? p[i] : ld_streamed(p + i);
     acc ^= v.x ^ v.y ^ v.z ^ v.w;
   }
   if (acc == 0x12345678u) out[0] = acc;

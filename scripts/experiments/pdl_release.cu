@@ -9,7 +9,8 @@
 // Stamps (%globaltimer): each producer block's last write, each consumer block's release. The
 // release latency is the first (and last) consumer release after the last producer write; the
 // step cost is the consumer's end after that write.
-//   nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a scripts/experiments/pdl_release.cu -o /tmp/pr && /tmp/pr
+//   nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a scripts/experiments/pdl_release.cu \
+//     -o /tmp/pr && /tmp/pr
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -66,7 +67,8 @@ __global__ void consumer(const int* data, int n, const unsigned* counter, unsign
   long long s = 0;
   for (int i = threadIdx.x; i < n; i += blockDim.x) s += __ldcg(data + i);  // every producer write
   for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-  if ((threadIdx.x & 31) == 0) atomicAdd(reinterpret_cast<unsigned long long*>(sink), static_cast<unsigned long long>(s));
+  if ((threadIdx.x & 31) == 0)
+    atomicAdd(reinterpret_cast<unsigned long long*>(sink), static_cast<unsigned long long>(s));
   __syncthreads();
   if (threadIdx.x == 0) st.cons_end[blockIdx.x] = now_ns();
 }
