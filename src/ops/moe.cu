@@ -444,6 +444,7 @@ moe_route_one_kernel(const float* logits, int E, int k, const float* bias, const
   }
 }
 
+// moe_route_one_kernel's instance for scoring function f, hash or learned routing.
 using RouteOneKernel = decltype(&moe_route_one_kernel<0, false>);
 template <int kFunc>
 RouteOneKernel route_one_for(bool hash) {
