@@ -26,6 +26,22 @@ __global__ void flush_l2_kernel(uint4* p, int64_t n, uint32_t v) {
     p[i] = make_uint4(v, v, v, v);
 }
 
+// Milliseconds of run(), launched on stream s, between two events.
+inline float event_ms(cudaStream_t s, const std::function<void()>& run) {
+  cudaEvent_t a, b;
+  CK(cudaEventCreate(&a));
+  CK(cudaEventCreate(&b));
+  CK(cudaEventRecord(a, s));
+  run();
+  CK(cudaEventRecord(b, s));
+  CK(cudaEventSynchronize(b));
+  float ms = 0;
+  CK(cudaEventElapsedTime(&ms, a, b));
+  CK(cudaEventDestroy(a));
+  CK(cudaEventDestroy(b));
+  return ms;
+}
+
 struct Timer {
   cudaStream_t s;
   uint4* flush;
@@ -36,26 +52,16 @@ struct Timer {
   // instruction caches), bounding what cold fetches cost.
   double median(int trials, const std::function<void(int)>& setup, const std::function<void()>& run,
                 const std::function<void()>& after_flush = {}) {
-    cudaEvent_t a, b;
-    CK(cudaEventCreate(&a));
-    CK(cudaEventCreate(&b));
     std::vector<float> t;
     for (int i = 0; i < trials + 2; ++i) {
       setup(i);
       static const bool no_flush = std::getenv("EXP_NO_FLUSH") != nullptr;
       if (!no_flush) flush_l2_kernel<<<528, 256, 0, s>>>(flush, flush_vecs, i);
       if (after_flush) after_flush();
-      CK(cudaEventRecord(a, s));
-      run();
-      CK(cudaEventRecord(b, s));
-      CK(cudaEventSynchronize(b));
-      float ms = 0;
-      CK(cudaEventElapsedTime(&ms, a, b));
+      const float ms = event_ms(s, run);
       if (i >= 2) t.push_back(ms * 1000);
     }
     CK(cudaGetLastError());
-    CK(cudaEventDestroy(a));
-    CK(cudaEventDestroy(b));
     std::sort(t.begin(), t.end());
     return t[t.size() / 2];
   }

@@ -5,7 +5,8 @@
 // First each FP8 product is checked against a naive float32 reference of the same definition (x
 // rounded to e4m3 in 1×128 blocks, exact FP4 weights): the error relative to Σ|w·x| of each
 // output. Build variants with -DDSV4_EXPERT_FP8_... (scripts/experiments/stream_ab.sh expert_fp8).
-//   nvcc -std=c++20 -O3 -gencode=arch=compute_90a,code=sm_90a -Isrc scripts/experiments/expert_fp8_stream.cu \
+//   nvcc -std=c++20 -O3 -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -Isrc \
+//     scripts/experiments/expert_fp8_stream.cu \
 //     src/cuda/launch.cu -o /tmp/ef && /tmp/ef [tokens]
 #include <cuda_runtime.h>
 

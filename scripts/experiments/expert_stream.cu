@@ -16,7 +16,8 @@
 // Arguments: none (everything), `fp8` (the FP8 products only), `ncu` (one launch of each expert
 // kernel, for ncu).
 // On the device machine:
-//   nvcc -std=c++20 -O3 -gencode=arch=compute_90a,code=sm_90a -Isrc scripts/experiments/expert_stream.cu \
+//   nvcc -std=c++20 -O3 -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -Isrc \
+//     scripts/experiments/expert_stream.cu \
 //     src/ops/gemv.cu src/cuda/launch.cu -o /tmp/es && /tmp/es
 #include <cuda_runtime.h>
 
@@ -60,7 +61,7 @@ __global__ void __launch_bounds__(256) read_regions(Regions r, uint32_t* sink) {
       if (i < total) {
         int j = 0;
         while (i >= r.first[j + 1]) ++j;
-        v[u] = load_weights(r.p[j] + 16 * (i - r.first[j]));
+        v[u] = ptx::ld_streamed(r.p[j] + 16 * (i - r.first[j]));
       }
     }
 #pragma unroll
@@ -98,7 +99,7 @@ __global__ void __launch_bounds__(kWarps * 32) pattern_kernel(const uint8_t* c0,
         st[u][m][r] = make_uint4(0, 0, 0, 0);
         ss[u][m][r] = 0;
         if (s < steps) {
-          st[u][m][r] = load_weights(code[m][r] + (4 * s + t) * 16);
+          st[u][m][r] = ptx::ld_streamed(code[m][r] + (4 * s + t) * 16);
           ss[u][m][r] = __ldg(sc[m][r] + 4 * s + t);
         }
       }

@@ -15,7 +15,7 @@ case $NAME in
   expert_fp8) SRC="scripts/experiments/expert_fp8_stream.cu" ;;
   *) echo "unknown experiment $NAME"; exit 2 ;;
 esac
-NV="nvcc -std=c++20 -O3 -gencode=arch=compute_90a,code=sm_90a -Isrc $SRC src/cuda/launch.cu"
+NV="nvcc -std=c++20 -O3 -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -Isrc $SRC src/cuda/launch.cu"
 declare -A DEFS=([a]="${A:-}" [b]="${B:-}")
 [ -n "${C+x}" ] && DEFS[c]="$C"
 [ -n "${D+x}" ] && DEFS[d]="$D"
