@@ -209,11 +209,9 @@ __device__ __forceinline__ float lane_pick(const float (&x)[kFewPerLane], int e)
 }
 
 // A row's scores in a warp: lane l holds p[j] of expert l + 32 j, moe_route_kernel's values bit for
-// bit (its block reductions replayed by route_block_reduce). kFunc: the ScoringFunc, fixed at
-// compile time where a kernel serves one (moe_route_one_kernel), or -1 (chosen by `func`).
-template <int kFunc = -1>
+// bit (its block reductions replayed by route_block_reduce). Inlined with a constant `func`
+// (moe_route_one_kernel), only that function's code is compiled.
 __device__ __forceinline__ void few_scores(const float* l, int E, int func, float (&p)[kFewPerLane]) {
-  if (kFunc >= 0) func = kFunc;
   const int lane = threadIdx.x & 31;
   float x[kFewPerLane];
 #pragma unroll
@@ -391,7 +389,7 @@ moe_route_one_kernel(const float* logits, int E, int k, const float* bias, const
   const int hash_e = kHash && lane < k ? tid2eid[static_cast<int64_t>(ids[0]) * k + lane] : 0;
   dev::pdl_begin();
   float p[kFewPerLane];
-  few_scores<kFunc>(logits, E, kFunc, p);
+  few_scores(logits, E, kFunc, p);
   int my_e = 0;
   float my_p = 0.0f, sum = 0.0f;
   if (kHash) {
