@@ -1,5 +1,6 @@
 // The attention and MoE sub-layers on the GPU, step by step as attention_layer.cpp and
 // moe_layer.cpp (model.md §5–§9).
+#include <algorithm>
 #include <cmath>
 
 #include "model/cuda_model_impl.cuh"
@@ -16,7 +17,9 @@ void CudaModel::compress(const DCompressor& w, int m, const RowFormat& f, const 
   const int width = static_cast<int>(w.wkv.rows);
   compress_entries_cuda(u, z, w.ape.get(), m, f, w.norm.get(), c_.rms_norm_eps, w_.freqs(m), jobs.list, jobs.count,
                         jobs.capacity, b.d_seqs, caches, which, s);
-  compressor_keep_cuda(u, z, w.ape.get(), m, width, m == 4 ? 2 * m : m, b.d_seqs, b.nseq, caches, which, s);
+  int max_rows = 0;  // the longest chunk: a decode step keeps one row a sequence
+  for (const SeqRows& q : b.seqs) max_rows = std::max(max_rows, q.T);
+  compressor_keep_cuda(u, z, w.ape.get(), m, width, m == 4 ? 2 * m : m, b.d_seqs, b.nseq, max_rows, caches, which, s);
 }
 
 void CudaModel::attention(const DBlock& blk, int table_row, const float* a_in, float* out,

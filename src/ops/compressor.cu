@@ -1,6 +1,8 @@
 // CUDA compressor (contract in compressor.h / cuda_ops.h), fused per entry: softmax pooling
 // over the block's rows (§6), RMSNorm, RoPE at the block's first position, quantization
 // (FP8 on the nope dims, or Hadamard + FP4 for the indexer) and the cache write.
+#include <algorithm>
+
 #include "cuda/check.h"
 #include "cuda/launch.h"
 #include "ops/cuda_device.cuh"
@@ -105,9 +107,10 @@ __global__ void compress_entries_kernel(const float* u, const float* z, const fl
 
 __global__ void compressor_keep_kernel(const float* u, const float* z, const float* ape, int m, int width,
                                        int ring_rows, const SeqRows* seqs, const LayerCache* caches, int which) {
-  // The sequence's rows and ring pointers before the wait: the batch descriptor (launch.h).
+  // The sequence's rows and ring pointers before the wait: the batch descriptor (launch.h). Block y
+  // keeps row T − gridDim.y + y of the chunk (gridDim.y = min(ring_rows, the longest chunk)).
   const SeqRows seq = seqs[blockIdx.x];
-  const int p = seq.pos0 + seq.T - ring_rows + static_cast<int>(blockIdx.y);
+  const int p = seq.pos0 + seq.T - static_cast<int>(gridDim.y) + static_cast<int>(blockIdx.y);
   if (p < seq.pos0 || p < 0) return;
   const LayerCache& cache = caches[blockIdx.x];
   float* ru = (which ? cache.idx_u : cache.comp_u) + static_cast<int64_t>(p % ring_rows) * width;
@@ -134,10 +137,13 @@ void compress_entries_cuda(const float* u, const float* z, const float* ape, int
 }
 
 void compressor_keep_cuda(const float* u, const float* z, const float* ape, int m, int width, int ring_rows,
-                          const SeqRows* seqs, int nseq, const LayerCache* caches, int which, cudaStream_t s) {
-  if (nseq == 0) return;
-  launch("compressor_keep_kernel", compressor_keep_kernel, dim3(nseq, ring_rows), 128, 0, s, u, z, ape, m, width,
-         ring_rows, seqs, caches, which);
+                          const SeqRows* seqs, int nseq, int max_rows, const LayerCache* caches, int which,
+                          cudaStream_t s) {
+  if (nseq == 0 || max_rows <= 0) return;
+  // A block per row kept: a decode step keeps one row a sequence, where ring_rows blocks (128 in an
+  // HCA layer) waited for free SMs behind the products (a kernel trace: 10 µs for one row's copy).
+  launch("compressor_keep_kernel", compressor_keep_kernel, dim3(nseq, std::min(ring_rows, max_rows)), 128, 0, s, u, z,
+         ape, m, width, ring_rows, seqs, caches, which);
 }
 
 }  // namespace dsv4::cuda

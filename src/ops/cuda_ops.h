@@ -226,9 +226,10 @@ void compress_entries_cuda(const float* u, const float* z, const float* ape, int
                            float eps, const float* freqs, const CompressJob* jobs, const int32_t* njobs, int max_jobs,
                            const SeqRows* seqs, const LayerCache* caches, int which, cudaStream_t s);
 // Keeps the last ring_rows rows of each sequence's chunk in its pending ring (after compress_entries),
-// z with ape added as above.
+// z with ape added as above. max_rows: at least the longest chunk's T (a bound: the grid's rows).
 void compressor_keep_cuda(const float* u, const float* z, const float* ape, int m, int width, int ring_rows,
-                          const SeqRows* seqs, int nseq, const LayerCache* caches, int which, cudaStream_t s);
+                          const SeqRows* seqs, int nseq, int max_rows, const LayerCache* caches, int which,
+                          cudaStream_t s);
 
 // ---- indexer.cu ----
 // score [rows, ld]: for row r (sequence slot[r], position pos[r]) and entry i < (pos+1)/4 of its
