@@ -735,6 +735,10 @@ void CudaModel::decode_step_graph(const std::vector<SeqChunk>& batch) {
       DSV4_CUDA_CHECK(cudaGraphGetEdges(g, from.data(), to.data(), data.data(), &graph_stats_.edges));
       for (const cudaGraphEdgeData& e : data) graph_stats_.programmatic += e.type == cudaGraphDependencyTypeProgrammatic;
     }
+    // Without cudaGraphInstantiateFlagUseNodePriority the replays ignore the launches' stream
+    // priorities (the indexer's streams'). With it: the same time for those; the shared expert's
+    // stream at the greatest priority would cost 0.19 ms at B=1 4K (bench/results/
+    // 2026-11-30-cuda-28.md).
     DSV4_CUDA_CHECK(cudaGraphInstantiate(&graph_, g, 0));
     cudaGraphDestroy(g);
     graph_seqs_ = handles;
