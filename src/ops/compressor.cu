@@ -140,8 +140,9 @@ void compressor_keep_cuda(const float* u, const float* z, const float* ape, int 
                           const SeqRows* seqs, int nseq, int max_rows, const LayerCache* caches, int which,
                           cudaStream_t s) {
   if (nseq == 0 || max_rows <= 0) return;
-  // A block per row kept: a decode step keeps one row a sequence, where ring_rows blocks (128 in an
-  // HCA layer) waited for free SMs behind the products (a kernel trace: 10 µs for one row's copy).
+  // A block per row kept: a decode step keeps one row a sequence. It launched ring_rows blocks (128
+  // in an HCA layer), which waited for free SMs behind the products: 10 µs for one row's copy in a
+  // trace. The step takes as long either way (bench/results/2026-11-30-cuda-28.md).
   launch("compressor_keep_kernel", compressor_keep_kernel, dim3(nseq, std::min(ring_rows, max_rows)), 128, 0, s, u, z,
          ape, m, width, ring_rows, seqs, caches, which);
 }

@@ -252,8 +252,9 @@ std::vector<Check> op_compressor(std::mt19937& rng) {
       compress_entries_cuda(du.get(), dz.get(), dape.get(), m, RowFormat{d, R, sh.compact, sh.indexer}, dnorm.get(),
                             kEps, dfreqs.get(), djobs.get(), dnjobs.get(), static_cast<int>(jobs.size()) + 1, dseq.get(),
                             dlc.get(), sh.indexer ? 1 : 0, 0);
-      compressor_keep_cuda(du.get(), dz.get(), dape.get(), m, width, ring_rows, dseq.get(), 1, std::max(T1, T2), dlc.get(),
-                           sh.indexer ? 1 : 0, 0);
+      // max_rows: the longer chunk's T, so the first chunk's grid has rows to spare
+      compressor_keep_cuda(du.get(), dz.get(), dape.get(), m, width, ring_rows, dseq.get(), 1, std::max(T1, T2),
+                           dlc.get(), sh.indexer ? 1 : 0, 0);
       DSV4_CUDA_CHECK(cudaDeviceSynchronize());
       p0 += Tc;
     }
