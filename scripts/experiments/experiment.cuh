@@ -67,6 +67,23 @@ struct Timer {
   }
 };
 
+// kernel<<<grid, block, smem, s>>>(args...) with programmatic dependent launch (PDL): it may start
+// before the previous kernel of s ends, and orders itself after it with griddepcontrol.wait.
+template <class... Params, class... Args>
+void launch_pdl(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t s, Args... args) {
+  cudaLaunchAttribute attr{};
+  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr.val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = s;
+  cfg.attrs = &attr;
+  cfg.numAttrs = 1;
+  CK(cudaLaunchKernelEx(&cfg, kernel, static_cast<Params>(args)...));
+}
+
 // FNV-1a over 32-bit words: variants that keep the summation order print the same.
 inline uint64_t fnv1a(const std::vector<uint32_t>& words) {
   uint64_t hash = 1469598103934665603ull;

@@ -93,17 +93,8 @@ int main() {
     for (int rep = 0; rep < 40; ++rep) {
       target += P;  // the counter only grows: each round waits for its own P more
       producer<<<P, T, 0, s>>>(busy, data, counter, st, 1);
-      cudaLaunchAttribute attr{};
-      attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-      attr.val.programmaticStreamSerializationAllowed = 1;
-      cudaLaunchConfig_t cfg{};
-      cfg.gridDim = dim3(C);
-      cfg.blockDim = dim3(T);
-      cfg.stream = s;
-      cfg.attrs = &attr;
-      cfg.numAttrs = 1;
-      CK(cudaLaunchKernelEx(&cfg, consumer, static_cast<const int*>(data), P * T, static_cast<const unsigned*>(counter),
-                            target, st, flag, sink));
+      launch_pdl(consumer, C, T, 0, s, static_cast<const int*>(data), P * T, static_cast<const unsigned*>(counter),
+                 target, st, flag, sink);
       CK(cudaStreamSynchronize(s));
       std::vector<unsigned long long> h(P + 2 * C);
       CK(cudaMemcpy(h.data(), stamps, h.size() * sizeof(unsigned long long), cudaMemcpyDeviceToHost));

@@ -243,23 +243,10 @@ int main(int argc, char** argv) {
   Timer tm{s, nullptr, (256ll << 20) / 16};
   CK(cudaMalloc(&tm.flush, tm.flush_vecs * 16));
 
-  auto launch_pdl = [&](auto kernel, int grid, auto... args) {
-    cudaLaunchAttribute attr{};
-    attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr.val.programmaticStreamSerializationAllowed = 1;
-    cudaLaunchConfig_t cfg{};
-    cfg.gridDim = dim3(grid);
-    cfg.blockDim = dim3(kThreads);
-    cfg.dynamicSmemBytes = smem;
-    cfg.stream = s;
-    cfg.attrs = &attr;
-    cfg.numAttrs = 1;
-    CK(cudaLaunchKernelEx(&cfg, kernel, args...));
-  };
   auto kernels = [&](bool fused) {
     for (int i = 0; i < L; ++i) {
-      launch_pdl(product_kernel, blocks, c, i, fused);
-      if (!fused && i + 1 < L) launch_pdl(norm_kernel, 1, c, i);
+      launch_pdl(product_kernel, blocks, kThreads, smem, s, c, i, fused);
+      if (!fused && i + 1 < L) launch_pdl(norm_kernel, 1, kThreads, smem, s, c, i);
     }
   };
   auto persist = [&] {
