@@ -5,6 +5,11 @@
 
 #include "model/cuda_model_impl.cuh"
 
+// -DDSV4_OUT_FP8=0: wo_b's input rounded by its own launch (side-by-side runs).
+#ifndef DSV4_OUT_FP8
+#define DSV4_OUT_FP8 1
+#endif
+
 namespace dsv4::cuda {
 
 // u = wkv · a, z = wgate · a + ape[t mod m]; the entries this step completes; the pending ring.
@@ -189,11 +194,14 @@ void CudaModel::attention(const DBlock& blk, int table_row, const float* a_in, f
 
   // Grouped low-rank output: group g's heads through its rows of wo_a, then wo_b.
   mark("attn.out");
+  // Decode: wo_a's launch also rounds its output to wo_b's FP8 input (no quantize launch between
+  // the two products).
   const int64_t gin = H * Dh / G;
   float* og = scratch_->get<float>("attn.og", rows * G * O);
-  if (!gemv(w.wo_a, 0, G * O, oa, 0, og, G * O, 0.0f, O, gin))  // one launch for all groups
-    for (int64_t g = 0; g < G; ++g) gemm(w.wo_a, g * O, O, oa, g * gin, og + g * O, G * O);
   Act oga = act("attn.og", og, rows, G * O);
+  const bool og_fp8 = DSV4_OUT_FP8 && w.wo_b.kind == GemmKind::FP8Block;
+  if (!gemv(w.wo_a, 0, G * O, oa, 0, og, G * O, 0.0f, O, gin, og_fp8 ? &oga : nullptr))  // one launch, all groups
+    for (int64_t g = 0; g < G; ++g) gemm(w.wo_a, g * O, O, oa, g * gin, og + g * O, G * O);
   linear(w.wo_b, oga, out);
 }
 

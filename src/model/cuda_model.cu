@@ -346,9 +346,16 @@ bool CudaModel::gemv_args(const DTensor& W, int64_t w_row0, int64_t nrows, Act& 
 
 // The few-row kernel (decode) when it fits: weights read once at the memory rate.
 bool CudaModel::gemv(const DTensor& W, int64_t w_row0, int64_t nrows, Act& x, int64_t x_col0, float* y, int64_t ldy,
-                     float beta, int64_t group_rows, int64_t group_stride) {
+                     float beta, int64_t group_rows, int64_t group_stride, Act* y_fp8) {
   GemvArgs g;
   if (!gemv_args(W, w_row0, nrows, x, x_col0, y, ldy, beta, group_rows, group_stride, g)) return false;
+  if (y_fp8 && g.weights == GemvWeights::FP8Block && nrows % 128 == 0 && beta == 0.0f && y_fp8->f32 == y &&
+      y_fp8->K == nrows && ldy == nrows && y_fp8->M == x.M) {  // y's FP8 form from the same launch
+    adopt_quantized(*y_fp8);
+    g.yq = y_fp8->q, g.ldyq = y_fp8->K;
+    g.ys = y_fp8->qs, g.ldys = y_fp8->Mp;
+    g.done = scratch_->counters<uint32_t>(y_fp8->name + "/done", nrows / 128);
+  }
   cudaEvent_t t = tic(false, 2.0 * x.M * nrows * W.cols);
   gemv_cuda(g, stream_);
   toc(t);

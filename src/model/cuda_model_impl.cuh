@@ -254,8 +254,10 @@ class CudaModel : public Backend {
   void linear(const DTensor& W, Act& x, float* y) { gemm(W, 0, W.rows, x, 0, y, W.rows); }
   // The few-row kernel (gemv_cuda) when it fits these shapes; false: the caller uses gemm.
   // Groups: output row n reads x from column x_col0 + (n / group_rows) · group_stride.
+  // y_fp8 (the Act of y, all of it): where the kernel can, it also writes y's FP8 form (the next
+  // product's input) and y_fp8 adopts it; otherwise y_fp8 is left as it was.
   bool gemv(const DTensor& W, int64_t w_row0, int64_t nrows, Act& x, int64_t x_col0, float* y, int64_t ldy, float beta,
-            int64_t group_rows, int64_t group_stride);
+            int64_t group_rows, int64_t group_stride, Act* y_fp8 = nullptr);
   bool gemv_args(const DTensor& W, int64_t w_row0, int64_t nrows, Act& x, int64_t x_col0, float* y, int64_t ldy,
                  float beta, int64_t group_rows, int64_t group_stride, GemvArgs& g);
   // y_i = x · W_iᵀ for each (W_i, y_i) of the list (y_i with W_i.rows columns).

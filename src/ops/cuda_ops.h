@@ -145,6 +145,13 @@ struct GemvArgs {
   float* y = nullptr;
   int64_t ldy = 0;
   float beta = 0.0f;
+  // Optional (FP8 weights, N a multiple of 128, beta 0): y's FP8 form too, as
+  // quantize_fp8_1x128_cuda(y, M, N, yq, ys, ldys) would make it (yq [M, ldyq], ys [N / 128][ldys]);
+  // done: N / 128 counters, zero before the launch and left zero after it.
+  uint8_t* yq = nullptr;
+  float* ys = nullptr;
+  int64_t ldyq = 0, ldys = 0;
+  uint32_t* done = nullptr;
 };
 // Whether M rows of K columns suit the kernel (M ≤ kGemvMaxRows, K a multiple of its vectors).
 bool gemv_fits(GemvWeights w, int64_t M, int64_t K);

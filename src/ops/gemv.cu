@@ -246,6 +246,31 @@ __device__ __forceinline__ void mma_e4m3(float (&c)[4], uint32_t a0, uint32_t a1
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
+// y's FP8 form as well (GemvArgs::yq): the blocks of one 128-row scale block of y count themselves
+// on done[] once their rows are written, and the last one rounds the whole block (every x row) by
+// quantize_fp8_1x128_cuda's rule, so the next product reads FP8 without a quantize launch between
+// the two. The last one returns the counter to zero for the next launch. rows: the block's first
+// row r0 and its row count (a divisor of 128, so a block lies in one scale block).
+__device__ __forceinline__ void round_output_block(const GemvArgs& a, int64_t r0, int rows) {
+  __shared__ bool last;
+  __threadfence();  // this thread's y, before the count that publishes it
+  __syncthreads();
+  const int64_t qb = r0 / 128;
+  if (threadIdx.x == 0) {
+    last = atomicAdd(a.done + qb, 1u) == static_cast<unsigned>(128 / rows) - 1;  // (N % 128 == 0)
+    if (last) a.done[qb] = 0;
+  }
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  const int lane = threadIdx.x & 31;
+  for (int m = threadIdx.x / 32; m < a.M; m += kWarps) {  // a warp per x row (the rows are past N's end: none)
+    const float4 v = __ldcg(reinterpret_cast<const float4*>(a.y + m * a.ldy + qb * 128) + lane);
+    const float s = dev::quantize_e4m3_block128(v, a.yq + m * a.ldyq + qb * 128, lane);
+    if (lane == 0) a.ys[qb * a.ldys + m] = s;
+  }
+}
+
 // Tensor-core block `block` of product a (FP8 blocks): warp w's group of 16 rows starts at
 // (block · kWarps / ksplit + w / ksplit) · 16. Lane (g, t) ends with rows g, g + 8 of the group
 // for x rows 2t, 2t + 1 (the mma's C fragment).
@@ -305,16 +330,18 @@ __device__ __forceinline__ void gemv_fp8_block(const GemvArgs& a, int64_t block,
       acc[0] = v[0], acc[1] = v[1], acc[2] = v[2], acc[3] = v[3];
     }
   }
-  if (!active || part != 0) return;
-  auto put = [&](int64_t n, int m, float v) {
-    if (n >= a.N || m >= a.M) return;
-    float* y = a.y + m * a.ldy + n;
-    *y = a.beta != 0.0f ? fmaf(a.beta, *y, v) : v;
-  };
-  put(na, m0, acc[0]);
-  put(na, m1, acc[1]);
-  put(nb, m0, acc[2]);
-  put(nb, m1, acc[3]);
+  if (active && part == 0) {
+    auto put = [&](int64_t n, int m, float v) {
+      if (n >= a.N || m >= a.M) return;
+      float* y = a.y + m * a.ldy + n;
+      *y = a.beta != 0.0f ? fmaf(a.beta, *y, v) : v;
+    };
+    put(na, m0, acc[0]);
+    put(na, m1, acc[1]);
+    put(nb, m0, acc[2]);
+    put(nb, m1, acc[3]);
+  }
+  if (a.yq) round_output_block(a, block * (kWarps / ksplit) * kFp8Rows, kWarps / ksplit * kFp8Rows);
 }
 
 // Each block runs the product whose block range holds it, in that product's weight form: one
@@ -415,6 +442,8 @@ void gemv_many_cuda(const GemvArgs* mats, int count, cudaStream_t s) {
                a.group_rows, " rows with stride ", a.group_stride, " are not supported");
     DSV4_CHECK(a.weights != GemvWeights::FP8Block || (a.group_stride % 128 == 0 && a.group_rows % kFp8Rows == 0),
                "gemv", "FP8 groups must be whole 16-row groups reading from 128-column scale blocks");
+    DSV4_CHECK(!a.yq || (a.weights == GemvWeights::FP8Block && a.N % 128 == 0 && a.done && a.ys && a.beta == 0.0f),
+               "gemv", "an FP8 output needs FP8 weights, whole 128-row blocks (N = ", a.N, "), counters and beta 0");
   }
   launch_gemv(mats, count, s);
 }

@@ -495,11 +495,74 @@ std::vector<Check> op_gemv(std::mt19937& rng) {
   return out;
 }
 
+// An FP8 product that also rounds its output (GemvArgs::yq, the last block of each 128 rows):
+// y as the plain launch makes it, and its codes and scales as quantize_fp8_1x128_cuda makes them
+// from that y, bit for bit; the counters are zero again after each launch, so a second launch
+// (a replayed graph) agrees too. Shapes whose 128-row blocks are split over 1 to 8 blocks (the
+// column splits of short and long products), one row and several, alone and beside a product
+// without the FP8 output in one launch.
+std::vector<Check> op_gemv_fp8_out(std::mt19937& rng) {
+  std::vector<Check> out;
+  struct Shape {
+    int N, K;
+  };
+  for (const Shape sh : {Shape{128, 4096}, Shape{1024, 1024}, Shape{4096, 512}, Shape{8192, 256}})
+    for (int M : {1, 3, 8}) {
+      const int N = sh.N, K = sh.K;
+      const std::vector<float> w = randn(rng, static_cast<size_t>(N) * K, 40.0f);
+      std::vector<uint8_t> codes(w.size());
+      for (size_t i = 0; i < w.size(); ++i) codes[i] = f32_to_e4m3(std::clamp(w[i], -448.0f, 448.0f));
+      std::vector<float> scales((N / 128) * (K / 128));
+      for (float& sc : scales) sc = std::ldexp(1.0f, -10 + static_cast<int>(rng() % 6));
+      auto dcodes = dev(codes);
+      auto dsc = dev(scales), dx = dev(randn(rng, M * K));
+      DeviceArray<uint8_t> xq(M * K);
+      DeviceArray<float> xs(M * K / 128);
+      quantize_fp8_1x128_cuda(dx.get(), M, K, xq.get(), xs.get(), M, 0);
+      GemvArgs g;
+      g.weights = GemvWeights::FP8Block;
+      g.M = M, g.N = N, g.K = K, g.ldw = K;
+      g.w_fp8 = dcodes.get(), g.w_scale = dsc.get(), g.ldw_scale = K / 128;
+      g.xq = xq.get(), g.ldxq = K, g.xs = xs.get(), g.ldxs = M, g.ldy = N;
+      DeviceArray<float> y_plain(M * N), y(M * N), y_other(M * N), ref_s(M * N / 128), ys(M * N / 128);
+      DeviceArray<uint8_t> ref_q(M * N), yq(M * N);
+      DeviceArray<uint32_t> done(std::vector<uint32_t>(N / 128, 0));
+      g.y = y_plain.get();
+      gemv_cuda(g, 0);
+      quantize_fp8_1x128_cuda(y_plain.get(), M, N, ref_q.get(), ref_s.get(), M, 0);
+      GemvArgs gq = g;
+      gq.y = y.get(), gq.yq = yq.get(), gq.ldyq = N, gq.ys = ys.get(), gq.ldys = M, gq.done = done.get();
+      const std::string name = str("N=", N, " K=", K, " M=", M);
+      for (int launch = 0; launch < 2; ++launch) {
+        DSV4_CUDA_CHECK(cudaMemset(yq.get(), 0, M * N));
+        DSV4_CUDA_CHECK(cudaMemset(ys.get(), 0, M * N / 128 * sizeof(float)));
+        std::string when = launch ? " (again)" : "";
+        if (launch == 1) {  // beside a plain product in one launch
+          GemvArgs other = g;
+          other.y = y_other.get();
+          const GemvArgs both[2] = {other, gq};
+          gemv_many_cuda(both, 2, 0);
+          when = " (beside another product)";
+          out.push_back(check(str(name, when, ": other y"), host(y_other), host(y_plain), 0));
+        } else {
+          gemv_cuda(gq, 0);
+        }
+        out.push_back(check(str(name, when, ": y"), host(y), host(y_plain), 0));
+        out.push_back(check(str(name, when, ": codes"), as_float(host(yq)), as_float(host(ref_q)), 0));
+        out.push_back(check(str(name, when, ": scales"), host(ys), host(ref_s), 0));
+        std::vector<uint32_t> left = host(done);
+        out.push_back(check(str(name, when, ": counters back to zero"), std::vector<float>(left.begin(), left.end()),
+                            std::vector<float>(left.size(), 0.0f), 0));
+      }
+    }
+  return out;
+}
+
 const OpCase kCases[] = {
     {"moe_route", op_moe_route},     {"moe_experts", op_moe_experts}, {"moe_experts_prefill", op_moe_experts_prefill},
     {"moe_group", op_moe_group},     {"moe_route_group", op_moe_route_group}, {"swiglu_quant", op_swiglu_quant},
     {"gemm", op_gemm},
-    {"gemv", op_gemv},
+    {"gemv", op_gemv},               {"gemv_fp8_out", op_gemv_fp8_out},
 };
 
 }  // namespace
