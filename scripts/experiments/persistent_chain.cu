@@ -5,6 +5,8 @@
 // step, where each product waits for a small dependent step over the whole previous output.
 //   kernels: a product kernel and a one-block norm kernel a stage, launched with PDL; a product
 //            loads its first weights before its griddepcontrol.wait (dsv4's decode step today);
+//            the norm releases the next product after its wait, or (early) before it, as dsv4's
+//            short kernels do;
 //   fused:   the product kernel normalizes the previous y itself, in every block (no norm launch);
 //   persist: one cooperative kernel for the whole chain. Between stages a grid barrier (a counter:
 //            each block arrives after its writes; thread 0 waits with acquire loads); each block
@@ -137,12 +139,15 @@ __global__ void __launch_bounds__(kThreads) product_kernel(Chain c, int i, bool 
   else copy_into(c.y + static_cast<int64_t>(c.L) * c.D, c.D, xs);  // norm_kernel's x
   stage_rows(c, i, xs, r);
 }
-// x for stage i + 1 (kept after the L outputs: c.y[L]) from y_i, one block.
-__global__ void __launch_bounds__(kThreads) norm_kernel(Chain c, int i) {
+// x for stage i + 1 (kept after the L outputs: c.y[L]) from y_i, one block. early: it lets the next
+// product launch before its own wait (dsv4's short kernels, pdl_begin_early), so that product's
+// blocks are scheduled and load their first weights while this kernel waits.
+__global__ void __launch_bounds__(kThreads) norm_kernel(Chain c, int i, bool early) {
   extern __shared__ float xs[];
   __shared__ float red[kWarps];
+  if (early) asm volatile("griddepcontrol.launch_dependents;");
   asm volatile("griddepcontrol.wait;" ::: "memory");
-  asm volatile("griddepcontrol.launch_dependents;");
+  if (!early) asm volatile("griddepcontrol.launch_dependents;");
   normalize_into(c.y + static_cast<int64_t>(i) * c.D, c.D, xs, red);
   float* xn = c.y + static_cast<int64_t>(c.L) * c.D;
   for (int k = threadIdx.x; k < c.D; k += kThreads) xn[k] = xs[xidx(k, c.D)];
@@ -243,10 +248,10 @@ int main(int argc, char** argv) {
   Timer tm{s, nullptr, (256ll << 20) / 16};
   CK(cudaMalloc(&tm.flush, tm.flush_vecs * 16));
 
-  auto kernels = [&](bool fused) {
+  auto kernels = [&](bool fused, bool early) {
     for (int i = 0; i < L; ++i) {
       launch_pdl(product_kernel, blocks, kThreads, smem, s, c, i, fused);
-      if (!fused && i + 1 < L) launch_pdl(norm_kernel, 1, kThreads, smem, s, c, i);
+      if (!fused && i + 1 < L) launch_pdl(norm_kernel, 1, kThreads, smem, s, c, i, early);
     }
   };
   auto persist = [&] {
@@ -277,8 +282,9 @@ int main(int argc, char** argv) {
       const char* name;
       std::function<void()> run;
     };
-    for (const V& v : {V{"kernels: product + norm launches, PDL", [&] { kernels(false); }},
-                       V{"fused: the norm in every product block, PDL", [&] { kernels(true); }},
+    for (const V& v : {V{"kernels: product + norm launches, PDL", [&] { kernels(false, false); }},
+                       V{"kernels, the norm releasing the next product before its wait", [&] { kernels(false, true); }},
+                       V{"fused: the norm in every product block, PDL", [&] { kernels(true, false); }},
                        V{"persist: one cooperative kernel, grid barriers", persist}}) {
       const double us = tm.median(trials, [](int) {}, v.run);
       std::printf("| %s | %.1f | %.2f | %.0f | %016llx |\n", v.name, us, us / L, mb * 1e3 / us, final_hash());
