@@ -264,7 +264,7 @@ __device__ __forceinline__ void round_output_block(const GemvArgs& a, int64_t r0
   if (!last) return;
   __threadfence();
   const int lane = threadIdx.x & 31;
-  for (int m = threadIdx.x / 32; m < a.M; m += kWarps) {  // a warp per x row (the rows are past N's end: none)
+  for (int m = threadIdx.x / 32; m < a.M; m += kWarps) {  // a warp per x row
     const float4 v = __ldcg(reinterpret_cast<const float4*>(a.y + m * a.ldy + qb * 128) + lane);
     const float s = dev::quantize_e4m3_block128(v, a.yq + m * a.ldyq + qb * 128, lane);
     if (lane == 0) a.ys[qb * a.ldys + m] = s;
