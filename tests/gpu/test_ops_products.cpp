@@ -536,13 +536,12 @@ std::vector<Check> op_gemv_fp8_out(std::mt19937& rng) {
       for (int launch = 0; launch < 2; ++launch) {
         DSV4_CUDA_CHECK(cudaMemset(yq.get(), 0, M * N));
         DSV4_CUDA_CHECK(cudaMemset(ys.get(), 0, M * N / 128 * sizeof(float)));
-        std::string when = launch ? " (again)" : "";
+        const std::string when = launch ? " (again, beside another product)" : "";
         if (launch == 1) {  // beside a plain product in one launch
           GemvArgs other = g;
           other.y = y_other.get();
           const GemvArgs both[2] = {other, gq};
           gemv_many_cuda(both, 2, 0);
-          when = " (beside another product)";
           out.push_back(check(str(name, when, ": other y"), host(y_other), host(y_plain), 0));
         } else {
           gemv_cuda(gq, 0);
