@@ -442,13 +442,29 @@ void run_cuda_bench(const BenchOptions& o) {
         }
         const CudaModel::GraphStats gs = model.graph_stats();
         graph = false;
+        // The same steps through forward(), as dsv4 generate runs them: the graph replayed and the
+        // logits copied to the host after each step.
+        double fwd_ms = 0;
+        {
+          auto fwd_step = [&] {
+            std::vector<SeqChunk> batch;
+            for (int id : seqs) batch.push_back({id, {static_cast<int64_t>(rng() % c.vocab_size)}});
+            model.forward(batch, false, nullptr);
+          };
+          fwd_step();
+          fwd_step();
+          Timer t(s);
+          for (int i = 0; i < o.decode_steps; ++i) fwd_step();
+          fwd_ms = t.ms() / o.decode_steps;
+        }
         const double bytes = decode_weight_bytes(model.weights(), c, B) + B * decode_cache_bytes(c, C, true);
         const double tps = B / (ms * 1e-3), frac = bytes / (ms * 1e-3) / bw;
         std::printf("decode B=%d C=%lld: %.2f ms/step (CUDA graph; eager launches %.2f ms), %.0f tokens/s (%.0f scaled to "
                     "43 layers), %.2f GB read/step, %.0f%% of the measured read bandwidth\n",
                     B, static_cast<long long>(C), ms, eager_ms, tps, tps / layer_scale, bytes / 1e9, 100 * frac);
-        std::printf("  graph: %zu nodes, %zu edges, %zu of them programmatic (PDL)\n", gs.nodes, gs.edges,
-                    gs.programmatic);
+        std::printf("  graph: %zu nodes, %zu edges, %zu of them programmatic (PDL); through forward() with the logits "
+                    "to the host (dsv4 generate's step): %.2f ms/step\n",
+                    gs.nodes, gs.edges, gs.programmatic, fwd_ms);
         if (no_side_ms > 0)
           std::printf("  without the side streams: %.2f ms/step (they save %.1f%%)\n", no_side_ms,
                       100 * (1 - ms / no_side_ms));
@@ -468,6 +484,7 @@ void run_cuda_bench(const BenchOptions& o) {
         add(str("decode_tps_B", B, "_C", C), tps);
         add(str("decode_ms_B", B, "_C", C), ms);
         add(str("decode_eager_ms_B", B, "_C", C), eager_ms);
+        add(str("decode_forward_ms_B", B, "_C", C), fwd_ms);
         add(str("decode_GB_B", B, "_C", C), bytes / 1e9);
         if (B == o.batches.front() || B == o.batches.back()) {
           model.set_profiling(true);

@@ -109,9 +109,14 @@ void CudaModel::attention(const DBlock& blk, int table_row, const float* a_in, f
   }
   // Compressed entries (m > 0) and the indexer's (m = 4).
   mark("attn.compress");
+  cudaStream_t s_cz = s_comp;  // the compressor's steps: in a captured graph, at the greatest priority
+  if (side && capturing_ && m > 0) {
+    join_streams(s_comp, side_comp_);
+    s_cz = side_comp_;
+  }
   if (m > 0)
     compress(w.comp, m, RowFormat{static_cast<int>(Dh), static_cast<int>(R), compact_, false}, cu, cz, table_row, 0,
-             s_comp);
+             s_cz);
   if (m == 4)
     compress(w.idx_comp, 4, RowFormat{static_cast<int>(DI), static_cast<int>(R), compact_, true}, iu, iz, table_row, 1,
              s_idx);
@@ -170,7 +175,8 @@ void CudaModel::attention(const DBlock& blk, int table_row, const float* a_in, f
     }
   }
   if (side) {
-    join_side(s_comp);
+    join_side(s_cz);
+    if (s_cz != s_comp) join_side(s_comp);
     if (m == 4) join_side(s_iq);  // (s_idx joined s_iq before the scores)
   }
   if (kv_side) join_side(side_kv_);

@@ -96,6 +96,7 @@ char* Scratch::grow(const std::string& name, size_t bytes, bool zeroed) {
     // An earlier launch, on any stream of the model, may still read the old buffer.
     DSV4_CUDA_CHECK(cudaDeviceSynchronize());
     b.resize(bytes);
+    ++generation_;
     if (zeroed) DSV4_CUDA_CHECK(cudaMemset(b.get(), 0, b.bytes()));
   }
   return b.get();
@@ -120,9 +121,17 @@ CudaModel::CudaModel(const ModelConfig& c, const Params* params, const Checkpoin
   DSV4_CUDA_CHECK(cudaStreamCreateWithFlags(&side_, cudaStreamNonBlocking));
   if (const char* v = std::getenv("DSV4_SIDE"); v && std::string(v) == "0") side_streams_ = false;
   DSV4_CUDA_CHECK(cudaStreamCreateWithFlags(&side2_, cudaStreamNonBlocking));
-  DSV4_CUDA_CHECK(cudaStreamCreateWithFlags(&side_kv_, cudaStreamNonBlocking));
+  if (const char* v = std::getenv("DSV4_GRAPH"); v && std::string(v) == "0") graphs_ = false;
   int least = 0, greatest = 0;
   DSV4_CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
+  // The small kernels beside the query's chain (the window key's norm; in graphs also the
+  // compressor's steps) at the greatest priority: their blocks are placed ahead of the pending
+  // blocks of wq_b, which otherwise holds every SM until its last blocks start. An HCA layer's
+  // attention then starts ~1.2 µs earlier; B=1 1M 3.04-3.05 -> 2.99-3.00 ms, 4K 2.69-2.70 ->
+  // 2.68-2.69 (20 layers, bench/results/2026-11-30-cuda-30.md, call 4). Eager steps keep the
+  // compressor at the default priority: there it cost 0.05 ms.
+  DSV4_CUDA_CHECK(cudaStreamCreateWithPriority(&side_kv_, cudaStreamNonBlocking, greatest));
+  DSV4_CUDA_CHECK(cudaStreamCreateWithPriority(&side_comp_, cudaStreamNonBlocking, greatest));
   DSV4_CUDA_CHECK(cudaStreamCreateWithPriority(&side_idx_, cudaStreamNonBlocking, greatest));
   DSV4_CUDA_CHECK(cudaStreamCreateWithPriority(&side_idxq_, cudaStreamNonBlocking, greatest));
   DSV4_CUDA_CHECK(cudaEventCreateWithFlags(&fork_ev_, cudaEventDisableTiming));
@@ -146,6 +155,7 @@ CudaModel::~CudaModel() {
   if (side_) cudaStreamDestroy(side_);
   if (side2_) cudaStreamDestroy(side2_);
   if (side_kv_) cudaStreamDestroy(side_kv_);
+  if (side_comp_) cudaStreamDestroy(side_comp_);
   if (side_idx_) cudaStreamDestroy(side_idx_);
   if (side_idxq_) cudaStreamDestroy(side_idxq_);
   if (stream_) cudaStreamDestroy(stream_);
@@ -695,6 +705,26 @@ ForwardOut CudaModel::finish(int64_t rows, bool want_streams, const float* X) {
 }
 
 ForwardOut CudaModel::forward(const std::vector<SeqChunk>& batch, bool want_streams, ForwardTrace* trace) {
+  // Decode steps (one token per sequence, the fast precision) run from a captured graph once the
+  // same sequences have decoded twice in a row: the first step runs eagerly, the second also
+  // captures, the rest replay. A batch that changes at every step (serving) stays eager rather
+  // than capturing at every step.
+  const bool decode = std::all_of(batch.begin(), batch.end(), [](const SeqChunk& ch) { return ch.ids.size() == 1; });
+  if (graphs_ && decode && !trace && prec_ == Precision::Fast && !batch.empty()) {
+    std::vector<int> handles;
+    for (const SeqChunk& ch : batch) handles.push_back(ch.seq);
+    if ((graph_ && handles == graph_seqs_) || handles == eager_decode_seqs_) {
+      const bool replay = graph_valid(handles);
+      float* X = graph_step(batch);
+      graph_replays_ += replay;
+      ForwardOut out = finish(batch_->rows, want_streams, X);
+      for (const SeqChunk& ch : batch) seq(ch.seq).pos += 1;
+      return out;
+    }
+    eager_decode_seqs_ = handles;
+  } else if (!decode) {
+    eager_decode_seqs_.clear();
+  }
   prepare(batch, false);
   float* X = run_main(trace);
   head(X, w_.hc_head, w_.norm);
@@ -711,6 +741,16 @@ void CudaModel::forward_on_device(const std::vector<SeqChunk>& batch) {
 }
 
 void CudaModel::decode_step_graph(const std::vector<SeqChunk>& batch) {
+  graph_step(batch);
+  for (const SeqChunk& ch : batch) seq(ch.seq).pos += 1;
+}
+
+bool CudaModel::graph_valid(const std::vector<int>& handles) const {
+  return graph_ && handles == graph_seqs_ && graph_pdl_ == pdl_enabled() && graph_side_ == side_streams_ &&
+         graph_gen_ == scratch_->generation();
+}
+
+float* CudaModel::graph_step(const std::vector<SeqChunk>& batch) {
   DSV4_CHECK(prec_ == Precision::Fast, "cuda", "graph decode steps need the fast precision (float32 MoE syncs)");
   std::vector<int> handles;
   for (const SeqChunk& ch : batch) {
@@ -718,7 +758,7 @@ void CudaModel::decode_step_graph(const std::vector<SeqChunk>& batch) {
     handles.push_back(ch.seq);
   }
   prepare(batch, false, true);
-  if (graph_ && handles == graph_seqs_ && graph_pdl_ == pdl_enabled() && graph_side_ == side_streams_) {
+  if (graph_valid(handles)) {
     DSV4_CUDA_CHECK(cudaGraphLaunch(graph_, stream_));
   } else {
     // This step runs eagerly and sizes every scratch buffer; then the same launches are captured
@@ -728,11 +768,23 @@ void CudaModel::decode_step_graph(const std::vector<SeqChunk>& batch) {
     float* X = run_main(nullptr);
     head(X, w_.hc_head, w_.norm);
     DSV4_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    const uint64_t gen = scratch_->generation();
     cudaGraph_t g = nullptr;
     DSV4_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
-    X = run_main(nullptr);
-    head(X, w_.hc_head, w_.norm);
+    capturing_ = true;
+    float* Xc = nullptr;
+    try {
+      Xc = run_main(nullptr);
+      head(Xc, w_.hc_head, w_.norm);
+    } catch (...) {
+      capturing_ = false;
+      cudaStreamEndCapture(stream_, &g);
+      if (g) cudaGraphDestroy(g);
+      throw;
+    }
+    capturing_ = false;
     DSV4_CUDA_CHECK(cudaStreamEndCapture(stream_, &g));
+    DSV4_CHECK(Xc == X && scratch_->generation() == gen, "cuda", "a decode step's capture moved its buffers");
     graph_stats_ = GraphStats{};
     DSV4_CUDA_CHECK(cudaGraphGetNodes(g, nullptr, &graph_stats_.nodes));
     DSV4_CUDA_CHECK(cudaGraphGetEdges(g, nullptr, nullptr, nullptr, &graph_stats_.edges));
@@ -742,17 +794,18 @@ void CudaModel::decode_step_graph(const std::vector<SeqChunk>& batch) {
       DSV4_CUDA_CHECK(cudaGraphGetEdges(g, from.data(), to.data(), data.data(), &graph_stats_.edges));
       for (const cudaGraphEdgeData& e : data) graph_stats_.programmatic += e.type == cudaGraphDependencyTypeProgrammatic;
     }
-    // Without cudaGraphInstantiateFlagUseNodePriority the replays ignore the launches' stream
-    // priorities (the indexer's streams'). With it: the same time for those; the shared expert's
-    // stream at the greatest priority would cost 0.19 ms at B=1 4K (bench/results/
-    // 2026-11-30-cuda-28.md).
-    DSV4_CUDA_CHECK(cudaGraphInstantiate(&graph_, g, 0));
+    // Without cudaGraphInstantiateFlagUseNodePriority the replays would ignore the launches'
+    // stream priorities (above). With it, the shared expert's stream at the greatest priority
+    // would cost 0.19 ms at B=1 4K (bench/results/2026-11-30-cuda-28.md): it stays at the default.
+    DSV4_CUDA_CHECK(cudaGraphInstantiate(&graph_, g, cudaGraphInstantiateFlagUseNodePriority));
     cudaGraphDestroy(g);
     graph_seqs_ = handles;
     graph_pdl_ = pdl_enabled();
     graph_side_ = side_streams_;
+    graph_x_ = X;
+    graph_gen_ = gen;
   }
-  for (const SeqChunk& ch : batch) seq(ch.seq).pos += 1;
+  return graph_x_;
 }
 
 ForwardOut CudaModel::mtp_forward(const std::vector<SeqChunk>& batch, const Tensor& streams) {

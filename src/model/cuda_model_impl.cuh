@@ -137,10 +137,13 @@ class Scratch {
     return reinterpret_cast<T*>(grow(name, n * sizeof(T), true));
   }
   size_t bytes() const;
+  // Bumped whenever a buffer moves (grows): a captured graph holds the addresses it was given.
+  uint64_t generation() const { return generation_; }
 
  private:
   char* grow(const std::string& name, size_t bytes, bool zeroed);
   std::map<std::string, DeviceArray<char>> bufs_;
+  uint64_t generation_ = 0;
 };
 
 // An activation matrix x [M, K] and the GEMM-input forms made from it on demand.
@@ -192,8 +195,13 @@ class CudaModel : public Backend {
   void forward_on_device(const std::vector<SeqChunk>& batch);
   // A decode step (one token per sequence) replayed from a captured CUDA graph: one launch for
   // the whole step. The graph is captured at the first call for a set of sequences and replayed
-  // while the same sequences decode; only the descriptors (ids, positions, jobs) change.
+  // while the same sequences decode; only the descriptors (ids, positions, jobs) change. It is
+  // captured again after any scratch buffer has moved. forward() takes this path for decode steps
+  // in the fast precision (set_graphs; DSV4_GRAPH=0 in the environment starts with it off).
   void decode_step_graph(const std::vector<SeqChunk>& batch);
+  void set_graphs(bool on) { graphs_ = on; }
+  // Decode steps forward() has replayed from a graph (tests, benchmarks).
+  int64_t graph_replays() const { return graph_replays_; }
   const float* logits_device() const { return logits_; }
   cudaStream_t stream() const { return stream_; }
   Blas& blas() { return *blas_; }
@@ -226,6 +234,8 @@ class CudaModel : public Backend {
  private:
   void prepare(const std::vector<SeqChunk>& batch, bool mtp, bool for_graph = false);
   float* run_main(ForwardTrace* trace);
+  float* graph_step(const std::vector<SeqChunk>& batch);  // decode_step_graph's step; its X
+  bool graph_valid(const std::vector<int>& handles) const;  // graph_ replays a step of these sequences
   void run_block(const DBlock& b, int table_row, float*& X, std::vector<int32_t>* topk_rows);
   void attention(const DBlock& b, int table_row, const float* a, float* out, std::vector<int32_t>* topk_rows);
   void compress(const DCompressor& w, int m, const RowFormat& f, const float* u, float* z, int table_row, int which,
@@ -278,6 +288,7 @@ class CudaModel : public Backend {
   // Captured graphs keep the branches.
   cudaStream_t side_ = nullptr, side2_ = nullptr;  // side2_: the compressors of CSA/HCA layers
   cudaStream_t side_kv_ = nullptr;  // the window key's normalization, beside the query's chain (decode)
+  cudaStream_t side_comp_ = nullptr;  // the compressor's steps in captured graphs: the greatest priority
   // A CSA layer's indexer, at the greatest priority: at long context its chain (scores and top-k
   // over up to 262144 entries) is longer than the query chain beside it, so its blocks go first.
   cudaStream_t side_idx_ = nullptr;
@@ -298,6 +309,12 @@ class CudaModel : public Backend {
   std::unique_ptr<BatchDesc> batch_;
   float* logits_ = nullptr;
   cudaGraphExec_t graph_ = nullptr;
+  float* graph_x_ = nullptr;      // the streams the captured step leaves (X of its run_main)
+  uint64_t graph_gen_ = 0;        // the scratch generation it was captured at
+  bool capturing_ = false;        // a decode step is being captured
+  bool graphs_ = true;            // forward() replays decode steps from graphs
+  int64_t graph_replays_ = 0;
+  std::vector<int> eager_decode_seqs_;  // the last decode step forward() ran eagerly
   std::vector<int> graph_seqs_;
   bool graph_pdl_ = false;  // captured with programmatic dependent launches (cuda/launch.h)
   bool graph_side_ = false;  // captured with the side streams

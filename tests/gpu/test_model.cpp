@@ -212,6 +212,48 @@ TEST(CudaModel, GraphDecodeEqualsEagerDecode) {
   EXPECT_EQ(graph, graph_serial);
 }
 
+// forward() replays decode steps from a captured graph (the path dsv4 generate takes): the same
+// logits and streams as eager steps, bit for bit, through a prefill, decode steps, a chunk that
+// moves the scratch buffers (the graph is captured again), and a batch that changes.
+TEST(CudaModel, ForwardReplaysDecodeStepsFromGraphs) {
+  ModelConfig c = tiny_config();
+  Model m(c, random_params(c, 7));
+  const std::vector<int64_t> ids = random_ids(c, 64, 5);
+  auto run = [&](bool graphs, int64_t* replays) {
+    cuda::CudaModel gpu(c, &m.params(), nullptr, Precision::Fast);
+    gpu.set_graphs(graphs);
+    std::vector<float> all;
+    auto keep = [&](const ForwardOut& o) {
+      all.insert(all.end(), o.logits.data.begin(), o.logits.data.end());
+      all.insert(all.end(), o.streams.data.begin(), o.streams.data.end());
+    };
+    const int s = gpu.new_sequence(64);
+    size_t p = 0;
+    auto next = [&](size_t n) {
+      std::vector<int64_t> part(ids.begin() + p, ids.begin() + p + n);
+      p += n;
+      return part;
+    };
+    keep(gpu.forward({{s, next(12)}}, false, nullptr));
+    for (int t = 0; t < 6; ++t) keep(gpu.forward({{s, next(1)}}, t == 5, nullptr));
+    keep(gpu.forward({{s, next(24)}}, false, nullptr));  // more rows: the scratch buffers grow
+    for (int t = 0; t < 6; ++t) keep(gpu.forward({{s, next(1)}}, false, nullptr));
+    const int u = gpu.new_sequence(64);
+    keep(gpu.forward({{u, std::vector<int64_t>(ids.begin(), ids.begin() + 5)}}, false, nullptr));
+    for (int t = 0; t < 6; ++t) keep(gpu.forward({{s, next(1)}, {u, {ids[5 + t]}}}, false, nullptr));
+    gpu.free_sequence(u);
+    gpu.free_sequence(s);
+    *replays = gpu.graph_replays();
+    return all;
+  };
+  int64_t eager_replays = -1, graph_replays = -1;
+  const std::vector<float> eager = run(false, &eager_replays), graph = run(true, &graph_replays);
+  EXPECT_EQ(eager, graph);
+  EXPECT_EQ(eager_replays, 0);
+  // Each run of decode steps: one eager, one eager and captured, the rest replayed (4 + 5 + 4).
+  EXPECT_EQ(graph_replays, 13);
+}
+
 // dsv4 generate on the GPU: greedy generation through the CUDA backend (float32) gives the CPU's
 // tokens on the fixture model (its logits agree to ~1e-6 there), and the fast path runs and
 // reports its backend.
