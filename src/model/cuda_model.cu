@@ -707,8 +707,8 @@ ForwardOut CudaModel::finish(int64_t rows, bool want_streams, const float* X) {
 ForwardOut CudaModel::forward(const std::vector<SeqChunk>& batch, bool want_streams, ForwardTrace* trace) {
   // Decode steps (one token per sequence, the fast precision) run from a captured graph once the
   // same sequences have decoded twice in a row: the first step runs eagerly, the second also
-  // captures, the rest replay. A batch that changes at every step (serving) stays eager rather
-  // than capturing at every step.
+  // captures, the rest replay. A batch that changes at every step (continuous batching) stays
+  // eager rather than capturing at every step.
   const bool decode = std::all_of(batch.begin(), batch.end(), [](const SeqChunk& ch) { return ch.ids.size() == 1; });
   if (graphs_ && decode && !trace && prec_ == Precision::Fast && !batch.empty()) {
     std::vector<int> handles;
