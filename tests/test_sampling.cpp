@@ -114,6 +114,56 @@ TEST(Sampling, MinPDropsTokensBelowAFractionOfTheTopProbability) {
   EXPECT_EQ(kept(Sampler(with(0.5f, 0, 1, 0.3f)).distribution(z)), (std::vector<int>{1}));
 }
 
+// The sampler ranks only as many tokens as its cuts keep. Against the definitions applied to a
+// whole ranking (a stable sort, written here): the same tokens kept and the same probabilities,
+// over a large vocabulary with ties and masked tokens, and cuts that fall past the first ranks.
+std::vector<double> by_whole_ranking(const std::vector<float>& logits, const SamplingParams& sp) {
+  const double T = sp.temperature;
+  std::vector<int> order;
+  for (size_t i = 0; i < logits.size(); ++i)
+    if (logits[i] != -std::numeric_limits<float>::infinity()) order.push_back(static_cast<int>(i));
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return logits[a] / T > logits[b] / T; });
+  if (sp.top_k > 0 && order.size() > static_cast<size_t>(sp.top_k)) order.resize(sp.top_k);
+  std::vector<double> q(order.size());
+  double sum = 0;
+  for (size_t r = 0; r < order.size(); ++r) sum += q[r] = std::exp(logits[order[r]] / T - logits[order[0]] / T);
+  size_t keep = order.size();
+  double mass = 0;
+  for (size_t r = 0; sp.top_p < 1 && r < order.size(); ++r)
+    if ((mass += q[r] / sum) >= sp.top_p) {
+      keep = r + 1;
+      break;
+    }
+  size_t r = 1;
+  while (sp.min_p > 0 && r < keep && q[r] >= sp.min_p * q[0]) ++r;
+  if (sp.min_p > 0) keep = r;
+  std::vector<double> probs(logits.size(), 0.0);
+  double kept_mass = 0;
+  for (size_t i = 0; i < keep; ++i) kept_mass += q[i];
+  for (size_t i = 0; i < keep; ++i) probs[order[i]] = q[i] / kept_mass;
+  return probs;
+}
+
+TEST(Sampling, PartialRankingMatchesTheWholeRanking) {
+  const int V = 50000;
+  std::vector<float> z = random_logits(V, 11, 3.0f);
+  for (int i = 0; i < V; i += 97) z[i] = z[i + 1];  // ties
+  for (int i = 5; i < V; i += 101) z[i] = -std::numeric_limits<float>::infinity();
+  std::vector<float> flat = random_logits(V, 12, 0.3f);  // top-p cuts past thousands of ranks
+  for (const std::vector<float>* logits : {&z, &flat})
+    for (float T : {0.5f, 1.0f, 2.0f})
+      for (int k : {0, 7, 3000})
+        for (float top_p : {1.0f, 0.3f, 0.9f, 0.999f})
+          for (float min_p : {0.0f, 0.01f, 0.5f}) {
+            const SamplingParams sp = with(T, k, top_p, min_p);
+            const std::vector<double> got = Sampler(sp).distribution(*logits), want = by_whole_ranking(*logits, sp);
+            const std::string what = "T " + std::to_string(T) + " k " + std::to_string(k) + " top-p " +
+                                     std::to_string(top_p) + " min-p " + std::to_string(min_p);
+            ASSERT_EQ(kept(got), kept(want)) << what;
+            for (int id : kept(want)) ASSERT_NEAR(got[id], want[id], 1e-12 * want[id]) << what;
+          }
+}
+
 TEST(Sampling, SameSeedSameDrawsOtherSeedOtherDraws) {
   std::vector<float> z = random_logits(64, 9, 0.5f);
   auto draws = [&](uint64_t seed) {

@@ -13,14 +13,21 @@ namespace {
 
 constexpr const char* kWhere = "sampling";
 
-// Indices of the finite entries of z, largest first, ties to the lower index.
-std::vector<int32_t> ranked(const std::vector<double>& z) {
-  std::vector<int32_t> order;
-  order.reserve(z.size());
-  for (size_t i = 0; i < z.size(); ++i)
-    if (z[i] != -std::numeric_limits<double>::infinity()) order.push_back(static_cast<int32_t>(i));
-  std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return z[a] > z[b]; });
-  return order;
+// The ranking of tokens: larger z first, ties to the lower index (a total order on indices).
+struct Before {
+  const std::vector<double>& z;
+  bool operator()(int32_t a, int32_t b) const { return z[a] > z[b] || (z[a] == z[b] && a < b); }
+};
+
+// The first m tokens of `ids` in the ranking, in order: a selection, then a sort of only those
+// (a whole sort of a 129K-token vocabulary took ~20 ms a token; bench/results/2026-11-30-sampling.md).
+std::vector<int32_t> first_ranked(std::vector<int32_t> ids, size_t m, const Before& before) {
+  if (m < ids.size()) {
+    std::nth_element(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(m), ids.end(), before);
+    ids.resize(m);
+  }
+  std::sort(ids.begin(), ids.end(), before);
+  return ids;
 }
 
 }  // namespace
@@ -64,47 +71,85 @@ std::vector<double> Sampler::distribution(std::span<const float> logits, std::sp
     DSV4_CHECK(!std::isnan(pen[i]) && pen[i] != std::numeric_limits<float>::infinity(), kWhere, "logit of token ", i,
                " is ", pen[i], ": the model produced NaN or +inf");
 
-  // Greedy needs no temperature: z / 0 is not defined, the argmax is.
-  const double T = params_.temperature > 0 ? params_.temperature : 1.0;
-  std::vector<double> z(V);
-  for (size_t i = 0; i < V; ++i) z[i] = static_cast<double>(pen[i]) / T;
-  std::vector<int32_t> order = ranked(z);
-  DSV4_CHECK(!order.empty(), kWhere, "every token is masked (all logits are -inf)");
-
+  // Greedy needs no temperature: z / 0 is not defined, the argmax is (the first of the largest).
+  constexpr float kMasked = -std::numeric_limits<float>::infinity();
   std::vector<double> probs(V, 0.0);
   if (params_.temperature == 0) {
-    probs[order[0]] = 1.0;
+    int32_t best = -1;
+    for (size_t i = 0; i < V; ++i)
+      if (pen[i] != kMasked && (best < 0 || pen[i] > pen[best])) best = static_cast<int32_t>(i);
+    DSV4_CHECK(best >= 0, kWhere, "every token is masked (all logits are -inf)");
+    probs[best] = 1.0;
     return probs;
   }
-  if (params_.top_k > 0 && order.size() > static_cast<size_t>(params_.top_k)) order.resize(params_.top_k);
+  const double T = params_.temperature;
+  std::vector<double> z(V);
+  std::vector<int32_t> ids;  // the finite tokens, in index order
+  ids.reserve(V);
+  int32_t best = -1;
+  for (size_t i = 0; i < V; ++i) {
+    z[i] = static_cast<double>(pen[i]) / T;
+    if (z[i] == -std::numeric_limits<double>::infinity()) continue;
+    ids.push_back(static_cast<int32_t>(i));
+    if (best < 0 || z[i] > z[best]) best = static_cast<int32_t>(i);
+  }
+  DSV4_CHECK(best >= 0, kWhere, "every token is masked (all logits are -inf)");
+  const Before before{z};
+  bool ranked = false;  // ids in ranking order
+  if (params_.top_k > 0 && ids.size() > static_cast<size_t>(params_.top_k)) {
+    ids = first_ranked(std::move(ids), static_cast<size_t>(params_.top_k), before);
+    ranked = true;
+  }
 
-  // Softmax over the kept tokens (order[0] holds the maximum).
-  std::vector<double> p(order.size());
+  // Softmax over the kept tokens (best holds the maximum): p(i) = exp(z_i − z_best) / sum.
+  std::vector<double> e(V);
   double sum = 0;
-  for (size_t r = 0; r < order.size(); ++r) sum += p[r] = std::exp(z[order[r]] - z[order[0]]);
-  for (double& v : p) v /= sum;
+  for (int32_t id : ids) sum += e[id] = std::exp(z[id] - z[best]);
+  auto p = [&](int32_t id) { return e[id] / sum; };
 
-  size_t keep = order.size();
-  if (params_.top_p < 1) {
-    double mass = 0;
-    for (size_t r = 0; r < order.size(); ++r) {
-      mass += p[r];
-      if (mass >= params_.top_p) {
-        keep = r + 1;
+  // top-p and min-p look at the ranking only as far as they keep tokens: rank the first m, and
+  // more (4 m) while the cuts have not fallen inside them.
+  std::vector<int32_t> order = ranked ? ids : std::vector<int32_t>{};
+  size_t keep = ids.size();
+  if (params_.top_p < 1 || params_.min_p > 0) {
+    for (size_t m = std::min<size_t>(ids.size(), 1024);; m = std::min(ids.size(), 4 * m)) {
+      if (!ranked) order = first_ranked(ids, m, before);
+      size_t cut = m;  // tokens kept by top-p, if decided within m
+      bool decided = m == ids.size();
+      if (params_.top_p < 1) {
+        double mass = 0;
+        for (size_t r = 0; r < m; ++r) {
+          mass += p(order[r]);
+          if (mass >= params_.top_p) {
+            cut = r + 1;
+            decided = true;
+            break;
+          }
+        }
+      }
+      if (params_.min_p > 0 && (decided || params_.top_p >= 1)) {
+        const double threshold = params_.min_p * p(order[0]);
+        size_t r = 1;
+        while (r < cut && p(order[r]) >= threshold) ++r;
+        decided = decided || r < cut;
+        cut = r;  // p is non-increasing along `order`
+      }
+      if (decided) {
+        keep = cut;
         break;
       }
     }
   }
-  if (params_.min_p > 0) {
-    const double threshold = params_.min_p * p[0];
-    size_t r = 1;
-    while (r < keep && p[r] >= threshold) ++r;
-    keep = r;  // p is non-increasing along `order`
-  }
 
-  double kept = 0;
-  for (size_t r = 0; r < keep; ++r) kept += p[r];
-  for (size_t r = 0; r < keep; ++r) probs[order[r]] = p[r] / kept;
+  if (keep < ids.size() || ranked) {
+    double kept = 0;
+    for (size_t r = 0; r < keep; ++r) kept += p(order[r]);
+    for (size_t r = 0; r < keep; ++r) probs[order[r]] = p(order[r]) / kept;
+  } else {  // every finite token kept, in index order
+    double kept = 0;
+    for (int32_t id : ids) kept += probs[id] = p(id);
+    for (int32_t id : ids) probs[id] /= kept;
+  }
   return probs;
 }
 
