@@ -16,6 +16,7 @@
 #include "io/config.h"
 #include "io/tokenizer.h"
 #include "io/tokenizer_utf8.h"
+#include "model/backend.h"
 #include "model/init_dir.h"
 #include "model/model.h"
 #include "model/weights.h"
@@ -77,6 +78,26 @@ GenerateOptions greedy(int max_tokens) {
 
 std::vector<int32_t> prompt_ids(const Model& m, const std::string& text) {
   return encode_prompt(byte_tokenizer(), m.config(), text);
+}
+
+// What generation reads from a backend: each chunk's last row of forward()'s logits, for chunks
+// of different lengths (the default of Backend::forward_last, on the CPU).
+TEST(Generate, ForwardLastIsEachChunksLastRow) {
+  const Model m = tiny_model();
+  const int64_t V = m.config().vocab_size;
+  auto a = make_backend(Device::Cpu, m, Precision::F32), b = make_backend(Device::Cpu, m, Precision::F32);
+  const std::vector<std::vector<int64_t>> chunks = {{1, 2, 3, 4, 5}, {7, 8, 9}};
+  std::vector<SeqChunk> batch_a, batch_b;
+  for (const auto& ids : chunks) {
+    batch_a.push_back({a->new_sequence(16), ids});
+    batch_b.push_back({b->new_sequence(16), ids});
+  }
+  const ForwardOut all = a->forward(batch_a), last = b->forward_last(batch_b);
+  ASSERT_EQ(last.logits.shape, (std::vector<int64_t>{2, V}));
+  const std::vector<float> first_last(all.logits.ptr() + 4 * V, all.logits.ptr() + 5 * V),
+      second_last(all.logits.ptr() + 7 * V, all.logits.ptr() + 8 * V);
+  EXPECT_EQ(std::vector<float>(last.logits.ptr(), last.logits.ptr() + V), first_last);
+  EXPECT_EQ(std::vector<float>(last.logits.ptr() + V, last.logits.ptr() + 2 * V), second_last);
 }
 
 TEST(Generate, GreedyMatchesArgmaxOfAFreshPrefillAtEveryStep) {

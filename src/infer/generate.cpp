@@ -86,7 +86,8 @@ Generator::Generator(const Model& model, const Tokenizer& tokenizer, GenerateOpt
              options_.ctx);
   DSV4_CHECK(options_.ctx <= c.max_position_embeddings, kWhere, "the context (--ctx) ", options_.ctx,
              " exceeds the model's max_position_embeddings (", c.max_position_embeddings, ")");
-  DSV4_CHECK(options_.prefill_chunk > 0, kWhere, "prefill chunk must be > 0, found ", options_.prefill_chunk);
+  DSV4_CHECK(options_.prefill_chunk >= 0, kWhere, "prefill chunk must be >= 0 (0: automatic), found ",
+             options_.prefill_chunk);
   StopStringFilter check_stops(options_.stop);
   // Rows of the head past the tokenizer (padding of the embedding table) or in its gaps
   // have no text: sampling one would end in a decode error.
@@ -117,14 +118,18 @@ void Generator::reset() {
 
 std::vector<float> Generator::feed(std::span<const int32_t> ids) {
   const int64_t V = model_.config().vocab_size;
-  const size_t chunk = static_cast<size_t>(options_.prefill_chunk);
+  const size_t chunk = static_cast<size_t>(options_.prefill_chunk > 0 ? options_.prefill_chunk : backend_ ? 8192 : 256);
   std::vector<float> last;
   for (size_t i = 0; i < ids.size(); i += chunk) {
     const size_t n = std::min(chunk, ids.size() - i);
     std::vector<int64_t> part(ids.begin() + i, ids.begin() + i + n);
-    ForwardOut out = backend_ ? backend_->forward({SeqChunk{seq_, std::move(part)}})
-                              : model_.forward({Chunk{&state_, std::move(part)}});
-    last.assign(out.logits.ptr() + (n - 1) * V, out.logits.ptr() + n * V);
+    if (backend_) {  // the last token's logits only (the CUDA backend's head runs on that row alone)
+      const ForwardOut out = backend_->forward_last({SeqChunk{seq_, std::move(part)}});
+      last.assign(out.logits.ptr(), out.logits.ptr() + V);
+    } else {
+      const ForwardOut out = model_.forward({Chunk{&state_, std::move(part)}});
+      last.assign(out.logits.ptr() + (n - 1) * V, out.logits.ptr() + n * V);
+    }
     consumed_.insert(consumed_.end(), ids.begin() + i, ids.begin() + i + n);
   }
   return last;

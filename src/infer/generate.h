@@ -30,7 +30,10 @@ struct GenerateOptions {
   int max_tokens = 256;            // generated tokens per call, the EOS included
   std::vector<std::string> stop;   // stop strings (non-empty)
   int64_t ctx = 0;                 // the allowed context in tokens; 0: max_position_embeddings
-  int64_t prefill_chunk = 256;     // prompt tokens per forward call (bounds the logits' memory)
+  // Prompt tokens per forward call; 0: 256 on the CPU oracle, which makes every row's logits,
+  // and 8192 through a backend, which makes the last row's only (the chunk then bounds the
+  // activations: at 256 a GPU prefill ran 6.6x slower, bench/results/2026-11-30-cuda-30.md).
+  int64_t prefill_chunk = 0;
   // Where the forward runs: the CPU (the float32 oracle) or a CUDA backend (f32 or fast; fast
   // reads the stored FP8/FP4 weights of checkpoint_dir when given).
   Device device = Device::Cpu;

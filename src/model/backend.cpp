@@ -1,5 +1,6 @@
 #include "model/backend.h"
 
+#include <algorithm>
 #include <map>
 
 #include "model/cuda_model.h"
@@ -19,6 +20,19 @@ Precision parse_precision(const std::string& s) {
   throw Error("precision", str("unknown precision '", s, "' (use f32 or fast)"));
 }
 const char* precision_name(Precision p) { return p == Precision::F32 ? "f32" : "fast"; }
+
+ForwardOut Backend::forward_last(const std::vector<SeqChunk>& batch) {
+  const ForwardOut all = forward(batch);
+  const int64_t V = config().vocab_size;
+  ForwardOut out;
+  out.logits = Tensor({static_cast<int64_t>(batch.size()), V});
+  int64_t row = 0;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    row += static_cast<int64_t>(batch[i].ids.size());
+    std::copy(all.logits.ptr() + (row - 1) * V, all.logits.ptr() + row * V, out.logits.ptr() + i * V);
+  }
+  return out;
+}
 
 namespace {
 

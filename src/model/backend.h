@@ -43,6 +43,10 @@ class Backend {
   // chunks' rows concatenated; streams [rows, n, D] when asked.
   virtual ForwardOut forward(const std::vector<SeqChunk>& batch, bool want_streams = false,
                              ForwardTrace* trace = nullptr) = 0;
+  // The logits of each chunk's last token only: [chunks, V], what generation reads. This
+  // default slices forward()'s; the CUDA backend runs the LM head on those rows alone and copies
+  // only them to the host.
+  virtual ForwardOut forward_last(const std::vector<SeqChunk>& batch);
   // The MTP block over chunks, on the main model's final streams [rows, n, D] of the same rows.
   virtual ForwardOut mtp_forward(const std::vector<SeqChunk>& batch, const Tensor& streams) = 0;
   // Bytes the sequence's decoding state holds now (on the backend's device).

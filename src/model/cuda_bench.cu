@@ -377,6 +377,25 @@ void run_cuda_bench(const BenchOptions& o) {
     add("prefill_tokens_per_s", tps);
     add("prefill_dense_TFLOPs", dense_tf);
     add("prefill_expert_TFLOPs", exp_tf);
+    // The same prompt as dsv4 generate feeds it (chunks of 256, the logits to the host): through
+    // forward_last (the head on each chunk's last row) and through forward (every row's logits).
+    auto fed = [&](bool last_only) {
+      const int sq = model.new_sequence(P);
+      DSV4_CUDA_CHECK(cudaStreamSynchronize(s));
+      const auto t0 = std::chrono::steady_clock::now();
+      for (int64_t p0 = 0; p0 < P; p0 += 256) {
+        const std::vector<SeqChunk> part = {{sq, std::vector<int64_t>(ids.begin() + p0, ids.begin() + std::min(P, p0 + 256))}};
+        if (last_only) model.forward_last(part);
+        else model.forward(part, false, nullptr);
+      }
+      model.free_sequence(sq);
+      return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    };
+    const double last_s = fed(true), all_s = fed(false);
+    std::printf("  as dsv4 generate feeds it (chunks of 256): %.0f tokens/s with the last row's logits only, %.0f with "
+                "every row's\n",
+                P / last_s, P / all_s);
+    add("prefill_generate_tokens_per_s", P / last_s);
   }
 
   if (o.decode) {

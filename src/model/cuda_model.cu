@@ -544,8 +544,9 @@ void CudaModel::fp8_buffers(Act& x, int64_t Mp) {
 
 // mix = fn · vec(X[t]) into scratch `name`: column-slice partials for few tokens (decode; no
 // GEMM launch for a 24-row product), one float32 GEMM otherwise. Returns hc_pre_cuda's mix_parts.
-int CudaModel::mix_product(const float* X, const DHc& hc, const char* name) {
-  const int64_t rows = batch_->rows, K = static_cast<int64_t>(c_.hc_mult) * c_.hidden_size;
+int CudaModel::mix_product(const float* X, const DHc& hc, const char* name, int64_t rows) {
+  if (rows < 0) rows = batch_->rows;
+  const int64_t K = static_cast<int64_t>(c_.hc_mult) * c_.hidden_size;
   if (gemv_enabled_ && hc_mix_fits(rows, hc.rows)) {
     constexpr int64_t kSliceCols = 256;  // columns per block: 64 blocks per token for Flash (n·D = 16384)
     const int parts = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(256, K / kSliceCols)));
@@ -641,8 +642,9 @@ void CudaModel::run_block(const DBlock& blk, int table_row, float*& X, std::vect
 }
 
 // logits [rows, V] = Head · RMSNorm_norm(HcHead(X)) into logits_.
-void CudaModel::head(const float* X, const DHc& hc, const DeviceArray<float>& norm) {
-  const int64_t rows = batch_->rows, n = c_.hc_mult, D = c_.hidden_size, V = c_.vocab_size;
+void CudaModel::head(const float* X, const DHc& hc, const DeviceArray<float>& norm, int64_t rows) {
+  if (rows < 0) rows = batch_->rows;
+  const int64_t n = c_.hc_mult, D = c_.hidden_size, V = c_.vocab_size;
   mark("head");
   float* y = scratch_->get<float>("head.y", rows * D);
   if (gemv_enabled_ && hc_pre_fused_fits(rows, static_cast<int>(n), D)) {  // decode: one launch
@@ -652,7 +654,7 @@ void CudaModel::head(const float* X, const DHc& hc, const DeviceArray<float>& no
                       nullptr, first.Xout ? &first : nullptr);
   } else {
     settle_post();
-    const int parts = mix_product(X, hc, "head.mix");
+    const int parts = mix_product(X, hc, "head.mix", rows);
     float* mix = scratch_->get<float>("head.mix", std::max<int64_t>(parts, 1) * rows * (n + 1));
     hc_pre_cuda(X, mix, rows, static_cast<int>(n), D, hc.base.get(), hc.scale.get(), c_.rms_norm_eps, c_.hc_eps,
                 c_.hc_sinkhorn_iters, true, norm.get(), y, nullptr, nullptr, stream_, parts);
@@ -729,6 +731,27 @@ ForwardOut CudaModel::forward(const std::vector<SeqChunk>& batch, bool want_stre
   float* X = run_main(trace);
   head(X, w_.hc_head, w_.norm);
   ForwardOut out = finish(batch_->rows, want_streams, X);
+  for (const SeqChunk& ch : batch) seq(ch.seq).pos += static_cast<int64_t>(ch.ids.size());
+  return out;
+}
+
+ForwardOut CudaModel::forward_last(const std::vector<SeqChunk>& batch) {
+  const bool decode = std::all_of(batch.begin(), batch.end(), [](const SeqChunk& ch) { return ch.ids.size() == 1; });
+  if (decode) return forward(batch, false, nullptr);  // every row is a last row (and graphs apply)
+  prepare(batch, false);
+  float* X = run_main(nullptr);
+  settle_post();  // X whole
+  // The last row of each chunk, [chunks, n, D], then the head on those rows alone: a prompt chunk of
+  // T tokens would otherwise make T rows of logits (V floats each) and copy them all to the host.
+  const int64_t nseq = static_cast<int64_t>(batch.size()), nD = static_cast<int64_t>(c_.hc_mult) * c_.hidden_size;
+  float* last = scratch_->get<float>("head.last", nseq * nD);
+  for (int64_t i = 0; i < nseq; ++i) {
+    const SeqRows& r = batch_->seqs[i];
+    DSV4_CUDA_CHECK(cudaMemcpyAsync(last + i * nD, X + (static_cast<int64_t>(r.row0) + r.T - 1) * nD,
+                                    nD * sizeof(float), cudaMemcpyDeviceToDevice, stream_));
+  }
+  head(last, w_.hc_head, w_.norm, nseq);
+  ForwardOut out = finish(nseq, false, last);
   for (const SeqChunk& ch : batch) seq(ch.seq).pos += static_cast<int64_t>(ch.ids.size());
   return out;
 }

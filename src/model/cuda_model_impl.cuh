@@ -188,6 +188,7 @@ class CudaModel : public Backend {
   int new_sequence(int64_t max_tokens) override;
   void free_sequence(int seq) override;
   ForwardOut forward(const std::vector<SeqChunk>& batch, bool want_streams, ForwardTrace* trace) override;
+  ForwardOut forward_last(const std::vector<SeqChunk>& batch) override;
   ForwardOut mtp_forward(const std::vector<SeqChunk>& batch, const Tensor& streams) override;
   size_t sequence_bytes(int seq) const override;
 
@@ -241,7 +242,8 @@ class CudaModel : public Backend {
   void compress(const DCompressor& w, int m, const RowFormat& f, const float* u, float* z, int table_row, int which,
                 cudaStream_t s);
   void moe(const DMoe& w, const float* a, float* out);
-  void head(const float* X, const DHc& hc, const DeviceArray<float>& norm);
+  // The LM head (HcHead, norm, head) of `rows` rows of X (-1: the batch's), into logits_.
+  void head(const float* X, const DHc& hc, const DeviceArray<float>& norm, int64_t rows = -1);
   // Decode: a sub-layer's hc_post (and the MoE sub-layer's combine before it) is left pending for
   // the next hc_pre_fused_cuda to do first (post_first): two launches fewer per sub-layer.
   // settle_post launches it where no fused hc_pre follows (prefill, traces).
@@ -276,7 +278,7 @@ class CudaModel : public Backend {
   // (prequantized); every product must fit the few-row kernel.
   void gemv_many_on(Act& x, const std::vector<std::pair<const DTensor*, float*>>& list, cudaStream_t s);
   void linear_f32(const float* x, int64_t M, int64_t K, const float* W, int64_t N, float* y, int64_t ldy);
-  int mix_product(const float* X, const DHc& hc, const char* name);
+  int mix_product(const float* X, const DHc& hc, const char* name, int64_t rows = -1);
   Sequence& seq(int id) const;
 
   ModelConfig c_;

@@ -254,6 +254,30 @@ TEST(CudaModel, ForwardReplaysDecodeStepsFromGraphs) {
   EXPECT_EQ(graph_replays, 13);
 }
 
+// forward_last (what generation reads): the LM head on each chunk's last row alone gives that
+// row of forward()'s logits, for chunks of different lengths and then a decode step.
+TEST(CudaModel, ForwardLastIsEachChunksLastRow) {
+  ModelConfig c = tiny_config();
+  Model m(c, random_params(c, 7));
+  const int64_t V = c.vocab_size;
+  const std::vector<int64_t> ids = random_ids(c, 40, 9);
+  for (Precision p : {Precision::F32, Precision::Fast}) {
+    auto a = make_backend(Device::Cuda, m, p), b = make_backend(Device::Cuda, m, p);
+    const int a0 = a->new_sequence(64), a1 = a->new_sequence(64), b0 = b->new_sequence(64), b1 = b->new_sequence(64);
+    const std::vector<int64_t> s0(ids.begin(), ids.begin() + 23), s1(ids.begin() + 23, ids.begin() + 30);
+    const ForwardOut all = a->forward({{a0, s0}, {a1, s1}}), last = b->forward_last({{b0, s0}, {b1, s1}});
+    ASSERT_EQ(last.logits.shape, (std::vector<int64_t>{2, V}));
+    Tensor want({2, V});
+    std::copy(all.logits.ptr() + 22 * V, all.logits.ptr() + 23 * V, want.ptr());
+    std::copy(all.logits.ptr() + 29 * V, all.logits.ptr() + 30 * V, want.ptr() + V);
+    const bool fast = p == Precision::Fast;
+    expect_close(last.logits, want, V, std::string("forward_last, prefill") + (fast ? " (fast)" : " (f32)"), fast);
+    const ForwardOut step_all = a->forward({{a0, {ids[30]}}, {a1, {ids[31]}}});
+    const ForwardOut step_last = b->forward_last({{b0, {ids[30]}}, {b1, {ids[31]}}});
+    EXPECT_EQ(step_last.logits.data, step_all.logits.data);  // a decode step: the same path
+  }
+}
+
 // dsv4 generate on the GPU: greedy generation through the CUDA backend (float32) gives the CPU's
 // tokens on the fixture model (its logits agree to ~1e-6 there), and the fast path runs and
 // reports its backend.
