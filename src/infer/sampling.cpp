@@ -71,14 +71,15 @@ std::vector<double> Sampler::distribution(std::span<const float> logits, std::sp
     DSV4_CHECK(!std::isnan(pen[i]) && pen[i] != std::numeric_limits<float>::infinity(), kWhere, "logit of token ", i,
                " is ", pen[i], ": the model produced NaN or +inf");
 
-  // Greedy needs no temperature: z / 0 is not defined, the argmax is (the first of the largest).
+  // The first of the largest: greedy's token, and the softmax's maximum (a positive temperature
+  // keeps the order). Greedy needs no temperature: z / 0 is not defined, the argmax is.
   constexpr float kMasked = -std::numeric_limits<float>::infinity();
+  int32_t best = -1;
+  for (size_t i = 0; i < V; ++i)
+    if (pen[i] != kMasked && (best < 0 || pen[i] > pen[best])) best = static_cast<int32_t>(i);
+  DSV4_CHECK(best >= 0, kWhere, "every token is masked (all logits are -inf)");
   std::vector<double> probs(V, 0.0);
   if (params_.temperature == 0) {
-    int32_t best = -1;
-    for (size_t i = 0; i < V; ++i)
-      if (pen[i] != kMasked && (best < 0 || pen[i] > pen[best])) best = static_cast<int32_t>(i);
-    DSV4_CHECK(best >= 0, kWhere, "every token is masked (all logits are -inf)");
     probs[best] = 1.0;
     return probs;
   }
@@ -86,14 +87,10 @@ std::vector<double> Sampler::distribution(std::span<const float> logits, std::sp
   std::vector<double> z(V);
   std::vector<int32_t> ids;  // the finite tokens, in index order
   ids.reserve(V);
-  int32_t best = -1;
   for (size_t i = 0; i < V; ++i) {
     z[i] = static_cast<double>(pen[i]) / T;
-    if (z[i] == -std::numeric_limits<double>::infinity()) continue;
-    ids.push_back(static_cast<int32_t>(i));
-    if (best < 0 || z[i] > z[best]) best = static_cast<int32_t>(i);
+    if (pen[i] != kMasked) ids.push_back(static_cast<int32_t>(i));
   }
-  DSV4_CHECK(best >= 0, kWhere, "every token is masked (all logits are -inf)");
   const Before before{z};
   bool ranked = false;  // ids in ranking order
   if (params_.top_k > 0 && ids.size() > static_cast<size_t>(params_.top_k)) {
@@ -141,15 +138,11 @@ std::vector<double> Sampler::distribution(std::span<const float> logits, std::sp
     }
   }
 
-  if (keep < ids.size() || ranked) {
-    double kept = 0;
-    for (size_t r = 0; r < keep; ++r) kept += p(order[r]);
-    for (size_t r = 0; r < keep; ++r) probs[order[r]] = p(order[r]) / kept;
-  } else {  // every finite token kept, in index order
-    double kept = 0;
-    for (int32_t id : ids) kept += probs[id] = p(id);
-    for (int32_t id : ids) probs[id] /= kept;
-  }
+  // The kept tokens: a prefix of the ranking, or every finite token (then in index order).
+  const std::vector<int32_t>& kept_ids = keep < ids.size() || ranked ? order : ids;
+  double kept = 0;
+  for (size_t r = 0; r < keep; ++r) kept += p(kept_ids[r]);
+  for (size_t r = 0; r < keep; ++r) probs[kept_ids[r]] = p(kept_ids[r]) / kept;
   return probs;
 }
 
