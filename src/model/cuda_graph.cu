@@ -25,6 +25,7 @@ float* CudaModel::graph_step(const std::vector<SeqChunk>& batch) {
   prepare(batch, false, true);
   if (graph_valid(handles)) {
     DSV4_CUDA_CHECK(cudaGraphLaunch(graph_, stream_));
+    ++graph_replays_;
   } else {
     // This step runs eagerly and sizes every scratch buffer; then the same launches are captured
     // (capturing runs nothing) for the next steps, which only upload new descriptors.

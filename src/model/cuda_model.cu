@@ -706,19 +706,23 @@ ForwardOut CudaModel::finish(int64_t rows, bool want_streams, const float* X) {
   return out;
 }
 
+namespace {
+bool one_token_each(const std::vector<SeqChunk>& batch) {
+  return std::all_of(batch.begin(), batch.end(), [](const SeqChunk& ch) { return ch.ids.size() == 1; });
+}
+}  // namespace
+
 ForwardOut CudaModel::forward(const std::vector<SeqChunk>& batch, bool want_streams, ForwardTrace* trace) {
   // Decode steps (one token per sequence, the fast precision) run from a captured graph once the
   // same sequences have decoded twice in a row: the first step runs eagerly, the second also
   // captures, the rest replay. A batch that changes at every step (continuous batching) stays
   // eager rather than capturing at every step.
-  const bool decode = std::all_of(batch.begin(), batch.end(), [](const SeqChunk& ch) { return ch.ids.size() == 1; });
+  const bool decode = one_token_each(batch);
   if (graphs_ && decode && !trace && prec_ == Precision::Fast && !batch.empty()) {
     std::vector<int> handles;
     for (const SeqChunk& ch : batch) handles.push_back(ch.seq);
     if ((graph_ && handles == graph_seqs_) || handles == eager_decode_seqs_) {
-      const bool replay = graph_valid(handles);
       float* X = graph_step(batch);
-      graph_replays_ += replay;
       ForwardOut out = finish(batch_->rows, want_streams, X);
       for (const SeqChunk& ch : batch) seq(ch.seq).pos += 1;
       return out;
@@ -736,8 +740,7 @@ ForwardOut CudaModel::forward(const std::vector<SeqChunk>& batch, bool want_stre
 }
 
 ForwardOut CudaModel::forward_last(const std::vector<SeqChunk>& batch) {
-  const bool decode = std::all_of(batch.begin(), batch.end(), [](const SeqChunk& ch) { return ch.ids.size() == 1; });
-  if (decode) return forward(batch, false, nullptr);  // every row is a last row (and graphs apply)
+  if (one_token_each(batch)) return forward(batch, false, nullptr);  // every row is a last row (and graphs apply)
   prepare(batch, false);
   float* X = run_main(nullptr);
   settle_post();  // X whole

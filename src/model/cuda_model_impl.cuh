@@ -201,7 +201,7 @@ class CudaModel : public Backend {
   // in the fast precision (set_graphs; DSV4_GRAPH=0 in the environment starts with it off).
   void decode_step_graph(const std::vector<SeqChunk>& batch);
   void set_graphs(bool on) { graphs_ = on; }
-  // Decode steps forward() has replayed from a graph (tests, benchmarks).
+  // Decode steps replayed from a graph so far (tests, benchmarks).
   int64_t graph_replays() const { return graph_replays_; }
   const float* logits_device() const { return logits_; }
   cudaStream_t stream() const { return stream_; }
