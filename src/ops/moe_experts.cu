@@ -4,6 +4,7 @@
 // float32 on the bf16 tensor cores, the products of the many-row kernel (moe_grouped.cu), so a
 // decode step computes what a prefill computes up to summation order.
 #include <algorithm>
+#include <type_traits>
 
 #include "ops/moe_experts.cuh"
 
@@ -19,13 +20,13 @@ using namespace expert;
 // cycle, only 64 of them integer. One float32 FMA per weight and row plus a compare-chain decode
 // does not fit; so the products go to the tensor cores (mma.m16n8k16, bf16 × bf16 -> float32, the
 // products the grouped kernel makes) and a weight costs two to three instructions:
-//   - a block owns 16 output rows of one expert (the M of the mma) and takes the expert's
-//     activation rows 8 per pass (the N); its 4 warps split K in steps of 128 columns and add their
-//     partial sums in shared memory in warp order (deterministic). Four, not eight: a warp then
-//     streams eight steps of W1/W3 and four of W2, not four and two, and a decode step at batch 8
-//     took 9.7 ms instead of 10.3 (batch 1: the same);
-//   - in a step a lane loads 32 consecutive weights of each of its two rows (16 bytes of FP4 with
-//     their one E8M0 scale, or 64 bytes of bf16), two steps ahead of the tensor cores;
+//   - a block owns 16 · kMT output rows of one expert (kMT mma M-tiles of 16 a warp) and takes
+//     the expert's activation rows 8 per pass (the N); its 4 warps split K in steps of 128 columns
+//     and add their partial sums in shared memory in warp order (deterministic). Four, not eight:
+//     a warp then streams eight steps of W1/W3 and four of W2, not four and two, and a decode step
+//     at batch 8 took 9.7 ms instead of 10.3 (batch 1: the same);
+//   - in a step a lane loads 32 consecutive weights of each of its 2 · kMT rows (16 bytes of FP4
+//     with their one E8M0 scale, or 64 bytes of bf16), one or two steps ahead of the tensor cores;
 //   - the K order inside an mma is free as long as A and B agree, so a 32-bit register of A holds
 //     codes i and i + 4 of a code word: one AND, one multiply (two shifted copies) and one AND drop
 //     sign, exponent and mantissa bits into bf16's sign, low exponent and top mantissa bits, a bf16
@@ -33,60 +34,80 @@ using namespace expert;
 //     2^126 · scale gives the exact bf16 weight of the grouped kernel (power-of-two scaling);
 //   - activation rows (small, shared by the expert's blocks) come through L1 and are permuted to
 //     the same K order with byte permutes; weights bypass L1.
-// FP4 steps in flight and blocks an SM: B=1's 768 W1/W3 blocks fill 1.45 waves of 4 blocks a SM.
-// Fewer, deeper blocks (1.94 waves) were slower in the model: 3 steps at 3 blocks 2.79 ms at B=1 4K
-// and 9.40 at B=8, 4 at 3 blocks 2.81 and 9.18, against 2.72 and 8.66
-// (bench/results/2026-11-30-cuda-25.md, call 6; 3 at 3 also in 2026-11-30-cuda-23.md); one step at
-// 6 blocks (one wave) 3.00 against 2.97 (2026-11-30-cuda-16.md).
+// FP4 shapes (bench/results/2026-11-30-cuda-31.md, calls 1-4, 20 layers at 4K), 4 blocks an SM:
+//   - W1/W3 of one token's experts (at most kWideTiles tiles): 16 rows a block, two steps in
+//     flight (B=1's 768 blocks fill 1.45 waves). Fewer, deeper blocks were slower: 3 steps at 3
+//     blocks 2.79 ms at B=1 and 9.40 at B=8, 4 at 3 blocks 2.81 and 9.18, against 2.72 and 8.66
+//     (2026-11-30-cuda-25.md); one step at 6 blocks (one wave) 3.00 against 2.97
+//     (2026-11-30-cuda-16.md); 32 rows and one step 2.71 against 2.69 (call 4);
+//   - W1/W3 of more tiles: 32 rows a block, one step in flight: B=8 8.47 -> 8.27-8.28 ms, B=64
+//     28.72-28.83 -> 27.46 (call 4; at 3 blocks an SM, 8.77 against 8.74 at B=8, call 1);
+//   - W2 (K = 2048: four steps a warp): 64 rows a block, one step in flight (8 rows' loads a lane),
+//     4 blocks an SM: B=1's W2 is 384 blocks, one wave, not 1536 blocks of 16 rows and two steps
+//     (2.9 waves). B=1 2.72 -> 2.68-2.69 ms, B=8 8.74-8.75 -> 8.42-8.46, B=64 30.29 -> 28.67
+//     (calls 2-3). 32 rows gave 8.63 and 29.61 (two steps) or 8.47 and 28.98 (one step at 6
+//     blocks); 128 rows at 2 blocks 8.88 and 30.45; 64 rows at 3 blocks 8.58 (one step), 8.63 (two).
 #ifndef DSV4_MOE_FP4_DEPTH
-#define DSV4_MOE_FP4_DEPTH 2
+#define DSV4_MOE_FP4_DEPTH 2  // steps in flight a warp with one M-tile
+#endif
+#ifndef DSV4_MOE_FP4_DEPTH_WIDE
+#define DSV4_MOE_FP4_DEPTH_WIDE 1  // with several
 #endif
 #ifndef DSV4_MOE_FP4_BLOCKS
-#define DSV4_MOE_FP4_BLOCKS 4
+#define DSV4_MOE_FP4_BLOCKS 4  // blocks an SM the registers must allow (both products)
+#endif
+#ifndef DSV4_MOE_MTILES_WIDE
+#define DSV4_MOE_MTILES_WIDE 2  // W1/W3 mma M-tiles a warp above kWideTiles tiles
+#endif
+#ifndef DSV4_MOE_MTILES_DOWN
+#define DSV4_MOE_MTILES_DOWN 4
 #endif
 struct GemvConfig {
   static constexpr int kWarps = 4;                // K slices of a block
-  static constexpr int kRows = 16;                // output rows of a block: M of mma.m16n8k16
+  static constexpr int kRows = 16;                // output rows of an M-tile: M of mma.m16n8k16
   static constexpr int kCols = 8;                 // activation rows per pass: N of the mma
   static constexpr int kMmaK = 16;                // K of the mma
   static constexpr int kLanesK = 4;               // lanes of an mma row group, side by side in K
   static constexpr int kChunk = 32;               // columns per lane per step: one FP4 scale block
   static constexpr int kStep = kLanesK * kChunk;  // columns per warp per step
   static constexpr int kWords = kChunk / 2;       // 32-bit words of a lane's chunk of bf16 activations
-  static constexpr int kFp4Depth = DSV4_MOE_FP4_DEPTH, kBf16Depth = 1;  // steps of weights in registers per warp
-  static constexpr int kFp4Blocks = DSV4_MOE_FP4_BLOCKS, kBf16Blocks = 2;  // blocks per SM the registers must allow
+  // Steps of weights in registers per warp, blocks per SM the registers must allow, M-tiles a warp.
+  static constexpr int kFp4Depth = DSV4_MOE_FP4_DEPTH, kFp4DepthWide = DSV4_MOE_FP4_DEPTH_WIDE, kBf16Depth = 1;
+  static constexpr int kFp4Blocks = DSV4_MOE_FP4_BLOCKS, kBf16Blocks = 2;
+  static constexpr int kMTilesWide = DSV4_MOE_MTILES_WIDE, kMTilesDown = DSV4_MOE_MTILES_DOWN;
+  static constexpr int kWideTiles = 8;  // W1/W3 of more tiles than this take kMTilesWide
   static_assert(kChunk == 32 && kMmaK / kLanesK == 4, "a chunk is four code words of two mma k-steps each");
-  static_assert(kRows * kCols <= kWarps * 32, "one epilogue output per thread");
 };
 
-// Per-lane weights of one step: rows g and g + 8 of the block's 16, for kMats matrices.
-template <bool kFp4, int kMats>
+// Per-lane weights of one step: rows g + 8q (q < 2 kMT) of the block's 16 kMT, for kMats matrices;
+// mma M-tile mt takes q = 2 mt, 2 mt + 1.
+template <bool kFp4, int kMats, int kMT>
 struct GemvStage;
-template <int kMats>
-struct GemvStage<true, kMats> {
-  static constexpr int kDepth = GemvConfig::kFp4Depth;
-  uint4 codes[kMats][2];     // 32 FP4 codes
-  uint32_t scale[kMats][2];  // their E8M0 byte
+template <int kMats, int kMT>
+struct GemvStage<true, kMats, kMT> {
+  uint4 codes[kMats][2 * kMT];     // 32 FP4 codes
+  uint32_t scale[kMats][2 * kMT];  // their E8M0 byte
 };
-template <int kMats>
-struct GemvStage<false, kMats> {
-  static constexpr int kDepth = GemvConfig::kBf16Depth;
-  uint4 w[kMats][2][4];  // 32 bf16
+template <int kMats, int kMT>
+struct GemvStage<false, kMats, kMT> {
+  uint4 w[kMats][2 * kMT][4];  // 32 bf16
 };
 
-// Where a lane's two rows of each matrix start (null past the last row).
+// Where a lane's rows n + 8q of each matrix start (null past the last row).
+template <int kMT>
 struct GemvRows {
-  const uint8_t* codes[2][2] = {};
-  const uint8_t* scales[2][2] = {};
-  const bf16* w[2][2] = {};
+  const uint8_t* codes[2][2 * kMT] = {};
+  const uint8_t* scales[2][2 * kMT] = {};
+  const bf16* w[2][2 * kMT] = {};
 };
-__device__ __forceinline__ GemvRows gemv_rows(const ExpertMatrix& wa, const ExpertMatrix& wb, int e, int n) {
-  GemvRows p;
+template <int kMT>
+__device__ __forceinline__ GemvRows<kMT> gemv_rows(const ExpertMatrix& wa, const ExpertMatrix& wb, int e, int n) {
+  GemvRows<kMT> p;
   const int K = wa.cols;
 #pragma unroll
   for (int m = 0; m < 2; ++m)
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
+    for (int r = 0; r < 2 * kMT; ++r) {
       const ExpertMatrix& w = m == 0 ? wa : wb;
       const int nr = n + 8 * r;
       if (nr >= w.rows) continue;
@@ -102,12 +123,12 @@ __device__ __forceinline__ GemvRows gemv_rows(const ExpertMatrix& wa, const Expe
 }
 
 // The chunk at column `col` of the lane's rows (zeros where the row or column is past the end).
-template <int kMats>
-__device__ __forceinline__ void gemv_load(GemvStage<true, kMats>& st, const GemvRows& p, int col, bool valid) {
+template <int kMats, int kMT>
+__device__ __forceinline__ void gemv_load(GemvStage<true, kMats, kMT>& st, const GemvRows<kMT>& p, int col, bool valid) {
 #pragma unroll
   for (int m = 0; m < kMats; ++m)
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
+    for (int r = 0; r < 2 * kMT; ++r) {
       st.codes[m][r] = make_uint4(0, 0, 0, 0);
       st.scale[m][r] = 127;
       if (valid && p.codes[m][r]) {
@@ -116,12 +137,12 @@ __device__ __forceinline__ void gemv_load(GemvStage<true, kMats>& st, const Gemv
       }
     }
 }
-template <int kMats>
-__device__ __forceinline__ void gemv_load(GemvStage<false, kMats>& st, const GemvRows& p, int col, bool valid) {
+template <int kMats, int kMT>
+__device__ __forceinline__ void gemv_load(GemvStage<false, kMats, kMT>& st, const GemvRows<kMT>& p, int col, bool valid) {
 #pragma unroll
   for (int m = 0; m < kMats; ++m)
 #pragma unroll
-    for (int r = 0; r < 2; ++r)
+    for (int r = 0; r < 2 * kMT; ++r)
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
         st.w[m][r][i] = make_uint4(0, 0, 0, 0);
@@ -144,20 +165,21 @@ __device__ __forceinline__ void mma_order4(const uint4 (&v)[4], int j, uint32_t*
 // the bf16 order) and B from xb[4j + 2h], xb[4j + 2h + 1].
 // FP4: the weight is e2m1 · 2^(b − 127) for scale byte b: 2^(b − 1) times the decoded pair, one
 // bf16 multiply while 2^(b − 1) is a bf16 (b ≤ 128); a second factor beyond (kWide).
-template <bool kWide, int kMats>
-__device__ __forceinline__ void gemv_mma_fp4(const GemvStage<true, kMats>& st, const uint32_t (&xb)[GemvConfig::kWords],
-                                             float (&acc)[kMats][4]) {
+template <bool kWide, int kMats, int kMT>
+__device__ __forceinline__ void gemv_mma_fp4(const GemvStage<true, kMats, kMT>& st,
+                                             const uint32_t (&xb)[GemvConfig::kWords], float (&acc)[kMats * kMT][4]) {
 #pragma unroll
-  for (int m = 0; m < kMats; ++m) {
+  for (int mm = 0; mm < kMats * kMT; ++mm) {
+    const int m = mm / kMT, mt = mm % kMT;
     uint32_t f1[2], f2[2];
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-      const uint32_t b = st.scale[m][r];
+      const uint32_t b = st.scale[m][2 * mt + r];
       f1[r] = e8m0_factor1(b);
       f2[r] = e8m0_factor2(b);
     }
-    const uint32_t* q0 = reinterpret_cast<const uint32_t*>(&st.codes[m][0]);
-    const uint32_t* q1 = reinterpret_cast<const uint32_t*>(&st.codes[m][1]);
+    const uint32_t* q0 = reinterpret_cast<const uint32_t*>(&st.codes[m][2 * mt]);
+    const uint32_t* q1 = reinterpret_cast<const uint32_t*>(&st.codes[m][2 * mt + 1]);
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
       uint32_t a[2][4] = {{e2m1_pair<0>(q0[j]), e2m1_pair<0>(q1[j]), e2m1_pair<1>(q0[j]), e2m1_pair<1>(q1[j])},
@@ -169,34 +191,37 @@ __device__ __forceinline__ void gemv_mma_fp4(const GemvStage<true, kMats>& st, c
           a[h][i] = mul_bf16x2(a[h][i], f1[i & 1]);
           if (kWide) a[h][i] = mul_bf16x2(a[h][i], f2[i & 1]);
         }
-        mma_bf16(acc[m], a[h], xb[4 * j + 2 * h], xb[4 * j + 2 * h + 1]);
+        mma_bf16(acc[mm], a[h], xb[4 * j + 2 * h], xb[4 * j + 2 * h + 1]);
       }
     }
   }
 }
-template <int kMats>
-__device__ __forceinline__ void gemv_mma(const GemvStage<true, kMats>& st, const uint32_t (&xb)[GemvConfig::kWords],
-                                         float (&acc)[kMats][4]) {
+template <int kMats, int kMT>
+__device__ __forceinline__ void gemv_mma(const GemvStage<true, kMats, kMT>& st, const uint32_t (&xb)[GemvConfig::kWords],
+                                         float (&acc)[kMats * kMT][4]) {
   bool wide = false;
 #pragma unroll
-  for (int m = 0; m < kMats; ++m) wide |= st.scale[m][0] > 128u || st.scale[m][1] > 128u;
+  for (int m = 0; m < kMats; ++m)
+#pragma unroll
+    for (int r = 0; r < 2 * kMT; ++r) wide |= st.scale[m][r] > 128u;
   if (__any_sync(0xffffffffu, wide)) gemv_mma_fp4<true>(st, xb, acc);
   else gemv_mma_fp4<false>(st, xb, acc);
 }
-template <int kMats>
-__device__ __forceinline__ void gemv_mma(const GemvStage<false, kMats>& st, const uint32_t (&xb)[GemvConfig::kWords],
-                                         float (&acc)[kMats][4]) {
+template <int kMats, int kMT>
+__device__ __forceinline__ void gemv_mma(const GemvStage<false, kMats, kMT>& st, const uint32_t (&xb)[GemvConfig::kWords],
+                                         float (&acc)[kMats * kMT][4]) {
 #pragma unroll
-  for (int m = 0; m < kMats; ++m) {
+  for (int mm = 0; mm < kMats * kMT; ++mm) {
+    const int m = mm / kMT, mt = mm % kMT;
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
       uint32_t w0[4], w1[4];
-      mma_order4(st.w[m][0], j, w0);
-      mma_order4(st.w[m][1], j, w1);
+      mma_order4(st.w[m][2 * mt], j, w0);
+      mma_order4(st.w[m][2 * mt + 1], j, w1);
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         const uint32_t a[4] = {w0[2 * h], w1[2 * h], w0[2 * h + 1], w1[2 * h + 1]};
-        mma_bf16(acc[m], a, xb[4 * j + 2 * h], xb[4 * j + 2 * h + 1]);
+        mma_bf16(acc[mm], a, xb[4 * j + 2 * h], xb[4 * j + 2 * h + 1]);
       }
     }
   }
@@ -237,22 +262,25 @@ __device__ __forceinline__ void gemv_x_row(const bf16* x, const float* x_f32, in
 // The end of a pass: the warps' partial sums (acc[m] = D[g][2t], D[g][2t + 1], D[g + 8][2t],
 // D[g + 8][2t + 1]: output row, activation row) meet in shared memory and are added in warp order;
 // then SwiGLU times the routing weight (h, bf16) or the plain product (y; at row perm[r] with perm).
-template <bool kSwiglu, int kWarps, int kMats>
-__device__ __forceinline__ void gemv_epilogue(float (&partial)[kWarps][kMats][GemvConfig::kRows][GemvConfig::kCols],
-                                              const float (&acc)[kMats][4], int n0, int N, int r0, int nr, float limit,
-                                              const float* weight, const int32_t* perm, bf16* h_out, float* y_out) {
+template <bool kSwiglu, int kWarps, int kMats, int kRowsB>
+__device__ __forceinline__ void gemv_epilogue(float (&partial)[kWarps][kMats][kRowsB][GemvConfig::kCols],
+                                              const float (&acc)[kMats * (kRowsB / 16)][4], int n0, int N, int r0, int nr,
+                                              float limit, const float* weight, const int32_t* perm, bf16* h_out,
+                                              float* y_out) {
   using C = GemvConfig;
+  constexpr int kMT = kRowsB / C::kRows;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
 #pragma unroll
-  for (int m = 0; m < kMats; ++m) {
-    partial[warp][m][g][2 * t] = acc[m][0];
-    partial[warp][m][g][2 * t + 1] = acc[m][1];
-    partial[warp][m][g + 8][2 * t] = acc[m][2];
-    partial[warp][m][g + 8][2 * t + 1] = acc[m][3];
+  for (int mm = 0; mm < kMats * kMT; ++mm) {
+    const int m = mm / kMT, r = 16 * (mm % kMT) + g;
+    partial[warp][m][r][2 * t] = acc[mm][0];
+    partial[warp][m][r][2 * t + 1] = acc[mm][1];
+    partial[warp][m][r + 8][2 * t] = acc[mm][2];
+    partial[warp][m][r + 8][2 * t + 1] = acc[mm][3];
   }
   __syncthreads();
-  if (threadIdx.x < C::kRows * C::kCols) {
-    const int row = threadIdx.x % C::kRows, col = threadIdx.x / C::kRows, n = n0 + row;
+  for (int i = threadIdx.x; i < kRowsB * C::kCols; i += kWarps * 32) {
+    const int row = i % kRowsB, col = i / kRowsB, n = n0 + row;
     if (n < N && col < nr) {
       float a = 0.0f, b = 0.0f;
       for (int w = 0; w < kWarps; ++w) {
@@ -267,11 +295,11 @@ __device__ __forceinline__ void gemv_epilogue(float (&partial)[kWarps][kMats][Ge
   __syncthreads();
 }
 
-// Block (row slice blockIdx.x, tile blockIdx.y): output rows n0 .. n0 + 15 of the tile's expert for
-// all its activation rows. Lane (g, t) of warp w: rows n0 + g and n0 + g + 8, activation row g of the
-// pass, columns [32 (4s + t), + 32) of the steps s = w, w + 8, ... Activation row r: see gemv_x_row
-// (no gather in either token form).
-template <bool kSwiglu, bool kFp4>
+// Block (row slice blockIdx.x, tile blockIdx.y): output rows n0 .. n0 + 16 kMT − 1 of the tile's
+// expert for all its activation rows. Lane (g, t) of warp w: rows n0 + g + 8q (q < 2 kMT),
+// activation row g of the pass, columns [32 (4s + t), + 32) of the steps s = w, w + 4, ...
+// Activation row r: see gemv_x_row (no gather in either token form).
+template <bool kSwiglu, bool kFp4, int kMT>
 __global__ void __launch_bounds__(GemvConfig::kWarps * 32, kFp4 ? GemvConfig::kFp4Blocks : GemvConfig::kBf16Blocks)
 moe_gemv_kernel(const bf16* x, const float* x_f32, int k, ExpertMatrix wa, ExpertMatrix wb, const int2* tiles,
                 const int32_t* ntiles, const int32_t* offsets, float limit, const float* weight, const int32_t* perm,
@@ -283,20 +311,22 @@ moe_gemv_kernel(const bf16* x, const float* x_f32, int k, ExpertMatrix wa, Exper
   if (!kEarly) dev::pdl_begin();
   using C = GemvConfig;
   constexpr int kMats = kSwiglu ? 2 : 1;
-  using Stage = GemvStage<kFp4, kMats>;
-  __shared__ float partial[C::kWarps][kMats][C::kRows][C::kCols];
+  using Stage = GemvStage<kFp4, kMats, kMT>;
+  constexpr int kDepth = !kFp4 ? C::kBf16Depth : kMT == 1 ? C::kFp4Depth : C::kFp4DepthWide;
+  constexpr int kRowsB = C::kRows * kMT;
+  __shared__ float partial[C::kWarps][kMats][kRowsB][C::kCols];
   const int2 tile = __ldcg(tiles + blockIdx.y);  // in bounds for every block: read alongside the count
   if (static_cast<int>(blockIdx.y) >= __ldcg(ntiles)) return;
   const int e = tile.x;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-  const int K = wa.cols, N = wa.rows, n0 = blockIdx.x * C::kRows;
+  const int K = wa.cols, N = wa.rows, n0 = blockIdx.x * kRowsB;
   const int steps = (K + C::kStep - 1) / C::kStep;
-  const GemvRows rows = gemv_rows(wa, wb, e, n0 + g);
+  const GemvRows<kMT> rows = gemv_rows<kMT>(wa, wb, e, n0 + g);
   auto column = [&](int s) { return (s * C::kLanesK + t) * C::kChunk; };
-  Stage st[Stage::kDepth];
+  Stage st[kDepth];
   auto load_first_steps = [&] {
 #pragma unroll
-    for (int u = 0; u < Stage::kDepth; ++u) {
+    for (int u = 0; u < kDepth; ++u) {
       const int s = warp + u * C::kWarps;
       gemv_load(st[u], rows, column(s), s < steps && column(s) < K);
     }
@@ -309,10 +339,10 @@ moe_gemv_kernel(const bf16* x, const float* x_f32, int k, ExpertMatrix wa, Exper
     const bf16* xrow;
     const float* xrow_f32;
     gemv_x_row<kSwiglu>(x, x_f32, k, perm, K, r0 + g, g < nr, xrow, xrow_f32);
-    float acc[kMats][4] = {};
-    for (int s0 = warp; s0 < steps; s0 += Stage::kDepth * C::kWarps) {
+    float acc[kMats * kMT][4] = {};
+    for (int s0 = warp; s0 < steps; s0 += kDepth * C::kWarps) {
 #pragma unroll
-      for (int u = 0; u < Stage::kDepth; ++u) {
+      for (int u = 0; u < kDepth; ++u) {
         const int s = s0 + u * C::kWarps;
         if (s >= steps) break;
         const int col = column(s);
@@ -322,7 +352,7 @@ moe_gemv_kernel(const bf16* x, const float* x_f32, int k, ExpertMatrix wa, Exper
 #pragma unroll
         for (int j = 0; j < 4; ++j) mma_order4(xv, j, xb + 4 * j);
         gemv_mma(st[u], xb, acc);
-        const int next = s + Stage::kDepth * C::kWarps;
+        const int next = s + kDepth * C::kWarps;
         gemv_load(st[u], rows, column(next), next < steps && column(next) < K);
       }
     }
@@ -331,19 +361,27 @@ moe_gemv_kernel(const bf16* x, const float* x_f32, int k, ExpertMatrix wa, Exper
   }
 }
 
-// One block per 16 output rows of each tile (the tiles of one expert adjacent, sharing its
-// activation rows in L1); the weight format becomes a template argument.
+// One block per 16 kMT output rows of each tile (the tiles of one expert adjacent, sharing its
+// activation rows in L1); the weight format and kMT become template arguments.
 template <bool kSwiglu>
 void launch_gemv(const bf16* x, const float* x_f32, int k, const ExpertMatrix& wa, const ExpertMatrix& wb, const int2* tiles,
                  const int32_t* ntiles, int max_tiles, const int32_t* offsets, float limit, const float* weight,
                  const int32_t* perm, bf16* h, float* y, cudaStream_t s) {
   using C = GemvConfig;
   DSV4_CHECK(max_tiles <= 65535, "moe", "gemv: ", max_tiles, " tiles, more than a grid column holds (65535)");
-  const dim3 grid((wa.rows + C::kRows - 1) / C::kRows, max_tiles), block(C::kWarps * 32);
+  const dim3 block(C::kWarps * 32);
+  auto fp4 = [&](auto mt) {
+    constexpr int kMT = decltype(mt)::value;
+    const dim3 grid((wa.rows + C::kRows * kMT - 1) / (C::kRows * kMT), max_tiles);
+    launch("moe_gemv_kernel", moe_gemv_kernel<kSwiglu, true, kMT>, grid, block, 0, s, x, x_f32, k, wa, wb, tiles, ntiles, offsets, limit, weight, perm, h, y);
+  };
   if (wa.codes) {
-    launch("moe_gemv_kernel", moe_gemv_kernel<kSwiglu, true>, grid, block, 0, s, x, x_f32, k, wa, wb, tiles, ntiles, offsets, limit, weight, perm, h, y);
+    if constexpr (!kSwiglu) fp4(std::integral_constant<int, C::kMTilesDown>{});
+    else if (max_tiles > C::kWideTiles) fp4(std::integral_constant<int, C::kMTilesWide>{});
+    else fp4(std::integral_constant<int, 1>{});
   } else {
-    launch("moe_gemv_kernel", moe_gemv_kernel<kSwiglu, false>, grid, block, 0, s, x, x_f32, k, wa, wb, tiles, ntiles, offsets, limit, weight, perm, h, y);
+    const dim3 grid((wa.rows + C::kRows - 1) / C::kRows, max_tiles);
+    launch("moe_gemv_kernel", moe_gemv_kernel<kSwiglu, false, 1>, grid, block, 0, s, x, x_f32, k, wa, wb, tiles, ntiles, offsets, limit, weight, perm, h, y);
   }
 }
 
