@@ -35,7 +35,7 @@ using namespace expert;
 //   - activation rows (small, shared by the expert's blocks) come through L1 and are permuted to
 //     the same K order with byte permutes; weights bypass L1.
 // FP4 shapes (bench/results/2026-11-30-cuda-31.md, calls 1-4, 20 layers at 4K), 4 blocks an SM:
-//   - W1/W3 of one token's experts (at most kWideTiles tiles): 16 rows a block, two steps in
+//   - W1/W3 of one token's experts (at most kOneTokenTiles tiles): 16 rows a block, two steps in
 //     flight (B=1's 768 blocks fill 1.45 waves). Fewer, deeper blocks were slower: 3 steps at 3
 //     blocks 2.79 ms at B=1 and 9.40 at B=8, 4 at 3 blocks 2.81 and 9.18, against 2.72 and 8.66
 //     (2026-11-30-cuda-25.md); one step at 6 blocks (one wave) 3.00 against 2.97
@@ -50,14 +50,14 @@ using namespace expert;
 #ifndef DSV4_MOE_FP4_DEPTH
 #define DSV4_MOE_FP4_DEPTH 2  // steps in flight a warp with one M-tile
 #endif
-#ifndef DSV4_MOE_FP4_DEPTH_WIDE
-#define DSV4_MOE_FP4_DEPTH_WIDE 1  // with several
+#ifndef DSV4_MOE_FP4_DEPTH_MT
+#define DSV4_MOE_FP4_DEPTH_MT 1  // with several
 #endif
 #ifndef DSV4_MOE_FP4_BLOCKS
 #define DSV4_MOE_FP4_BLOCKS 4  // blocks an SM the registers must allow (both products)
 #endif
-#ifndef DSV4_MOE_MTILES_WIDE
-#define DSV4_MOE_MTILES_WIDE 2  // W1/W3 mma M-tiles a warp above kWideTiles tiles
+#ifndef DSV4_MOE_MTILES_MANY
+#define DSV4_MOE_MTILES_MANY 2  // W1/W3 mma M-tiles a warp above kOneTokenTiles tiles
 #endif
 #ifndef DSV4_MOE_MTILES_DOWN
 #define DSV4_MOE_MTILES_DOWN 4
@@ -72,10 +72,10 @@ struct GemvConfig {
   static constexpr int kStep = kLanesK * kChunk;  // columns per warp per step
   static constexpr int kWords = kChunk / 2;       // 32-bit words of a lane's chunk of bf16 activations
   // Steps of weights in registers per warp, blocks per SM the registers must allow, M-tiles a warp.
-  static constexpr int kFp4Depth = DSV4_MOE_FP4_DEPTH, kFp4DepthWide = DSV4_MOE_FP4_DEPTH_WIDE, kBf16Depth = 1;
+  static constexpr int kFp4Depth = DSV4_MOE_FP4_DEPTH, kFp4DepthMT = DSV4_MOE_FP4_DEPTH_MT, kBf16Depth = 1;
   static constexpr int kFp4Blocks = DSV4_MOE_FP4_BLOCKS, kBf16Blocks = 2;
-  static constexpr int kMTilesWide = DSV4_MOE_MTILES_WIDE, kMTilesDown = DSV4_MOE_MTILES_DOWN;
-  static constexpr int kWideTiles = 8;  // W1/W3 of more tiles than this take kMTilesWide
+  static constexpr int kMTilesMany = DSV4_MOE_MTILES_MANY, kMTilesDown = DSV4_MOE_MTILES_DOWN;
+  static constexpr int kOneTokenTiles = 8;  // W1/W3 of more tiles than this take kMTilesMany (Flash: k = 6)
   static_assert(kChunk == 32 && kMmaK / kLanesK == 4, "a chunk is four code words of two mma k-steps each");
 };
 
@@ -259,14 +259,15 @@ __device__ __forceinline__ void gemv_x_row(const bf16* x, const float* x_f32, in
   else if (has_row) xrow = x + static_cast<int64_t>(kSwiglu && k > 0 ? perm[r] / k : r) * K;
 }
 
-// The end of a pass: the warps' partial sums (acc[m] = D[g][2t], D[g][2t + 1], D[g + 8][2t],
-// D[g + 8][2t + 1]: output row, activation row) meet in shared memory and are added in warp order;
-// then SwiGLU times the routing weight (h, bf16) or the plain product (y; at row perm[r] with perm).
+// The end of a pass: the warps' partial sums (acc[m · kMT + mt] = D[g][2t], D[g][2t + 1],
+// D[g + 8][2t], D[g + 8][2t + 1] of matrix m's M-tile mt: output row, activation row) meet in shared
+// memory and are added in warp order; then SwiGLU times the routing weight (h, bf16) or the plain
+// product (y; at row perm[r] with perm).
 template <bool kSwiglu, int kWarps, int kMats, int kRowsB>
 __device__ __forceinline__ void gemv_epilogue(float (&partial)[kWarps][kMats][kRowsB][GemvConfig::kCols],
-                                              const float (&acc)[kMats * (kRowsB / 16)][4], int n0, int N, int r0, int nr,
-                                              float limit, const float* weight, const int32_t* perm, bf16* h_out,
-                                              float* y_out) {
+                                              const float (&acc)[kMats * (kRowsB / GemvConfig::kRows)][4], int n0, int N,
+                                              int r0, int nr, float limit, const float* weight, const int32_t* perm,
+                                              bf16* h_out, float* y_out) {
   using C = GemvConfig;
   constexpr int kMT = kRowsB / C::kRows;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
@@ -312,7 +313,7 @@ moe_gemv_kernel(const bf16* x, const float* x_f32, int k, ExpertMatrix wa, Exper
   using C = GemvConfig;
   constexpr int kMats = kSwiglu ? 2 : 1;
   using Stage = GemvStage<kFp4, kMats, kMT>;
-  constexpr int kDepth = !kFp4 ? C::kBf16Depth : kMT == 1 ? C::kFp4Depth : C::kFp4DepthWide;
+  constexpr int kDepth = !kFp4 ? C::kBf16Depth : kMT == 1 ? C::kFp4Depth : C::kFp4DepthMT;
   constexpr int kRowsB = C::kRows * kMT;
   __shared__ float partial[C::kWarps][kMats][kRowsB][C::kCols];
   const int2 tile = __ldcg(tiles + blockIdx.y);  // in bounds for every block: read alongside the count
@@ -377,7 +378,7 @@ void launch_gemv(const bf16* x, const float* x_f32, int k, const ExpertMatrix& w
   };
   if (wa.codes) {
     if constexpr (!kSwiglu) fp4(std::integral_constant<int, C::kMTilesDown>{});
-    else if (max_tiles > C::kWideTiles) fp4(std::integral_constant<int, C::kMTilesWide>{});
+    else if (max_tiles > C::kOneTokenTiles) fp4(std::integral_constant<int, C::kMTilesMany>{});
     else fp4(std::integral_constant<int, 1>{});
   } else {
     const dim3 grid((wa.rows + C::kRows - 1) / C::kRows, max_tiles);
