@@ -5,17 +5,12 @@
 
 namespace dsv4::cuda {
 
-void CudaModel::decode_step_graph(const std::vector<SeqChunk>& batch) {
-  graph_step(batch);
-  for (const SeqChunk& ch : batch) seq(ch.seq).pos += 1;
-}
-
 bool CudaModel::graph_valid(const std::vector<int>& handles) const {
   return graph_ && handles == graph_seqs_ && graph_pdl_ == pdl_enabled() && graph_side_ == side_streams_ &&
          graph_gen_ == scratch_->generation();
 }
 
-float* CudaModel::graph_step(const std::vector<SeqChunk>& batch) {
+void CudaModel::decode_step_graph(const std::vector<SeqChunk>& batch) {
   DSV4_CHECK(prec_ == Precision::Fast, "cuda", "graph decode steps need the fast precision (float32 MoE syncs)");
   std::vector<int> handles;
   for (const SeqChunk& ch : batch) {
@@ -71,7 +66,7 @@ float* CudaModel::graph_step(const std::vector<SeqChunk>& batch) {
     graph_x_ = X;
     graph_gen_ = gen;
   }
-  return graph_x_;
+  for (const SeqChunk& ch : batch) seq(ch.seq).pos += 1;
 }
 
 }  // namespace dsv4::cuda

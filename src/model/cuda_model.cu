@@ -722,10 +722,8 @@ ForwardOut CudaModel::forward(const std::vector<SeqChunk>& batch, bool want_stre
     std::vector<int> handles;
     for (const SeqChunk& ch : batch) handles.push_back(ch.seq);
     if ((graph_ && handles == graph_seqs_) || handles == eager_decode_seqs_) {
-      float* X = graph_step(batch);
-      ForwardOut out = finish(batch_->rows, want_streams, X);
-      for (const SeqChunk& ch : batch) seq(ch.seq).pos += 1;
-      return out;
+      decode_step_graph(batch);
+      return finish(batch_->rows, want_streams, graph_x_);
     }
     eager_decode_seqs_ = handles;
   } else if (!decode) {

@@ -235,7 +235,6 @@ class CudaModel : public Backend {
  private:
   void prepare(const std::vector<SeqChunk>& batch, bool mtp, bool for_graph = false);
   float* run_main(ForwardTrace* trace);
-  float* graph_step(const std::vector<SeqChunk>& batch);  // decode_step_graph's step; its X
   bool graph_valid(const std::vector<int>& handles) const;  // graph_ replays a step of these sequences
   void run_block(const DBlock& b, int table_row, float*& X, std::vector<int32_t>* topk_rows);
   void attention(const DBlock& b, int table_row, const float* a, float* out, std::vector<int32_t>* topk_rows);

@@ -373,8 +373,9 @@ void moe_grouped_down_cuda(const bf16* h, const ExpertMatrix& w2, const int2* ti
                            int max_tiles, int tile_rows, const int32_t* offsets, float* y, cudaStream_t s);
 // Few rows per expert (decode): a block per 16 output rows of an expert (FP4 W2: 64) streams its
 // weights once per 8 activation rows (bf16 mma.sync, FP4 decoded in registers). Tiles: one per
-// active expert (moe_group_cuda with a tile_rows of at least T·k). The same inputs and rounding points as the grouped kernels (bf16 xs and h, float32
-// accumulation), so that a decode step computes what a prefill computes.
+// active expert (moe_group_cuda with a tile_rows of at least T·k). The same inputs and rounding
+// points as the grouped kernels (bf16 xs and h, float32 accumulation), so that a decode step
+// computes what a prefill computes.
 //   h [n, F] (bf16) = swiglu(xs · W1_eᵀ, xs · W3_eᵀ) · weight[perm[r]];   y [n, D] = h · W2_eᵀ
 void moe_gemv_swiglu_cuda(const bf16* xs, const ExpertMatrix& w1, const ExpertMatrix& w3, const int2* tiles,
                           const int32_t* ntiles, int max_tiles, const int32_t* offsets, float limit,
