@@ -122,15 +122,27 @@ __device__ __forceinline__ GemvRows<kMT> gemv_rows(const ExpertMatrix& wa, const
   return p;
 }
 
-// The chunk at column `col` of the lane's rows (zeros where the row or column is past the end).
+// Two trims of a step's instructions (0 turns both off). B=1 4K 2.68 -> 2.66 ms, B=8 8.21 -> 8.195
+// (bench/results/2026-12-01-cuda-32.md, calls 1-2):
+//   - one M-tile a warp: a lane's slots start as zeros once, and a step it does not load (past K or
+//     the rows) keeps zeros or finite weights (its activations are zeros), so no step zeroes them;
+//   - scale bytes b <= 128 (every one in a warp's step without kWide): e8m0_factor1(b) is one
+//     multiply-add. Not in the two-tile form: with either trim its registers spilled.
+#ifndef DSV4_MOE_LEAN
+#define DSV4_MOE_LEAN 1
+#endif
+// The chunk at column `col` of the lane's rows (zeros where the row or column is past the end,
+// or with the trim above the slot's earlier zeros or weights).
 template <int kMats, int kMT>
 __device__ __forceinline__ void gemv_load(GemvStage<true, kMats, kMT>& st, const GemvRows<kMT>& p, int col, bool valid) {
 #pragma unroll
   for (int m = 0; m < kMats; ++m)
 #pragma unroll
     for (int r = 0; r < 2 * kMT; ++r) {
-      st.codes[m][r] = make_uint4(0, 0, 0, 0);
-      st.scale[m][r] = 127;
+      if (!DSV4_MOE_LEAN || kMT > 1) {
+        st.codes[m][r] = make_uint4(0, 0, 0, 0);
+        st.scale[m][r] = 127;
+      }
       if (valid && p.codes[m][r]) {
         st.codes[m][r] = ptx::ld_streamed(p.codes[m][r] + tile_codes_at(col));  // read once: L1 keeps x
         st.scale[m][r] = __ldg(p.scales[m][r] + tile_scale_at(col));
@@ -175,7 +187,7 @@ __device__ __forceinline__ void gemv_mma_fp4(const GemvStage<true, kMats, kMT>& 
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       const uint32_t b = st.scale[m][2 * mt + r];
-      f1[r] = e8m0_factor1(b);
+      f1[r] = DSV4_MOE_LEAN && kMT != 2 && !kWide ? b * 0x00800080u + 126u * 0x00800080u : e8m0_factor1(b);
       f2[r] = e8m0_factor2(b);
     }
     const uint32_t* q0 = reinterpret_cast<const uint32_t*>(&st.codes[m][2 * mt]);
@@ -325,6 +337,9 @@ moe_gemv_kernel(const bf16* x, const float* x_f32, int k, ExpertMatrix wa, Exper
   const GemvRows<kMT> rows = gemv_rows<kMT>(wa, wb, e, n0 + g);
   auto column = [&](int s) { return (s * C::kLanesK + t) * C::kChunk; };
   Stage st[kDepth];
+  if (DSV4_MOE_LEAN && kMT == 1)  // (the trim above gemv_load)
+#pragma unroll
+    for (int u = 0; u < kDepth; ++u) st[u] = Stage{};
   auto load_first_steps = [&] {
 #pragma unroll
     for (int u = 0; u < kDepth; ++u) {
