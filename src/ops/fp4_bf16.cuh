@@ -25,5 +25,7 @@ __device__ __forceinline__ uint32_t bf16x2_pow2(uint32_t biased_exp) { return (b
 // is a bf16 (one exact multiply); f2 = 2^(b − 128) only for b > 128 (else 1).
 __device__ __forceinline__ uint32_t e8m0_factor1(uint32_t b) { return bf16x2_pow2(min(b, 128u) + 126u); }
 __device__ __forceinline__ uint32_t e8m0_factor2(uint32_t b) { return bf16x2_pow2(b > 128u ? b - 1u : 127u); }
+// e8m0_factor1 of a byte known to be at most 128 (no min): bf16x2_pow2(b + 126) as one multiply-add.
+__device__ __forceinline__ uint32_t e8m0_factor1_narrow(uint32_t b) { return b * 0x00800080u + 126u * 0x00800080u; }
 
 }  // namespace dsv4::cuda::fp4

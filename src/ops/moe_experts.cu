@@ -126,7 +126,7 @@ __device__ __forceinline__ GemvRows<kMT> gemv_rows(const ExpertMatrix& wa, const
 // (bench/results/2026-12-01-cuda-32.md, calls 1-2):
 //   - one M-tile a warp: a lane's slots start as zeros once, and a step it does not load (past K or
 //     the rows) keeps zeros or finite weights (its activations are zeros), so no step zeroes them;
-//   - scale bytes b <= 128 (every one in a warp's step without kWide): e8m0_factor1(b) is one
+//   - scale bytes b <= 128 (every one in a warp's step without kWide) take e8m0_factor1_narrow, one
 //     multiply-add. Not in the two-tile form: with either trim its registers spilled.
 #ifndef DSV4_MOE_LEAN
 #define DSV4_MOE_LEAN 1
@@ -187,7 +187,7 @@ __device__ __forceinline__ void gemv_mma_fp4(const GemvStage<true, kMats, kMT>& 
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       const uint32_t b = st.scale[m][2 * mt + r];
-      f1[r] = DSV4_MOE_LEAN && kMT != 2 && !kWide ? b * 0x00800080u + 126u * 0x00800080u : e8m0_factor1(b);
+      f1[r] = DSV4_MOE_LEAN && kMT != 2 && !kWide ? e8m0_factor1_narrow(b) : e8m0_factor1(b);
       f2[r] = e8m0_factor2(b);
     }
     const uint32_t* q0 = reinterpret_cast<const uint32_t*>(&st.codes[m][2 * mt]);

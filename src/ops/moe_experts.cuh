@@ -26,6 +26,7 @@ __device__ __forceinline__ float swiglu_value(float g, float u, float limit) {
 
 using fp4::e2m1_pair;
 using fp4::e8m0_factor1;
+using fp4::e8m0_factor1_narrow;
 using fp4::e8m0_factor2;
 
 inline void check_expert(const ExpertMatrix& w, const char* what) {
