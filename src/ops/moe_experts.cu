@@ -122,8 +122,8 @@ __device__ __forceinline__ GemvRows<kMT> gemv_rows(const ExpertMatrix& wa, const
   return p;
 }
 
-// Two trims of a step's instructions (0 turns both off). B=1 4K 2.68 -> 2.66 ms, B=8 8.21 -> 8.195
-// (bench/results/2026-12-01-cuda-32.md, calls 1-2):
+// Two trims of a step's instructions (0 turns both off). B=1 4K 2.68-2.69 -> 2.66-2.67 ms, B=8
+// 8.20-8.24 -> 8.19-8.22 (bench/results/2026-12-01-cuda-32.md, calls 1-2):
 //   - one M-tile a warp: a lane's slots start as zeros once, and a step it does not load (past K or
 //     the rows) keeps zeros or finite weights (its activations are zeros), so no step zeroes them;
 //   - scale bytes b <= 128 (every one in a warp's step without kWide) take e8m0_factor1_narrow, one
