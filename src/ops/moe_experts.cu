@@ -131,6 +131,8 @@ __device__ __forceinline__ GemvRows<kMT> gemv_rows(const ExpertMatrix& wa, const
 #ifndef DSV4_MOE_LEAN
 #define DSV4_MOE_LEAN 1
 #endif
+constexpr bool lean_loads(int mt) { return DSV4_MOE_LEAN && mt == 1; }
+constexpr bool lean_scale(int mt) { return DSV4_MOE_LEAN && mt != 2; }
 // The chunk at column `col` of the lane's rows (zeros where the row or column is past the end,
 // or with the trim above the slot's earlier zeros or weights).
 template <int kMats, int kMT>
@@ -139,7 +141,7 @@ __device__ __forceinline__ void gemv_load(GemvStage<true, kMats, kMT>& st, const
   for (int m = 0; m < kMats; ++m)
 #pragma unroll
     for (int r = 0; r < 2 * kMT; ++r) {
-      if (!DSV4_MOE_LEAN || kMT > 1) {
+      if (!lean_loads(kMT)) {
         st.codes[m][r] = make_uint4(0, 0, 0, 0);
         st.scale[m][r] = 127;
       }
@@ -187,7 +189,7 @@ __device__ __forceinline__ void gemv_mma_fp4(const GemvStage<true, kMats, kMT>& 
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       const uint32_t b = st.scale[m][2 * mt + r];
-      f1[r] = DSV4_MOE_LEAN && kMT != 2 && !kWide ? e8m0_factor1_narrow(b) : e8m0_factor1(b);
+      f1[r] = lean_scale(kMT) && !kWide ? e8m0_factor1_narrow(b) : e8m0_factor1(b);
       f2[r] = e8m0_factor2(b);
     }
     const uint32_t* q0 = reinterpret_cast<const uint32_t*>(&st.codes[m][2 * mt]);
@@ -337,7 +339,7 @@ moe_gemv_kernel(const bf16* x, const float* x_f32, int k, ExpertMatrix wa, Exper
   const GemvRows<kMT> rows = gemv_rows<kMT>(wa, wb, e, n0 + g);
   auto column = [&](int s) { return (s * C::kLanesK + t) * C::kChunk; };
   Stage st[kDepth];
-  if (DSV4_MOE_LEAN && kMT == 1)  // (the trim above gemv_load)
+  if (lean_loads(kMT))  // zeros once (the trim above gemv_load)
 #pragma unroll
     for (int u = 0; u < kDepth; ++u) st[u] = Stage{};
   auto load_first_steps = [&] {
