@@ -2,6 +2,7 @@
 // over the block's rows (§6), RMSNorm, RoPE at the block's first position, quantization
 // (FP8 on the nope dims, or Hadamard + FP4 for the indexer) and the cache write.
 #include <algorithm>
+#include <type_traits>
 
 #include "cuda/check.h"
 #include "cuda/launch.h"
@@ -33,13 +34,34 @@ __device__ void write_indexer_row(float* e, const RowFormat& f, const CacheRows&
   }
 }
 
+// One row of an entry's pool: where its u and z start (chunk or ring), the chunk's ape row (null for
+// ring rows, which keep z with ape added) and the column offset of its half.
+struct PoolRow {
+  const float* u;
+  const float* z;
+  const float* ape;
+  int col;
+};
+// Rows whose loads a thread issues together, all global loads issued before any is used. The
+// pooling once waited a round trip or more per row: a CSA layer's entry took ~27 µs on its one
+// block, on the attention's critical path in the steps that complete an entry. By globaltimer
+// stamps its pooling now takes ~3.7 µs, the kernel ~7.5 (bench/results/2026-12-01-cuda-33.md).
+constexpr int kPoolBatch = 16, kPoolFeats = 2;
+__host__ __device__ inline size_t pool_rows(int m) { return static_cast<size_t>(m == 4 ? 2 * m : m); }
+// Dynamic shared memory: the entry [d] (float), then the pool's rows.
+__host__ __device__ inline size_t entries_smem(int d, int m) {
+  const size_t e = (static_cast<size_t>(d) * sizeof(float) + alignof(PoolRow) - 1) / alignof(PoolRow) * alignof(PoolRow);
+  return e + pool_rows(m) * sizeof(PoolRow);
+}
+
 __global__ void compress_entries_kernel(const float* u, const float* z, const float* ape, int m, RowFormat f,
                                         const float* norm, float eps, const float* freqs, const CompressJob* jobs,
                                         const int32_t* njobs, const SeqRows* seqs, const LayerCache* caches, int which) {
   extern __shared__ float e[];
   __shared__ float scratch[33];
   // Before the wait: the job, its sequence's rows and cache pointers (the batch descriptor, no
-  // earlier kernel's output: launch.h) and the angle of the thread's first RoPE pair.
+  // earlier kernel's output: launch.h), the pool's row addresses and the angle of the thread's
+  // first RoPE pair.
   if (static_cast<int>(blockIdx.x) >= *njobs) return;
   const CompressJob job = jobs[blockIdx.x];
   const SeqRows seq = seqs[job.slot];
@@ -50,46 +72,109 @@ __global__ void compress_entries_kernel(const float* u, const float* z, const fl
   const float* ring_z = which ? cache.idx_z : cache.comp_z;
   const CacheRows out_rows = f.indexer ? cache.idx_entries : cache.entries;
   const int i = job.entry;
-  const dev::RopeAngle first = dev::rope_first_angle(freqs, f.R, i * m);
-  dev::pdl_begin();
-  auto row_of = [&](const float* chunk, const float* ring, int p) {
-    return p >= seq.pos0 ? chunk + static_cast<int64_t>(seq.row0 + p - seq.pos0) * width
-                         : ring + static_cast<int64_t>(p % ring_rows) * width;
-  };
-  // z at position p, column c: the chunk's rows get their ape here (one rounding of z + ape); the
-  // ring's already have it.
-  auto z_at = [&](int p, int c) {
-    return p >= seq.pos0 ? z[static_cast<int64_t>(seq.row0 + p - seq.pos0) * width + c] + ape[(p % m) * width + c]
-                         : ring_z[static_cast<int64_t>(p % ring_rows) * width + c];
-  };
+  // The pool in summation order: the previous block's rows (overlap, i > 0: the first half of the
+  // columns), then this block's (overlap: the second half). Chunk rows have their ape added where
+  // read (one rounding of z + ape); the ring's already have it.
   const bool has_prev = overlap && i > 0;
-  for (int feat = threadIdx.x; feat < d; feat += blockDim.x) {
-    const int cf = overlap ? d + feat : feat;
-    float mx = -INFINITY;
-    for (int r = 0; r < m; ++r) mx = fmaxf(mx, z_at(i * m + r, cf));
-    if (has_prev)
-      for (int r = 0; r < m; ++r) mx = fmaxf(mx, z_at((i - 1) * m + r, feat));
-    float num = 0.0f, den = 0.0f;
-    if (has_prev)
-      for (int r = 0; r < m; ++r) {
-        const int p = (i - 1) * m + r;
-        const float w = expf(z_at(p, feat) - mx);
-        den += w;
-        num += w * row_of(u, ring_u, p)[feat];
+  const int nprev = has_prev ? m : 0, nrows = nprev + m;
+  PoolRow* rows = reinterpret_cast<PoolRow*>(reinterpret_cast<unsigned char*>(e) + entries_smem(d, m) -
+                                             pool_rows(m) * sizeof(PoolRow));
+  for (int r = threadIdx.x; r < nrows; r += blockDim.x) {
+    const int p = r < nprev ? (i - 1) * m + r : i * m + (r - nprev);
+    const bool chunk = p >= seq.pos0;
+    const int64_t off = chunk ? static_cast<int64_t>(seq.row0 + p - seq.pos0) * width
+                              : static_cast<int64_t>(p % ring_rows) * width;
+    rows[r] = PoolRow{(chunk ? u : ring_u) + off, (chunk ? z : ring_z) + off,
+                      chunk ? ape + static_cast<int64_t>(p % m) * width : nullptr, r < nprev || !overlap ? 0 : d};
+  }
+  const dev::RopeAngle first = dev::rope_first_angle(freqs, f.R, i * m);
+  float norm_r[kPoolFeats];  // the norm's weights of the thread's first features, read before the wait
+#pragma unroll
+  for (int q = 0; q < kPoolFeats; ++q) {
+    const int feat = static_cast<int>(threadIdx.x) + q * static_cast<int>(blockDim.x);
+    norm_r[q] = feat < d ? norm[feat] : 0.0f;
+  }
+  __syncthreads();
+  dev::pdl_begin();
+  // A batch of rows' loads (global, all issued before any is used): z (and ape for chunk rows, added
+  // after the batch's loads) and, with kU, u; rows r0 .. r0 + kPoolBatch - 1 of the features f0 + q·blockDim.
+  auto load_batch = [&](auto kU, int r0, int f0, float (&zv)[kPoolFeats][kPoolBatch],
+                        float (&uv)[kPoolFeats][kPoolBatch]) {
+    float av[kPoolFeats][kPoolBatch];
+    uint32_t chunk_rows = 0;
+#pragma unroll
+    for (int j = 0; j < kPoolBatch; ++j)
+      if (r0 + j < nrows) {
+        const PoolRow pr = rows[r0 + j];
+        if (pr.ape) chunk_rows |= 1u << j;
+#pragma unroll
+        for (int q = 0; q < kPoolFeats; ++q) {
+          const int c = pr.col + f0 + q * static_cast<int>(blockDim.x);
+          if (f0 + q * static_cast<int>(blockDim.x) >= d) continue;
+          zv[q][j] = __ldcg(pr.z + c);
+          av[q][j] = pr.ape ? __ldg(pr.ape + c) : 0.0f;
+          if (decltype(kU)::value) uv[q][j] = __ldcg(pr.u + c);
+        }
       }
-    for (int r = 0; r < m; ++r) {
-      const int p = i * m + r;
-      const float w = expf(z_at(p, cf) - mx);
-      den += w;
-      num += w * row_of(u, ring_u, p)[cf];
+#pragma unroll
+    for (int j = 0; j < kPoolBatch; ++j)
+#pragma unroll
+      for (int q = 0; q < kPoolFeats; ++q)
+        if ((chunk_rows >> j) & 1u) zv[q][j] += av[q][j];
+  };
+  using WithU = std::true_type;
+  using NoU = std::false_type;
+  // e[feat] = Σ_r softmax_r(z[r][feat]) · u[r][feat] over the pool, in row order. A thread takes
+  // kPoolFeats features at once; a pool of at most kPoolBatch rows is read whole (one round trip
+  // for all its loads), a longer one in batches, twice (its maximum first).
+  for (int f0 = threadIdx.x; f0 < d; f0 += kPoolFeats * blockDim.x) {
+    float mx[kPoolFeats], num[kPoolFeats], den[kPoolFeats];
+#pragma unroll
+    for (int q = 0; q < kPoolFeats; ++q) mx[q] = -INFINITY, num[q] = 0.0f, den[q] = 0.0f;
+    auto feat_of = [&](int q) { return f0 + q * static_cast<int>(blockDim.x); };
+    auto add_batch = [&](int r0, const float (&zv)[kPoolFeats][kPoolBatch], const float (&uv)[kPoolFeats][kPoolBatch]) {
+#pragma unroll
+      for (int q = 0; q < kPoolFeats; ++q)
+#pragma unroll
+        for (int j = 0; j < kPoolBatch; ++j)
+          if (r0 + j < nrows) {
+            const float w = expf(zv[q][j] - mx[q]);
+            den[q] += w;
+            num[q] += w * uv[q][j];
+          }
+    };
+    auto max_batch = [&](int r0, const float (&zv)[kPoolFeats][kPoolBatch]) {
+#pragma unroll
+      for (int q = 0; q < kPoolFeats; ++q)
+#pragma unroll
+        for (int j = 0; j < kPoolBatch; ++j)
+          if (r0 + j < nrows) mx[q] = fmaxf(mx[q], zv[q][j]);
+    };
+    float zv[kPoolFeats][kPoolBatch], uv[kPoolFeats][kPoolBatch];
+    if (nrows <= kPoolBatch) {
+      load_batch(WithU{}, 0, f0, zv, uv);
+      max_batch(0, zv);
+      add_batch(0, zv, uv);
+    } else {
+      for (int r0 = 0; r0 < nrows; r0 += kPoolBatch) {
+        load_batch(NoU{}, r0, f0, zv, uv);
+        max_batch(r0, zv);
+      }
+      for (int r0 = 0; r0 < nrows; r0 += kPoolBatch) {
+        load_batch(WithU{}, r0, f0, zv, uv);
+        add_batch(r0, zv, uv);
+      }
     }
-    e[feat] = num / den;
+#pragma unroll
+    for (int q = 0; q < kPoolFeats; ++q)
+      if (feat_of(q) < d) e[feat_of(q)] = num[q] / den[q];
   }
   float ss = 0.0f;
   for (int feat = threadIdx.x; feat < d; feat += blockDim.x) ss += e[feat] * e[feat];
   ss = dev::block_sum(ss, scratch);  // (synchronizes)
   const float inv = 1.0f / sqrtf(ss / static_cast<float>(d) + eps);
-  for (int feat = threadIdx.x; feat < d; feat += blockDim.x) e[feat] = norm[feat] * (e[feat] * inv);
+  for (int feat = threadIdx.x, q = 0; feat < d; feat += blockDim.x, ++q)
+    e[feat] = (q < kPoolFeats ? norm_r[q] : norm[feat]) * (e[feat] * inv);
   __syncthreads();
   dev::rope_pairs(e + d - f.R, freqs, f.R, i * m, first);
   __syncthreads();
@@ -118,9 +203,21 @@ __global__ void compressor_keep_kernel(const float* u, const float* z, const flo
   dev::pdl_begin();
   const int64_t src = static_cast<int64_t>(seq.row0 + p - seq.pos0) * width;
   const float* ape_p = ape + static_cast<int64_t>(p % m) * width;
-  for (int j = threadIdx.x; j < width; j += blockDim.x) {
-    ru[j] = u[src + j];
-    rz[j] = z[src + j] + ape_p[j];
+  // A batch of loads in flight, then their stores (as one loop, each pair waited a round trip:
+  // the compiler cannot move loads above stores that may alias them).
+  constexpr int kBatch = 8;
+  for (int j0 = threadIdx.x; j0 < width; j0 += kBatch * blockDim.x) {
+    float uv[kBatch], zv[kBatch];
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+      const int j = j0 + b * blockDim.x;
+      if (j < width) uv[b] = u[src + j], zv[b] = z[src + j] + ape_p[j];
+    }
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+      const int j = j0 + b * blockDim.x;
+      if (j < width) ru[j] = uv[b], rz[j] = zv[b];
+    }
   }
 }
 
@@ -130,9 +227,11 @@ void compress_entries_cuda(const float* u, const float* z, const float* ape, int
                            float eps, const float* freqs, const CompressJob* jobs, const int32_t* njobs, int max_jobs,
                            const SeqRows* seqs, const LayerCache* caches, int which, cudaStream_t s) {
   if (max_jobs == 0) return;
+  DSV4_CHECK(entries_smem(f.d, m) <= 48 * 1024, "compressor", "an entry of ", f.d, " dims pooled over ", pool_rows(m),
+             " rows needs more than 48 KB of shared memory");
   DSV4_CHECK(!f.indexer || (f.d % 32 == 0 && (f.d & (f.d - 1)) == 0), "compressor", "indexer width ", f.d,
              " must be a power of two (Hadamard) and a multiple of 32");
-  launch("compress_entries_kernel", compress_entries_kernel, max_jobs, kThreads, f.d * sizeof(float), s, u, z, ape, m,
+  launch("compress_entries_kernel", compress_entries_kernel, max_jobs, kThreads, entries_smem(f.d, m), s, u, z, ape, m,
          f, norm, eps, freqs, jobs, njobs, seqs, caches, which);
 }
 

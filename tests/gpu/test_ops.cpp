@@ -206,7 +206,9 @@ std::vector<Check> op_compressor(std::mt19937& rng) {
   const std::vector<float> freqs = ops::rope_frequencies(R, 160000.0f, {16.0f, 32.0f, 1.0f, 65536});
   std::vector<Check> out;
   for (Shape_ sh : {Shape_{4, 512, false, false}, Shape_{4, 512, false, true}, Shape_{4, 128, true, false},
-                    Shape_{4, 128, true, true}, Shape_{16, 512, false, true}}) {
+                    Shape_{4, 128, true, true}, Shape_{16, 512, false, true},
+                    // a pool longer than the kernel's batch of loads (16 rows), its last batch partial
+                    Shape_{24, 128, false, true}}) {
     const int m = sh.m, d = sh.d, width = (m == 4 ? 2 : 1) * d, ring_rows = m == 4 ? 8 : m, count = T / m;
     std::vector<float> u = randn(rng, T * width), z = randn(rng, T * width), ape = randn(rng, m * width, 0.5f);
     std::vector<float> norm = randn(rng, d);
