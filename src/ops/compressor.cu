@@ -47,6 +47,7 @@ struct PoolRow {
 // block, on the attention's critical path in the steps that complete an entry. By globaltimer
 // stamps its pooling now takes ~3.7 µs, the kernel ~7.5 (bench/results/2026-12-01-cuda-33.md).
 constexpr int kPoolBatch = 16, kPoolFeats = 2;
+static_assert(kPoolBatch <= 32, "a batch's chunk rows are bits of one word");
 __host__ __device__ inline size_t pool_rows(int m) { return static_cast<size_t>(m == 4 ? 2 * m : m); }
 // Dynamic shared memory: the entry [d] (float), then the pool's rows.
 __host__ __device__ inline size_t entries_smem(int d, int m) {
@@ -126,7 +127,8 @@ __global__ void compress_entries_kernel(const float* u, const float* z, const fl
   using NoU = std::false_type;
   // e[feat] = Σ_r softmax_r(z[r][feat]) · u[r][feat] over the pool, in row order. A thread takes
   // kPoolFeats features at once; a pool of at most kPoolBatch rows is read whole (one round trip
-  // for all its loads), a longer one in batches, twice (its maximum first).
+  // for all its loads), a longer one in batches, twice (its maximum first). A feature slot past d
+  // is neither loaded nor stored (its sums are discarded; guarding them cost 26 registers).
   for (int f0 = threadIdx.x; f0 < d; f0 += kPoolFeats * blockDim.x) {
     float mx[kPoolFeats], num[kPoolFeats], den[kPoolFeats];
 #pragma unroll
