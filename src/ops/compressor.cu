@@ -34,8 +34,8 @@ __device__ void write_indexer_row(float* e, const RowFormat& f, const CacheRows&
   }
 }
 
-// One row of an entry's pool: where its u and z start (chunk or ring), the chunk's ape row (null for
-// ring rows, which keep z with ape added) and the column offset of its half.
+// One row of an entry's pool: where its u and z start (chunk or ring), the chunk's ape row (null
+// for ring rows, which keep z with ape added) and the column offset of its half.
 struct PoolRow {
   const float* u;
   const float* z;
@@ -51,7 +51,8 @@ static_assert(kPoolBatch <= 32, "a batch's chunk rows are bits of one word");
 __host__ __device__ inline size_t pool_rows(int m) { return static_cast<size_t>(m == 4 ? 2 * m : m); }
 // Dynamic shared memory: the entry [d] (float), then the pool's rows.
 __host__ __device__ inline size_t entries_smem(int d, int m) {
-  const size_t e = (static_cast<size_t>(d) * sizeof(float) + alignof(PoolRow) - 1) / alignof(PoolRow) * alignof(PoolRow);
+  constexpr size_t kAlign = alignof(PoolRow);
+  const size_t e = (static_cast<size_t>(d) * sizeof(float) + kAlign - 1) / kAlign * kAlign;
   return e + pool_rows(m) * sizeof(PoolRow);
 }
 
@@ -97,8 +98,9 @@ __global__ void compress_entries_kernel(const float* u, const float* z, const fl
   }
   __syncthreads();
   dev::pdl_begin();
-  // A batch of rows' loads (global, all issued before any is used): z (and ape for chunk rows, added
-  // after the batch's loads) and, with kU, u; rows r0 .. r0 + kPoolBatch - 1 of the features f0 + q·blockDim.
+  // A batch of rows' loads (global, all issued before any is used): z (and ape for chunk rows,
+  // added after the batch's loads) and, with kU, u; rows r0 .. r0 + kPoolBatch - 1 of the
+  // features f0 + q·blockDim.
   auto load_batch = [&](auto kU, int r0, int f0, float (&zv)[kPoolFeats][kPoolBatch],
                         float (&uv)[kPoolFeats][kPoolBatch]) {
     float av[kPoolFeats][kPoolBatch];
