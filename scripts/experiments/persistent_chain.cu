@@ -12,6 +12,13 @@
 //            each block arrives after its writes; thread 0 waits with acquire loads); each block
 //            loads its first weights of the next stage before it waits, then normalizes the
 //            previous y itself.
+//   ring:    persistent too, one block an SM, its weights brought by the copy engine into a ring
+//            in shared memory by a producer warp that runs ahead across the barriers (ring_kernel);
+//            also with a warp's rows of a stage summed together, with outputs stored with a stage
+//            tag and polled instead of a barrier, and without arithmetic or barriers: the ring's
+//            stream alone. Results: bench/results/2026-12-01-cuda-34.md.
+// Builds: -DBATCHED_NORM=1 (the normalization's loads issued at once), -DRING_STAMPS=1 (the
+// ring's phases by globaltimer), -DARRIVE_RELEASE=1; RING_SLOTS=n at run time.
 // Every variant computes the same bits (the same rows per warp, the same summation orders): the
 // final x's hash is printed with each. The ceiling is one flat read of all the stages' weights.
 //   nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a scripts/experiments/persistent_chain.cu \
@@ -22,6 +29,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
+#include <string>
 #include <vector>
 
 #include "experiment.cuh"
@@ -30,6 +38,11 @@ namespace {
 
 constexpr int kThreads = 256, kWarps = kThreads / 32;
 constexpr float kEps = 1e-6f;
+// -DBATCHED_NORM=1: the normalization issues all its loads of y at once (see normalize_into).
+#ifndef BATCHED_NORM
+#define BATCHED_NORM 0
+#endif
+constexpr bool kBatchedNorm = BATCHED_NORM;
 
 struct Chain {
   const uint8_t* w;  // [L][D][D] e4m3
@@ -49,9 +62,10 @@ __device__ __forceinline__ void load_row(const uint8_t* w, int D, int row, RowLo
   const uint4* p = reinterpret_cast<const uint4*>(w + static_cast<int64_t>(row) * D);
 #pragma unroll
   for (int j = 0; j < kMaxPieces; ++j)
-    if (j < pieces) asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-                                 : "=r"(r.v[j].x), "=r"(r.v[j].y), "=r"(r.v[j].z), "=r"(r.v[j].w)
-                                 : "l"(p + lane + 32 * j));
+    if (j < pieces)
+      asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+                   : "=r"(r.v[j].x), "=r"(r.v[j].y), "=r"(r.v[j].z), "=r"(r.v[j].w)
+                   : "l"(p + lane + 32 * j));
 }
 // x in shared memory, column 16 p + c at c · D/16 + p: the 32 lanes of a warp read 32 consecutive
 // words for one c (no bank conflicts).
@@ -82,27 +96,46 @@ __device__ __forceinline__ float dot_row(const RowLoads& r, const float* xs, int
   return acc;
 }
 
-// x = y / rms(y) into shared memory (at xidx), by the whole block: thread t adds y[t + 256 i]² in
-// i order, then the warps' sums in warp order (every block computes the same bits).
-__device__ __forceinline__ void normalize_into(const float* y, int D, float* xs, float* red) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+// x = y / rms(y) into shared memory (at xidx), by kThreads threads (t = 0 .. kThreads - 1, sync()
+// their barrier): thread t adds y[t + 256 i]² in i order, then the warps' sums in warp order (every
+// block computes the same bits).
+template <typename Sync>
+__device__ __forceinline__ void normalize_into(const float* y, int D, float* xs, float* red, int t, Sync&& sync) {
+  const int lane = t & 31, warp = t >> 5;
   float ss = 0.0f;
-  for (int i = threadIdx.x; i < D; i += kThreads) {
-    const float v = __ldcg(y + i);
-    xs[xidx(i, D)] = v;
-    ss = fmaf(v, v, ss);
+  if (kBatchedNorm) {  // all of a thread's loads issued first: one round trip, not D / 256
+    constexpr int kMax = 512 * kMaxPieces / kThreads;
+    float v[kMax];
+#pragma unroll
+    for (int j = 0; j < kMax; ++j)
+      if (t + j * kThreads < D) v[j] = __ldcg(y + t + j * kThreads);
+#pragma unroll
+    for (int j = 0; j < kMax; ++j)
+      if (t + j * kThreads < D) {
+        xs[xidx(t + j * kThreads, D)] = v[j];
+        ss = fmaf(v[j], v[j], ss);
+      }
+  } else {
+    for (int i = t; i < D; i += kThreads) {
+      const float v = __ldcg(y + i);
+      xs[xidx(i, D)] = v;
+      ss = fmaf(v, v, ss);
+    }
   }
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
   if (lane == 0) red[warp] = ss;
-  __syncthreads();
+  sync();
   float tot = 0.0f;
 #pragma unroll
   for (int w = 0; w < kWarps; ++w) tot += red[w];
   const float inv = 1.0f / sqrtf(tot / static_cast<float>(D) + kEps);
-  __syncthreads();  // every thread has read red before it is reused
-  for (int i = threadIdx.x; i < D; i += kThreads) xs[i] *= inv;
-  __syncthreads();
+  sync();  // every thread has read red before it is reused
+  for (int i = t; i < D; i += kThreads) xs[i] *= inv;
+  sync();
+}
+__device__ __forceinline__ void normalize_into(const float* y, int D, float* xs, float* red) {
+  normalize_into(y, D, xs, red, threadIdx.x, [] { __syncthreads(); });
 }
 __device__ __forceinline__ void copy_into(const float* x, int D, float* xs) {
   for (int i = threadIdx.x; i < D; i += kThreads) xs[xidx(i, D)] = __ldcg(x + i);
@@ -134,9 +167,12 @@ __global__ void __launch_bounds__(kThreads) product_kernel(Chain c, int i, bool 
   if (gw < c.D) load_row(c.w + static_cast<int64_t>(i) * c.D * c.D, c.D, gw, r);  // weights: before the wait
   asm volatile("griddepcontrol.wait;" ::: "memory");
   asm volatile("griddepcontrol.launch_dependents;");
-  if (i == 0) copy_into(c.x0, c.D, xs);
-  else if (fused_norm) normalize_into(c.y + static_cast<int64_t>(i - 1) * c.D, c.D, xs, red);
-  else copy_into(c.y + static_cast<int64_t>(c.L) * c.D, c.D, xs);  // norm_kernel's x
+  if (i == 0)
+    copy_into(c.x0, c.D, xs);
+  else if (fused_norm)
+    normalize_into(c.y + static_cast<int64_t>(i - 1) * c.D, c.D, xs, red);
+  else
+    copy_into(c.y + static_cast<int64_t>(c.L) * c.D, c.D, xs);  // norm_kernel's x
   stage_rows(c, i, xs, r);
 }
 // x for stage i + 1 (kept after the L outputs: c.y[L]) from y_i, one block. early: it lets the next
@@ -179,6 +215,250 @@ __global__ void __launch_bounds__(kThreads) persistent_kernel(Chain c, unsigned*
     if (threadIdx.x == 0) {
       __threadfence();
       atomicAdd(arrived, 1u);
+    }
+  }
+}
+
+// ---- the persistent chain fed by the copy engine ------------------------------------------------
+// One block an SM: 8 consumer warps (threads 0 .. 255, as kThreads) and a producer warp whose
+// first lane asks for the block's rows of every stage in turn, kChunkRows rows a bulk copy, into a
+// ring of kSlots entries guarded by mbarriers. The weights do not depend on x, so the producer runs
+// ahead across the grid barriers as far as the ring lets it (kSlots · kChunkRows · D bytes an SM,
+// ~25 MB in all at D = 4096): the stream need not stop while a stage waits for the previous one.
+// Block b takes rows [b D / G, (b + 1) D / G) of each stage (contiguous: one copy a chunk), a chunk's
+// row w to consumer warp w. The sums are dot_row's and normalize_into's: the same bits.
+// kCompute = false: the consumers only release each entry (no barrier, no arithmetic): the ring's
+// own streaming rate over the same bytes.
+constexpr int kChunkRows = kWarps, kSlots = 6;
+__device__ __forceinline__ uint32_t saddr(const void* p) { return static_cast<uint32_t>(__cvta_generic_to_shared(p)); }
+__device__ __forceinline__ void mbar_init(uint64_t* b, uint32_t n) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(saddr(b)), "r"(n) : "memory");
+}
+__device__ __forceinline__ void mbar_expect(uint64_t* b, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(saddr(b)), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint64_t* b) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(saddr(b)) : "memory");
+}
+__device__ __forceinline__ void mbar_wait(uint64_t* b, uint32_t parity) {
+  asm volatile(
+      "{\n.reg .pred p;\nW:\nmbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n@!p bra W;\n}\n" ::"r"(saddr(b)),
+      "r"(parity)
+      : "memory");
+}
+__device__ __forceinline__ void consumers_sync() { asm volatile("bar.sync 1, %0;" ::"n"(kThreads) : "memory"); }
+
+// -DRING_STAMPS=1: block 0's thread 0 stamps each stage (globaltimer, ns) at its entry, after the
+// grid barrier, after the normalization, after its rows, after its arrival; main prints the means.
+#ifndef RING_STAMPS
+#define RING_STAMPS 0
+#endif
+// -DARRIVE_RELEASE=1: a block arrives by red.release.gpu, not __threadfence + atomicAdd.
+#ifndef ARRIVE_RELEASE
+#define ARRIVE_RELEASE 0
+#endif
+constexpr bool kArriveRelease = ARRIVE_RELEASE;
+constexpr int kStampMax = 256, kStampPoints = 5;
+__device__ unsigned long long g_stamps[kStampMax][kStampPoints];
+__device__ __forceinline__ void stamp(int i, int point) {
+  if (RING_STAMPS && blockIdx.x == 0 && threadIdx.x == 0 && i < kStampMax) {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t)::"memory");
+    g_stamps[i][point] = t;
+  }
+}
+
+// Warp w's rows of the block's slice (w, w + 8, ..., one in each of the stage's chunks, all in the
+// ring) as independent sums taken together: each x pair is read from shared memory once for all
+// of them, and each row's sum keeps dot_row's order (the same bits).
+constexpr int kMaxChunks = 4;
+__device__ __forceinline__ void rows_interleaved(const uint8_t* ring, int64_t chunk, int64_t it, int slots, int chunks,
+                                                 int r0, int r1, const float* xs, int D, float* y) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, pieces = D / 512, d16 = D >> 4;
+  float acc[kMaxChunks] = {};
+  const uint4* p[kMaxChunks];
+#pragma unroll
+  for (int q = 0; q < kMaxChunks; ++q)
+    p[q] = reinterpret_cast<const uint4*>(ring + ((it + q) % slots) * chunk + static_cast<int64_t>(warp) * D);
+#pragma unroll
+  for (int j = 0; j < kMaxPieces; ++j) {
+    if (j >= pieces) break;
+    uint32_t w4[kMaxChunks][4];
+#pragma unroll
+    for (int q = 0; q < kMaxChunks; ++q)
+      if (q < chunks) {
+        const uint4 v = p[q][lane + 32 * j];
+        w4[q][0] = v.x, w4[q][1] = v.y, w4[q][2] = v.z, w4[q][3] = v.w;
+      }
+    const float* x = xs + lane + 32 * j;
+#pragma unroll
+    for (int k = 0; k < 4; ++k)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const float x0 = x[(4 * k + 2 * h) * d16], x1 = x[(4 * k + 2 * h + 1) * d16];
+#pragma unroll
+        for (int q = 0; q < kMaxChunks; ++q)
+          if (q < chunks) {
+            const auto pair = static_cast<__nv_fp8x2_storage_t>(w4[q][k] >> (16 * h));
+            const float2 f = __half22float2(__half2(__nv_cvt_fp8x2_to_halfraw2(pair, __NV_E4M3)));
+            acc[q] = fmaf(f.x, x0, acc[q]);
+            acc[q] = fmaf(f.y, x1, acc[q]);
+          }
+      }
+  }
+#pragma unroll
+  for (int q = 0; q < kMaxChunks; ++q) {
+    float a = acc[q];
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) a += __shfl_xor_sync(0xffffffffu, a, o);
+    const int row = r0 + q * kChunkRows + warp;
+    if (q < chunks && row < r1 && lane == 0) y[row] = a;
+  }
+}
+
+// kLL: no grid barrier. Each output goes out with its stage's tag in one 8-byte store (value,
+// tag), as NCCL's LL protocol does, and the next stage's normalization polls the values
+// themselves until every tag is the stage's: no fence, no counter.
+__device__ __forceinline__ uint2 ld_relaxed(const uint2* p) {
+  uint2 v;
+  asm volatile("ld.relaxed.gpu.global.v2.u32 {%0, %1}, [%2];" : "=r"(v.x), "=r"(v.y) : "l"(p) : "memory");
+  return v;
+}
+__device__ __forceinline__ void st_relaxed(uint2* p, uint2 v) {
+  asm volatile("st.relaxed.gpu.global.v2.u32 [%0], {%1, %2};" ::"l"(p), "r"(v.x), "r"(v.y) : "memory");
+}
+// normalize_into's batched form over tagged values: every load issued at once, then any whose tag
+// is not yet `tag` read again until it is.
+__device__ __forceinline__ void normalize_ll(const uint2* ll, unsigned tag, int D, float* xs, float* red, int t) {
+  constexpr int kMax = 512 * kMaxPieces / kThreads;
+  const int lane = t & 31, warp = t >> 5;
+  uint2 v[kMax];
+#pragma unroll
+  for (int j = 0; j < kMax; ++j)
+    if (t + j * kThreads < D) v[j] = ld_relaxed(ll + t + j * kThreads);
+  float ss = 0.0f;
+#pragma unroll
+  for (int j = 0; j < kMax; ++j)
+    if (t + j * kThreads < D) {
+      while (v[j].y != tag) v[j] = ld_relaxed(ll + t + j * kThreads);
+      const float f = __uint_as_float(v[j].x);
+      xs[xidx(t + j * kThreads, D)] = f;
+      ss = fmaf(f, f, ss);
+    }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+  if (lane == 0) red[warp] = ss;
+  consumers_sync();
+  float tot = 0.0f;
+#pragma unroll
+  for (int w = 0; w < kWarps; ++w) tot += red[w];
+  const float inv = 1.0f / sqrtf(tot / static_cast<float>(D) + kEps);
+  consumers_sync();
+  for (int i = t; i < D; i += kThreads) xs[i] *= inv;
+  consumers_sync();
+}
+
+template <bool kCompute, bool kInterleave, bool kLL = false>
+__global__ void __launch_bounds__(kThreads + 32)
+    ring_kernel(Chain c, unsigned* arrived, int slots, uint2* ll, unsigned epoch) {
+  extern __shared__ __align__(128) uint8_t smem[];
+  const int64_t chunk = static_cast<int64_t>(kChunkRows) * c.D;
+  uint8_t* ring = smem;
+  float* xs = reinterpret_cast<float*>(smem + kSlots * chunk);
+  uint64_t* full = reinterpret_cast<uint64_t*>(xs + c.D);
+  uint64_t* empty = full + kSlots;
+  __shared__ float red[kWarps];
+  const int t = threadIdx.x, lane = t & 31, warp = t >> 5;
+  const int r0 = static_cast<int>(static_cast<int64_t>(blockIdx.x) * c.D / gridDim.x);
+  const int r1 = static_cast<int>(static_cast<int64_t>(blockIdx.x + 1) * c.D / gridDim.x);
+  if (t == 0) {
+    for (int k = 0; k < kSlots; ++k) mbar_init(full + k, 1), mbar_init(empty + k, kWarps);
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  }
+  __syncthreads();
+  if (warp == kWarps) {  // the producer
+    if (lane != 0) return;
+    int64_t it = 0;
+    for (int i = 0; i < c.L; ++i)
+      for (int r = r0; r < r1; r += kChunkRows, ++it) {
+        const int slot = static_cast<int>(it % slots);
+        const int64_t use = it / slots;
+        if (use > 0) mbar_wait(empty + slot, static_cast<uint32_t>((use - 1) & 1));
+        const uint32_t bytes = static_cast<uint32_t>(min(kChunkRows, r1 - r) * c.D);
+        mbar_expect(full + slot, bytes);
+        const uint8_t* src = c.w + (static_cast<int64_t>(i) * c.D + r) * c.D;
+        asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
+                         saddr(ring + slot * chunk)),
+                     "l"(src), "r"(bytes), "r"(saddr(full + slot))
+                     : "memory");
+      }
+    return;
+  }
+  int64_t it = 0;
+  for (int i = 0; i < c.L; ++i) {
+    stamp(i, 0);
+    if (kCompute) {
+      if (i == 0) {
+        for (int k = t; k < c.D; k += kThreads) xs[xidx(k, c.D)] = __ldcg(c.x0 + k);
+        consumers_sync();
+      } else if (kLL) {
+        stamp(i, 1);
+        normalize_ll(ll + static_cast<int64_t>(i - 1) * c.D, epoch * 256u + i, c.D, xs, red, t);
+      } else {
+        if (t == 0) {
+          const unsigned target = static_cast<unsigned>(i) * gridDim.x;
+          unsigned v;
+          do {
+            asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(arrived) : "memory");
+          } while (v < target);
+        }
+        consumers_sync();
+        stamp(i, 1);
+        normalize_into(c.y + static_cast<int64_t>(i - 1) * c.D, c.D, xs, red, t, [] { consumers_sync(); });
+      }
+      stamp(i, 2);
+    }
+    float* y = c.y + static_cast<int64_t>(i) * c.D;
+    if (kInterleave) {  // the stage's chunks all in the ring; warp w's rows w, w + 8, ... at once
+      const int chunks = (r1 - r0 + kChunkRows - 1) / kChunkRows;  // at most kMaxChunks (main checks)
+      for (int q = 0; q < chunks; ++q)
+        mbar_wait(full + (it + q) % slots, static_cast<uint32_t>(((it + q) / slots) & 1));
+      rows_interleaved(ring, chunk, it, slots, chunks, r0, r1, xs, c.D, y);
+      __syncwarp();
+      if (lane == 0)
+        for (int q = 0; q < chunks; ++q) mbar_arrive(empty + (it + q) % slots);
+      it += chunks;
+    }
+    for (int r = r0; !kInterleave && r < r1; r += kChunkRows, ++it) {
+      const int slot = static_cast<int>(it % slots);
+      mbar_wait(full + slot, static_cast<uint32_t>((it / slots) & 1));
+      if (kCompute && r + warp < r1) {
+        const uint4* p = reinterpret_cast<const uint4*>(ring + slot * chunk + static_cast<int64_t>(warp) * c.D);
+        RowLoads rl;
+#pragma unroll
+        for (int j = 0; j < kMaxPieces; ++j)
+          if (j < c.D / 512) rl.v[j] = p[lane + 32 * j];
+        const float v = dot_row(rl, xs, c.D);
+        if (lane == 0) y[r + warp] = v;
+        if (kLL && lane == 0)
+          st_relaxed(ll + static_cast<int64_t>(i) * c.D + r + warp,
+                     make_uint2(__float_as_uint(v), epoch * 256u + i + 1));
+      }
+      __syncwarp();
+      if (lane == 0) mbar_arrive(empty + slot);
+    }
+    if (kCompute) {
+      consumers_sync();  // the block's rows of stage i are written
+      stamp(i, 3);
+      if (t == 0 && !kLL) {
+        if (kArriveRelease) {  // one release reduction after the block barrier (cutlass's semaphore)
+          asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(arrived) : "memory");
+        } else {
+          __threadfence();
+          atomicAdd(arrived, 1u);
+        }
+      }
+      stamp(i, 4);
     }
   }
 }
@@ -259,8 +539,41 @@ int main(int argc, char** argv) {
     Chain cc = c;
     unsigned* a = arrived;
     void* args[] = {&cc, &a};
-    CK(cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(persistent_kernel), dim3(blocks), dim3(kThreads),
-                                   args, smem, s));
+    CK(cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(persistent_kernel), dim3(blocks), dim3(kThreads), args,
+                                   smem, s));
+  };
+  const size_t ring_smem = kSlots * static_cast<size_t>(kChunkRows) * D + smem + 2 * kSlots * sizeof(uint64_t);
+  CK(cudaFuncSetAttribute(ring_kernel<true, false>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                          static_cast<int>(ring_smem)));
+  CK(cudaFuncSetAttribute(ring_kernel<true, true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                          static_cast<int>(ring_smem)));
+  CK(cudaFuncSetAttribute(ring_kernel<false, false>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                          static_cast<int>(ring_smem)));
+  CK(cudaFuncSetAttribute(ring_kernel<true, false, true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                          static_cast<int>(ring_smem)));
+  uint2* ll;
+  CK(cudaMalloc(&ll, static_cast<size_t>(L) * D * sizeof(uint2)));
+  CK(cudaMemset(ll, 0, static_cast<size_t>(L) * D * sizeof(uint2)));
+  unsigned epoch = 0;  // the tags of each run differ from every earlier run's (L < 256)
+  // RING_SLOTS=n (1 .. kSlots): fewer entries in use, a shorter run-ahead.
+  const int ring_slots =
+      std::getenv("RING_SLOTS") ? std::max(1, std::min(kSlots, std::atoi(std::getenv("RING_SLOTS")))) : kSlots;
+  std::printf("ring: %d entries of %d rows\n", ring_slots, kChunkRows);
+  const int stage_chunks = ((D + sms - 1) / sms + kChunkRows - 1) / kChunkRows;
+  const bool interleave_fits = stage_chunks <= kMaxChunks && stage_chunks <= ring_slots;
+  auto ring = [&](int mode) {  // 0: stream alone, 1: a chunk's rows a warp each, 2: interleaved
+    CK(cudaMemsetAsync(arrived, 0, sizeof(unsigned), s));
+    Chain cc = c;
+    unsigned* a = arrived;
+    int slots = ring_slots;
+    uint2* l = ll;
+    unsigned e = ++epoch;
+    void* args[] = {&cc, &a, &slots, &l, &e};
+    const void* k = mode == 3   ? reinterpret_cast<const void*>(ring_kernel<true, false, true>)
+                    : mode == 2 ? reinterpret_cast<const void*>(ring_kernel<true, true>)
+                    : mode == 1 ? reinterpret_cast<const void*>(ring_kernel<true, false>)
+                                : reinterpret_cast<const void*>(ring_kernel<false, false>);
+    CK(cudaLaunchCooperativeKernel(k, dim3(sms), dim3(kThreads + 32), args, ring_smem, s));
   };
   auto final_hash = [&] {
     CK(cudaStreamSynchronize(s));
@@ -272,9 +585,9 @@ int main(int argc, char** argv) {
   const double mb = wbytes / 1e6;
   std::printf("chain of %d stages, %d x %d FP8 weights each (%.1f MB in all), %d blocks of %d threads\n", L, D, D, mb,
               blocks, kThreads);
-  const double ceil_us = tm.median(trials, [](int) {}, [&] {
-    flat_read<<<blocks * 2, kThreads, 0, s>>>(reinterpret_cast<const uint4*>(w), wbytes / 16, sink);
-  });
+  const double ceil_us = tm.median(
+      trials, [](int) {},
+      [&] { flat_read<<<blocks * 2, kThreads, 0, s>>>(reinterpret_cast<const uint4*>(w), wbytes / 16, sink); });
   std::printf("| variant | us | us a stage | GB/s | final y hash |\n|---|---|---|---|---|\n");
   std::printf("| one flat read of the bytes | %.1f | %.2f | %.0f | |\n", ceil_us, ceil_us / L, mb * 1e3 / ceil_us);
   for (int round = 0; round < 2; ++round) {
@@ -285,10 +598,34 @@ int main(int argc, char** argv) {
     for (const V& v : {V{"kernels: product + norm launches, PDL", [&] { kernels(false, false); }},
                        V{"kernels, the norm releasing the next product before its wait", [&] { kernels(false, true); }},
                        V{"fused: the norm in every product block, PDL", [&] { kernels(true, false); }},
-                       V{"persist: one cooperative kernel, grid barriers", persist}}) {
-      const double us = tm.median(trials, [](int) {}, v.run);
+                       V{"persist: one cooperative kernel, grid barriers", persist},
+                       V{"ring: persistent, the weights by bulk copies into a shared-memory ring", [&] { ring(1); }},
+                       V{"ring, a warp's rows of a stage taken together",
+                         [&] {
+                           if (interleave_fits) ring(2);
+                         }},
+                       V{"ring, tagged outputs polled by the next stage (no barrier, no fence)", [&] { ring(3); }},
+                       V{"ring without arithmetic or barriers (the ring's stream alone)", [&] { ring(0); }}}) {
+      if (!interleave_fits && std::string(v.name).rfind("ring, a warp", 0) == 0) continue;  // > kMaxChunks
+      const double us = tm.median(
+          trials, [](int) {}, v.run);
       std::printf("| %s | %.1f | %.2f | %.0f | %016llx |\n", v.name, us, us / L, mb * 1e3 / us, final_hash());
     }
+  }
+  if (RING_STAMPS) {  // one more run of the tagged ring, stamped
+    ring(3);
+    CK(cudaStreamSynchronize(s));
+    unsigned long long h[kStampMax][kStampPoints];
+    CK(cudaMemcpyFromSymbol(h, g_stamps, sizeof(h)));
+    double sum[kStampPoints] = {};
+    int n = 0;
+    for (int i = 2; i < std::min(L, kStampMax); ++i, ++n)  // stages after the first two
+      for (int p = 1; p < kStampPoints; ++p) sum[p] += static_cast<double>(h[i][p] - h[i][p - 1]);
+    sum[0] = n ? static_cast<double>(h[std::min(L, kStampMax) - 1][0] - h[1][0]) : 0;
+    std::printf(
+        "ring stamps, block 0, mean ns a stage over %d stages: stage %.0f | barrier %.0f | "
+        "normalization %.0f | rows %.0f | arrival %.0f\n",
+        n, n ? sum[0] / (n) : 0.0, sum[1] / n, sum[2] / n, sum[3] / n, sum[4] / n);
   }
   return 0;
 }
