@@ -15,10 +15,12 @@
 //   ring:    persistent too, one block an SM, its weights brought by the copy engine into a ring
 //            in shared memory by a producer warp that runs ahead across the barriers (ring_kernel);
 //            also with a warp's rows of a stage summed together, with outputs stored with a stage
-//            tag and polled instead of a barrier, and without arithmetic or barriers: the ring's
-//            stream alone. Results: bench/results/2026-12-01-cuda-34.md.
+//            tag and polled instead of a barrier, with the producer holding its copies while the
+//            consumers synchronize, and without arithmetic or barriers: the ring's stream alone.
+//            Results: bench/results/2026-12-01-cuda-34.md.
 // Builds: -DBATCHED_NORM=1 (the normalization's loads issued at once), -DRING_STAMPS=1 (the
-// ring's phases by globaltimer), -DARRIVE_RELEASE=1; RING_SLOTS=n at run time.
+// ring's phases by globaltimer; STAMP_MODE=n picks the ring form stamped), -DARRIVE_RELEASE=1;
+// RING_SLOTS=n at run time.
 // Every variant computes the same bits (the same rows per warp, the same summation orders): the
 // final x's hash is printed with each. The ceiling is one flat read of all the stages' weights.
 //   nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a scripts/experiments/persistent_chain.cu \
@@ -358,7 +360,9 @@ __device__ __forceinline__ void normalize_ll(const uint2* ll, unsigned tag, int 
   consumers_sync();
 }
 
-template <bool kCompute, bool kInterleave, bool kLL = false>
+// kPause: the producer issues no copy while the consumers are between a stage's last row and the
+// end of the next normalization (arrival, barrier, round trip), so that those wait behind no copy.
+template <bool kCompute, bool kInterleave, bool kLL = false, bool kPause = false>
 __global__ void __launch_bounds__(kThreads + 32)
     ring_kernel(Chain c, unsigned* arrived, int slots, uint2* ll, unsigned epoch) {
   extern __shared__ __align__(128) uint8_t smem[];
@@ -368,10 +372,12 @@ __global__ void __launch_bounds__(kThreads + 32)
   uint64_t* full = reinterpret_cast<uint64_t*>(xs + c.D);
   uint64_t* empty = full + kSlots;
   __shared__ float red[kWarps];
+  __shared__ volatile int critical;
   const int t = threadIdx.x, lane = t & 31, warp = t >> 5;
   const int r0 = static_cast<int>(static_cast<int64_t>(blockIdx.x) * c.D / gridDim.x);
   const int r1 = static_cast<int>(static_cast<int64_t>(blockIdx.x + 1) * c.D / gridDim.x);
   if (t == 0) {
+    critical = 0;
     for (int k = 0; k < kSlots; ++k) mbar_init(full + k, 1), mbar_init(empty + k, kWarps);
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
   }
@@ -384,6 +390,8 @@ __global__ void __launch_bounds__(kThreads + 32)
         const int slot = static_cast<int>(it % slots);
         const int64_t use = it / slots;
         if (use > 0) mbar_wait(empty + slot, static_cast<uint32_t>((use - 1) & 1));
+        if (kPause)
+          while (critical) __nanosleep(32);
         const uint32_t bytes = static_cast<uint32_t>(min(kChunkRows, r1 - r) * c.D);
         mbar_expect(full + slot, bytes);
         const uint8_t* src = c.w + (static_cast<int64_t>(i) * c.D + r) * c.D;
@@ -416,6 +424,7 @@ __global__ void __launch_bounds__(kThreads + 32)
         stamp(i, 1);
         normalize_into(c.y + static_cast<int64_t>(i - 1) * c.D, c.D, xs, red, t, [] { consumers_sync(); });
       }
+      if (kPause && t == 0) critical = 0;
       stamp(i, 2);
     }
     float* y = c.y + static_cast<int64_t>(i) * c.D;
@@ -449,6 +458,7 @@ __global__ void __launch_bounds__(kThreads + 32)
     }
     if (kCompute) {
       consumers_sync();  // the block's rows of stage i are written
+      if (kPause && t == 0 && i + 1 < c.L) critical = 1;
       stamp(i, 3);
       if (t == 0 && !kLL) {
         if (kArriveRelease) {  // one release reduction after the block barrier (cutlass's semaphore)
@@ -551,6 +561,8 @@ int main(int argc, char** argv) {
                           static_cast<int>(ring_smem)));
   CK(cudaFuncSetAttribute(ring_kernel<true, false, true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                           static_cast<int>(ring_smem)));
+  CK(cudaFuncSetAttribute(ring_kernel<true, false, false, true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                          static_cast<int>(ring_smem)));
   uint2* ll;
   CK(cudaMalloc(&ll, static_cast<size_t>(L) * D * sizeof(uint2)));
   CK(cudaMemset(ll, 0, static_cast<size_t>(L) * D * sizeof(uint2)));
@@ -561,7 +573,8 @@ int main(int argc, char** argv) {
   std::printf("ring: %d entries of %d rows\n", ring_slots, kChunkRows);
   const int stage_chunks = ((D + sms - 1) / sms + kChunkRows - 1) / kChunkRows;
   const bool interleave_fits = stage_chunks <= kMaxChunks && stage_chunks <= ring_slots;
-  auto ring = [&](int mode) {  // 0: stream alone, 1: a chunk's rows a warp each, 2: interleaved
+  // 0: stream alone, 1: a chunk's rows a warp each, 2: interleaved, 3: tagged, 4: 1 with kPause
+  auto ring = [&](int mode) {
     CK(cudaMemsetAsync(arrived, 0, sizeof(unsigned), s));
     Chain cc = c;
     unsigned* a = arrived;
@@ -569,7 +582,8 @@ int main(int argc, char** argv) {
     uint2* l = ll;
     unsigned e = ++epoch;
     void* args[] = {&cc, &a, &slots, &l, &e};
-    const void* k = mode == 3   ? reinterpret_cast<const void*>(ring_kernel<true, false, true>)
+    const void* k = mode == 4   ? reinterpret_cast<const void*>(ring_kernel<true, false, false, true>)
+                    : mode == 3 ? reinterpret_cast<const void*>(ring_kernel<true, false, true>)
                     : mode == 2 ? reinterpret_cast<const void*>(ring_kernel<true, true>)
                     : mode == 1 ? reinterpret_cast<const void*>(ring_kernel<true, false>)
                                 : reinterpret_cast<const void*>(ring_kernel<false, false>);
@@ -595,25 +609,27 @@ int main(int argc, char** argv) {
       const char* name;
       std::function<void()> run;
     };
-    for (const V& v : {V{"kernels: product + norm launches, PDL", [&] { kernels(false, false); }},
-                       V{"kernels, the norm releasing the next product before its wait", [&] { kernels(false, true); }},
-                       V{"fused: the norm in every product block, PDL", [&] { kernels(true, false); }},
-                       V{"persist: one cooperative kernel, grid barriers", persist},
-                       V{"ring: persistent, the weights by bulk copies into a shared-memory ring", [&] { ring(1); }},
-                       V{"ring, a warp's rows of a stage taken together",
-                         [&] {
-                           if (interleave_fits) ring(2);
-                         }},
-                       V{"ring, tagged outputs polled by the next stage (no barrier, no fence)", [&] { ring(3); }},
-                       V{"ring without arithmetic or barriers (the ring's stream alone)", [&] { ring(0); }}}) {
+    for (const V& v :
+         {V{"kernels: product + norm launches, PDL", [&] { kernels(false, false); }},
+          V{"kernels, the norm releasing the next product before its wait", [&] { kernels(false, true); }},
+          V{"fused: the norm in every product block, PDL", [&] { kernels(true, false); }},
+          V{"persist: one cooperative kernel, grid barriers", persist},
+          V{"ring: persistent, the weights by bulk copies into a shared-memory ring", [&] { ring(1); }},
+          V{"ring, a warp's rows of a stage taken together",
+            [&] {
+              if (interleave_fits) ring(2);
+            }},
+          V{"ring, no copy issued from a stage's last row to the next normalization's end", [&] { ring(4); }},
+          V{"ring, tagged outputs polled by the next stage (no barrier, no fence)", [&] { ring(3); }},
+          V{"ring without arithmetic or barriers (the ring's stream alone)", [&] { ring(0); }}}) {
       if (!interleave_fits && std::string(v.name).rfind("ring, a warp", 0) == 0) continue;  // > kMaxChunks
       const double us = tm.median(
           trials, [](int) {}, v.run);
       std::printf("| %s | %.1f | %.2f | %.0f | %016llx |\n", v.name, us, us / L, mb * 1e3 / us, final_hash());
     }
   }
-  if (RING_STAMPS) {  // one more run of the tagged ring, stamped
-    ring(3);
+  if (RING_STAMPS) {  // one more run of the tagged ring (or of STAMP_MODE's), stamped
+    ring(std::getenv("STAMP_MODE") ? std::atoi(std::getenv("STAMP_MODE")) : 3);
     CK(cudaStreamSynchronize(s));
     unsigned long long h[kStampMax][kStampPoints];
     CK(cudaMemcpyFromSymbol(h, g_stamps, sizeof(h)));
