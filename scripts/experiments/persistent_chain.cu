@@ -98,12 +98,28 @@ __device__ __forceinline__ float dot_row(const RowLoads& r, const float* xs, int
   return acc;
 }
 
+// The end of a normalization: thread t's Σ y² over its elements (already in xs) in ss; the block's
+// total in warp order, then xs *= 1 / rms.
+template <typename Sync>
+__device__ __forceinline__ void finish_norm(float ss, int D, float* xs, float* red, int t, Sync&& sync) {
+  const int lane = t & 31, warp = t >> 5;
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+  if (lane == 0) red[warp] = ss;
+  sync();
+  float tot = 0.0f;
+#pragma unroll
+  for (int w = 0; w < kWarps; ++w) tot += red[w];
+  const float inv = 1.0f / sqrtf(tot / static_cast<float>(D) + kEps);
+  sync();  // every thread has read red before it is reused
+  for (int i = t; i < D; i += kThreads) xs[i] *= inv;
+  sync();
+}
 // x = y / rms(y) into shared memory (at xidx), by kThreads threads (t = 0 .. kThreads - 1, sync()
 // their barrier): thread t adds y[t + 256 i]² in i order, then the warps' sums in warp order (every
 // block computes the same bits).
 template <typename Sync>
 __device__ __forceinline__ void normalize_into(const float* y, int D, float* xs, float* red, int t, Sync&& sync) {
-  const int lane = t & 31, warp = t >> 5;
   float ss = 0.0f;
   if (kBatchedNorm) {  // all of a thread's loads issued first: one round trip, not D / 256
     constexpr int kMax = 512 * kMaxPieces / kThreads;
@@ -124,17 +140,7 @@ __device__ __forceinline__ void normalize_into(const float* y, int D, float* xs,
       ss = fmaf(v, v, ss);
     }
   }
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
-  if (lane == 0) red[warp] = ss;
-  sync();
-  float tot = 0.0f;
-#pragma unroll
-  for (int w = 0; w < kWarps; ++w) tot += red[w];
-  const float inv = 1.0f / sqrtf(tot / static_cast<float>(D) + kEps);
-  sync();  // every thread has read red before it is reused
-  for (int i = t; i < D; i += kThreads) xs[i] *= inv;
-  sync();
+  finish_norm(ss, D, xs, red, t, sync);
 }
 __device__ __forceinline__ void normalize_into(const float* y, int D, float* xs, float* red) {
   normalize_into(y, D, xs, red, threadIdx.x, [] { __syncthreads(); });
@@ -191,6 +197,14 @@ __global__ void __launch_bounds__(kThreads) norm_kernel(Chain c, int i, bool ear
   for (int k = threadIdx.x; k < c.D; k += kThreads) xn[k] = xs[xidx(k, c.D)];
 }
 
+// A grid barrier's wait (one thread): until `target` blocks have arrived, by acquire loads.
+__device__ __forceinline__ void wait_arrivals(const unsigned* arrived, unsigned target) {
+  unsigned v;
+  do {
+    asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(arrived) : "memory");
+  } while (v < target);
+}
+
 // The whole chain in one cooperative grid; `arrived` counts blocks done with each stage.
 __global__ void __launch_bounds__(kThreads) persistent_kernel(Chain c, unsigned* arrived) {
   extern __shared__ float xs[];
@@ -203,11 +217,7 @@ __global__ void __launch_bounds__(kThreads) persistent_kernel(Chain c, unsigned*
       copy_into(c.x0, c.D, xs);
     } else {
       if (threadIdx.x == 0) {
-        const unsigned target = static_cast<unsigned>(i) * gridDim.x;
-        unsigned v;
-        do {
-          asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(arrived) : "memory");
-        } while (v < target);
+        wait_arrivals(arrived, static_cast<unsigned>(i) * gridDim.x);
       }
       __syncthreads();
       normalize_into(c.y + static_cast<int64_t>(i - 1) * c.D, c.D, xs, red);
@@ -333,7 +343,6 @@ __device__ __forceinline__ void st_relaxed(uint2* p, uint2 v) {
 // is not yet `tag` read again until it is.
 __device__ __forceinline__ void normalize_ll(const uint2* ll, unsigned tag, int D, float* xs, float* red, int t) {
   constexpr int kMax = 512 * kMaxPieces / kThreads;
-  const int lane = t & 31, warp = t >> 5;
   uint2 v[kMax];
 #pragma unroll
   for (int j = 0; j < kMax; ++j)
@@ -347,17 +356,7 @@ __device__ __forceinline__ void normalize_ll(const uint2* ll, unsigned tag, int 
       xs[xidx(t + j * kThreads, D)] = f;
       ss = fmaf(f, f, ss);
     }
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
-  if (lane == 0) red[warp] = ss;
-  consumers_sync();
-  float tot = 0.0f;
-#pragma unroll
-  for (int w = 0; w < kWarps; ++w) tot += red[w];
-  const float inv = 1.0f / sqrtf(tot / static_cast<float>(D) + kEps);
-  consumers_sync();
-  for (int i = t; i < D; i += kThreads) xs[i] *= inv;
-  consumers_sync();
+  finish_norm(ss, D, xs, red, t, [] { consumers_sync(); });
 }
 
 // kPause: the producer issues no copy while the consumers are between a stage's last row and the
@@ -414,11 +413,7 @@ __global__ void __launch_bounds__(kThreads + 32)
         normalize_ll(ll + static_cast<int64_t>(i - 1) * c.D, epoch * 256u + i, c.D, xs, red, t);
       } else {
         if (t == 0) {
-          const unsigned target = static_cast<unsigned>(i) * gridDim.x;
-          unsigned v;
-          do {
-            asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(arrived) : "memory");
-          } while (v < target);
+          wait_arrivals(arrived, static_cast<unsigned>(i) * gridDim.x);
         }
         consumers_sync();
         stamp(i, 1);
