@@ -31,7 +31,7 @@ int run(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   o.prefill = !no_prefill;
   o.decode = !no_decode;
-  dsv4::run_cuda_bench(o);
+  dsv4::run_cuda_bench(o);  // checks the options before it looks for a GPU
   return 0;
 }
 

@@ -18,6 +18,15 @@ inline void check(cublasStatus_t s, const char* call, const char* file, int line
     throw Error("cublas", str(call, " failed: status ", static_cast<int>(s), " at ", file, ":", line));
 }
 
+// A usable device, or an error that says what is missing and what to do instead (`instead`).
+inline void require_device(const char* instead) {
+  int devices = 0;
+  const cudaError_t e = cudaGetDeviceCount(&devices);
+  if (e != cudaSuccess || devices == 0)
+    throw Error("cuda", str("no usable CUDA device (", e != cudaSuccess ? cudaGetErrorString(e) : "none found", ")",
+                            instead));
+}
+
 }  // namespace dsv4::cuda
 
 // DSV4_CUDA_CHECK(cudaMalloc(...)); DSV4_CUDA_CHECK(cublasLtMatmul(...));

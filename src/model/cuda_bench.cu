@@ -294,6 +294,8 @@ void long_run(CudaModel& model, const ModelConfig& c, const BenchOptions& o, dou
 }  // namespace
 
 void run_cuda_bench(const BenchOptions& o) {
+  check_bench_options(o);
+  require_device(": dsv4 bench runs on the GPU");
   cudaDeviceProp prop{};
   DSV4_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
   std::printf("device: %s, %d SMs, %.1f GiB\n", prop.name, prop.multiProcessorCount, prop.totalGlobalMem / 1073741824.0);
@@ -525,11 +527,15 @@ void run_cuda_bench(const BenchOptions& o) {
       }
   }
   json += "}";
-  if (!o.json.empty()) std::ofstream(o.json) << json << "\n";
   std::printf("\n| phase | context | batch | tokens/s (%d layers) | tokens/s scaled to 43 | notes |\n|---|---|---|---|---|---|\n",
               o.layers);
   for (const std::string& r : table) std::printf("%s\n", r.c_str());
   cudaStreamDestroy(s0);
+  if (!o.json.empty()) {
+    std::ofstream f(o.json);
+    f << json << "\n";
+    DSV4_CHECK(f.good(), "bench", "--json ", o.json, ": the write failed (the numbers are above)");
+  }
 }
 
 }  // namespace dsv4

@@ -35,7 +35,13 @@ struct BenchOptions {
 // V4-Flash (checkpoint.md) with `layers` main blocks (the pattern truncated) and `experts` routed experts.
 ModelConfig flash_config(int layers = 43, int experts = 256);
 
-// Prints the results (a table last); throws a dsv4::Error in a build without CUDA.
+// The options' ranges (layers 1..43, experts 6..256, batches, contexts, steps and lengths at least
+// 1, a JSON path that can be written), before anything runs: a dsv4::Error names the first
+// option out of range.
+void check_bench_options(const BenchOptions& o);
+
+// Checks the options, then prints the results (a table last); throws a dsv4::Error in a build
+// without CUDA or on a machine without a usable GPU.
 void run_cuda_bench(const BenchOptions& o);
 
 }  // namespace dsv4

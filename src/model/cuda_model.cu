@@ -112,10 +112,7 @@ size_t Scratch::bytes() const {
 
 CudaModel::CudaModel(const ModelConfig& c, const Params* params, const Checkpoint* ck, Precision p, uint64_t seed)
     : c_(c), prec_(p), compact_(p == Precision::Fast) {
-  int devices = 0;
-  cudaError_t e = cudaGetDeviceCount(&devices);
-  DSV4_CHECK(e == cudaSuccess && devices > 0, "cuda",
-             "no usable CUDA device (", cudaGetErrorString(e), "); use --device cpu");
+  require_device("; use --device cpu");
   DSV4_CHECK(params || p == Precision::Fast, "cuda", "a synthetic model has the fast precision only");
   DSV4_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   DSV4_CUDA_CHECK(cudaStreamCreateWithFlags(&side_, cudaStreamNonBlocking));
