@@ -4,12 +4,12 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <fstream>
 #include <map>
 #include <random>
 
 #include "cuda/launch.h"
 #include "cuda/read_kernels.cuh"
+#include "io/durable_file.h"
 #include "model/cuda_bench.h"
 #include "model/cuda_model_impl.cuh"
 
@@ -531,11 +531,7 @@ void run_cuda_bench(const BenchOptions& o) {
               o.layers);
   for (const std::string& r : table) std::printf("%s\n", r.c_str());
   cudaStreamDestroy(s0);
-  if (!o.json.empty()) {
-    std::ofstream f(o.json);
-    f << json << "\n";
-    DSV4_CHECK(f.good(), "bench", "--json ", o.json, ": the write failed (the numbers are above)");
-  }
+  if (!o.json.empty()) write_file_synced(o.json, json + "\n");  // after the table: a failure loses no numbers
 }
 
 }  // namespace dsv4
