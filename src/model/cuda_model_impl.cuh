@@ -33,6 +33,7 @@ struct DExperts {
   DeviceArray<float> f32;              // F32 precision
   DeviceArray<uint8_t> codes, scales;  // FP4 tiles + E8M0 per 32 (fast, stored as FP4; cuda_ops.h)
   DeviceArray<bf16> bf;                // bf16 (fast, stored otherwise)
+  bool narrow_scales = false;          // FP4: no scale byte above 128 (ExpertMatrix)
   ExpertMatrix view() const;
   size_t bytes() const { return f32.bytes() + codes.bytes() + scales.bytes() + bf.bytes(); }
 };

@@ -17,6 +17,7 @@ ExpertMatrix DExperts::view() const {
   m.w = bf.get();
   m.rows = rows;
   m.cols = cols;
+  m.narrow_scales = narrow_scales;
   return m;
 }
 
@@ -164,10 +165,6 @@ class Loader {
     const int64_t tiled = static_cast<int64_t>(x.rows) * fp4_tiled_cols(x.cols);
     x.codes.resize(tiled / 2 * x.E);
     x.scales.resize(tiled / 32 * x.E);
-    if (fp4_tiled_cols(x.cols) != x.cols) {  // padding columns (the tiles fill everything else): zero codes, scale 1
-      DSV4_CUDA_CHECK(cudaMemsetAsync(x.codes.get(), 0, x.codes.bytes(), s_));
-      DSV4_CUDA_CHECK(cudaMemsetAsync(x.scales.get(), 127, x.scales.bytes(), s_));
-    }
     DeviceArray<uint8_t> codes(per / 2), scales(per / 32);
     for (int e = 0; e < x.E; ++e) {
       if (!p_) {
@@ -184,6 +181,7 @@ class Loader {
       fp4_tile_cuda(codes.get(), scales.get(), x.rows, x.cols, x.codes.get() + e * tiled / 2,
                     x.scales.get() + e * tiled / 32, s_);
     }
+    x.narrow_scales = fp4_scale_max_cuda(x.scales.get(), static_cast<int64_t>(x.scales.size()), s_) <= 128;
     sync();
     return x;
   }

@@ -348,15 +348,21 @@ struct ExpertMatrix {
   const uint8_t* scales = nullptr;
   const bf16* w = nullptr;
   int rows = 0, cols = 0;
+  bool narrow_scales = false;  // FP4: every scale byte is at most 128 (2^1), so the decode products
+                               // skip their per-step check for larger ones (fp4_scale_max_cuda)
 };
 // FP4 expert matrices are stored in tiles of 16 rows × 128 columns (the experts' rows stacked, rows
 // a multiple of 16; columns padded to fp4_tiled_cols), each tile's 1 KB of codes contiguous (its
-// 16 rows of 64 bytes, two codes a byte, low nibble first), and so its 64 scale bytes (16 rows of
+// 16 rows of 64 bytes; each 32-bit word of 8 columns holds the even ones in nibbles 0 .. 3 and the
+// odd ones in nibbles 4 .. 7, moe_experts.cuh's pair order), and so its 64 scale bytes (16 rows of
 // 4); tiles follow each other along the columns, then down the rows. A decode step's warp then
 // reads 512 contiguous bytes a load instead of 16 rows' 64-byte pieces 2 KB apart.
 constexpr int64_t fp4_tiled_cols(int64_t cols) { return (cols + 127) / 128 * 128; }
+// The largest of n E8M0 scale bytes (a device reduction; the host waits for it).
+uint8_t fp4_scale_max_cuda(const uint8_t* scales, int64_t n, cudaStream_t s);
 // The checkpoint's row-major FP4 codes [rows, cols/2] and scales [rows, cols/32] into tiles at
-// codes and scales (rows % 16 == 0, cols % 32 == 0; padding columns are left as they were).
+// codes and scales (rows % 16 == 0, cols % 32 == 0; padding columns get zero codes and the
+// scale 1, which the decode products rely on).
 void fp4_tile_cuda(const uint8_t* codes_in, const uint8_t* scales_in, int64_t rows, int cols, uint8_t* codes,
                    uint8_t* scales, cudaStream_t s);
 // Many rows per expert (prefill, moe_grouped.cu): grouped expert GEMMs over the tiles of

@@ -2,7 +2,7 @@
 // instructions and one bf16x2 multiply a pair: the decoding that the expert products
 // (moe_experts.cu, moe_grouped.cu) and the indexer's scores (indexer.cu) share. A pair holds codes
 // i and i + 4 of a 32-bit code word, so the other operand of their products takes the same K
-// order.
+// order (the expert tiles store their words so that these are adjacent columns).
 #pragma once
 #include <cstdint>
 

@@ -5,7 +5,9 @@
 // decode step computes what a prefill computes up to summation order.
 #include <algorithm>
 #include <type_traits>
+#include <vector>
 
+#include "cuda/buffer.h"
 #include "ops/moe_experts.cuh"
 
 namespace dsv4::cuda {
@@ -27,13 +29,14 @@ using namespace expert;
 //     at batch 8 took 9.7 ms instead of 10.3 (batch 1: the same);
 //   - in a step a lane loads 32 consecutive weights of each of its 2 · kMT rows (16 bytes of FP4
 //     with their one E8M0 scale, or 64 bytes of bf16), one or two steps ahead of the tensor cores;
-//   - the K order inside an mma is free as long as A and B agree, so a 32-bit register of A holds
-//     codes i and i + 4 of a code word: one AND, one multiply (two shifted copies) and one AND drop
-//     sign, exponent and mantissa bits into bf16's sign, low exponent and top mantissa bits, a bf16
-//     of value e2m1 · 2^-126 (exponent 0 lands on bf16 subnormals: exact); one bf16x2 multiply by
-//     2^126 · scale gives the exact bf16 weight of the grouped kernel (power-of-two scaling);
-//   - activation rows (small, shared by the expert's blocks) come through L1 and are permuted to
-//     the same K order with byte permutes; weights bypass L1.
+//   - a 32-bit register of A holds codes i and i + 4 of a code word, which the tiles' pair order
+//     (moe_experts.cuh) makes columns 2i and 2i + 1: one AND, one multiply (two shifted copies) and
+//     one AND drop sign, exponent and mantissa bits into bf16's sign, low exponent and top
+//     mantissa bits, a bf16 of value e2m1 · 2^-126 (exponent 0 lands on bf16 subnormals: exact);
+//     one bf16x2 multiply by 2^126 · scale gives the exact bf16 weight of the grouped kernel
+//     (power-of-two scaling);
+//   - activation rows (small, shared by the expert's blocks) come through L1 in column order (bf16
+//     weights: both operands byte-permuted to one K order); weights bypass L1.
 // FP4 shapes (bench/results/2026-11-30-cuda-31.md, calls 1-4, 20 layers at 4K), 4 blocks an SM:
 //   - W1/W3 of one token's experts (at most kOneTokenTiles tiles): 16 rows a block, two steps in
 //     flight (B=1's 768 blocks fill 1.45 waves). Fewer, deeper blocks were slower: 3 steps at 3
@@ -56,6 +59,9 @@ using namespace expert;
 #ifndef DSV4_MOE_FP4_BLOCKS
 #define DSV4_MOE_FP4_BLOCKS 4  // blocks an SM the registers must allow (both products)
 #endif
+#ifndef DSV4_MOE_FP4_BLOCKS_ONE
+#define DSV4_MOE_FP4_BLOCKS_ONE DSV4_MOE_FP4_BLOCKS  // the same for W1/W3 with one M-tile a warp
+#endif
 #ifndef DSV4_MOE_MTILES_MANY
 #define DSV4_MOE_MTILES_MANY 2  // W1/W3 mma M-tiles a warp above kOneTokenTiles tiles
 #endif
@@ -73,7 +79,10 @@ struct GemvConfig {
   static constexpr int kWords = kChunk / 2;       // 32-bit words of a lane's chunk of bf16 activations
   // Steps of weights in registers per warp, blocks per SM the registers must allow, M-tiles a warp.
   static constexpr int kFp4Depth = DSV4_MOE_FP4_DEPTH, kFp4DepthMT = DSV4_MOE_FP4_DEPTH_MT, kBf16Depth = 1;
-  static constexpr int kFp4Blocks = DSV4_MOE_FP4_BLOCKS, kBf16Blocks = 2;
+  static constexpr int kFp4Blocks = DSV4_MOE_FP4_BLOCKS, kFp4BlocksOne = DSV4_MOE_FP4_BLOCKS_ONE, kBf16Blocks = 2;
+  static constexpr int blocks(bool swiglu, bool fp4, int mt) {
+    return !fp4 ? kBf16Blocks : swiglu && mt == 1 ? kFp4BlocksOne : kFp4Blocks;
+  }
   static constexpr int kMTilesMany = DSV4_MOE_MTILES_MANY, kMTilesDown = DSV4_MOE_MTILES_DOWN;
   static constexpr int kOneTokenTiles = 8;  // W1/W3 of more tiles than this take kMTilesMany (Flash: k = 6)
   static_assert(kChunk == 32 && kMmaK / kLanesK == 4, "a chunk is four code words of two mma k-steps each");
@@ -164,9 +173,65 @@ __device__ __forceinline__ void gemv_load(GemvStage<false, kMats, kMT>& st, cons
       }
 }
 
-// 32 consecutive bf16 (16 words: word i = columns 2i, 2i + 1) in the mma's K order, words
-// 4j .. 4j + 3 of it: columns (8j, 8j + 4), (8j + 1, 8j + 5), (8j + 2, 8j + 6), (8j + 3, 8j + 7), the
-// order in which e2m1_pair takes the FP4 codes of word j (bf16 weights and activations alike).
+// A step with fewer instructions (DSV4_MOE_LEAN_STEP, 0 turns it off): the FP4 loads and the
+// activation loads of a step without per-load checks or branches.
+//   - FP4 rows come in whole 16-row tiles (check_expert) padded to 128 columns with zero codes, so a
+//     lane's rows g and g + 8 of an M-tile lie 512 code bytes and 32 scale bytes apart, a step
+//     (128 columns) 1024 and 64 further on: a step's loads are immediates off one address a matrix
+//     and M-tile, and only the warp's step count (uniform) decides whether they are made;
+//   - a lane whose activation row is past the pass's rows reads the pass's last row instead, and a
+//     chunk past K the row's last chunk (its weights there are zero codes): finite values in columns
+//     the epilogue drops or that meet zero weights, so no lane zeroes or branches.
+#ifndef DSV4_MOE_LEAN_STEP
+#define DSV4_MOE_LEAN_STEP 1
+#endif
+// DSV4_MOE_NARROW=0: the per-step scale check always (the narrow_scales flag ignored).
+#ifndef DSV4_MOE_NARROW
+#define DSV4_MOE_NARROW 1
+#endif
+template <int kMT>
+struct Fp4Rows {
+  const uint8_t* codes[2][kMT] = {};   // row g of M-tile mt at step 0's column 32t (null: past the rows)
+  const uint8_t* scales[2][kMT] = {};  // its scale byte
+};
+template <int kMT>
+__device__ __forceinline__ Fp4Rows<kMT> fp4_rows(const ExpertMatrix& wa, const ExpertMatrix& wb, int e, int n, int t) {
+  Fp4Rows<kMT> p;
+  const int K = wa.cols;
+#pragma unroll
+  for (int m = 0; m < 2; ++m)
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt) {
+      const ExpertMatrix& w = m == 0 ? wa : wb;
+      const int nr = n + 16 * mt;
+      if (nr >= w.rows || !w.codes) continue;
+      const int64_t row = static_cast<int64_t>(e) * w.rows + nr;
+      p.codes[m][mt] = w.codes + tile_codes_row(row, K) + 16 * t;
+      p.scales[m][mt] = w.scales + tile_scales_row(row, K) + t;
+    }
+  return p;
+}
+// Step s's weights (the caller loads only steps below the warp's count).
+template <int kMats, int kMT>
+__device__ __forceinline__ void fp4_load(GemvStage<true, kMats, kMT>& st, const Fp4Rows<kMT>& p, int s) {
+  const int oc = s * 1024, os = s * 64;
+#pragma unroll
+  for (int m = 0; m < kMats; ++m)
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt) {
+      if (kMT > 1 && !p.codes[m][mt]) continue;  // one M-tile: the grid holds no tile past the rows
+      const uint8_t* c = p.codes[m][mt] + oc;
+      const uint8_t* sc = p.scales[m][mt] + os;
+      st.codes[m][2 * mt] = ptx::ld_streamed(c);
+      st.codes[m][2 * mt + 1] = ptx::ld_streamed(c + 512);
+      st.scale[m][2 * mt] = __ldg(sc);
+      st.scale[m][2 * mt + 1] = __ldg(sc + 32);
+    }
+}
+
+// 32 consecutive bf16 (16 words: word i = columns 2i, 2i + 1) in the bf16 weights' mma K order,
+// words 4j .. 4j + 3 of it: columns (8j, 8j + 4), (8j + 1, 8j + 5), (8j + 2, 8j + 6), (8j + 3, 8j + 7)
+// (weights and activations alike).
 __device__ __forceinline__ void mma_order4(const uint4 (&v)[4], int j, uint32_t* out) {
   const uint32_t* w = reinterpret_cast<const uint32_t*>(v) + 4 * j;
   out[0] = __byte_perm(w[0], w[2], 0x5410);
@@ -210,20 +275,27 @@ __device__ __forceinline__ void gemv_mma_fp4(const GemvStage<true, kMats, kMT>& 
     }
   }
 }
+// narrow: the matrices hold no scale byte above 128 (ExpertMatrix::narrow_scales), so no step checks
+// its bytes (eight compares and a vote a step).
 template <int kMats, int kMT>
 __device__ __forceinline__ void gemv_mma(const GemvStage<true, kMats, kMT>& st, const uint32_t (&xb)[GemvConfig::kWords],
-                                         float (&acc)[kMats * kMT][4]) {
-  bool wide = false;
+                                         float (&acc)[kMats * kMT][4], bool narrow) {
+  if (!narrow) {
+    bool wide = false;
 #pragma unroll
-  for (int m = 0; m < kMats; ++m)
+    for (int m = 0; m < kMats; ++m)
 #pragma unroll
-    for (int r = 0; r < 2 * kMT; ++r) wide |= st.scale[m][r] > 128u;
-  if (__any_sync(0xffffffffu, wide)) gemv_mma_fp4<true>(st, xb, acc);
-  else gemv_mma_fp4<false>(st, xb, acc);
+      for (int r = 0; r < 2 * kMT; ++r) wide |= st.scale[m][r] > 128u;
+    if (__any_sync(0xffffffffu, wide)) {
+      gemv_mma_fp4<true>(st, xb, acc);
+      return;
+    }
+  }
+  gemv_mma_fp4<false>(st, xb, acc);
 }
 template <int kMats, int kMT>
 __device__ __forceinline__ void gemv_mma(const GemvStage<false, kMats, kMT>& st, const uint32_t (&xb)[GemvConfig::kWords],
-                                         float (&acc)[kMats * kMT][4]) {
+                                         float (&acc)[kMats * kMT][4], bool) {
 #pragma unroll
   for (int mm = 0; mm < kMats * kMT; ++mm) {
     const int m = mm / kMT, mt = mm % kMT;
@@ -315,7 +387,7 @@ __device__ __forceinline__ void gemv_epilogue(float (&partial)[kWarps][kMats][kR
 // activation row g of the pass, columns [32 (4s + t), + 32) of the steps s = w, w + 4, ...
 // Activation row r: see gemv_x_row (no gather in either token form).
 template <bool kSwiglu, bool kFp4, int kMT>
-__global__ void __launch_bounds__(GemvConfig::kWarps * 32, kFp4 ? GemvConfig::kFp4Blocks : GemvConfig::kBf16Blocks)
+__global__ void __launch_bounds__(GemvConfig::kWarps * 32, GemvConfig::blocks(kSwiglu, kFp4, kMT))
 moe_gemv_kernel(const bf16* x, const float* x_f32, int k, ExpertMatrix wa, ExpertMatrix wb, const int2* tiles,
                 const int32_t* ntiles, const int32_t* offsets, float limit, const float* weight, const int32_t* perm,
                 bf16* h_out, float* y_out) {
@@ -335,19 +407,26 @@ moe_gemv_kernel(const bf16* x, const float* x_f32, int k, ExpertMatrix wa, Exper
   const int e = tile.x;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const int K = wa.cols, N = wa.rows, n0 = blockIdx.x * kRowsB;
+  const bool narrow = DSV4_MOE_NARROW && wa.narrow_scales && (!kSwiglu || wb.narrow_scales);
   const int steps = (K + C::kStep - 1) / C::kStep;
-  const GemvRows<kMT> rows = gemv_rows<kMT>(wa, wb, e, n0 + g);
+  constexpr bool kLeanStep = kFp4 && DSV4_MOE_LEAN_STEP;
+  const GemvRows<kMT> rows = kLeanStep ? GemvRows<kMT>{} : gemv_rows<kMT>(wa, wb, e, n0 + g);
+  const Fp4Rows<kMT> frows = kLeanStep ? fp4_rows<kMT>(wa, wb, e, n0 + g, t) : Fp4Rows<kMT>{};
   auto column = [&](int s) { return (s * C::kLanesK + t) * C::kChunk; };
   Stage st[kDepth];
-  if (lean_loads(kMT))  // zeros once (the trim above gemv_load)
+  if (kLeanStep || lean_loads(kMT))  // zeros once (the trim above gemv_load; slots the lean step never loads)
 #pragma unroll
     for (int u = 0; u < kDepth; ++u) st[u] = Stage{};
+  auto load_step = [&](Stage& slot, int s) {
+    if constexpr (kLeanStep) {
+      if (s < steps) fp4_load(slot, frows, s);
+    } else {
+      gemv_load(slot, rows, column(s), s < steps && column(s) < K);
+    }
+  };
   auto load_first_steps = [&] {
 #pragma unroll
-    for (int u = 0; u < kDepth; ++u) {
-      const int s = warp + u * C::kWarps;
-      gemv_load(st[u], rows, column(s), s < steps && column(s) < K);
-    }
+    for (int u = 0; u < kDepth; ++u) load_step(st[u], warp + u * C::kWarps);
   };
   load_first_steps();  // the weights do not wait for the row range
   if (kEarly) dev::pdl_begin();
@@ -356,7 +435,10 @@ moe_gemv_kernel(const bf16* x, const float* x_f32, int k, ExpertMatrix wa, Exper
     const int nr = min(C::kCols, r_end - r0);
     const bf16* xrow;
     const float* xrow_f32;
-    gemv_x_row<kSwiglu>(x, x_f32, k, perm, K, r0 + g, g < nr, xrow, xrow_f32);
+    if (kLeanStep)  // lanes past the pass's rows read its last row (their columns are dropped)
+      gemv_x_row<kSwiglu>(x, x_f32, k, perm, K, r0 + min(g, nr - 1), true, xrow, xrow_f32);
+    else
+      gemv_x_row<kSwiglu>(x, x_f32, k, perm, K, r0 + g, g < nr, xrow, xrow_f32);
     float acc[kMats * kMT][4] = {};
     for (int s0 = warp; s0 < steps; s0 += kDepth * C::kWarps) {
 #pragma unroll
@@ -365,13 +447,23 @@ moe_gemv_kernel(const bf16* x, const float* x_f32, int k, ExpertMatrix wa, Exper
         if (s >= steps) break;
         const int col = column(s);
         uint4 xv[4];
-        gemv_load_x(xv, col < K ? xrow : nullptr, col < K ? xrow_f32 : nullptr, col);
+        if (kLeanStep)  // a chunk past K: the row's last (zero codes meet it)
+          gemv_load_x(xv, xrow, xrow_f32, min(col, K - C::kChunk));
+        else
+          gemv_load_x(xv, col < K ? xrow : nullptr, col < K ? xrow_f32 : nullptr, col);
         uint32_t xb[C::kWords];
 #pragma unroll
-        for (int j = 0; j < 4; ++j) mma_order4(xv, j, xb + 4 * j);
-        gemv_mma(st[u], xb, acc);
+        for (int j = 0; j < 4; ++j) {
+          if (kFp4) {  // the tiles' pair order is column order
+#pragma unroll
+            for (int i = 0; i < 4; ++i) xb[4 * j + i] = reinterpret_cast<const uint32_t*>(xv)[4 * j + i];
+          } else {
+            mma_order4(xv, j, xb + 4 * j);
+          }
+        }
+        gemv_mma(st[u], xb, acc, narrow);
         const int next = s + kDepth * C::kWarps;
-        gemv_load(st[u], rows, column(next), next < steps && column(next) < K);
+        load_step(st[u], next);
       }
     }
     if (r0 + C::kCols < r_end) load_first_steps();  // the next pass's, under this epilogue
@@ -413,21 +505,48 @@ void check_swiglu(const ExpertMatrix& w1, const ExpertMatrix& w3) {
              "gemv: w1 and w3 differ in format or shape");
 }
 
-// Thread i: the 16 code bytes and the scale byte of 32-column piece i (row i / pieces) into its tile.
+// Thread i: the 16 code bytes (each word in pair order) and the scale byte of 32-column piece i of
+// the tiled rows (row i / pieces) into its tile; a padding piece (past cols) gets zero codes and the
+// scale 1.
 __global__ void fp4_tile_kernel(const uint8_t* codes_in, const uint8_t* scales_in, int64_t rows, int cols,
                                 uint8_t* codes, uint8_t* scales) {
   dev::pdl_begin();
-  const int pieces = cols / 32;
+  const int pieces = static_cast<int>(fp4_tiled_cols(cols) / 32), real = cols / 32;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < rows * pieces;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t row = i / pieces;
-    const int col = static_cast<int>(i - row * pieces) * 32;
-    *reinterpret_cast<uint4*>(codes + tile_codes_row(row, cols) + tile_codes_at(col)) =
-        *reinterpret_cast<const uint4*>(codes_in + i * 16);
-    scales[tile_scales_row(row, cols) + tile_scale_at(col)] = scales_in[i];
+    const int piece = static_cast<int>(i - row * pieces), col = piece * 32;
+    const int64_t in = row * real + piece;
+    uint4 q = make_uint4(0, 0, 0, 0);
+    if (piece < real) {
+      q = *reinterpret_cast<const uint4*>(codes_in + in * 16);
+      q = make_uint4(fp4_pair_order(q.x), fp4_pair_order(q.y), fp4_pair_order(q.z), fp4_pair_order(q.w));
+    }
+    *reinterpret_cast<uint4*>(codes + tile_codes_row(row, cols) + tile_codes_at(col)) = q;
+    scales[tile_scales_row(row, cols) + tile_scale_at(col)] = piece < real ? scales_in[in] : 127;
   }
 }
 }  // namespace
+
+namespace {
+__global__ void fp4_scale_max_kernel(const uint8_t* scales, int64_t n, uint32_t* out) {
+  uint32_t m = 0;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    m = max(m, static_cast<uint32_t>(scales[i]));
+  m = __reduce_max_sync(0xffffffffu, m);
+  if ((threadIdx.x & 31) == 0) atomicMax(out, m);
+}
+}  // namespace
+
+uint8_t fp4_scale_max_cuda(const uint8_t* scales, int64_t n, cudaStream_t s) {
+  if (n <= 0) return 0;
+  DeviceArray<uint32_t> out(std::vector<uint32_t>{0});
+  launch("fp4_scale_max_kernel", fp4_scale_max_kernel, dim3(static_cast<unsigned>(std::min<int64_t>((n + 255) / 256, 4096))),
+         dim3(256), 0, s, scales, n, out.get());
+  DSV4_CUDA_CHECK(cudaStreamSynchronize(s));
+  return static_cast<uint8_t>(out.to_host()[0]);
+}
 
 void fp4_tile_cuda(const uint8_t* codes_in, const uint8_t* scales_in, int64_t rows, int cols, uint8_t* codes,
                    uint8_t* scales, cudaStream_t s) {
@@ -435,7 +554,7 @@ void fp4_tile_cuda(const uint8_t* codes_in, const uint8_t* scales_in, int64_t ro
              " weights: rows must be a multiple of 16 and columns of 32");
   DSV4_CHECK(reinterpret_cast<uintptr_t>(codes_in) % 16 == 0 && reinterpret_cast<uintptr_t>(codes) % 16 == 0, "moe",
              "fp4 tiles: codes not 16-byte aligned");
-  const int64_t n = rows * (cols / 32);
+  const int64_t n = rows * (fp4_tiled_cols(cols) / 32);
   if (n == 0) return;
   launch("fp4_tile_kernel", fp4_tile_kernel, dim3(static_cast<unsigned>(std::min<int64_t>((n + 255) / 256, 4096))),
          dim3(256), 0, s, codes_in, scales_in, rows, cols, codes, scales);

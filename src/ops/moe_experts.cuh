@@ -35,6 +35,18 @@ inline void check_expert(const ExpertMatrix& w, const char* what) {
   DSV4_CHECK(!w.codes || w.rows % 16 == 0, "moe", what, ": ", w.rows, " rows of FP4 tiles, not a multiple of 16");
 }
 
+// A code word of the checkpoint (columns 0 .. 7 of its group of 8, two codes a byte, low nibble
+// first) in the tiles' pair order: the even columns 0, 2, 4, 6 in nibbles 0 .. 3 and the odd ones
+// in nibbles 4 .. 7, so that e2m1_pair<i> decodes columns 2i and 2i + 1, a bf16 pair in column
+// order: the other operand of a product (activations, or a tile in shared memory) needs no byte
+// permutes.
+__host__ __device__ constexpr uint32_t fp4_pair_order(uint32_t q) {
+  uint32_t r = 0;
+  for (int c = 0; c < 8; ++c) r |= ((q >> (4 * c)) & 15u) << (4 * ((c & 1) * 4 + (c >> 1)));
+  return r;
+}
+static_assert(fp4_pair_order(0x76543210u) == 0x75316420u, "even columns first, then odd");
+
 // Where weight row `row` (experts stacked: e · rows + n) starts in the FP4 tiles (cuda_ops.h): its
 // codes of columns 0 .. 127 and its 4 scale bytes of them; columns c .. c + 31 (c % 32 == 0) are
 // then at tile_codes_at and tile_scale_at from there.

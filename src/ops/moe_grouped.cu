@@ -128,8 +128,8 @@ __device__ __forceinline__ uint32_t stage_scales(const uint8_t* row_scales, int 
   return lo | hi << 8;
 }
 
-// Half h of a stage of one slot (32 codes, one scale byte) -> 32 bf16 in column order. e2m1_pair
-// gives columns (i, i + 4) of each 8; byte permutes put them back in order for ldmatrix.
+// Half h of a stage of one slot (32 codes, one scale byte) -> 32 bf16 in column order for ldmatrix:
+// in the tiles' pair order (moe_experts.cuh) e2m1_pair<i> gives columns 2i, 2i + 1 of each 8.
 template <bool kWide>
 __device__ __forceinline__ void decode_words(const uint4& q, uint32_t b, bf16* out) {
   const uint32_t f1 = e8m0_factor1(b), f2 = e8m0_factor2(b);
@@ -142,9 +142,7 @@ __device__ __forceinline__ void decode_words(const uint4& q, uint32_t b, bf16* o
       p[i] = mul_bf16x2(p[i], f1);
       if (kWide) p[i] = mul_bf16x2(p[i], f2);
     }
-    *reinterpret_cast<uint4*>(out + 8 * j) =
-        make_uint4(__byte_perm(p[0], p[1], 0x5410), __byte_perm(p[2], p[3], 0x5410), __byte_perm(p[0], p[1], 0x7632),
-                   __byte_perm(p[2], p[3], 0x7632));
+    *reinterpret_cast<uint4*>(out + 8 * j) = make_uint4(p[0], p[1], p[2], p[3]);
   }
 }
 __device__ __forceinline__ void decode_half(const uint8_t* codes, int h, uint32_t scale_pair, bf16* out) {

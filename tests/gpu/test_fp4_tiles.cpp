@@ -1,7 +1,8 @@
 // The FP4 expert tiles (cuda_ops.h: fp4_tile_cuda): every 32-column piece of codes and its scale
 // byte land where the layout says (tiles of 16 rows × 128 columns, 64 code bytes and 4 scale bytes
-// a tile row, tiles along the columns, then down the rows), the padding columns of the last tile
-// stay as they were, and shapes the tiles cannot hold are refused with an error.
+// a tile row, tiles along the columns, then down the rows, each word's codes in pair order), the padding columns of the last tile
+// get zero codes and the scale 1 (byte 127: the decode products read them), and shapes the tiles
+// cannot hold are refused with an error.
 #include <gtest/gtest.h>
 
 #include <cstdint>
@@ -36,18 +37,25 @@ TEST(Fp4Tiles, PiecesLandWhereTheLayoutSays) {
     for (int c = 0; c < cols; c += 32) {
       const int64_t tile = (r / 16) * tiles_per_row + c / 128;
       const int64_t at = tile * 1024 + (r % 16) * 64 + (c % 128) / 2;
-      for (int b = 0; b < 16; ++b) {
-        ASSERT_EQ(tc[at + b], codes[r * cols / 2 + c / 2 + b]) << "row " << r << " column " << c << " byte " << b;
-        code_set[at + b] = true;
+      // Column u of each 8 (a 32-bit word) goes to nibble 4 (u % 2) + u / 2 of its word: the even
+      // columns in nibbles 0 .. 3, the odd ones in 4 .. 7.
+      for (int u = 0; u < 32; ++u) {
+        const uint8_t in = codes[r * cols / 2 + (c + u) / 2];
+        const int want = (u % 2 ? in >> 4 : in) & 15;
+        const int nib = 4 * (u % 2) + (u % 8) / 2, byte = 4 * (u / 8) + nib / 2;
+        const int got = (nib % 2 ? tc[at + byte] >> 4 : tc[at + byte]) & 15;
+        ASSERT_EQ(got, want) << "row " << r << " column " << c + u;
       }
+      for (int b = 0; b < 16; ++b) code_set[at + b] = true;
       const int64_t sat = tile * 64 + (r % 16) * 4 + (c % 128) / 32;
       ASSERT_EQ(ts[sat], scales[r * cols / 32 + c / 32]) << "scale of row " << r << " column " << c;
       scale_set[sat] = true;
     }
+  // Every byte is written (the buffers started as 0xab and 0xcd): padding as zero codes, scale 127.
   for (size_t i = 0; i < tc.size(); ++i)
-    if (!code_set[i]) ASSERT_EQ(tc[i], 0xab) << "padding code byte " << i << " was written";
+    if (!code_set[i]) ASSERT_EQ(tc[i], 0) << "padding code byte " << i;
   for (size_t i = 0; i < ts.size(); ++i)
-    if (!scale_set[i]) ASSERT_EQ(ts[i], 0xcd) << "padding scale byte " << i << " was written";
+    if (!scale_set[i]) ASSERT_EQ(ts[i], 127) << "padding scale byte " << i;
 }
 
 TEST(Fp4Tiles, RefusesShapesTheTilesCannotHold) {

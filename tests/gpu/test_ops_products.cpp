@@ -236,6 +236,44 @@ std::vector<Check> moe_experts_case(std::mt19937& rng, int T, int E, int k, int 
       out.push_back(check(str(grouped ? "grouped" : "gemv", fp4 ? " (fp4 weights)" : " (bf16 weights)"), host(result),
                           want, 4e-3, 0.05));
     }
+  // Scales with no byte above 128, as a checkpoint's: fp4_scale_max_cuda finds the largest byte of
+  // either set, and the decode products told so (narrow_scales: no per-step check) give the bits of
+  // the checked form.
+  auto narrowed = [](std::vector<uint8_t> v) {
+    for (uint8_t& b : v) b = std::min<uint8_t>(b, 128);
+    return v;
+  };
+  auto host_max = [](const std::vector<uint8_t>& v) { return static_cast<float>(*std::max_element(v.begin(), v.end())); };
+  const std::vector<uint8_t> n1 = narrowed(s1), n3 = narrowed(s3), n2 = narrowed(s2);
+  auto [nc1, ns1] = tiles(c1, n1, F, D);
+  auto [nc3, ns3] = tiles(c3, n3, F, D);
+  auto [nc2, ns2] = tiles(c2, n2, D, F);
+  out.push_back(check("fp4 scale max", {static_cast<float>(fp4_scale_max_cuda(ds1.get(), ds1.size(), 0)),
+                                        static_cast<float>(fp4_scale_max_cuda(ns2.get(), ns2.size(), 0))},
+                      {host_max(s1), std::max(host_max(n2), 127.0f)}, 0));
+  {
+    const int n = T * k;
+    DeviceArray<int32_t> counts(E), offsets(E + 1), perm(n), inv(n), ntiles(1);
+    DeviceArray<int2> tl(E);
+    DSV4_CUDA_CHECK(cudaMemset(counts.get(), 0, E * sizeof(int32_t)));
+    moe_group_cuda(dex.get(), T, k, E, counts.get(), offsets.get(), perm.get(), inv.get(), 1 << 30, tl.get(), ntiles.get(), 0);
+    std::vector<std::vector<float>> hs, ys;
+    for (bool flag : {false, true}) {
+      const ExpertMatrix m1{nc1.get(), ns1.get(), nullptr, F, D, flag}, m3{nc3.get(), ns3.get(), nullptr, F, D, flag},
+          m2{nc2.get(), ns2.get(), nullptr, D, F, flag};
+      DeviceArray<bf16> hd(n * F);
+      DeviceArray<float> y(n * D);
+      moe_gemv_swiglu_tokens_cuda(xtok.get(), k, m1, m3, tl.get(), ntiles.get(), E, offsets.get(), limit, dw.get(),
+                                  perm.get(), hd.get(), 0);
+      moe_gemv_down_cuda(hd.get(), m2, tl.get(), ntiles.get(), E, offsets.get(), y.get(), 0, perm.get());
+      std::vector<float> hv;
+      for (const bf16& b : host(hd)) hv.push_back(__bfloat162float(b));
+      hs.push_back(hv);
+      ys.push_back(host(y));
+    }
+    out.push_back(check("gemv with narrow_scales: h", hs[1], hs[0], 0));
+    out.push_back(check("gemv with narrow_scales: y", ys[1], ys[0], 0));
+  }
   return out;
 }
 
