@@ -102,11 +102,9 @@ struct GemvStage<false, kMats, kMT> {
   uint4 w[kMats][2 * kMT][4];  // 32 bf16
 };
 
-// Where a lane's rows n + 8q of each matrix start (null past the last row).
+// Where a lane's bf16 rows n + 8q of each matrix start (null past the last row).
 template <int kMT>
 struct GemvRows {
-  const uint8_t* codes[2][2 * kMT] = {};
-  const uint8_t* scales[2][2 * kMT] = {};
   const bf16* w[2][2 * kMT] = {};
 };
 template <int kMT>
@@ -119,47 +117,21 @@ __device__ __forceinline__ GemvRows<kMT> gemv_rows(const ExpertMatrix& wa, const
     for (int r = 0; r < 2 * kMT; ++r) {
       const ExpertMatrix& w = m == 0 ? wa : wb;
       const int nr = n + 8 * r;
-      if (nr >= w.rows) continue;
-      const int64_t row = static_cast<int64_t>(e) * w.rows + nr;
-      if (w.codes) {
-        p.codes[m][r] = w.codes + tile_codes_row(row, K);
-        p.scales[m][r] = w.scales + tile_scales_row(row, K);
-      } else {
-        p.w[m][r] = w.w + row * K;
-      }
+      if (nr < w.rows && w.w) p.w[m][r] = w.w + (static_cast<int64_t>(e) * w.rows + nr) * K;
     }
   return p;
 }
 
-// Two trims of a step's instructions (0 turns both off). B=1 4K 2.68-2.69 -> 2.66-2.67 ms, B=8
-// 8.20-8.24 -> 8.19-8.22 (bench/results/2026-12-01-cuda-32.md, calls 1-2):
-//   - one M-tile a warp: a lane's slots start as zeros once, and a step it does not load (past K or
-//     the rows) keeps zeros or finite weights (its activations are zeros), so no step zeroes them;
-//   - scale bytes b <= 128 (every one in a warp's step without kWide) take e8m0_factor1_narrow, one
-//     multiply-add. Not in the two-tile form: with either trim its registers spilled.
+// A trim of the FP4 step (0 turns it off): scale bytes b <= 128 (every one in a warp's step
+// without kWide) take e8m0_factor1_narrow, one multiply-add. With the trim of the slots' zeroing
+// (since gone into the FP4 loads below): B=1 4K 2.68-2.69 -> 2.66-2.67 ms, B=8 8.20-8.24 ->
+// 8.19-8.22 (bench/results/2026-12-01-cuda-32.md, calls 1-2). Not in the two-tile form, whose
+// registers spilled with it then.
 #ifndef DSV4_MOE_LEAN
 #define DSV4_MOE_LEAN 1
 #endif
-constexpr bool lean_loads(int mt) { return DSV4_MOE_LEAN && mt == 1; }
 constexpr bool lean_scale(int mt) { return DSV4_MOE_LEAN && mt != 2; }
-// The chunk at column `col` of the lane's rows (zeros where the row or column is past the end,
-// or with the trim above the slot's earlier zeros or weights).
-template <int kMats, int kMT>
-__device__ __forceinline__ void gemv_load(GemvStage<true, kMats, kMT>& st, const GemvRows<kMT>& p, int col, bool valid) {
-#pragma unroll
-  for (int m = 0; m < kMats; ++m)
-#pragma unroll
-    for (int r = 0; r < 2 * kMT; ++r) {
-      if (!lean_loads(kMT)) {
-        st.codes[m][r] = make_uint4(0, 0, 0, 0);
-        st.scale[m][r] = 127;
-      }
-      if (valid && p.codes[m][r]) {
-        st.codes[m][r] = ptx::ld_streamed(p.codes[m][r] + tile_codes_at(col));  // read once: L1 keeps x
-        st.scale[m][r] = __ldg(p.scales[m][r] + tile_scale_at(col));
-      }
-    }
-}
+// The bf16 chunk at column `col` of the lane's rows (zeros where the row or column is past the end).
 template <int kMats, int kMT>
 __device__ __forceinline__ void gemv_load(GemvStage<false, kMats, kMT>& st, const GemvRows<kMT>& p, int col, bool valid) {
 #pragma unroll
@@ -173,8 +145,8 @@ __device__ __forceinline__ void gemv_load(GemvStage<false, kMats, kMT>& st, cons
       }
 }
 
-// A step with fewer instructions (DSV4_MOE_LEAN_STEP, 0 turns it off): the FP4 loads and the
-// activation loads of a step without per-load checks or branches.
+// The FP4 loads and the activation loads of a step, without per-load checks or branches (the
+// leaner step):
 //   - FP4 rows come in whole 16-row tiles (check_expert) padded to 128 columns with zero codes, so a
 //     lane's rows g and g + 8 of an M-tile lie 512 code bytes and 32 scale bytes apart, a step
 //     (128 columns) 1024 and 64 further on: a step's loads are immediates off one address a matrix
@@ -182,15 +154,9 @@ __device__ __forceinline__ void gemv_load(GemvStage<false, kMats, kMT>& st, cons
 //   - a lane whose activation row is past the pass's rows reads the pass's last row instead, and a
 //     chunk past K the row's last chunk (its weights there are zero codes): finite values in columns
 //     the epilogue drops or that meet zero weights, so no lane zeroes or branches.
+//   - a lane's slots start as zeros once; a slot it never loads (a tile past the rows) keeps them.
 // With the tiles' pair order and narrow_scales: 11.2M -> 9.2M warp-instructions in B=1's W1/W3,
 // B=1 4K 2.64 -> 2.58-2.59 ms, B=8 8.20 -> 7.76 (bench/results/2026-12-01-cuda-35.md, calls 1-3).
-#ifndef DSV4_MOE_LEAN_STEP
-#define DSV4_MOE_LEAN_STEP 1
-#endif
-// DSV4_MOE_NARROW=0: the per-step scale check always (the narrow_scales flag ignored).
-#ifndef DSV4_MOE_NARROW
-#define DSV4_MOE_NARROW 1
-#endif
 template <int kMT>
 struct Fp4Rows {
   const uint8_t* codes[2][kMT] = {};   // row g of M-tile mt at step 0's column 32t (null: past the rows)
@@ -409,18 +375,17 @@ moe_gemv_kernel(const bf16* x, const float* x_f32, int k, ExpertMatrix wa, Exper
   const int e = tile.x;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const int K = wa.cols, N = wa.rows, n0 = blockIdx.x * kRowsB;
-  const bool narrow = DSV4_MOE_NARROW && wa.narrow_scales && (!kSwiglu || wb.narrow_scales);
+  const bool narrow = wa.narrow_scales && (!kSwiglu || wb.narrow_scales);
   const int steps = (K + C::kStep - 1) / C::kStep;
-  constexpr bool kLeanStep = kFp4 && DSV4_MOE_LEAN_STEP;
-  const GemvRows<kMT> rows = kLeanStep ? GemvRows<kMT>{} : gemv_rows<kMT>(wa, wb, e, n0 + g);
-  const Fp4Rows<kMT> frows = kLeanStep ? fp4_rows<kMT>(wa, wb, e, n0 + g, t) : Fp4Rows<kMT>{};
+  const GemvRows<kMT> rows = kFp4 ? GemvRows<kMT>{} : gemv_rows<kMT>(wa, wb, e, n0 + g);
+  const Fp4Rows<kMT> frows = kFp4 ? fp4_rows<kMT>(wa, wb, e, n0 + g, t) : Fp4Rows<kMT>{};
   auto column = [&](int s) { return (s * C::kLanesK + t) * C::kChunk; };
   Stage st[kDepth];
-  if (kLeanStep || lean_loads(kMT))  // zeros once (the trim above gemv_load; slots the lean step never loads)
+  if (kFp4)  // zeros once (fp4_load)
 #pragma unroll
     for (int u = 0; u < kDepth; ++u) st[u] = Stage{};
   auto load_step = [&](Stage& slot, int s) {
-    if constexpr (kLeanStep) {
+    if constexpr (kFp4) {
       if (s < steps) fp4_load(slot, frows, s);
     } else {
       gemv_load(slot, rows, column(s), s < steps && column(s) < K);
@@ -437,7 +402,7 @@ moe_gemv_kernel(const bf16* x, const float* x_f32, int k, ExpertMatrix wa, Exper
     const int nr = min(C::kCols, r_end - r0);
     const bf16* xrow;
     const float* xrow_f32;
-    if (kLeanStep)  // lanes past the pass's rows read its last row (their columns are dropped)
+    if (kFp4)  // lanes past the pass's rows read its last row (their columns are dropped)
       gemv_x_row<kSwiglu>(x, x_f32, k, perm, K, r0 + min(g, nr - 1), true, xrow, xrow_f32);
     else
       gemv_x_row<kSwiglu>(x, x_f32, k, perm, K, r0 + g, g < nr, xrow, xrow_f32);
@@ -449,7 +414,7 @@ moe_gemv_kernel(const bf16* x, const float* x_f32, int k, ExpertMatrix wa, Exper
         if (s >= steps) break;
         const int col = column(s);
         uint4 xv[4];
-        if (kLeanStep)  // a chunk past K: the row's last (zero codes meet it)
+        if (kFp4)  // a chunk past K: the row's last (zero codes meet it)
           gemv_load_x(xv, xrow, xrow_f32, min(col, K - C::kChunk));
         else
           gemv_load_x(xv, col < K ? xrow : nullptr, col < K ? xrow_f32 : nullptr, col);
