@@ -53,20 +53,11 @@ __global__ void decode_tiles_kernel(const uint32_t* words, int64_t n, uint32_t* 
 }
 
 TEST(Fp4Tiles, EveryWordDecodesToItsColumnsInOrder) {
-  unsigned long long* mis = nullptr;
-  uint32_t* first = nullptr;
-  DSV4_CUDA_CHECK(cudaMalloc(&mis, sizeof(*mis)));
-  DSV4_CUDA_CHECK(cudaMalloc(&first, sizeof(*first)));
-  DSV4_CUDA_CHECK(cudaMemset(mis, 0, sizeof(*mis)));
-  every_word_kernel<<<1024, 256>>>(mis, first);
+  cuda::DeviceArray<unsigned long long> mis(std::vector<unsigned long long>{0});
+  cuda::DeviceArray<uint32_t> first(std::vector<uint32_t>{0});
+  every_word_kernel<<<1024, 256>>>(mis.get(), first.get());
   DSV4_CUDA_CHECK(cudaGetLastError());
-  unsigned long long m = 0;
-  uint32_t f = 0;
-  DSV4_CUDA_CHECK(cudaMemcpy(&m, mis, sizeof(m), cudaMemcpyDeviceToHost));
-  DSV4_CUDA_CHECK(cudaMemcpy(&f, first, sizeof(f), cudaMemcpyDeviceToHost));
-  cudaFree(mis);
-  cudaFree(first);
-  EXPECT_EQ(m, 0ull) << "first word that decodes wrong: 0x" << std::hex << f;
+  EXPECT_EQ(mis.to_host()[0], 0ull) << "first word that decodes wrong: 0x" << std::hex << first.to_host()[0];
 }
 
 TEST(Fp4Tiles, PiecesLandWhereTheLayoutSays) {
