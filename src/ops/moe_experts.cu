@@ -153,7 +153,7 @@ __device__ __forceinline__ void gemv_load(GemvStage<false, kMats, kMT>& st, cons
 //     and M-tile, and only the warp's step count (uniform) decides whether they are made;
 //   - a lane whose activation row is past the pass's rows reads the pass's last row instead, and a
 //     chunk past K the row's last chunk (its weights there are zero codes): finite values in columns
-//     the epilogue drops or that meet zero weights, so no lane zeroes or branches.
+//     the epilogue drops or that meet zero weights, so no lane zeroes or branches;
 //   - a lane's slots start as zeros once; a slot it never loads (a tile past the rows) keeps them.
 // With the tiles' pair order and narrow_scales: 11.2M -> 9.2M warp-instructions in B=1's W1/W3,
 // B=1 4K 2.64 -> 2.58-2.59 ms, B=8 8.20 -> 7.76 (bench/results/2026-12-01-cuda-35.md, calls 1-3).
@@ -190,7 +190,7 @@ __device__ __forceinline__ void fp4_load(GemvStage<true, kMats, kMT>& st, const 
       if (kMT > 1 && !p.codes[m][mt]) continue;  // one M-tile: the grid holds no tile past the rows
       const uint8_t* c = p.codes[m][mt] + oc;
       const uint8_t* sc = p.scales[m][mt] + os;
-      st.codes[m][2 * mt] = ptx::ld_streamed(c);
+      st.codes[m][2 * mt] = ptx::ld_streamed(c);  // read once: L1 keeps x
       st.codes[m][2 * mt + 1] = ptx::ld_streamed(c + 512);
       st.scale[m][2 * mt] = __ldg(sc);
       st.scale[m][2 * mt + 1] = __ldg(sc + 32);
