@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Pipe use and SASS of the decode expert products (moe_gemv_kernel) at B=1: ncu's full set (raw
 # metrics) of the first launches of a 2-layer bench, as kept and with the -D definitions of
-# $PROBE_DEFS (e.g. -DDSV4_MOE_FP4_BLOCKS_ONE=5, or a timing probe's), and the SASS of the W1/W3
+# $PROBE_DEFS (e.g. -DDSV4_MOE_FP4_DEPTH=3, or a timing probe's), and the SASS of the W1/W3
 # and W2 forms with an opcode count of each. Device machine only. BUILDS="dir1 dir2" profiles builds
 # made before (e.g. by model_ab.sh) instead.
 #   OUT=... bash scripts/experiments/expert_profile.sh  -> $OUT/raw-*.csv, $OUT/sass-*.txt, $OUT/ops.txt
@@ -23,9 +23,7 @@ for b in $BUILDS; do
   tail -5 /tmp/err-$b.txt
 done
 SASS_BUILD=${BUILDS%% *}
-for f in $SASS_BUILD/dsv4; do
-  cuobjdump -sass "$f" 2>/dev/null
-done >/tmp/all.sass
+cuobjdump -sass "$SASS_BUILD/dsv4" >/tmp/all.sass 2>/dev/null
 for pair in "w13:moe_gemv_kernelILb1ELb1ELi1E" "w2:moe_gemv_kernelILb0ELb1ELi4E"; do
   name=${pair%%:*} pat=${pair#*:}
   awk -v p="$pat" '/Function : /{on = index($0, p) > 0} on' /tmp/all.sass >"$OUT/sass-$name.txt"

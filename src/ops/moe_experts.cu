@@ -59,9 +59,6 @@ using namespace expert;
 #ifndef DSV4_MOE_FP4_BLOCKS
 #define DSV4_MOE_FP4_BLOCKS 4  // blocks an SM the registers must allow (both products)
 #endif
-#ifndef DSV4_MOE_FP4_BLOCKS_ONE
-#define DSV4_MOE_FP4_BLOCKS_ONE DSV4_MOE_FP4_BLOCKS  // the same for W1/W3 with one M-tile a warp
-#endif
 #ifndef DSV4_MOE_MTILES_MANY
 #define DSV4_MOE_MTILES_MANY 2  // W1/W3 mma M-tiles a warp above kOneTokenTiles tiles
 #endif
@@ -79,10 +76,7 @@ struct GemvConfig {
   static constexpr int kWords = kChunk / 2;       // 32-bit words of a lane's chunk of bf16 activations
   // Steps of weights in registers per warp, blocks per SM the registers must allow, M-tiles a warp.
   static constexpr int kFp4Depth = DSV4_MOE_FP4_DEPTH, kFp4DepthMT = DSV4_MOE_FP4_DEPTH_MT, kBf16Depth = 1;
-  static constexpr int kFp4Blocks = DSV4_MOE_FP4_BLOCKS, kFp4BlocksOne = DSV4_MOE_FP4_BLOCKS_ONE, kBf16Blocks = 2;
-  static constexpr int blocks(bool swiglu, bool fp4, int mt) {
-    return !fp4 ? kBf16Blocks : swiglu && mt == 1 ? kFp4BlocksOne : kFp4Blocks;
-  }
+  static constexpr int kFp4Blocks = DSV4_MOE_FP4_BLOCKS, kBf16Blocks = 2;
   static constexpr int kMTilesMany = DSV4_MOE_MTILES_MANY, kMTilesDown = DSV4_MOE_MTILES_DOWN;
   static constexpr int kOneTokenTiles = 8;  // W1/W3 of more tiles than this take kMTilesMany (Flash: k = 6)
   static_assert(kChunk == 32 && kMmaK / kLanesK == 4, "a chunk is four code words of two mma k-steps each");
@@ -355,7 +349,7 @@ __device__ __forceinline__ void gemv_epilogue(float (&partial)[kWarps][kMats][kR
 // activation row g of the pass, columns [32 (4s + t), + 32) of the steps s = w, w + 4, ...
 // Activation row r: see gemv_x_row (no gather in either token form).
 template <bool kSwiglu, bool kFp4, int kMT>
-__global__ void __launch_bounds__(GemvConfig::kWarps * 32, GemvConfig::blocks(kSwiglu, kFp4, kMT))
+__global__ void __launch_bounds__(GemvConfig::kWarps * 32, kFp4 ? GemvConfig::kFp4Blocks : GemvConfig::kBf16Blocks)
 moe_gemv_kernel(const bf16* x, const float* x_f32, int k, ExpertMatrix wa, ExpertMatrix wb, const int2* tiles,
                 const int32_t* ntiles, const int32_t* offsets, float limit, const float* weight, const int32_t* perm,
                 bf16* h_out, float* y_out) {
@@ -419,14 +413,12 @@ moe_gemv_kernel(const bf16* x, const float* x_f32, int k, ExpertMatrix wa, Exper
         else
           gemv_load_x(xv, col < K ? xrow : nullptr, col < K ? xrow_f32 : nullptr, col);
         uint32_t xb[C::kWords];
+        if (kFp4) {  // the tiles' pair order is column order
 #pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          if (kFp4) {  // the tiles' pair order is column order
+          for (int i = 0; i < C::kWords; ++i) xb[i] = reinterpret_cast<const uint32_t*>(xv)[i];
+        } else {
 #pragma unroll
-            for (int i = 0; i < 4; ++i) xb[4 * j + i] = reinterpret_cast<const uint32_t*>(xv)[4 * j + i];
-          } else {
-            mma_order4(xv, j, xb + 4 * j);
-          }
+          for (int j = 0; j < 4; ++j) mma_order4(xv, j, xb + 4 * j);
         }
         gemv_mma(st[u], xb, acc, narrow);
         const int next = s + kDepth * C::kWarps;
