@@ -353,8 +353,8 @@ struct ExpertMatrix {
 };
 // FP4 expert matrices are stored in tiles of 16 rows × 128 columns (the experts' rows stacked, rows
 // a multiple of 16; columns padded to fp4_tiled_cols), each tile's 1 KB of codes contiguous (its
-// 16 rows of 64 bytes; each 32-bit word of 8 columns holds the even ones in nibbles 0 .. 3 and the
-// odd ones in nibbles 4 .. 7, moe_experts.cuh's pair order), and so its 64 scale bytes (16 rows of
+// 16 rows of 64 bytes; each 32-bit word of 8 columns re-encoded so that the kernels decode it in
+// few instructions, moe_experts.cuh's fp4_tile_word), and so its 64 scale bytes (16 rows of
 // 4); tiles follow each other along the columns, then down the rows. A decode step's warp then
 // reads 512 contiguous bytes a load instead of 16 rows' 64-byte pieces 2 KB apart.
 constexpr int64_t fp4_tiled_cols(int64_t cols) { return (cols + 127) / 128 * 128; }

@@ -29,12 +29,11 @@ using namespace expert;
 //     at batch 8 took 9.7 ms instead of 10.3 (batch 1: the same);
 //   - in a step a lane loads 32 consecutive weights of each of its 2 · kMT rows (16 bytes of FP4
 //     with their one E8M0 scale, or 64 bytes of bf16), one or two steps ahead of the tensor cores;
-//   - a 32-bit register of A holds codes i and i + 4 of a code word, which the tiles' pair order
-//     (moe_experts.cuh) makes columns 2i and 2i + 1: one AND, one multiply (two shifted copies) and
-//     one AND drop sign, exponent and mantissa bits into bf16's sign, low exponent and top
-//     mantissa bits, a bf16 of value e2m1 · 2^-126 (exponent 0 lands on bf16 subnormals: exact);
-//     one bf16x2 multiply by 2^126 · scale gives the exact bf16 weight of the grouped kernel
-//     (power-of-two scaling);
+//   - a 32-bit register of A holds columns 2i and 2i + 1 of a tile word (tile_pairs,
+//     moe_experts.cuh): a rotation or two and one AND a pair (two instructions a pair) put sign,
+//     exponent and mantissa bits at bf16's sign, low exponent and top mantissa bits, a bf16 of value
+//     e2m1 · 2^-126 (exponent 0 lands on bf16 subnormals: exact); one bf16x2 multiply by
+//     2^126 · scale gives the exact bf16 weight of the grouped kernel (power-of-two scaling);
 //   - activation rows (small, shared by the expert's blocks) come through L1 in column order (bf16
 //     weights: both operands byte-permuted to one K order); weights bypass L1.
 // FP4 shapes (bench/results/2026-11-30-cuda-31.md, calls 1-4, 20 layers at 4K), 4 blocks an SM:
@@ -223,8 +222,8 @@ __device__ __forceinline__ void gemv_mma_fp4(const GemvStage<true, kMats, kMT>& 
     const uint32_t* q1 = reinterpret_cast<const uint32_t*>(&st.codes[m][2 * mt + 1]);
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
-      uint32_t a[2][4] = {{e2m1_pair<0>(q0[j]), e2m1_pair<0>(q1[j]), e2m1_pair<1>(q0[j]), e2m1_pair<1>(q1[j])},
-                          {e2m1_pair<2>(q0[j]), e2m1_pair<2>(q1[j]), e2m1_pair<3>(q0[j]), e2m1_pair<3>(q1[j])}};
+      const TilePairs p0 = tile_pairs(q0[j]), p1 = tile_pairs(q1[j]);
+      uint32_t a[2][4] = {{p0.p[0], p1.p[0], p0.p[1], p1.p[1]}, {p0.p[2], p1.p[2], p0.p[3], p1.p[3]}};
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
 #pragma unroll
@@ -413,7 +412,7 @@ moe_gemv_kernel(const bf16* x, const float* x_f32, int k, ExpertMatrix wa, Exper
         else
           gemv_load_x(xv, col < K ? xrow : nullptr, col < K ? xrow_f32 : nullptr, col);
         uint32_t xb[C::kWords];
-        if (kFp4) {  // the tiles' pair order is column order
+        if (kFp4) {  // tile_pairs gives column order
 #pragma unroll
           for (int i = 0; i < C::kWords; ++i) xb[i] = reinterpret_cast<const uint32_t*>(xv)[i];
         } else {
@@ -464,11 +463,11 @@ void check_swiglu(const ExpertMatrix& w1, const ExpertMatrix& w3) {
              "gemv: w1 and w3 differ in format or shape");
 }
 
-// Thread i: the 16 code bytes (each word in pair order) and the scale byte of 32-column piece i of
+// Thread i: the 16 code bytes (each word as fp4_tile_word writes it) and the scale byte of 32-column piece i of
 // the tiled rows (row i / pieces) into its tile; a padding piece (past cols) gets zero codes and the
 // scale 1.
 __global__ void fp4_tile_kernel(const uint8_t* codes_in, const uint8_t* scales_in, int64_t rows, int cols,
-                                uint8_t* codes, uint8_t* scales) {
+                                uint8_t* codes, uint8_t* scales, const TileEncoder enc) {
   dev::pdl_begin();
   const int pieces = static_cast<int>(fp4_tiled_cols(cols) / 32), real = cols / 32;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < rows * pieces;
@@ -479,7 +478,8 @@ __global__ void fp4_tile_kernel(const uint8_t* codes_in, const uint8_t* scales_i
     uint4 q = make_uint4(0, 0, 0, 0);
     if (piece < real) {
       q = *reinterpret_cast<const uint4*>(codes_in + in * 16);
-      q = make_uint4(fp4_pair_order(q.x), fp4_pair_order(q.y), fp4_pair_order(q.z), fp4_pair_order(q.w));
+      q = make_uint4(fp4_tile_word(q.x, enc), fp4_tile_word(q.y, enc), fp4_tile_word(q.z, enc),
+                     fp4_tile_word(q.w, enc));
     }
     *reinterpret_cast<uint4*>(codes + tile_codes_row(row, cols) + tile_codes_at(col)) = q;
     scales[tile_scales_row(row, cols) + tile_scale_at(col)] = piece < real ? scales_in[in] : 127;
@@ -516,7 +516,7 @@ void fp4_tile_cuda(const uint8_t* codes_in, const uint8_t* scales_in, int64_t ro
   const int64_t n = rows * (fp4_tiled_cols(cols) / 32);
   if (n == 0) return;
   launch("fp4_tile_kernel", fp4_tile_kernel, dim3(static_cast<unsigned>(std::min<int64_t>((n + 255) / 256, 4096))),
-         dim3(256), 0, s, codes_in, scales_in, rows, cols, codes, scales);
+         dim3(256), 0, s, codes_in, scales_in, rows, cols, codes, scales, kTileEncoder);
 }
 
 void moe_gemv_swiglu_cuda(const bf16* xs, const ExpertMatrix& w1, const ExpertMatrix& w3, const int2* tiles,

@@ -129,20 +129,20 @@ __device__ __forceinline__ uint32_t stage_scales(const uint8_t* row_scales, int 
 }
 
 // Half h of a stage of one slot (32 codes, one scale byte) -> 32 bf16 in column order for ldmatrix:
-// in the tiles' pair order (moe_experts.cuh) e2m1_pair<i> gives columns 2i, 2i + 1 of each 8.
+// tile_pairs (moe_experts.cuh) gives columns 2i, 2i + 1 of each 8 of a tile word.
 template <bool kWide>
 __device__ __forceinline__ void decode_words(const uint4& q, uint32_t b, bf16* out) {
   const uint32_t f1 = e8m0_factor1(b), f2 = e8m0_factor2(b);
   const uint32_t w[4] = {q.x, q.y, q.z, q.w};
 #pragma unroll
   for (int j = 0; j < 4; ++j) {
-    uint32_t p[4] = {e2m1_pair<0>(w[j]), e2m1_pair<1>(w[j]), e2m1_pair<2>(w[j]), e2m1_pair<3>(w[j])};
+    TilePairs t = tile_pairs(w[j]);
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-      p[i] = mul_bf16x2(p[i], f1);
-      if (kWide) p[i] = mul_bf16x2(p[i], f2);
+      t.p[i] = mul_bf16x2(t.p[i], f1);
+      if (kWide) t.p[i] = mul_bf16x2(t.p[i], f2);
     }
-    *reinterpret_cast<uint4*>(out + 8 * j) = make_uint4(p[0], p[1], p[2], p[3]);
+    *reinterpret_cast<uint4*>(out + 8 * j) = make_uint4(t.p[0], t.p[1], t.p[2], t.p[3]);
   }
 }
 __device__ __forceinline__ void decode_half(const uint8_t* codes, int h, uint32_t scale_pair, bf16* out) {

@@ -1,10 +1,10 @@
 // The FP4 expert tiles (cuda_ops.h: fp4_tile_cuda): every 32-column piece of codes and its scale
 // byte land where the layout says (tiles of 16 rows × 128 columns, 64 code bytes and 4 scale bytes
-// a tile row, tiles along the columns, then down the rows), each code word in pair order, so that
-// the expert kernels' e2m1_pair<i> decodes columns 2i, 2i + 1 (checked for every 32-bit word, and
-// on the tiles as decoded by the kernels' own function), the padding columns of the last tile
-// get zero codes and the scale 1 (byte 127: the decode products read them), and shapes the tiles
-// cannot hold are refused with an error.
+// a tile row, tiles along the columns, then down the rows), each code word as fp4_tile_word writes
+// it, so that the expert kernels' tile_pairs gives columns 2i, 2i + 1 as pair i (checked for every
+// 32-bit word on the device, and on the tiles as the kernels' own function decodes them), the
+// padding columns of the last tile get zero codes and the scale 1 (byte 127: the decode products
+// read them), and shapes the tiles cannot hold are refused with an error.
 #include <gtest/gtest.h>
 
 #include <cstdint>
@@ -21,23 +21,22 @@ namespace {
 
 using namespace dsv4;
 
-// The bf16 pair that e2m1_pair must give for codes lo (low half) and hi: the nibble (s e1 e0 m) at
+// The bf16 pair that tile_pairs must give for codes lo (low half) and hi: the nibble (s e1 e0 m) at
 // bf16 bits 15 (sign) and 8, 7, 6 (value e2m1 · 2^-126), the form the scale multiply expects.
 __host__ __device__ constexpr uint32_t placed(uint32_t lo, uint32_t hi) {
   auto half = [](uint32_t n) { return ((n >> 3) & 1u) << 15 | (n & 7u) << 6; };
   return half(lo & 15u) | half(hi & 15u) << 16;
 }
 
-// Every 32-bit checkpoint word q (columns 0 .. 7, low nibble first): e2m1_pair<i>(fp4_pair_order(q))
+// Every 32-bit checkpoint word q (columns 0 .. 7, low nibble first): pair i of tile_pairs(fp4_tile_word(q))
 // against columns 2i, 2i + 1 of q; counts the mismatches, keeps the first word.
-__global__ void every_word_kernel(unsigned long long* mismatches, uint32_t* first) {
+__global__ void every_word_kernel(cuda::expert::TileEncoder enc, unsigned long long* mismatches, uint32_t* first) {
   for (uint64_t i = blockIdx.x * static_cast<uint64_t>(blockDim.x) + threadIdx.x; i < (1ull << 32);
        i += static_cast<uint64_t>(gridDim.x) * blockDim.x) {
-    const uint32_t q = static_cast<uint32_t>(i), w = cuda::expert::fp4_pair_order(q);
-    const bool same = cuda::fp4::e2m1_pair<0>(w) == placed(q, q >> 4) &&
-                      cuda::fp4::e2m1_pair<1>(w) == placed(q >> 8, q >> 12) &&
-                      cuda::fp4::e2m1_pair<2>(w) == placed(q >> 16, q >> 20) &&
-                      cuda::fp4::e2m1_pair<3>(w) == placed(q >> 24, q >> 28);
+    const uint32_t q = static_cast<uint32_t>(i);
+    const cuda::expert::TilePairs t = cuda::expert::tile_pairs(cuda::expert::fp4_tile_word(q, enc));
+    const bool same = t.p[0] == placed(q, q >> 4) && t.p[1] == placed(q >> 8, q >> 12) &&
+                      t.p[2] == placed(q >> 16, q >> 20) && t.p[3] == placed(q >> 24, q >> 28);
     if (!same && atomicAdd(mismatches, 1ull) == 0) *first = q;
   }
 }
@@ -46,16 +45,15 @@ __global__ void every_word_kernel(unsigned long long* mismatches, uint32_t* firs
 __global__ void decode_tiles_kernel(const uint32_t* words, int64_t n, uint32_t* pairs) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const uint32_t w = words[i];
-    pairs[4 * i] = cuda::fp4::e2m1_pair<0>(w), pairs[4 * i + 1] = cuda::fp4::e2m1_pair<1>(w);
-    pairs[4 * i + 2] = cuda::fp4::e2m1_pair<2>(w), pairs[4 * i + 3] = cuda::fp4::e2m1_pair<3>(w);
+    const cuda::expert::TilePairs t = cuda::expert::tile_pairs(words[i]);
+    for (int j = 0; j < 4; ++j) pairs[4 * i + j] = t.p[j];
   }
 }
 
 TEST(Fp4Tiles, EveryWordDecodesToItsColumnsInOrder) {
   cuda::DeviceArray<unsigned long long> mis(std::vector<unsigned long long>{0});
   cuda::DeviceArray<uint32_t> first(std::vector<uint32_t>{0});
-  every_word_kernel<<<1024, 256>>>(mis.get(), first.get());
+  every_word_kernel<<<1024, 256>>>(cuda::expert::kTileEncoder, mis.get(), first.get());
   DSV4_CUDA_CHECK(cudaGetLastError());
   EXPECT_EQ(mis.to_host()[0], 0ull) << "first word that decodes wrong: 0x" << std::hex << first.to_host()[0];
 }
