@@ -463,9 +463,9 @@ void check_swiglu(const ExpertMatrix& w1, const ExpertMatrix& w3) {
              "gemv: w1 and w3 differ in format or shape");
 }
 
-// Thread i: the 16 code bytes (each word as fp4_tile_word writes it) and the scale byte of 32-column piece i of
-// the tiled rows (row i / pieces) into its tile; a padding piece (past cols) gets zero codes and the
-// scale 1.
+// Thread i: the 16 code bytes (each word as fp4_tile_word writes it) and the scale byte of 32-column
+// piece i of the tiled rows (row i / pieces) into its tile; a padding piece (past cols) gets zero
+// codes and the scale 1.
 __global__ void fp4_tile_kernel(const uint8_t* codes_in, const uint8_t* scales_in, int64_t rows, int cols,
                                 uint8_t* codes, uint8_t* scales, const TileEncoder enc) {
   dev::pdl_begin();
