@@ -8,6 +8,8 @@
 
 namespace dsv4::cuda::fp4 {
 
+// Where a bf16 pair of value e2m1 · 2^-126 has its bits: sign 15, exponent 8 7, mantissa 6 (and 16 up).
+inline constexpr uint32_t kPairBits = 0x81c081c0u;
 // FP4 codes i and i + 4 of the word q (low nibble first) as a bf16 pair of value e2m1 · 2^-126:
 // the nibble (s e1 e0 m) goes to bf16 bits 15 (sign), 8 7 (exponent) and 6 (mantissa). The multiply
 // places a copy shifted for the magnitude and one shifted for the sign; they do not overlap.
@@ -17,7 +19,7 @@ __device__ __forceinline__ uint32_t e2m1_pair(uint32_t q) {
   constexpr int j = i & 1;
   constexpr uint32_t kNibbles = 0x000f000fu << (4 * j);
   constexpr uint32_t kPlace = (1u << (6 - 4 * j)) + (1u << (12 - 4 * j));
-  return ((v & kNibbles) * kPlace) & 0x81c081c0u;
+  return ((v & kNibbles) * kPlace) & kPairBits;
 }
 // 2^(e − 127) in both halves (a biased exponent e in 1..254).
 __device__ __forceinline__ uint32_t bf16x2_pow2(uint32_t biased_exp) { return (biased_exp << 7) * 0x10001u; }

@@ -42,7 +42,7 @@ inline void check_expert(const ExpertMatrix& w, const char* what) {
 // one masked rotation of w, or the masked XOR of two: four rotations and four ANDs a word
 // (tile_pairs). The map from w to the pairs is linear over GF(2) and invertible, so
 // make_tile_encoder solves it once, at compile time, and fp4_tile_word writes w for q.
-inline constexpr uint32_t kPairBits = 0x81c081c0u;
+using fp4::kPairBits;
 struct TilePairs {
   uint32_t p[4];  // p[i]: columns 2i, 2i + 1 as bf16 (e2m1 · 2^-126)
 };
