@@ -1,0 +1,1 @@
+A= B="-DDSV4_MOE_FP4_DEPTH=1 -DDSV4_MOE_FP4_BLOCKS_ONE=6" C="-DDSV4_MOE_FP4_DEPTH=1 -DDSV4_MOE_FP4_BLOCKS_ONE=5" OUT=$OUT bash scripts/experiments/model_ab.sh --layers 20 --batches 1 --contexts 4096,1048576 --no-prefill --steps 16 | grep -E "^==|^decode"
