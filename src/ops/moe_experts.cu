@@ -148,8 +148,10 @@ __device__ __forceinline__ void gemv_load(GemvStage<false, kMats, kMT>& st, cons
 //     chunk past K the row's last chunk (its weights there are zero codes): finite values in columns
 //     the epilogue drops or that meet zero weights, so no lane zeroes or branches;
 //   - a lane's slots start as zeros once; a slot it never loads (a tile past the rows) keeps them.
-// With the tiles' pair order and narrow_scales: 11.2M -> 9.2M warp-instructions in B=1's W1/W3,
-// B=1 4K 2.64 -> 2.58-2.59 ms, B=8 8.20 -> 7.76 (bench/results/2026-12-01-cuda-35.md, calls 1-3).
+// With tile words in column order (then a nibble pair order; now fp4_tile_word's) and narrow_scales:
+// 11.2M -> 9.2M warp-instructions in B=1's W1/W3, B=1 4K 2.64 -> 2.58-2.59 ms, B=8 8.20 -> 7.76
+// (bench/results/2026-12-01-cuda-35.md, calls 1-3); fp4_tile_word then 9.2M -> 7.26M, 2.59 -> 2.56
+// ms (2026-12-01-cuda-36.md, calls 1 and 5).
 template <int kMT>
 struct Fp4Rows {
   const uint8_t* codes[2][kMT] = {};   // row g of M-tile mt at step 0's column 32t (null: past the rows)
