@@ -5,6 +5,7 @@
 # and W2 forms with an opcode count of each. Device machine only. BUILDS="dir1 dir2" profiles builds
 # made before (e.g. by model_ab.sh) instead.
 #   OUT=... bash scripts/experiments/expert_profile.sh  -> $OUT/raw-*.csv, $OUT/sass-*.txt, $OUT/ops.txt
+# KREGEX=... profiles other kernels (a regex of their names; moe_gemv_kernel by default).
 set -uo pipefail
 OUT=${OUT:-out}
 mkdir -p "$OUT"
@@ -17,7 +18,7 @@ fi
 export LD_LIBRARY_PATH=/tmp/deps/usr/lib/x86_64-linux-gnu:/tmp/deps/usr/lib/x86_64-linux-gnu/openblas-pthread
 A="bench --layers 2 --experts 64 --batches 1 --contexts 4096 --no-prefill --steps 1"
 for b in $BUILDS; do
-  ncu --clock-control none --set full -k regex:moe_gemv_kernel --launch-count ${COUNT:-8} --page raw --csv \
+  ncu --clock-control none --set full -k regex:${KREGEX:-moe_gemv_kernel} --launch-count ${COUNT:-8} --page raw --csv \
     $b/dsv4 $A >"$OUT/raw-$b.csv" 2>/tmp/err-$b.txt
   python3 scripts/experiments/ncu_raw_summary.py "$OUT/raw-$b.csv"
   tail -5 /tmp/err-$b.txt
