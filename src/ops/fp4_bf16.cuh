@@ -1,8 +1,9 @@
-// FP4 (e2m1) codes and their E8M0 scales to exact bf16 in registers, in three integer
-// instructions and one bf16x2 multiply a pair: the decoding that the expert products
-// (moe_experts.cu, moe_grouped.cu) and the indexer's scores (indexer.cu) share. A pair holds codes
-// i and i + 4 of a 32-bit code word, so the other operand of their products takes the same K
-// order (the expert tiles store their words so that these are adjacent columns).
+// FP4 (e2m1) codes and their E8M0 scales to exact bf16 in registers: a pair of codes placed as a
+// bf16 pair of value e2m1 · 2^-126 (the bits kPairBits), then one bf16x2 multiply by the scale.
+// The scale factors serve every FP4 product. e2m1_pair places a pair from a checkpoint word in
+// three integer instructions: the indexer's scores use it (indexer.cu, indexer_wgmma.cu), a pair
+// holding codes i and i + 4 of the word, so the other operand takes the same K order. The expert
+// tiles store re-encoded words that place a pair in two (moe_experts.cuh's tile_pairs).
 #pragma once
 #include <cstdint>
 
