@@ -54,8 +54,9 @@ __global__ void __launch_bounds__(kWarps * 32) loads(const uint8_t* codes0, cons
   const int unit = kLayout == kInterleaved ? 1088 : 1024;
   const uint8_t* c[2] = {codes0 + tile0 * unit + g * 64 + 16 * t, codes1 + tile0 * unit + g * 64 + 16 * t};
   const uint8_t* s[2];
-  if (kLayout == kInterleaved) s[0] = c[0] - g * 64 - 16 * t + 1024 + g * 4 + t, s[1] = c[1] - g * 64 - 16 * t + 1024 + g * 4 + t;
-  else s[0] = scales0 + tile0 * 64 + g * 4 + t, s[1] = scales1 + tile0 * 64 + g * 4 + t;
+  for (int m = 0; m < 2; ++m)  // interleaved: after the tile's 1024 code bytes
+    s[m] = kLayout == kInterleaved ? (m ? codes1 : codes0) + tile0 * unit + 1024 + g * 4 + t
+                                   : (m ? scales1 : scales0) + tile0 * 64 + g * 4 + t;
   const int sstride = kLayout == kInterleaved ? 1088 : 64;
   uint4 st[kDepth][2][2];
   uint32_t sc[kDepth][2][2];
@@ -135,7 +136,8 @@ int main() {
   CK(cudaEventCreate(&a));
   CK(cudaEventCreate(&b));
   const int64_t per_expert_codes = (kRows / 16) * kSteps * 1024, per_expert_scales = (kRows / 16) * kSteps * 64;
-  const double mb = 2.0 * kTop * (per_expert_codes + per_expert_scales) / 1e6, mb_codes = 2.0 * kTop * per_expert_codes / 1e6;
+  const double mb = 2.0 * kTop * (per_expert_codes + per_expert_scales) / 1e6;
+  const double mb_codes = 2.0 * kTop * per_expert_codes / 1e6;
   auto time = [&](auto&& body) {
     std::vector<float> ms;
     for (int trial = 0; trial < 30; ++trial) {
@@ -166,15 +168,18 @@ int main() {
     std::printf("| %s | %.1f | %.2f | %.0f |\n", name, mbytes, us, mbytes * 1e3 / us);
   };
   for (int round = 0; round < 2; ++round) {
-    row("loads, scales apart (dsv4's tiles)", mb, time([&] { loads<kApart><<<grid, kWarps * 32>>>(c0, c1, s0, s1, experts, sink); }));
+    row("loads, scales apart (dsv4's tiles)", mb,
+        time([&] { loads<kApart><<<grid, kWarps * 32>>>(c0, c1, s0, s1, experts, sink); }));
     row("loads, scales interleaved (1088-byte units)", mb,
         time([&] { loads<kInterleaved><<<grid, kWarps * 32>>>(i0, i1, nullptr, nullptr, experts, sink); }));
-    row("loads, no scales", mb_codes, time([&] { loads<kNone><<<grid, kWarps * 32>>>(c0, c1, s0, s1, experts, sink); }));
+    row("loads, no scales", mb_codes,
+        time([&] { loads<kNone><<<grid, kWarps * 32>>>(c0, c1, s0, s1, experts, sink); }));
     row("flat read of codes and scales (4 blocks an SM)", mb, time([&] {
           flat<<<sms * 4, 256>>>(bases, per_expert_codes, 2 * kTop, sink);
           flat<<<sms * 4, 256>>>(bases + 2 * kTop, per_expert_scales, 2 * kTop, sink);
         }));
-    row("flat read of the codes (4 blocks an SM)", mb_codes, time([&] { flat<<<sms * 4, 256>>>(bases, per_expert_codes, 2 * kTop, sink); }));
+    row("flat read of the codes (4 blocks an SM)", mb_codes,
+        time([&] { flat<<<sms * 4, 256>>>(bases, per_expert_codes, 2 * kTop, sink); }));
   }
   CK(cudaDeviceSynchronize());
   return 0;
