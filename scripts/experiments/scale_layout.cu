@@ -2,8 +2,9 @@
 // apart from the codes? A development experiment for the batch-1 decode step (docs/cuda.md), not
 // part of dsv4. The routed SwiGLU product's loads alone (moe_gemv_kernel's pattern at B=1: a block
 // per 16 rows of one of 6 experts, 4 warps over the 32 steps of K = 4096, two steps in flight, a
-// lane's two 16-byte code loads and two scale bytes a matrix and step), from cold weights (a
-// 256 MiB write between trials; medians of 30), with the scales:
+// lane's two 16-byte code loads and two scale bytes a matrix and step), from cold weights (other
+// experts each trial and a 256 MiB write before it: experiment.cuh's Timer, medians of 30), with
+// the scales:
 //   apart:       as dsv4 stores them: a tile's 1024 code bytes in one array, its 64 scale bytes in
 //                another;
 //   interleaved: each tile's 64 scale bytes right after its 1024 code bytes (1088-byte units);
@@ -14,34 +15,21 @@
 //     -o /tmp/sl && /tmp/sl
 #include <cuda_runtime.h>
 
-#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <vector>
 
-#define CK(x)                                                                         \
-  do {                                                                                \
-    cudaError_t e_ = (x);                                                             \
-    if (e_ != cudaSuccess) {                                                          \
-      std::fprintf(stderr, "%s:%d %s\n", __FILE__, __LINE__, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                   \
-    }                                                                                 \
-  } while (0)
+#include "../../src/ops/cuda_ptx.cuh"
+#include "experiment.cuh"
 
 namespace {
+
+using dsv4::cuda::ptx::ld_streamed;
 
 constexpr int kE = 64, kTop = 6, kRows = 2048, kK = 4096, kSteps = kK / 128, kWarps = 4, kDepth = 2;
 constexpr int64_t kTilesPerMatrix = int64_t(kE) * (kRows / 16) * kSteps;  // 16 × 128 tiles
 
 enum Layout { kApart = 0, kInterleaved = 1, kNone = 2 };
-
-__device__ __forceinline__ uint4 ld_streamed(const void* p) {
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
-  return v;
-}
 
 // Block (row block x, expert slot y); lane (g, t): rows g and g + 8 of the tile, bytes 16 t.
 template <int kLayout>
@@ -115,15 +103,17 @@ int main() {
   CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
   const int64_t code_bytes = kTilesPerMatrix * 1024, scale_bytes = kTilesPerMatrix * 64,
                 inter_bytes = kTilesPerMatrix * 1088;
-  uint8_t *c0, *c1, *s0, *s1, *i0, *i1, *flush;
+  uint8_t *c0, *c1, *s0, *s1, *i0, *i1;
   CK(cudaMalloc(&c0, code_bytes));
   CK(cudaMalloc(&c1, code_bytes));
   CK(cudaMalloc(&s0, scale_bytes));
   CK(cudaMalloc(&s1, scale_bytes));
   CK(cudaMalloc(&i0, inter_bytes));
   CK(cudaMalloc(&i1, inter_bytes));
-  CK(cudaMalloc(&flush, 256 << 20));
-  for (uint8_t* p : {c0, c1, i0, i1}) CK(cudaMemset(p, 0x5a, p == c0 || p == c1 ? code_bytes : inter_bytes));
+  CK(cudaMemset(c0, 0x5a, code_bytes));
+  CK(cudaMemset(c1, 0x5a, code_bytes));
+  CK(cudaMemset(i0, 0x5a, inter_bytes));
+  CK(cudaMemset(i1, 0x5a, inter_bytes));
   CK(cudaMemset(s0, 0x7f, scale_bytes));
   CK(cudaMemset(s1, 0x7f, scale_bytes));
   int* experts;
@@ -131,55 +121,45 @@ int main() {
   const uint8_t** bases;
   CK(cudaMalloc(&experts, kTop * sizeof(int)));
   CK(cudaMalloc(&sink, 4));
-  CK(cudaMalloc(&bases, 32 * sizeof(void*)));
-  cudaEvent_t a, b;
-  CK(cudaEventCreate(&a));
-  CK(cudaEventCreate(&b));
+  CK(cudaMalloc(&bases, 4 * kTop * sizeof(void*)));
+  cudaStream_t st;
+  CK(cudaStreamCreate(&st));
+  Timer tm{st, nullptr, (256 << 20) / 16};  // a 256 MiB write empties L2 before each trial
+  CK(cudaMalloc(&tm.flush, 256 << 20));
   const int64_t per_expert_codes = (kRows / 16) * kSteps * 1024, per_expert_scales = (kRows / 16) * kSteps * 64;
   const double mb = 2.0 * kTop * (per_expert_codes + per_expert_scales) / 1e6;
   const double mb_codes = 2.0 * kTop * per_expert_codes / 1e6;
-  auto time = [&](auto&& body) {
-    std::vector<float> ms;
-    for (int trial = 0; trial < 30; ++trial) {
-      std::vector<int> ex(kTop);
-      for (int j = 0; j < kTop; ++j) ex[j] = (trial * 7 + j * 11) % kE;  // other experts each trial
-      CK(cudaMemcpy(experts, ex.data(), sizeof(int) * kTop, cudaMemcpyHostToDevice));
-      std::vector<const uint8_t*> hb;
-      for (int j = 0; j < kTop; ++j)
-        for (const uint8_t* base : {c0, c1}) hb.push_back(base + ex[j] * per_expert_codes);
-      for (int j = 0; j < kTop; ++j)
-        for (const uint8_t* base : {s0, s1}) hb.push_back(base + ex[j] * per_expert_scales);
-      CK(cudaMemcpy(bases, hb.data(), hb.size() * sizeof(void*), cudaMemcpyHostToDevice));
-      CK(cudaMemset(flush, trial, 256 << 20));  // L2 holds none of them
-      CK(cudaEventRecord(a));
-      body();
-      CK(cudaEventRecord(b));
-      CK(cudaEventSynchronize(b));
-      float t = 0;
-      CK(cudaEventElapsedTime(&t, a, b));
-      ms.push_back(t);
-    }
-    std::sort(ms.begin(), ms.end());
-    return ms[ms.size() / 2] * 1e3;
+  // Trial i: other experts (and their bases for the flat reads).
+  auto pick = [&](int trial) {
+    std::vector<int> ex(kTop);
+    for (int j = 0; j < kTop; ++j) ex[j] = (trial * 7 + j * 11) % kE;
+    CK(cudaMemcpy(experts, ex.data(), sizeof(int) * kTop, cudaMemcpyHostToDevice));
+    std::vector<const uint8_t*> hb;
+    for (int j = 0; j < kTop; ++j)
+      for (const uint8_t* base : {c0, c1}) hb.push_back(base + ex[j] * per_expert_codes);
+    for (int j = 0; j < kTop; ++j)
+      for (const uint8_t* base : {s0, s1}) hb.push_back(base + ex[j] * per_expert_scales);
+    CK(cudaMemcpy(bases, hb.data(), hb.size() * sizeof(void*), cudaMemcpyHostToDevice));
   };
   const dim3 grid(kRows / 16, kTop);
-  std::printf("| case | MB | us | GB/s |\n|---|---|---|---|\n");
-  auto row = [](const char* name, double mbytes, double us) {
+  const int threads = kWarps * 32;
+  auto row = [&](const char* name, double mbytes, const std::function<void()>& run) {
+    const double us = tm.median(30, pick, run);
     std::printf("| %s | %.1f | %.2f | %.0f |\n", name, mbytes, us, mbytes * 1e3 / us);
   };
+  std::printf("| case | MB | us | GB/s |\n|---|---|---|---|\n");
   for (int round = 0; round < 2; ++round) {
     row("loads, scales apart (dsv4's tiles)", mb,
-        time([&] { loads<kApart><<<grid, kWarps * 32>>>(c0, c1, s0, s1, experts, sink); }));
+        [&] { loads<kApart><<<grid, threads, 0, st>>>(c0, c1, s0, s1, experts, sink); });
     row("loads, scales interleaved (1088-byte units)", mb,
-        time([&] { loads<kInterleaved><<<grid, kWarps * 32>>>(i0, i1, nullptr, nullptr, experts, sink); }));
-    row("loads, no scales", mb_codes,
-        time([&] { loads<kNone><<<grid, kWarps * 32>>>(c0, c1, s0, s1, experts, sink); }));
-    row("flat read of codes and scales (4 blocks an SM)", mb, time([&] {
-          flat<<<sms * 4, 256>>>(bases, per_expert_codes, 2 * kTop, sink);
-          flat<<<sms * 4, 256>>>(bases + 2 * kTop, per_expert_scales, 2 * kTop, sink);
-        }));
+        [&] { loads<kInterleaved><<<grid, threads, 0, st>>>(i0, i1, nullptr, nullptr, experts, sink); });
+    row("loads, no scales", mb_codes, [&] { loads<kNone><<<grid, threads, 0, st>>>(c0, c1, s0, s1, experts, sink); });
+    row("flat read of codes and scales (two launches, 4 blocks an SM)", mb, [&] {
+      flat<<<sms * 4, 256, 0, st>>>(bases, per_expert_codes, 2 * kTop, sink);
+      flat<<<sms * 4, 256, 0, st>>>(bases + 2 * kTop, per_expert_scales, 2 * kTop, sink);
+    });
     row("flat read of the codes (4 blocks an SM)", mb_codes,
-        time([&] { flat<<<sms * 4, 256>>>(bases, per_expert_codes, 2 * kTop, sink); }));
+        [&] { flat<<<sms * 4, 256, 0, st>>>(bases, per_expert_codes, 2 * kTop, sink); });
   }
   CK(cudaDeviceSynchronize());
   return 0;
