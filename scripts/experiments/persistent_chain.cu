@@ -18,6 +18,9 @@
 //            tag and polled instead of a barrier, with the producer holding its copies while the
 //            consumers synchronize, and without arithmetic or barriers: the ring's stream alone.
 //            Results: bench/results/2026-12-01-cuda-34.md.
+// SPIN_NS=t adds a latency stage of t ns between products (see Chain): does the ring's run-ahead
+// hide a product's bytes under the latency stages that dsv4's decode chain has between its products?
+// Results: bench/results/2026-12-02-cuda-39.md, call 7.
 // Builds: -DBATCHED_NORM=1 (the normalization's loads issued at once), -DRING_STAMPS=1 (the
 // ring's phases by globaltimer; STAMP_MODE=n picks the ring form stamped), -DARRIVE_RELEASE=1;
 // RING_SLOTS=n at run time.
@@ -51,7 +54,22 @@ struct Chain {
   float* x0;         // [D], the first stage's input
   float* y;          // [L][D], each stage's output
   int D, L;
+  // SPIN_NS=t at run time: a latency stage between two products (dsv4's mHC, norms, routing,
+  // attention: few blocks, no weights), emulated by one block spinning t ns after the product
+  // before it has ended; the next product starts after it. In the ring form every block waits for
+  // it on `spun` (a second counter) while the producers keep copying.
+  long long spin_ns;
+  unsigned* spun;
 };
+
+// One thread: spin for t ns (globaltimer).
+__device__ __forceinline__ void spin_for(long long t) {
+  unsigned long long t0, now;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0)::"memory");
+  do {
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(now)::"memory");
+  } while (static_cast<long long>(now - t0) < t);
+}
 
 // A warp's rows of a stage: r = global warp, + all warps, ... A lane's 16-byte pieces of a row:
 // lane + 32 j, D / 512 of them, all loaded at once.
@@ -195,6 +213,14 @@ __global__ void __launch_bounds__(kThreads) norm_kernel(Chain c, int i, bool ear
   normalize_into(c.y + static_cast<int64_t>(i) * c.D, c.D, xs, red);
   float* xn = c.y + static_cast<int64_t>(c.L) * c.D;
   for (int k = threadIdx.x; k < c.D; k += kThreads) xn[k] = xs[xidx(k, c.D)];
+}
+
+// The latency stage as a launch: one block, released early as dsv4's short kernels are (the next
+// product is scheduled and loads its first weights meanwhile), then the wait and the spin.
+__global__ void __launch_bounds__(32) spin_kernel(long long t) {
+  asm volatile("griddepcontrol.launch_dependents;");
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  if (threadIdx.x == 0) spin_for(t);
 }
 
 // A grid barrier's wait (one thread): until `target` blocks have arrived, by acquire loads.
@@ -414,6 +440,13 @@ __global__ void __launch_bounds__(kThreads + 32)
       } else {
         if (t == 0) {
           wait_arrivals(arrived, static_cast<unsigned>(i) * gridDim.x);
+          if (c.spin_ns > 0) {  // the latency stage: block 0 spins, every block waits for it
+            if (blockIdx.x == 0) {
+              spin_for(c.spin_ns);
+              asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(c.spun) : "memory");
+            }
+            wait_arrivals(c.spun, static_cast<unsigned>(i));
+          }
         }
         consumers_sync();
         stamp(i, 1);
@@ -527,7 +560,10 @@ int main(int argc, char** argv) {
     for (int k = 0; k < D; ++k) h[k] = 0.5f + static_cast<float>((k * 37) % 101) / 101.0f;
     CK(cudaMemcpy(x0, h.data(), D * sizeof(float), cudaMemcpyHostToDevice));
   }
-  const Chain c{w, x0, y, D, L};
+  unsigned* spun;
+  CK(cudaMalloc(&spun, sizeof(unsigned)));
+  const long long spin_ns = std::getenv("SPIN_NS") ? std::atoll(std::getenv("SPIN_NS")) : 0;
+  const Chain c{w, x0, y, D, L, spin_ns, spun};
   cudaStream_t s;
   CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
   Timer tm{s, nullptr, (256ll << 20) / 16};
@@ -536,6 +572,7 @@ int main(int argc, char** argv) {
   auto kernels = [&](bool fused, bool early) {
     for (int i = 0; i < L; ++i) {
       launch_pdl(product_kernel, blocks, kThreads, smem, s, c, i, fused);
+      if (spin_ns > 0 && i + 1 < L) launch_pdl(spin_kernel, 1, 32, 0, s, spin_ns);
       if (!fused && i + 1 < L) launch_pdl(norm_kernel, 1, kThreads, smem, s, c, i, early);
     }
   };
@@ -571,6 +608,7 @@ int main(int argc, char** argv) {
   // 0: stream alone, 1: a chunk's rows a warp each, 2: interleaved, 3: tagged, 4: 1 with kPause
   auto ring = [&](int mode) {
     CK(cudaMemsetAsync(arrived, 0, sizeof(unsigned), s));
+    CK(cudaMemsetAsync(spun, 0, sizeof(unsigned), s));
     Chain cc = c;
     unsigned* a = arrived;
     int slots = ring_slots;
@@ -594,6 +632,9 @@ int main(int argc, char** argv) {
   const double mb = wbytes / 1e6;
   std::printf("chain of %d stages, %d x %d FP8 weights each (%.1f MB in all), %d blocks of %d threads\n", L, D, D, mb,
               blocks, kThreads);
+  if (spin_ns > 0)
+    std::printf("with a latency stage of %lld ns between products (SPIN_NS; kernels, fused and ring forms only)\n",
+                spin_ns);
   const double ceil_us = tm.median(
       trials, [](int) {},
       [&] { flat_read<<<blocks * 2, kThreads, 0, s>>>(reinterpret_cast<const uint4*>(w), wbytes / 16, sink); });
@@ -618,6 +659,8 @@ int main(int argc, char** argv) {
           V{"ring, tagged outputs polled by the next stage (no barrier, no fence)", [&] { ring(3); }},
           V{"ring without arithmetic or barriers (the ring's stream alone)", [&] { ring(0); }}}) {
       if (!interleave_fits && std::string(v.name).rfind("ring, a warp", 0) == 0) continue;  // > kMaxChunks
+      const std::string name = v.name;
+      if (spin_ns > 0 && (name.rfind("persist", 0) == 0 || name.rfind("ring, tagged", 0) == 0)) continue;  // no spin
       const double us = tm.median(
           trials, [](int) {}, v.run);
       std::printf("| %s | %.1f | %.2f | %.0f | %016llx |\n", v.name, us, us / L, mb * 1e3 / us, final_hash());
