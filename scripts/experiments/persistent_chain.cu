@@ -62,13 +62,16 @@ struct Chain {
   unsigned* spun;
 };
 
-// One thread: spin for t ns (globaltimer).
+__device__ __forceinline__ unsigned long long globaltimer_ns() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t)::"memory");
+  return t;
+}
+// One thread: spin for t ns.
 __device__ __forceinline__ void spin_for(long long t) {
-  unsigned long long t0, now;
-  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0)::"memory");
-  do {
-    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(now)::"memory");
-  } while (static_cast<long long>(now - t0) < t);
+  const unsigned long long t0 = globaltimer_ns();
+  while (static_cast<long long>(globaltimer_ns() - t0) < t) {
+  }
 }
 
 // A warp's rows of a stage: r = global warp, + all warps, ... A lane's 16-byte pieces of a row:
@@ -300,9 +303,7 @@ constexpr int kStampMax = 256, kStampPoints = 5;
 __device__ unsigned long long g_stamps[kStampMax][kStampPoints];
 __device__ __forceinline__ void stamp(int i, int point) {
   if (RING_STAMPS && blockIdx.x == 0 && threadIdx.x == 0 && i < kStampMax) {
-    unsigned long long t;
-    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t)::"memory");
-    g_stamps[i][point] = t;
+    g_stamps[i][point] = globaltimer_ns();
   }
 }
 

@@ -74,24 +74,22 @@ __global__ void __launch_bounds__(kThreads) consume(const uint8_t* w, const uint
         for (int j = 0; j < 4; ++j) wgmma_fence_operand(d[j]), total[t][j] += d[j];
       } else {
         float d[2][4];
+        const float* tile_scales = scales + (blockIdx.x * R / 128 + t * 64 / 128) * kb;
+        auto add_block = [&](int c) {  // block c's products, done: scaled into the total
+          for (int j = 0; j < 4; ++j) wgmma_fence_operand(d[c & 1][j]), total[t][j] += tile_scales[c] * d[c & 1][j];
+        };
 #pragma unroll
         for (int c = 0; c < kb; ++c) {
-          float(&dc)[4] = d[c & 1];
           wgmma_fence();
 #pragma unroll
           for (int k = 0; k < 4; ++k)
-            wgmma_m64n8k32_e4m3(dc, wgmma_desc(A + t * 64 * K + (4 * c + k) * 256, 128, sbo_a),
+            wgmma_m64n8k32_e4m3(d[c & 1], wgmma_desc(A + t * 64 * K + (4 * c + k) * 256, 128, sbo_a),
                                 wgmma_desc(B + (4 * c + k) * 256, 128, 128), k > 0);
           wgmma_commit();
-          if (c > 0) {  // the block before: done, scaled into the total
-            wgmma_wait<1>();
-            const float s = scales[(blockIdx.x * R / 128 + t * 64 / 128) * kb + c - 1];
-            for (int j = 0; j < 4; ++j) wgmma_fence_operand(d[(c - 1) & 1][j]), total[t][j] += s * d[(c - 1) & 1][j];
-          }
+          if (c > 0) wgmma_wait<1>(), add_block(c - 1);  // two blocks in flight
         }
         wgmma_wait<0>();
-        const float s = scales[(blockIdx.x * R / 128 + t * 64 / 128) * kb + kb - 1];
-        for (int j = 0; j < 4; ++j) wgmma_fence_operand(d[(kb - 1) & 1][j]), total[t][j] += s * d[(kb - 1) & 1][j];
+        add_block(kb - 1);
       }
     }
   // Column 0 of the tile: lanes with lane % 4 == 0 hold rows 16 w + lane / 4 (d[0]) and + 8 (d[2]).
@@ -154,12 +152,12 @@ int main() {
       for (int64_t r = 0; r < static_cast<int64_t>(sms) * R; ++r) {
         double want = 0, mag = 0;
         for (int c = 0; c < K / 128; ++c) {
-          double part = 0;
-          for (int k = 128 * c; k < 128 * (c + 1); ++k) part += double(e4m3(hw[r * K + k])) * e4m3(hx[k]);
           const double sc = scaled ? hs[(r / 128) * (K / 128) + c] : 1.0;
-          want += sc * part;
-          for (int k = 128 * c; k < 128 * (c + 1); ++k)
-            mag += sc * std::fabs(double(e4m3(hw[r * K + k])) * e4m3(hx[k]));
+          for (int k = 128 * c; k < 128 * (c + 1); ++k) {
+            const double term = sc * e4m3(hw[r * K + k]) * e4m3(hx[k]);
+            want += term;
+            mag += std::fabs(term);
+          }
         }
         worst = std::max(worst, std::fabs(hy[r] - want) / (mag + 1e-30));
       }

@@ -1,0 +1,3 @@
+# at e8a49d6 + the tidied experiments (committed with this call: the scaled add written once in
+# wgmma_fp8_consume.cu, one globaltimer helper in persistent_chain.cu); the same numbers as calls 7-8
+nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Isrc scripts/experiments/wgmma_fp8_consume.cu -o /tmp/wc && timeout 120 /tmp/wc | tee $OUT/wgmma-consume.txt && nvcc -std=c++17 -O3 -DBATCHED_NORM=1 -gencode=arch=compute_90a,code=sm_90a scripts/experiments/persistent_chain.cu -o /tmp/pc && for t in 0 6000; do echo "== D=4096 SPIN_NS=$t"; SPIN_NS=$t timeout 60 /tmp/pc 4096 20; done > $OUT/spin.txt 2>&1; grep -E "^==|fused:|ring: persistent" $OUT/spin.txt | cut -c1-120
