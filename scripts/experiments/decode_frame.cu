@@ -23,8 +23,12 @@
 // Work: a stage's units (a 64-row tile and one of its S splits of K) split into contiguous ranges,
 // one a block. Each stage's partial outputs are checked on the CPU against its input as the GPU
 // produced it (the FP8 accumulation's error: ≤ 1e-3 of the terms' magnitude). The ceiling is one
-// flat read of all the weights. Stamps (block 0, globaltimer) give the persistent form's time a
-// stage.
+// flat read of all the weights. Stamps (globaltimer, every block) split the persistent form's
+// stages into phases (the table printed last). Results: bench/results/2026-12-02-cuda-40.md.
+// At run time: INFLIGHT=n (a block's copies outstanding at most), WARM=1 (a dry pass of a stage's
+// input code before its barrier), L2_WINDOW=n (every stage reads the same n entries: no HBM
+// stream). Builds: -DNO_FENCE (no proxy fence after B's stores: wrong in principle, its cost),
+// -DPRODUCER_SLEEP=ns (the producer polls with sleeps), -DNO_STAMPS.
 //   nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Isrc scripts/experiments/decode_frame.cu \
 //     -o /tmp/df && /tmp/df attn 8 && /tmp/df square 4096 20
 #include <cuda_fp8.h>
@@ -112,11 +116,10 @@ __device__ __forceinline__ void mbar_arrive(uint64_t* b) {
   asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smem_addr(b)) : "memory");
 }
 __device__ __forceinline__ void mbar_wait(uint64_t* b, uint32_t parity) {
-  asm volatile(
-      "{\n.reg .pred p;\nW:\nmbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n@!p bra W;\n}\n" ::"r"(
-          smem_addr(b)),
-      "r"(parity)
-      : "memory");
+  asm volatile("{\n.reg .pred p;\nW:\nmbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n@!p bra W;\n}\n" ::"r"(
+                   smem_addr(b)),
+               "r"(parity)
+               : "memory");
 }
 // The producer's waits: -DPRODUCER_SLEEP=ns polls with a sleep between tries, leaving the issue
 // slots of its SM sub-partition to consumer warp 0.
@@ -129,11 +132,10 @@ __device__ __forceinline__ void mbar_wait_producer(uint64_t* b, uint32_t parity)
 #else
   uint32_t done;
   for (;;) {
-    asm volatile(
-        "{\n.reg .pred p;\nmbarrier.test_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
-        : "=r"(done)
-        : "r"(smem_addr(b)), "r"(parity)
-        : "memory");
+    asm volatile("{\n.reg .pred p;\nmbarrier.test_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+                 : "=r"(done)
+                 : "r"(smem_addr(b)), "r"(parity)
+                 : "memory");
     if (done) return;
     __nanosleep(PRODUCER_SLEEP);
   }
@@ -175,7 +177,9 @@ __device__ __forceinline__ void stamp(int s, int point) {
 #endif
 }
 
-__device__ __forceinline__ float4 add4(float4 a, float4 b) { return make_float4(a.x + b.x, a.y + b.y, a.z + b.z, a.w + b.w); }
+__device__ __forceinline__ float4 add4(float4 a, float4 b) {
+  return make_float4(a.x + b.x, a.y + b.y, a.z + b.z, a.w + b.w);
+}
 __device__ __forceinline__ float4 scale4(float4 a, float s) { return make_float4(a.x * s, a.y * s, a.z * s, a.w * s); }
 
 // A normalized stage's whole input (n values, the previous stage's kS partials summed in order)
@@ -226,7 +230,8 @@ __device__ void build_b(const Program& p, const Stage& prev, bool from_xs, const
     float4 v[kMaxLoads];
 #pragma unroll
     for (int q = 0; q < kMaxLoads; ++q)  // q = i kS + j: block warp + 4 i, split j
-      if (q < blocks * kS) v[q] = __ldcg(src + static_cast<int64_t>(q % kS) * (prev.R / 4) + (warp + 4 * (q / kS)) * 32 + lane);
+      if (q < blocks * kS)
+        v[q] = __ldcg(src + static_cast<int64_t>(q % kS) * (prev.R / 4) + (warp + 4 * (q / kS)) * 32 + lane);
 #pragma unroll
     for (int i = 0; i < kMaxLoads / kS && i < kMaxWarpBlocks; ++i)
       if (i < blocks) {
@@ -267,22 +272,29 @@ __device__ void build_b(const Program& p, const Stage& prev, bool from_xs, const
 // The same, dispatched on the previous stage's splits (1, 2, 4 or 8; main checks).
 __device__ float load_normalized(const Program& p, const Stage& prev, int n, float* xs, float* red) {
   switch (prev.S) {
-    case 1: return load_normalized<1>(p, prev, n, xs, red);
-    case 2: return load_normalized<2>(p, prev, n, xs, red);
-    case 4: return load_normalized<4>(p, prev, n, xs, red);
-    default: return load_normalized<8>(p, prev, n, xs, red);
+    case 1:
+      return load_normalized<1>(p, prev, n, xs, red);
+    case 2:
+      return load_normalized<2>(p, prev, n, xs, red);
+    case 4:
+      return load_normalized<4>(p, prev, n, xs, red);
+    default:
+      return load_normalized<8>(p, prev, n, xs, red);
   }
 }
 __device__ void build_b(const Program& p, const Stage& prev, bool from_xs, const float* xs, float inv, int base, int ku,
                         uint8_t* B, float* sx, int s) {
   switch (prev.S) {
-    case 1: return build_b<1>(p, prev, from_xs, xs, inv, base, ku, B, sx, s);
-    case 2: return build_b<2>(p, prev, from_xs, xs, inv, base, ku, B, sx, s);
-    case 4: return build_b<4>(p, prev, from_xs, xs, inv, base, ku, B, sx, s);
-    default: return build_b<8>(p, prev, from_xs, xs, inv, base, ku, B, sx, s);
+    case 1:
+      return build_b<1>(p, prev, from_xs, xs, inv, base, ku, B, sx, s);
+    case 2:
+      return build_b<2>(p, prev, from_xs, xs, inv, base, ku, B, sx, s);
+    case 4:
+      return build_b<4>(p, prev, from_xs, xs, inv, base, ku, B, sx, s);
+    default:
+      return build_b<8>(p, prev, from_xs, xs, inv, base, ku, B, sx, s);
   }
 }
-
 
 // Stages [s0, s1). persist: the whole chain in a cooperative grid with grid barriers; otherwise one
 // stage a launch (PDL). kCompute = false: the consumers only free each entry (the ring's stream).
@@ -315,7 +327,8 @@ __global__ void __launch_bounds__(kThreads, 1) frame_kernel(Program p, int s0, i
     for (int s = s0; s < s1; ++s) {
       const Stage& st = sst[s];
       const int e_n = entries_of(st);
-      const int64_t lo = static_cast<int64_t>(unit_lo(st, b, nb)) * e_n, hi = static_cast<int64_t>(unit_lo(st, b + 1, nb)) * e_n;
+      const int64_t lo = static_cast<int64_t>(unit_lo(st, b, nb)) * e_n,
+                    hi = static_cast<int64_t>(unit_lo(st, b + 1, nb)) * e_n;
       for (int64_t e = lo; e < hi; ++e, ++it) {
         const int slot = static_cast<int>(it % slots);
         const int64_t use = it / slots;
@@ -327,11 +340,10 @@ __global__ void __launch_bounds__(kThreads, 1) frame_kernel(Program p, int s0, i
         if (e == lo) stamp(s, 6);
         if (e == hi - 1) stamp(s, 7);
         mbar_expect(full + slot, kEntryBytes);
-        asm volatile(
-            "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
-                smem_addr(ring + slot * kSlotStride)),
-            "l"(p.w + entry_offset(p, st, e)), "r"(kEntryBytes), "r"(smem_addr(full + slot))
-            : "memory");
+        asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
+                         smem_addr(ring + slot * kSlotStride)),
+                     "l"(p.w + entry_offset(p, st, e)), "r"(kEntryBytes), "r"(smem_addr(full + slot))
+                     : "memory");
       }
     }
     return;
@@ -604,9 +616,8 @@ int main(int argc, char** argv) {
     }
     int s0 = 1, s1 = p.n, slots = kMaxSlots, one = 1;
     void* args[] = {&pp, &s0, &s1, &slots, &one};
-    CK(cudaLaunchCooperativeKernel(
-        reinterpret_cast<const void*>(compute ? frame_kernel<true> : frame_kernel<false>), dim3(sms), dim3(kThreads),
-        args, smem_for(kMaxSlots), s));
+    CK(cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(compute ? frame_kernel<true> : frame_kernel<false>),
+                                   dim3(sms), dim3(kThreads), args, smem_for(kMaxSlots), s));
   };
   const int launch_slots = 1;  // two blocks an SM
   auto launches = [&] {
@@ -616,9 +627,10 @@ int main(int argc, char** argv) {
     }
   };
   const double mb = wbytes / 1e6;
-  std::printf("%s: %d stages, %.1f MB of FP8 weights and scales, %d blocks of %d threads; latency stages: "
-              "SPIN_MHC_NS=%d SPIN_ATTN_NS=%d; copies in flight a block: INFLIGHT=%d; WARM=%d; L2_WINDOW=%d\n",
-              preset.c_str(), p.n - 1, mb, sms, kThreads, spin_mhc, spin_attn, p.in_flight, p.warm, p.l2_window);
+  std::printf(
+      "%s: %d stages, %.1f MB of FP8 weights and scales, %d blocks of %d threads; latency stages: "
+      "SPIN_MHC_NS=%d SPIN_ATTN_NS=%d; copies in flight a block: INFLIGHT=%d; WARM=%d; L2_WINDOW=%d\n",
+      preset.c_str(), p.n - 1, mb, sms, kThreads, spin_mhc, spin_attn, p.in_flight, p.warm, p.l2_window);
 
   // Correctness first: each stage from its input as produced, in both forms.
   std::vector<uint8_t> hw(wbytes);
@@ -651,10 +663,13 @@ int main(int argc, char** argv) {
   row("one flat read of the bytes", ceil_us);
   std::vector<unsigned long long> stamps(static_cast<size_t>(kMaxStages) * kMaxBlocks * kPoints);
   for (int round = 0; round < 2; ++round) {
-    row("persist: ring + wgmma, grid barriers", tm.median(trials, [](int) {}, [&] { persist(true); }));
+    row("persist: ring + wgmma, grid barriers", tm.median(
+                                                    trials, [](int) {}, [&] { persist(true); }));
     CK(cudaMemcpyFromSymbol(stamps.data(), g_stamps, stamps.size() * 8));
-    row("launches: a kernel a stage, PDL", tm.median(trials, [](int) {}, launches));
-    row("ring alone (no arithmetic, no barriers)", tm.median(trials, [](int) {}, [&] { persist(false); }));
+    row("launches: a kernel a stage, PDL", tm.median(
+                                               trials, [](int) {}, launches));
+    row("ring alone (no arithmetic, no barriers)", tm.median(
+                                                       trials, [](int) {}, [&] { persist(false); }));
   }
   // The persistent form's last timed run by its stamps, the first repeat left out: µs a stage.
   //   period: block 0 past one barrier to past the next; span: the first block past the barrier to
@@ -668,8 +683,10 @@ int main(int argc, char** argv) {
   };
   std::printf("\npersist, stamps of its last run, mean us a stage after the first %s\n",
               per_repeat > 1 ? "half" : "stage");
-  std::printf("| stage | MB | period | span | barrier | wait | input | B | first entry | units | 1st copy ahead | "
-              "last copy ahead | B: inputs | B: maxima | B: codes | B: fence, sync |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+  std::printf(
+      "| stage | MB | period | span | barrier | wait | input | B | first entry | units | 1st copy ahead | "
+      "last copy ahead | B: inputs | B: maxima | B: codes | B: fence, sync "
+      "|\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (int k = 0; k < per_repeat; ++k) {
     double v[14] = {};
     int n = 0;
