@@ -28,7 +28,8 @@
 // At run time: INFLIGHT=n (a block's copies outstanding at most), WARM=1 (a dry pass of a stage's
 // input code before its barrier), L2_WINDOW=n (every stage reads the same n entries: no HBM
 // stream). Builds: -DNO_FENCE (no proxy fence after B's stores: wrong in principle, its cost),
-// -DPRODUCER_SLEEP=ns (the producer polls with sleeps), -DNO_STAMPS.
+// -DPRODUCER_SLEEP=ns (the producer polls with sleeps), -DNO_STAMPS; and, not yet run on the
+// device, -DPIPE=1 (an entry's products as four chains in one group) and -DB_BRANCHLESS=1.
 //   nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Isrc scripts/experiments/decode_frame.cu \
 //     -o /tmp/df && /tmp/df attn 8 && /tmp/df square 4096 20
 #include <cuda_fp8.h>
@@ -141,6 +142,21 @@ __device__ __forceinline__ void mbar_wait_producer(uint64_t* b, uint32_t parity)
   }
 #endif
 }
+// -DPIPE=1: an entry's 16 products issued as one group into four accumulators (four chains in
+// flight, not one). 0 (the default): the form measured in bench/results/2026-12-02-cuda-40.md.
+// Both give the same bits. (The next entry's group issued before this one is read, with a second
+// set of accumulators and wgmma.wait_group 1, makes ptxas serialize the products: C7514.)
+#ifndef PIPE
+#define PIPE 0
+#endif
+constexpr int kPipe = PIPE;
+// -DB_BRANCHLESS=1: B's maxima, shuffles and conversions run for every one of a warp's 8 block
+// slots (the unused ones on zeros), with only the stores under the run-time count, so that the
+// compiler can interleave them. 0: each under `if (i < blocks)`, as measured. The same bits.
+#ifndef B_BRANCHLESS
+#define B_BRANCHLESS 0
+#endif
+constexpr bool kBranchless = B_BRANCHLESS;
 __device__ __forceinline__ void consumers_sync() { asm volatile("bar.sync 1, %0;" ::"n"(kConsumers) : "memory"); }
 
 // d[64×8] (+)= a[64×32] · b[32×8], e4m3 → float32, both operands by descriptor.
@@ -221,6 +237,9 @@ __device__ void build_b(const Program& p, const Stage& prev, bool from_xs, const
   constexpr int kMaxWarpBlocks = kMaxKu / 512;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, blocks = ku / 512;
   float4 x[kMaxWarpBlocks];
+  if (kBranchless)
+#pragma unroll
+    for (int i = 0; i < kMaxWarpBlocks; ++i) x[i] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
   if (from_xs) {
 #pragma unroll
     for (int i = 0; i < kMaxWarpBlocks; ++i)
@@ -243,25 +262,29 @@ __device__ void build_b(const Program& p, const Stage& prev, bool from_xs, const
   float amax[kMaxWarpBlocks];
 #pragma unroll
   for (int i = 0; i < kMaxWarpBlocks; ++i)
-    amax[i] = i < blocks ? fmaxf(fmaxf(fabsf(x[i].x), fabsf(x[i].y)), fmaxf(fabsf(x[i].z), fabsf(x[i].w))) : 0.0f;
+    amax[i] = kBranchless || i < blocks
+                  ? fmaxf(fmaxf(fabsf(x[i].x), fabsf(x[i].y)), fmaxf(fabsf(x[i].z), fabsf(x[i].w)))
+                  : 0.0f;
   if (threadIdx.x == 0 && s >= 0) stamp(s, 9);
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1)
 #pragma unroll
     for (int i = 0; i < kMaxWarpBlocks; ++i)
-      if (i < blocks) amax[i] = fmaxf(amax[i], __shfl_xor_sync(0xffffffffu, amax[i], o));
+      if (kBranchless || i < blocks) amax[i] = fmaxf(amax[i], __shfl_xor_sync(0xffffffffu, amax[i], o));
   if (threadIdx.x == 0 && s >= 0) stamp(s, 10);
 #pragma unroll
   for (int i = 0; i < kMaxWarpBlocks; ++i)
-    if (i < blocks) {
+    if (kBranchless || i < blocks) {
       const float r = amax[i] > 0.0f ? 448.0f / amax[i] : 1.0f;
       const uint32_t codes = static_cast<uint32_t>(__nv_fp8_e4m3(x[i].x * r).__x) |
                              static_cast<uint32_t>(__nv_fp8_e4m3(x[i].y * r).__x) << 8 |
                              static_cast<uint32_t>(__nv_fp8_e4m3(x[i].z * r).__x) << 16 |
                              static_cast<uint32_t>(__nv_fp8_e4m3(x[i].w * r).__x) << 24;
       const int kb = warp + 4 * i, k = kb * 128 + 4 * lane;
-      *reinterpret_cast<uint32_t*>(B + (k / 16) * 128 + k % 16) = codes;
-      if (lane == 0) sx[kb] = amax[i] > 0.0f ? amax[i] / 448.0f : 1.0f;
+      if (i < blocks) {
+        *reinterpret_cast<uint32_t*>(B + (k / 16) * 128 + k % 16) = codes;
+        if (lane == 0) sx[kb] = amax[i] > 0.0f ? amax[i] / 448.0f : 1.0f;
+      }
     }
   if (threadIdx.x == 0 && s >= 0) stamp(s, 8);  // s < 0: not the stage's first B
 #ifndef NO_FENCE
@@ -388,36 +411,78 @@ __global__ void __launch_bounds__(kThreads, 1) frame_kernel(Program p, int s0, i
         if (t == 0 && u == u_lo) stamp(s, 3);
       }
       float tot0 = 0.0f, tot2 = 0.0f;  // rows 16 warp + lane / 4 and + 8 of the tile (column 0)
-      for (int e = 0; e < e_n; ++e, ++it) {
-        const int slot = static_cast<int>(it % slots);
-        mbar_wait(full + slot, static_cast<uint32_t>((it / slots) & 1));
-        if (kCompute && t == 0 && u == u_lo && e == 0) stamp(s, 4);
-        if (kCompute) {
-          const uint8_t* A = ring + slot * kSlotStride;
-          const float* ws = reinterpret_cast<const float*>(A + kEntryCodes);
-          float d[2][4];
-          auto add = [&](int c) {
-            const float sc = ws[c] * sx[(e * kEntryCols + c * 128) / 128];
+      // Entry e's products into d (block c's four k steps into d[c], fresh), and d scaled into the
+      // totals in block order (the same order, so the same bits, in both forms below).
+      auto issue = [&](float(&d)[4][4], const uint8_t* A, int e) {
+        wgmma_fence();
 #pragma unroll
-            for (int j = 0; j < 4; ++j) wgmma_fence_operand(d[c & 1][j]);
-            tot0 = fmaf(sc, d[c & 1][0], tot0);
-            tot2 = fmaf(sc, d[c & 1][2], tot2);
-          };
+        for (int c = 0; c < 4; ++c)
 #pragma unroll
-          for (int c = 0; c < 4; ++c) {
-            wgmma_fence();
+          for (int k = 0; k < 4; ++k)
+            wgmma_m64n8k32_e4m3(d[c], wgmma_desc(A + (4 * c + k) * 256, 128, (kEntryCols / 16) * 128),
+                                wgmma_desc(B + ((e * kEntryCols + c * 128) / 32 + k) * 256, 128, 128), k > 0);
+        wgmma_commit();
+      };
+      auto retire = [&](float(&d)[4][4], const uint8_t* A, int e) {
+        const float* ws = reinterpret_cast<const float*>(A + kEntryCodes);
 #pragma unroll
-            for (int k = 0; k < 4; ++k)
-              wgmma_m64n8k32_e4m3(d[c & 1], wgmma_desc(A + (4 * c + k) * 256, 128, (kEntryCols / 16) * 128),
-                                  wgmma_desc(B + ((e * kEntryCols + c * 128) / 32 + k) * 256, 128, 128), k > 0);
-            wgmma_commit();
-            if (c > 0) wgmma_wait<1>(), add(c - 1);
-          }
-          wgmma_wait<0>();
-          add(3);
+        for (int c = 0; c < 4; ++c) {
+#pragma unroll
+          for (int j = 0; j < 4; ++j) wgmma_fence_operand(d[c][j]);
+          const float sc = ws[c] * sx[(e * kEntryCols + c * 128) / 128];
+          tot0 = fmaf(sc, d[c][0], tot0);
+          tot2 = fmaf(sc, d[c][2], tot2);
         }
+      };
+      auto release = [&](int slot) {
         __syncwarp();
         if (lane == 0) mbar_arrive(empty + slot);
+      };
+      auto arrived = [&](int64_t i) {
+        const int slot = static_cast<int>(i % slots);
+        mbar_wait(full + slot, static_cast<uint32_t>((i / slots) & 1));
+        return slot;
+      };
+      if (kPipe == 1 && kCompute) {  // an entry's 16 products as one group, 4 chains
+        for (int e = 0; e < e_n; ++e, ++it) {
+          const int slot = arrived(it);
+          if (t == 0 && u == u_lo && e == 0) stamp(s, 4);
+          float d[4][4];
+          issue(d, ring + slot * kSlotStride, e);
+          wgmma_wait<0>();
+          retire(d, ring + slot * kSlotStride, e);
+          release(slot);
+        }
+      } else {
+        for (int e = 0; e < e_n; ++e, ++it) {
+          const int slot = arrived(it);
+          if (kCompute && t == 0 && u == u_lo && e == 0) stamp(s, 4);
+          if (kCompute) {  // the measured form: block c's chain waited for before block c + 2 starts
+            const uint8_t* A = ring + slot * kSlotStride;
+            const float* ws = reinterpret_cast<const float*>(A + kEntryCodes);
+            float d[2][4];
+            auto add = [&](int c) {
+              const float sc = ws[c] * sx[(e * kEntryCols + c * 128) / 128];
+#pragma unroll
+              for (int j = 0; j < 4; ++j) wgmma_fence_operand(d[c & 1][j]);
+              tot0 = fmaf(sc, d[c & 1][0], tot0);
+              tot2 = fmaf(sc, d[c & 1][2], tot2);
+            };
+#pragma unroll
+            for (int c = 0; c < 4; ++c) {
+              wgmma_fence();
+#pragma unroll
+              for (int k = 0; k < 4; ++k)
+                wgmma_m64n8k32_e4m3(d[c & 1], wgmma_desc(A + (4 * c + k) * 256, 128, (kEntryCols / 16) * 128),
+                                    wgmma_desc(B + ((e * kEntryCols + c * 128) / 32 + k) * 256, 128, 128), k > 0);
+              wgmma_commit();
+              if (c > 0) wgmma_wait<1>(), add(c - 1);
+            }
+            wgmma_wait<0>();
+            add(3);
+          }
+          release(slot);
+        }
       }
       if (kCompute && lane % 4 == 0) {
         float* y = p.out + st.out_off + static_cast<int64_t>(split) * st.R + tile * 64 + 16 * warp + lane / 4;
