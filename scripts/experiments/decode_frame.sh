@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Runs decode_frame.cu's builds side by side on the device machine (a development experiment, not
+# part of dsv4): the measured form and the switches after it (-DPIPE=1, -DB_BRANCHLESS=1, both),
+# each on `attn 8` with WQA_SPLITS=2 at 1 and 2 copies in flight, then the fastest with latency
+# stages of 3 + 8 µs. Full outputs go to $OUT; a short table is printed last. The check column
+# is the CPU comparison of every stage; the hash must be the measured form's (90ad7cf5b75ffec1 for
+# `attn 8` with WQA_SPLITS=2, bench/results/2026-12-02-cuda-40.md).
+#   OUT=/tmp/df bash scripts/experiments/decode_frame.sh
+set -euo pipefail
+cd "$(dirname "$0")"
+OUT=${OUT:-/tmp/decode_frame}
+mkdir -p "$OUT"
+F="-std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -I../../src"
+declare -A FLAGS=([base]="" [pipe]="-DPIPE=1" [branchless]="-DB_BRANCHLESS=1" [both]="-DPIPE=1 -DB_BRANCHLESS=1")
+BUILDS="base pipe branchless both"
+for b in $BUILDS; do
+  # shellcheck disable=SC2086
+  nvcc $F ${FLAGS[$b]} decode_frame.cu -o "$OUT/df-$b" &
+done
+wait
+# One row: build, in flight, µs a half of the persistent form (both rounds), of the launches, the
+# check and the hash, from a run's output.
+row() {
+  awk -F'|' -v b="$1" -v n="$2" '
+    /^persist: worst/ { check = ($0 ~ /PASS/) ? "PASS" : "FAIL"; k = split($0, w, " "); hash = w[k] }
+    /^\| persist: ring/ { p = p (p == "" ? "" : ", ") ($4 + 0) }
+    /^\| launches: a kernel/ { l = l (l == "" ? "" : ", ") ($4 + 0) }
+    END { printf "| %s | %s | %s | %s | %s | %s |\n", b, n, p, l, check, hash }' "$3"
+}
+TABLE="$OUT/table.md"
+echo "| build | in flight | persist, µs a half | launches | check | hash |" >"$TABLE"
+echo "|---|---|---|---|---|---|" >>"$TABLE"
+for b in $BUILDS; do
+  for n in 1 2; do
+    log="$OUT/$b-inflight$n.txt"
+    INFLIGHT=$n WQA_SPLITS=2 timeout 120 "$OUT/df-$b" attn 8 >"$log" 2>&1 || echo "($b, $n: exit $?)" >>"$log"
+    row "$b" "$n" "$log" >>"$TABLE"
+  done
+done
+# The fastest build that passed, again with the latency stages.
+best=$(tail -n +3 "$TABLE" | awk -F'|' '$6 ~ /PASS/ {split($4, a, ","); print a[1] + 0, $2, $3}' | sort -n | head -1)
+if [ -z "$best" ]; then
+  cat "$TABLE"
+  echo "no build passed its check" >&2
+  exit 1
+fi
+read -r _ bb nn <<<"$best"
+log="$OUT/$bb-inflight$nn-spins.txt"
+SPIN_MHC_NS=3000 SPIN_ATTN_NS=8000 INFLIGHT=$nn WQA_SPLITS=2 timeout 120 "$OUT/df-$bb" attn 8 >"$log" 2>&1 || true
+row "$bb + spins 3 + 8 µs" "$nn" "$log" >>"$TABLE"
+cat "$TABLE"
