@@ -29,7 +29,8 @@
 // input code before its barrier), L2_WINDOW=n (every stage reads the same n entries: no HBM
 // stream). Builds: -DNO_FENCE (no proxy fence after B's stores: wrong in principle, its cost),
 // -DPRODUCER_SLEEP=ns (the producer polls with sleeps), -DNO_STAMPS; and, not yet run on the
-// device, -DPIPE=1 (an entry's products as four chains in one group) and -DB_BRANCHLESS=1.
+// device, -DPIPE=1 (an entry's products as four chains in one group), -DB_BRANCHLESS=1 and
+// -DCONSUMER_WGS=2 (see each).
 //   nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Isrc scripts/experiments/decode_frame.cu \
 //     -o /tmp/df && /tmp/df attn 8 && /tmp/df square 4096 20
 #include <cuda_fp8.h>
@@ -51,8 +52,16 @@ namespace {
 
 using namespace dsv4::cuda::ptx;
 
-constexpr int kConsumers = 128;            // one warpgroup: warps 0 .. 3
-constexpr int kThreads = kConsumers + 32;  // and the producer, warp 4
+// -DCONSUMER_WGS=2: two consumer warpgroups, each taking every other entry of a unit (its products
+// as in -DPIPE=1), their totals added at the unit's end (other bits than one warpgroup's; built,
+// not yet run on the device). 1 (the default): one warpgroup, warps 0 .. 3.
+#ifndef CONSUMER_WGS
+#define CONSUMER_WGS 1
+#endif
+constexpr int kConsumerGroups = CONSUMER_WGS;
+constexpr int kConsumers = 128 * kConsumerGroups;
+constexpr int kConsumerWarps = kConsumers / 32;
+constexpr int kThreads = kConsumers + 32;  // and the producer warp, the last
 constexpr int kEntryCols = 512;            // an entry: 64 rows × 512 columns of e4m3, core-matrix order
 constexpr int kEntryCodes = 64 * kEntryCols;
 constexpr int kEntryBytes = kEntryCodes + 16;  // + the four 128-column blocks' scales (floats)
@@ -152,7 +161,8 @@ __device__ __forceinline__ void mbar_wait_producer(uint64_t* b, uint32_t parity)
 constexpr int kPipe = PIPE;
 // -DB_BRANCHLESS=1: B's maxima, shuffles and conversions run for every one of a warp's 8 block
 // slots (the unused ones on zeros), with only the stores under the run-time count, so that the
-// compiler can interleave them. 0: each under `if (i < blocks)`, as measured. The same bits.
+// compiler can interleave them. 0: each under the warp's count of blocks, as measured. The same
+// bits.
 #ifndef B_BRANCHLESS
 #define B_BRANCHLESS 0
 #endif
@@ -223,19 +233,23 @@ __device__ float load_normalized(const Program& p, const Stage& prev, int n, flo
   for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
   if ((t & 31) == 0) red[t >> 5] = ss;
   consumers_sync();
-  const float tot = red[0] + red[1] + red[2] + red[3];
+  float tot = 0.0f;
+#pragma unroll
+  for (int w = 0; w < kConsumerWarps; ++w) tot += red[w];
   consumers_sync();
   return 1.0f / sqrtf(tot / static_cast<float>(n) + kEps);
 }
 // x[base, base + ku) into B's column 0 (byte k at (k / 16) · 128 + k % 16) as e4m3, one scale a 128
 // columns in sx (amax / 448; the codes are v · (448 / amax)): from xs times inv (a normalized input)
 // or else from the previous stage's kS partials, all of a lane's loads at once. Warp w takes blocks
-// w, w + 4, ... (i = 0, 1, ...), lane l their columns 4 l .. 4 l + 3; the blocks' reductions together.
+// w, w + W, ... (i = 0, 1, ...; W consumer warps), lane l their columns 4 l .. 4 l + 3; the blocks'
+// reductions together.
 template <int kS>
 __device__ void build_b(const Program& p, const Stage& prev, bool from_xs, const float* xs, float inv, int base, int ku,
                         uint8_t* B, float* sx, int s) {
-  constexpr int kMaxWarpBlocks = kMaxKu / 512;
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, blocks = ku / 512;
+  constexpr int kMaxWarpBlocks = kMaxKu / 128 / kConsumerWarps;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nblk = ku / 128;
+  auto has = [&](int i) { return warp + kConsumerWarps * i < nblk; };  // the warp's i-th block exists
   float4 x[kMaxWarpBlocks];
   if (kBranchless)
 #pragma unroll
@@ -243,17 +257,19 @@ __device__ void build_b(const Program& p, const Stage& prev, bool from_xs, const
   if (from_xs) {
 #pragma unroll
     for (int i = 0; i < kMaxWarpBlocks; ++i)
-      if (i < blocks) x[i] = scale4(reinterpret_cast<const float4*>(xs + base)[(warp + 4 * i) * 32 + lane], inv);
+      if (has(i))
+        x[i] = scale4(reinterpret_cast<const float4*>(xs + base)[(warp + kConsumerWarps * i) * 32 + lane], inv);
   } else {
     const float4* src = reinterpret_cast<const float4*>(p.out + prev.out_off + base);
     float4 v[kMaxLoads];
 #pragma unroll
-    for (int q = 0; q < kMaxLoads; ++q)  // q = i kS + j: block warp + 4 i, split j
-      if (q < blocks * kS)
-        v[q] = __ldcg(src + static_cast<int64_t>(q % kS) * (prev.R / 4) + (warp + 4 * (q / kS)) * 32 + lane);
+    for (int q = 0; q < kMaxLoads; ++q)  // q = i kS + j: the warp's block i, split j
+      if (q / kS < kMaxWarpBlocks && has(q / kS))
+        v[q] =
+            __ldcg(src + static_cast<int64_t>(q % kS) * (prev.R / 4) + (warp + kConsumerWarps * (q / kS)) * 32 + lane);
 #pragma unroll
     for (int i = 0; i < kMaxLoads / kS && i < kMaxWarpBlocks; ++i)
-      if (i < blocks) {
+      if (has(i)) {
         x[i] = v[i * kS];
 #pragma unroll
         for (int j = 1; j < kS; ++j) x[i] = add4(x[i], v[i * kS + j]);
@@ -262,26 +278,25 @@ __device__ void build_b(const Program& p, const Stage& prev, bool from_xs, const
   float amax[kMaxWarpBlocks];
 #pragma unroll
   for (int i = 0; i < kMaxWarpBlocks; ++i)
-    amax[i] = kBranchless || i < blocks
-                  ? fmaxf(fmaxf(fabsf(x[i].x), fabsf(x[i].y)), fmaxf(fabsf(x[i].z), fabsf(x[i].w)))
-                  : 0.0f;
+    amax[i] =
+        kBranchless || has(i) ? fmaxf(fmaxf(fabsf(x[i].x), fabsf(x[i].y)), fmaxf(fabsf(x[i].z), fabsf(x[i].w))) : 0.0f;
   if (threadIdx.x == 0 && s >= 0) stamp(s, 9);
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1)
 #pragma unroll
     for (int i = 0; i < kMaxWarpBlocks; ++i)
-      if (kBranchless || i < blocks) amax[i] = fmaxf(amax[i], __shfl_xor_sync(0xffffffffu, amax[i], o));
+      if (kBranchless || has(i)) amax[i] = fmaxf(amax[i], __shfl_xor_sync(0xffffffffu, amax[i], o));
   if (threadIdx.x == 0 && s >= 0) stamp(s, 10);
 #pragma unroll
   for (int i = 0; i < kMaxWarpBlocks; ++i)
-    if (kBranchless || i < blocks) {
+    if (kBranchless || has(i)) {
       const float r = amax[i] > 0.0f ? 448.0f / amax[i] : 1.0f;
       const uint32_t codes = static_cast<uint32_t>(__nv_fp8_e4m3(x[i].x * r).__x) |
                              static_cast<uint32_t>(__nv_fp8_e4m3(x[i].y * r).__x) << 8 |
                              static_cast<uint32_t>(__nv_fp8_e4m3(x[i].z * r).__x) << 16 |
                              static_cast<uint32_t>(__nv_fp8_e4m3(x[i].w * r).__x) << 24;
-      const int kb = warp + 4 * i, k = kb * 128 + 4 * lane;
-      if (i < blocks) {
+      const int kb = warp + kConsumerWarps * i, k = kb * 128 + 4 * lane;
+      if (has(i)) {
         *reinterpret_cast<uint32_t*>(B + (k / 16) * 128 + k % 16) = codes;
         if (lane == 0) sx[kb] = amax[i] > 0.0f ? amax[i] / 448.0f : 1.0f;
       }
@@ -330,7 +345,8 @@ __global__ void __launch_bounds__(kThreads, 1) frame_kernel(Program p, int s0, i
   float* sx = xs + kMaxNorm;
   uint64_t* full = reinterpret_cast<uint64_t*>(sx + kMaxKu / 128);
   uint64_t* empty = full + kMaxSlots;
-  __shared__ float red[4];
+  __shared__ float red[kConsumerWarps];
+  __shared__ float part[64];  // CONSUMER_WGS=2: the second warpgroup's totals of a unit's rows
   // The stage table in shared memory: read from the kernel's parameters by a run-time index, each
   // stage's first use would miss the constant cache (a trip to L2 behind the weight stream).
   __shared__ Stage sst[kMaxStages];
@@ -344,7 +360,7 @@ __global__ void __launch_bounds__(kThreads, 1) frame_kernel(Program p, int s0, i
   fence_proxy_async_shared();  // B's other columns stay zero for wgmma
   __syncthreads();
   if (!persist) asm volatile("griddepcontrol.launch_dependents;");
-  if (warp == 4) {  // the producer: every entry of the block's units, in order
+  if (warp == kConsumerWarps) {  // the producer: every entry of the block's units, in order
     if (lane != 0) return;
     int64_t it = 0;
     for (int s = s0; s < s1; ++s) {
@@ -443,7 +459,20 @@ __global__ void __launch_bounds__(kThreads, 1) frame_kernel(Program p, int s0, i
         mbar_wait(full + slot, static_cast<uint32_t>((i / slots) & 1));
         return slot;
       };
-      if (kPipe == 1 && kCompute) {  // an entry's 16 products as one group, 4 chains
+      if (kConsumerGroups == 2) {  // warpgroup e % 2 takes entry e, as in PIPE=1
+        for (int e = 0; e < e_n; ++e, ++it) {
+          if ((e & 1) != warp / 4) continue;
+          const int slot = arrived(it);
+          if (kCompute && t == 0 && u == u_lo && e == 0) stamp(s, 4);
+          if (kCompute) {
+            float d[4][4];
+            issue(d, ring + slot * kSlotStride, e);
+            wgmma_wait<0>();
+            retire(d, ring + slot * kSlotStride, e);
+          }
+          release(slot);
+        }
+      } else if (kPipe == 1 && kCompute) {  // an entry's 16 products as one group, 4 chains
         for (int e = 0; e < e_n; ++e, ++it) {
           const int slot = arrived(it);
           if (t == 0 && u == u_lo && e == 0) stamp(s, 4);
@@ -484,7 +513,14 @@ __global__ void __launch_bounds__(kThreads, 1) frame_kernel(Program p, int s0, i
           release(slot);
         }
       }
-      if (kCompute && lane % 4 == 0) {
+      if (kCompute && kConsumerGroups == 2) {  // the odd entries' totals added to the even ones'
+        const int r = 16 * (warp % 4) + lane / 4;
+        if (warp >= 4 && lane % 4 == 0) part[r] = tot0, part[r + 8] = tot2;
+        consumers_sync();
+        if (warp < 4) tot0 += part[r], tot2 += part[r + 8];
+        consumers_sync();  // part read before the next unit writes it
+      }
+      if (kCompute && warp < 4 && lane % 4 == 0) {
         float* y = p.out + st.out_off + static_cast<int64_t>(split) * st.R + tile * 64 + 16 * warp + lane / 4;
         y[0] = tot0;
         y[8] = tot2;
@@ -607,7 +643,8 @@ int main(int argc, char** argv) {
   auto add = [&](const char* name, int R, int K, int S, int G, int norm, int spin_ns) {
     const int prev_s = p.st[p.n - 1].S, loads = norm ? G * K / 512 * prev_s : K / S / 512 * prev_s;
     if (p.n >= kMaxStages || R % 64 || K % S || (K / S) % kEntryCols || K / S > kMaxKu || (R / G) % 64 ||
-        (norm && G * K > kMaxNorm) || loads > kMaxLoads || (prev_s & (prev_s - 1)) || prev_s > 8) {
+        (norm && (G * K > kMaxNorm || G * K % (4 * kConsumers))) || loads > kMaxLoads || (prev_s & (prev_s - 1)) ||
+        prev_s > 8) {
       std::printf("bad stage %s\n", name);
       std::exit(2);
     }

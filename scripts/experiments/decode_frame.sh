@@ -1,21 +1,24 @@
 #!/usr/bin/env bash
 # Runs decode_frame.cu's builds side by side on the device machine (a development experiment, not
-# part of dsv4): the measured form and the switches after it (-DPIPE=1, -DB_BRANCHLESS=1, both),
-# each on `attn 8` with WQA_SPLITS=2 at 1 and 2 copies in flight, then the fastest with latency
-# stages of 3 + 8 µs. Full outputs go to $OUT; a short table is printed last. The check column
-# is the CPU comparison of every stage; the hash must be the measured form's (90ad7cf5b75ffec1 for
-# `attn 8` with WQA_SPLITS=2, bench/results/2026-12-02-cuda-40.md).
+# part of dsv4): the measured form and the switches after it (-DPIPE=1, -DB_BRANCHLESS=1, both;
+# -DCONSUMER_WGS=2 alone and with -DB_BRANCHLESS=1), each on `attn 8` with WQA_SPLITS=2 at 1, 2
+# and 5 copies in flight, then the fastest with latency stages of 3 + 8 µs. Full outputs go to
+# $OUT as two files (table.md and logs.tgz, the device's way back); a short table is printed last. The check column is the CPU comparison of every stage. One
+# warpgroup's builds must print the measured form's hash (90ad7cf5b75ffec1 for `attn 8` with
+# WQA_SPLITS=2, bench/results/2026-12-02-cuda-40.md); two warpgroups add in another order.
 #   OUT=/tmp/df bash scripts/experiments/decode_frame.sh
 set -euo pipefail
 cd "$(dirname "$0")"
 OUT=${OUT:-/tmp/decode_frame}
+WORK=$(mktemp -d)  # the builds and the runs' outputs
 mkdir -p "$OUT"
 F="-std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -I../../src"
-declare -A FLAGS=([base]="" [pipe]="-DPIPE=1" [branchless]="-DB_BRANCHLESS=1" [both]="-DPIPE=1 -DB_BRANCHLESS=1")
-BUILDS="base pipe branchless both"
+declare -A FLAGS=([base]="" [pipe]="-DPIPE=1" [branchless]="-DB_BRANCHLESS=1" [both]="-DPIPE=1 -DB_BRANCHLESS=1"
+  [wg2]="-DCONSUMER_WGS=2" [wg2-branchless]="-DCONSUMER_WGS=2 -DB_BRANCHLESS=1")
+BUILDS="base pipe branchless both wg2 wg2-branchless"
 for b in $BUILDS; do
   # shellcheck disable=SC2086
-  nvcc $F ${FLAGS[$b]} decode_frame.cu -o "$OUT/df-$b" &
+  nvcc $F ${FLAGS[$b]} decode_frame.cu -o "$WORK/df-$b" &
 done
 wait
 # One row: build, in flight, µs a half of the persistent form (both rounds), of the launches, the
@@ -27,25 +30,29 @@ row() {
     /^\| launches: a kernel/ { l = l (l == "" ? "" : ", ") ($4 + 0) }
     END { printf "| %s | %s | %s | %s | %s | %s |\n", b, n, p, l, check, hash }' "$3"
 }
-TABLE="$OUT/table.md"
+TABLE="$WORK/table.md"
 echo "| build | in flight | persist, µs a half | launches | check | hash |" >"$TABLE"
 echo "|---|---|---|---|---|---|" >>"$TABLE"
 for b in $BUILDS; do
-  for n in 1 2; do
-    log="$OUT/$b-inflight$n.txt"
-    INFLIGHT=$n WQA_SPLITS=2 timeout 120 "$OUT/df-$b" attn 8 >"$log" 2>&1 || echo "($b, $n: exit $?)" >>"$log"
+  for n in 1 2 5; do
+    log="$WORK/$b-inflight$n.txt"
+    INFLIGHT=$n WQA_SPLITS=2 timeout 120 "$WORK/df-$b" attn 8 >"$log" 2>&1 || echo "($b, $n: exit $?)" >>"$log"
     row "$b" "$n" "$log" >>"$TABLE"
   done
 done
 # The fastest build that passed, again with the latency stages.
 best=$(tail -n +3 "$TABLE" | awk -F'|' '$6 ~ /PASS/ {split($4, a, ","); print a[1] + 0, $2, $3}' | sort -n | head -1)
 if [ -z "$best" ]; then
+  cp "$TABLE" "$OUT/table.md"
+  tar czf "$OUT/logs.tgz" -C "$WORK" --exclude='df-*' .
   cat "$TABLE"
   echo "no build passed its check" >&2
   exit 1
 fi
 read -r _ bb nn <<<"$best"
-log="$OUT/$bb-inflight$nn-spins.txt"
-SPIN_MHC_NS=3000 SPIN_ATTN_NS=8000 INFLIGHT=$nn WQA_SPLITS=2 timeout 120 "$OUT/df-$bb" attn 8 >"$log" 2>&1 || true
+log="$WORK/$bb-inflight$nn-spins.txt"
+SPIN_MHC_NS=3000 SPIN_ATTN_NS=8000 INFLIGHT=$nn WQA_SPLITS=2 timeout 120 "$WORK/df-$bb" attn 8 >"$log" 2>&1 || true
 row "$bb + spins 3 + 8 µs" "$nn" "$log" >>"$TABLE"
+cp "$TABLE" "$OUT/table.md"
+tar czf "$OUT/logs.tgz" -C "$WORK" --exclude='df-*' .
 cat "$TABLE"
