@@ -47,6 +47,8 @@
 
 #include "../../src/ops/cuda_ptx.cuh"
 #include "experiment.cuh"
+#include "ring.cuh"
+#include "wgmma_e4m3.cuh"
 
 namespace {
 
@@ -97,16 +99,6 @@ __host__ __device__ inline int64_t entry_offset(const Program& p, const Stage& s
   return p.l2_window > 0 ? (e % p.l2_window) * kEntryBytes : st.w_off + e * kEntryBytes;
 }
 
-__device__ __forceinline__ unsigned long long globaltimer_ns() {
-  unsigned long long t;
-  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t)::"memory");
-  return t;
-}
-__device__ __forceinline__ void spin_for(long long t) {
-  const unsigned long long t0 = globaltimer_ns();
-  while (static_cast<long long>(globaltimer_ns() - t0) < t) {
-  }
-}
 __device__ __forceinline__ void wait_count(const unsigned* c, unsigned target) {
   unsigned v;
   do {
@@ -115,21 +107,6 @@ __device__ __forceinline__ void wait_count(const unsigned* c, unsigned target) {
 }
 __device__ __forceinline__ void release_add(unsigned* c) {
   asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(c) : "memory");
-}
-__device__ __forceinline__ void mbar_init(uint64_t* b, uint32_t n) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_addr(b)), "r"(n) : "memory");
-}
-__device__ __forceinline__ void mbar_expect(uint64_t* b, uint32_t bytes) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_addr(b)), "r"(bytes) : "memory");
-}
-__device__ __forceinline__ void mbar_arrive(uint64_t* b) {
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smem_addr(b)) : "memory");
-}
-__device__ __forceinline__ void mbar_wait(uint64_t* b, uint32_t parity) {
-  asm volatile("{\n.reg .pred p;\nW:\nmbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n@!p bra W;\n}\n" ::"r"(
-                   smem_addr(b)),
-               "r"(parity)
-               : "memory");
 }
 // The producer's waits: -DPRODUCER_SLEEP=ns polls with a sleep between tries, leaving the issue
 // slots of its SM sub-partition to consumer warp 0.
@@ -168,15 +145,6 @@ constexpr int kPipe = PIPE;
 #endif
 constexpr bool kBranchless = B_BRANCHLESS;
 __device__ __forceinline__ void consumers_sync() { asm volatile("bar.sync 1, %0;" ::"n"(kConsumers) : "memory"); }
-
-// d[64×8] (+)= a[64×32] · b[32×8], e4m3 → float32, both operands by descriptor.
-__device__ __forceinline__ void wgmma_m64n8k32_e4m3(float (&d)[4], uint64_t a, uint64_t b, bool accumulate) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %6, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n8k32.f32.e4m3.e4m3 {%0, %1, %2, %3}, %4, %5, p, 1, 1;\n}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "l"(a), "l"(b), "r"(static_cast<uint32_t>(accumulate)));
-}
 
 __host__ __device__ inline int units_of(const Stage& s) { return s.R / 64 * s.S; }
 __host__ __device__ inline int entries_of(const Stage& s) { return s.K / s.S / kEntryCols; }
@@ -541,31 +509,15 @@ __global__ void spin_kernel(long long ns) {
   if (threadIdx.x == 0) spin_for(ns);
 }
 
-__global__ void flat_read(const uint4* p, int64_t n, uint32_t* sink) {
-  uint32_t acc = 0;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    uint4 v;
-    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-                 : "l"(p + i));
-    acc ^= v.x ^ v.y ^ v.z ^ v.w;
-  }
-  if (acc == 0x9e3779b9u) sink[0] = acc;
-}
-
-// Weight codes: magnitudes 2^-9 .. 2^-3 either sign (no NaN codes); each entry's last 16 bytes,
-// its four scales, powers of two in 2^-2 .. 2^2.
+// Weight codes as experiment.cuh's; each entry's last 16 bytes, its four scales, powers of two in
+// 2^-2 .. 2^2.
 __global__ void fill_weights(uint8_t* w, int64_t n, uint32_t seed) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    uint32_t h = static_cast<uint32_t>(i) * 2654435761u ^ seed;
-    h ^= h >> 15;
-    h *= 2246822519u;
-    h ^= h >> 13;
+    const uint32_t h = fill_hash(i, seed);
     const int64_t at = i % kEntryBytes;
     if (at < kEntryCodes)
-      w[i] = static_cast<uint8_t>((h & 0x80u) | ((h >> 8) % 7u) << 3 | (h >> 16 & 7u));
+      w[i] = e4m3_from_hash(h);
     else if (at % 4 == 0)
       *reinterpret_cast<float*>(w + i) = ldexpf(1.0f, static_cast<int>((h >> 8) % 5u) - 2);
   }

@@ -1,6 +1,7 @@
 // What the standalone CUDA experiments in this folder share (not part of dsv4): a check that
 // stops at the first CUDA error, a kernel that empties L2 by writing a buffer larger than it, the
-// median time of a case run after it, and a hash of output bits.
+// median time of a case run after it, a hash of output bits, a flat read (a case's ceiling) and
+// the hash that fills synthetic e4m3 weights.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -89,4 +90,32 @@ inline uint64_t fnv1a(const std::vector<uint32_t>& words) {
   uint64_t hash = 1469598103934665603ull;
   for (uint32_t v : words) hash = (hash ^ v) * 1099511628211ull;
   return hash;
+}
+
+// One flat read of n 16-byte vectors by a grid-stride loop: the ceiling for a case's bytes. sink
+// is written only so that the loads stay.
+__global__ void flat_read(const uint4* p, int64_t n, uint32_t* sink) {
+  uint32_t acc = 0;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    uint4 v;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "l"(p + i));
+    acc ^= v.x ^ v.y ^ v.z ^ v.w;
+  }
+  if (acc == 0x9e3779b9u) sink[0] = acc;
+}
+
+// The synthetic weights' hash of element i, and an e4m3 code from it: magnitudes 2^-9 .. 2^-3
+// (exponent fields 0..6 above the bias's -7), either sign, never NaN.
+__host__ __device__ inline uint32_t fill_hash(int64_t i, uint32_t seed) {
+  uint32_t h = static_cast<uint32_t>(i) * 2654435761u ^ seed;
+  h ^= h >> 15;
+  h *= 2246822519u;
+  h ^= h >> 13;
+  return h;
+}
+__host__ __device__ inline uint8_t e4m3_from_hash(uint32_t h) {
+  return static_cast<uint8_t>((h & 0x80u) | ((h >> 8) % 7u) << 3 | (h >> 16 & 7u));
 }

@@ -5,7 +5,8 @@
 // L2 (the entries of a real step were written long before) and is timed alone with events
 // (median of 30), so a variant of either kernel can be tried in a build of a few files.
 //   nvcc -std=c++20 -O3 -gencode=arch=compute_90a,code=sm_90a -Isrc scripts/experiments/indexer_stream.cu \
-//     src/ops/indexer.cu src/ops/indexer_prefill.cu src/ops/topk.cu src/cuda/launch.cu -o /tmp/is && /tmp/is
+//     src/ops/indexer.cu src/ops/indexer_prefill.cu src/ops/indexer_wgmma.cu src/ops/topk.cu src/cuda/launch.cu \
+//     -o /tmp/is && /tmp/is
 #include <cuda_runtime.h>
 
 #include <algorithm>

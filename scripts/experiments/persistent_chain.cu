@@ -38,6 +38,7 @@
 #include <vector>
 
 #include "experiment.cuh"
+#include "ring.cuh"
 
 namespace {
 
@@ -61,18 +62,6 @@ struct Chain {
   long long spin_ns;
   unsigned* spun;
 };
-
-__device__ __forceinline__ unsigned long long globaltimer_ns() {
-  unsigned long long t;
-  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t)::"memory");
-  return t;
-}
-// One thread: spin for t ns.
-__device__ __forceinline__ void spin_for(long long t) {
-  const unsigned long long t0 = globaltimer_ns();
-  while (static_cast<long long>(globaltimer_ns() - t0) < t) {
-  }
-}
 
 // A warp's rows of a stage: r = global warp, + all warps, ... A lane's 16-byte pieces of a row:
 // lane + 32 j, D / 512 of them, all loaded at once.
@@ -272,21 +261,6 @@ __global__ void __launch_bounds__(kThreads) persistent_kernel(Chain c, unsigned*
 // own streaming rate over the same bytes.
 constexpr int kChunkRows = kWarps, kSlots = 6;
 __device__ __forceinline__ uint32_t saddr(const void* p) { return static_cast<uint32_t>(__cvta_generic_to_shared(p)); }
-__device__ __forceinline__ void mbar_init(uint64_t* b, uint32_t n) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(saddr(b)), "r"(n) : "memory");
-}
-__device__ __forceinline__ void mbar_expect(uint64_t* b, uint32_t bytes) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(saddr(b)), "r"(bytes) : "memory");
-}
-__device__ __forceinline__ void mbar_arrive(uint64_t* b) {
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(saddr(b)) : "memory");
-}
-__device__ __forceinline__ void mbar_wait(uint64_t* b, uint32_t parity) {
-  asm volatile(
-      "{\n.reg .pred p;\nW:\nmbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n@!p bra W;\n}\n" ::"r"(saddr(b)),
-      "r"(parity)
-      : "memory");
-}
 __device__ __forceinline__ void consumers_sync() { asm volatile("bar.sync 1, %0;" ::"n"(kThreads) : "memory"); }
 
 // -DRING_STAMPS=1: block 0's thread 0 stamps each stage (globaltimer, ns) at its entry, after the
@@ -502,30 +476,10 @@ __global__ void __launch_bounds__(kThreads + 32)
   }
 }
 
-// One flat read of n 16-byte vectors (the ceiling for the chain's bytes).
-__global__ void __launch_bounds__(kThreads) flat_read(const uint4* p, int64_t n, uint32_t* sink) {
-  uint32_t acc = 0;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * kThreads) {
-    uint4 v;
-    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-                 : "l"(p + i));
-    acc ^= v.x ^ v.y ^ v.z ^ v.w;
-  }
-  if (acc == 0x9e3779b9u) sink[0] = acc;
-}
-
 __global__ void fill_e4m3(uint8_t* w, int64_t n, uint32_t seed) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    uint32_t h = static_cast<uint32_t>(i) * 2654435761u ^ seed;
-    h ^= h >> 15;
-    h *= 2246822519u;
-    h ^= h >> 13;
-    // magnitudes 2^-9 .. 2^-3 (exponent fields 0..6 above the bias's -7), either sign: no NaN codes
-    w[i] = static_cast<uint8_t>((h & 0x80u) | ((h >> 8) % 7u) << 3 | (h >> 16 & 7u));
-  }
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    w[i] = e4m3_from_hash(fill_hash(i, seed));
 }
 
 }  // namespace

@@ -23,21 +23,13 @@
 
 #include "../../src/ops/cuda_ptx.cuh"
 #include "experiment.cuh"
+#include "wgmma_e4m3.cuh"
 
 namespace {
 
 using namespace dsv4::cuda::ptx;
 
 constexpr int kThreads = 128;  // one warpgroup
-
-// d[64×8] (+)= a[64×32] · b[32×8], e4m3 → float32, both operands by descriptor.
-__device__ __forceinline__ void wgmma_m64n8k32_e4m3(float (&d)[4], uint64_t a, uint64_t b, bool accumulate) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %6, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n8k32.f32.e4m3.e4m3 {%0, %1, %2, %3}, %4, %5, p, 1, 1;\n}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "l"(a), "l"(b), "r"(static_cast<uint32_t>(accumulate)));
-}
 
 // Byte offsets in shared memory: weight (r, k) of a block of R rows, and x's k (B's column 0).
 __device__ __forceinline__ int a_off(int r, int k, int K) {
@@ -46,8 +38,8 @@ __device__ __forceinline__ int a_off(int r, int k, int K) {
 __device__ __forceinline__ int b_off(int n, int k) { return (k / 16) * 128 + n * 16 + k % 16; }
 
 template <bool kScaled, int K, int R>
-__global__ void __launch_bounds__(kThreads) consume(const uint8_t* w, const uint8_t* x, const float* scales, int reps,
-                                                    float* y) {
+__global__ void __launch_bounds__(kThreads)
+    consume(const uint8_t* w, const uint8_t* x, const float* scales, int reps, float* y) {
   extern __shared__ __align__(128) uint8_t sm[];
   uint8_t* A = sm;
   uint8_t* B = sm + R * K;
@@ -161,9 +153,7 @@ int main() {
         }
         worst = std::max(worst, std::fabs(hy[r] - want) / (mag + 1e-30));
       }
-      auto run = [&](int reps) {
-        return event_ms(0, [&] { kernel<<<sms, kThreads, smem>>>(w, x, s, reps, y); });
-      };
+      auto run = [&](int reps) { return event_ms(0, [&] { kernel<<<sms, kThreads, smem>>>(w, x, s, reps, y); }); };
       run(10);
       const int lo = 50, hi = 550;
       float best = 1e30f;
