@@ -55,8 +55,9 @@ namespace {
 using namespace dsv4::cuda::ptx;
 
 // -DCONSUMER_WGS=2: two consumer warpgroups, each taking every other entry of a unit (its products
-// as in -DPIPE=1), their totals added at the unit's end (other bits than one warpgroup's; built,
-// not yet run on the device). 1 (the default): one warpgroup, warps 0 .. 3.
+// as in -DPIPE=1) from a ring of its own (2 of the 5 slots each: sharing one ring, a warpgroup two
+// entries ahead passed a parity wait early), their totals added at the unit's end (other bits than
+// one warpgroup's). 1 (the default): one warpgroup, warps 0 .. 3.
 #ifndef CONSUMER_WGS
 #define CONSUMER_WGS 1
 #endif
@@ -330,19 +331,39 @@ __global__ void __launch_bounds__(kThreads, 1) frame_kernel(Program p, int s0, i
   if (!persist) asm volatile("griddepcontrol.launch_dependents;");
   if (warp == kConsumerWarps) {  // the producer: every entry of the block's units, in order
     if (lane != 0) return;
-    int64_t it = 0;
+    int64_t it = 0, j0 = 0, j1 = 0;  // copies issued; with two warpgroups, each one's
+    int hist_slot[kMaxSlots];        // two warpgroups: the slot and phase parity of copy it, at it % kMaxSlots
+    uint32_t hist_parity[kMaxSlots];
     for (int s = s0; s < s1; ++s) {
       const Stage& st = sst[s];
       const int e_n = entries_of(st);
       const int64_t lo = static_cast<int64_t>(unit_lo(st, b, nb)) * e_n,
                     hi = static_cast<int64_t>(unit_lo(st, b + 1, nb)) * e_n;
       for (int64_t e = lo; e < hi; ++e, ++it) {
-        const int slot = static_cast<int>(it % slots);
-        const int64_t use = it / slots;
+        int slot;
+        int64_t use;
+        if (kConsumerGroups == 2) {  // warpgroup w's entries in slots w, w + 2, ... (a ring each)
+          const int w = static_cast<int>(e % e_n) & 1, half = slots / 2;
+          int64_t& j = w ? j1 : j0;
+          slot = w + 2 * static_cast<int>(j % half);
+          use = j++ / half;
+        } else {
+          slot = static_cast<int>(it % slots);
+          use = it / slots;
+        }
         if (use > 0) mbar_wait_producer(empty + slot, static_cast<uint32_t>((use - 1) & 1));
         if (p.in_flight < slots && it >= p.in_flight) {  // copy it − in_flight has landed
           const int64_t old = it - p.in_flight;
-          mbar_wait_producer(full + old % slots, static_cast<uint32_t>((old / slots) & 1));
+          if (kConsumerGroups == 2) {
+            const int h = static_cast<int>(old % kMaxSlots);
+            mbar_wait_producer(full + hist_slot[h], hist_parity[h]);
+          } else {
+            mbar_wait_producer(full + old % slots, static_cast<uint32_t>((old / slots) & 1));
+          }
+        }
+        if (kConsumerGroups == 2) {
+          hist_slot[it % kMaxSlots] = slot;
+          hist_parity[it % kMaxSlots] = static_cast<uint32_t>(use & 1);
         }
         if (e == lo) stamp(s, 6);
         if (e == hi - 1) stamp(s, 7);
@@ -355,7 +376,7 @@ __global__ void __launch_bounds__(kThreads, 1) frame_kernel(Program p, int s0, i
     }
     return;
   }
-  int64_t it = 0;
+  int64_t it = 0, jown = 0;  // entries taken by the block; with two warpgroups, by this one
   for (int s = s0; s < s1; ++s) {
     const Stage& st = sst[s];
     const Stage& prev = sst[s - 1];
@@ -427,10 +448,12 @@ __global__ void __launch_bounds__(kThreads, 1) frame_kernel(Program p, int s0, i
         mbar_wait(full + slot, static_cast<uint32_t>((i / slots) & 1));
         return slot;
       };
-      if (kConsumerGroups == 2) {  // warpgroup e % 2 takes entry e, as in PIPE=1
+      if (kConsumerGroups == 2) {  // warpgroup e % 2 takes entry e from its own ring, as in PIPE=1
         for (int e = 0; e < e_n; ++e, ++it) {
           if ((e & 1) != warp / 4) continue;
-          const int slot = arrived(it);
+          const int half = slots / 2, slot = warp / 4 + 2 * static_cast<int>(jown % half);
+          mbar_wait(full + slot, static_cast<uint32_t>((jown / half) & 1));
+          ++jown;
           if (kCompute && t == 0 && u == u_lo && e == 0) stamp(s, 4);
           if (kCompute) {
             float d[4][4];
@@ -673,7 +696,7 @@ int main(int argc, char** argv) {
     CK(cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(compute ? frame_kernel<true> : frame_kernel<false>),
                                    dim3(sms), dim3(kThreads), args, smem_for(kMaxSlots), s));
   };
-  const int launch_slots = 1;  // two blocks an SM
+  const int launch_slots = kConsumerGroups == 2 ? 2 : 1;  // one ring entry: two blocks an SM
   auto launches = [&] {
     for (int i = 1; i < p.n; ++i) {
       if (p.st[i].spin_ns > 0) launch_pdl(spin_kernel, 1, 32, 0, s, static_cast<long long>(p.st[i].spin_ns));
