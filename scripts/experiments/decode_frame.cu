@@ -46,6 +46,7 @@
 #include <vector>
 
 #include "../../src/ops/cuda_ptx.cuh"
+#include "decode_frame.cuh"
 #include "experiment.cuh"
 #include "ring.cuh"
 #include "wgmma_e4m3.cuh"
@@ -54,61 +55,6 @@ namespace {
 
 using namespace dsv4::cuda::ptx;
 
-// -DCONSUMER_WGS=2: two consumer warpgroups, each taking every other entry of a unit (its products
-// as in -DPIPE=1) from a ring of its own (2 of the 5 slots each: sharing one ring, a warpgroup two
-// entries ahead passed a parity wait early), their totals added at the unit's end (other bits than
-// one warpgroup's). 1 (the default): one warpgroup, warps 0 .. 3.
-#ifndef CONSUMER_WGS
-#define CONSUMER_WGS 1
-#endif
-constexpr int kConsumerGroups = CONSUMER_WGS;
-constexpr int kConsumers = 128 * kConsumerGroups;
-constexpr int kConsumerWarps = kConsumers / 32;
-constexpr int kThreads = kConsumers + 32;  // and the producer warp, the last
-constexpr int kEntryCols = 512;            // an entry: 64 rows × 512 columns of e4m3, core-matrix order
-constexpr int kEntryCodes = 64 * kEntryCols;
-constexpr int kEntryBytes = kEntryCodes + 16;  // + the four 128-column blocks' scales (floats)
-constexpr int kSlotStride = kEntryCodes + 128;
-constexpr int kMaxSlots = 5;
-constexpr int kMaxKu = 4096;  // a unit's columns (its x: column 0 of an N = 8 B tile, 8 bytes a column)
-constexpr int kMaxStages = 48;
-constexpr float kEps = 1e-6f;
-
-struct Stage {
-  int64_t w_off;    // bytes: the stage's entries, unit-major (unit u's entries at u · E)
-  int64_t out_off;  // floats: its partial outputs [S][R]
-  int R, K, S, G;   // rows; input columns a row; splits of K; row groups (group g reads x[g K, (g + 1) K))
-  int norm;         // x / rms(x) over its G K inputs before the quantization
-  int spin_ns;      // a latency stage before this one
-  int spins;        // latency stages up to and including this one
-};
-// Stage 0 is the chain's input: R floats at out_off (S = 1), no weights.
-struct Program {
-  Stage st[kMaxStages];
-  int n;
-  const uint8_t* w;
-  float* out;
-  unsigned* arrived;  // blocks done, summed over the stages (and over earlier runs: arrived_base)
-  unsigned* spun;     // latency stages done (spun_base before this run)
-  unsigned arrived_base, spun_base;
-  int in_flight;  // at most this many of a block's copies outstanding (INFLIGHT; the ring's depth if more)
-  int warm;       // WARM=1: a dry pass of the stage's input code before the barrier (instruction cache)
-  int l2_window;  // L2_WINDOW=n: every stage reads entries 0 .. n − 1 over and over (L2 hits, no HBM stream)
-};
-// Byte offset of a stage's e-th entry (counted over its units in order).
-__host__ __device__ inline int64_t entry_offset(const Program& p, const Stage& st, int64_t e) {
-  return p.l2_window > 0 ? (e % p.l2_window) * kEntryBytes : st.w_off + e * kEntryBytes;
-}
-
-__device__ __forceinline__ void wait_count(const unsigned* c, unsigned target) {
-  unsigned v;
-  do {
-    asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(c) : "memory");
-  } while (v < target);
-}
-__device__ __forceinline__ void release_add(unsigned* c) {
-  asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(c) : "memory");
-}
 // The producer's waits: -DPRODUCER_SLEEP=ns polls with a sleep between tries, leaving the issue
 // slots of its SM sub-partition to consumer warp 0.
 #ifndef PRODUCER_SLEEP
@@ -146,12 +92,6 @@ constexpr int kPipe = PIPE;
 #endif
 constexpr bool kBranchless = B_BRANCHLESS;
 __device__ __forceinline__ void consumers_sync() { asm volatile("bar.sync 1, %0;" ::"n"(kConsumers) : "memory"); }
-
-__host__ __device__ inline int units_of(const Stage& s) { return s.R / 64 * s.S; }
-__host__ __device__ inline int entries_of(const Stage& s) { return s.K / s.S / kEntryCols; }
-__host__ __device__ inline int unit_lo(const Stage& s, int b, int nb) {
-  return static_cast<int>(static_cast<int64_t>(units_of(s)) * b / nb);
-}
 
 // A stage's input: the previous stage's partials summed in split order. Each thread issues all its
 // loads (at most kMaxLoads float4s) before it adds any, so that the transform costs one round trip.

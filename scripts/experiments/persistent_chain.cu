@@ -215,14 +215,6 @@ __global__ void __launch_bounds__(32) spin_kernel(long long t) {
   if (threadIdx.x == 0) spin_for(t);
 }
 
-// A grid barrier's wait (one thread): until `target` blocks have arrived, by acquire loads.
-__device__ __forceinline__ void wait_arrivals(const unsigned* arrived, unsigned target) {
-  unsigned v;
-  do {
-    asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(arrived) : "memory");
-  } while (v < target);
-}
-
 // The whole chain in one cooperative grid; `arrived` counts blocks done with each stage.
 __global__ void __launch_bounds__(kThreads) persistent_kernel(Chain c, unsigned* arrived) {
   extern __shared__ float xs[];
@@ -235,7 +227,7 @@ __global__ void __launch_bounds__(kThreads) persistent_kernel(Chain c, unsigned*
       copy_into(c.x0, c.D, xs);
     } else {
       if (threadIdx.x == 0) {
-        wait_arrivals(arrived, static_cast<unsigned>(i) * gridDim.x);
+        wait_count(arrived, static_cast<unsigned>(i) * gridDim.x);
       }
       __syncthreads();
       normalize_into(c.y + static_cast<int64_t>(i - 1) * c.D, c.D, xs, red);
@@ -414,13 +406,13 @@ __global__ void __launch_bounds__(kThreads + 32)
         normalize_ll(ll + static_cast<int64_t>(i - 1) * c.D, epoch * 256u + i, c.D, xs, red, t);
       } else {
         if (t == 0) {
-          wait_arrivals(arrived, static_cast<unsigned>(i) * gridDim.x);
+          wait_count(arrived, static_cast<unsigned>(i) * gridDim.x);
           if (c.spin_ns > 0) {  // the latency stage: block 0 spins, every block waits for it
             if (blockIdx.x == 0) {
               spin_for(c.spin_ns);
-              asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(c.spun) : "memory");
+              release_add(c.spun);
             }
-            wait_arrivals(c.spun, static_cast<unsigned>(i));
+            wait_count(c.spun, static_cast<unsigned>(i));
           }
         }
         consumers_sync();
@@ -465,7 +457,7 @@ __global__ void __launch_bounds__(kThreads + 32)
       stamp(i, 3);
       if (t == 0 && !kLL) {
         if (kArriveRelease) {  // one release reduction after the block barrier (cutlass's semaphore)
-          asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(arrived) : "memory");
+          release_add(arrived);
         } else {
           __threadfence();
           atomicAdd(arrived, 1u);

@@ -1,5 +1,6 @@
 // What the persistent-kernel experiments share (persistent_chain.cu, decode_frame.cu; not part of
-// dsv4): the global timer, a spin of a set length, and the mbarriers of a ring of bulk copies.
+// dsv4): the global timer, a spin of a set length, a grid barrier's counter, and the mbarriers of a
+// ring of bulk copies.
 #pragma once
 #include <cstdint>
 
@@ -13,6 +14,18 @@ __device__ __forceinline__ void spin_for(long long t) {
   const unsigned long long t0 = globaltimer_ns();
   while (static_cast<long long>(globaltimer_ns() - t0) < t) {
   }
+}
+
+// A grid barrier's counter: a block adds one after its writes (release); a waiter reads it with
+// acquire loads until it reaches the target.
+__device__ __forceinline__ void release_add(unsigned* c) {
+  asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(c) : "memory");
+}
+__device__ __forceinline__ void wait_count(const unsigned* c, unsigned target) {
+  unsigned v;
+  do {
+    asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(c) : "memory");
+  } while (v < target);
 }
 
 __device__ __forceinline__ uint32_t mbar_addr(const uint64_t* b) {
