@@ -325,8 +325,7 @@ __global__ void __launch_bounds__(kThreads, 1) frame_kernel(Program p, int s0, i
     if (kCompute && t == 0) stamp(s, 0);
     if (kCompute && persist && p.warm && s > 1 && u_lo < u_hi) {  // on whatever the inputs hold now
       const float winv = st.norm ? load_normalized(p, prev, st.G * st.K, xs, red) : 1.0f;
-      const int tile = u_lo / st.S, split = u_lo % st.S;
-      build_b(p, prev, st.norm, xs, winv, tile * 64 / (st.R / st.G) * st.K + split * ku, ku, B, sx, -1);
+      build_b(p, prev, st.norm, xs, winv, unit_base(st, u_lo), ku, B, sx, -1);
     }
     if (kCompute) {
       if (persist) {
@@ -347,8 +346,7 @@ __global__ void __launch_bounds__(kThreads, 1) frame_kernel(Program p, int s0, i
     if (kCompute && t == 0) stamp(s, 2);
     int cur_base = -1;
     for (int u = u_lo; u < u_hi; ++u) {
-      const int tile = u / st.S, split = u % st.S;
-      const int base = tile * 64 / (st.R / st.G) * st.K + split * ku;
+      const int tile = u / st.S, split = u % st.S, base = unit_base(st, u);
       if (kCompute && base != cur_base) {
         consumers_sync();  // no wgmma still reads B
         build_b(p, prev, st.norm, xs, inv, base, ku, B, sx, u == u_lo ? s : -1);
@@ -383,7 +381,7 @@ __global__ void __launch_bounds__(kThreads, 1) frame_kernel(Program p, int s0, i
         __syncwarp();
         if (lane == 0) mbar_arrive(empty + slot);
       };
-      auto arrived = [&](int64_t i) {
+      auto landed = [&](int64_t i) {  // entry i's copy, waited for
         const int slot = static_cast<int>(i % slots);
         mbar_wait(full + slot, static_cast<uint32_t>((i / slots) & 1));
         return slot;
@@ -405,7 +403,7 @@ __global__ void __launch_bounds__(kThreads, 1) frame_kernel(Program p, int s0, i
         }
       } else if (kPipe == 1 && kCompute) {  // an entry's 16 products as one group, 4 chains
         for (int e = 0; e < e_n; ++e, ++it) {
-          const int slot = arrived(it);
+          const int slot = landed(it);
           if (t == 0 && u == u_lo && e == 0) stamp(s, 4);
           float d[4][4];
           issue(d, ring + slot * kSlotStride, e);
@@ -415,7 +413,7 @@ __global__ void __launch_bounds__(kThreads, 1) frame_kernel(Program p, int s0, i
         }
       } else {
         for (int e = 0; e < e_n; ++e, ++it) {
-          const int slot = arrived(it);
+          const int slot = landed(it);
           if (kCompute && t == 0 && u == u_lo && e == 0) stamp(s, 4);
           if (kCompute) {  // the measured form: block c's chain waited for before block c + 2 starts
             const uint8_t* A = ring + slot * kSlotStride;
@@ -497,7 +495,7 @@ float e4m3(uint8_t c) {
 double check_stage(const Program& p, int s, const std::vector<uint8_t>& w, const std::vector<float>& out) {
   const Stage& st = p.st[s];
   const Stage& prev = p.st[s - 1];
-  const int n = st.G * st.K, ku = st.K / st.S, e_n = entries_of(st);
+  const int n = st.G * st.K, e_n = entries_of(st);
   std::vector<float> x(n);
   for (int i = 0; i < n; ++i) {
     float v = 0.0f;
@@ -522,8 +520,7 @@ double check_stage(const Program& p, int s, const std::vector<uint8_t>& w, const
   for (int c = 0; c < 256; ++c) lut[c] = e4m3(static_cast<uint8_t>(c));
   double worst = 0;
   for (int u = 0; u < units_of(st); ++u) {
-    const int tile = u / st.S, split = u % st.S;
-    const int base = tile * 64 / (st.R / st.G) * st.K + split * ku;
+    const int tile = u / st.S, split = u % st.S, base = unit_base(st, u);
     for (int r = 0; r < 64; ++r) {
       double want = 0, mag = 0;
       for (int e = 0; e < e_n; ++e) {
@@ -569,18 +566,20 @@ int main(int argc, char** argv) {
     wbytes += static_cast<int64_t>(units_of(st)) * entries_of(st) * kEntryBytes;
     obytes += static_cast<int64_t>(S) * R;
   };
+  auto input = [&](int R) {  // stage 0: the chain's input, R floats at the front of out
+    p.st[p.n++] = Stage{0, 0, R, 0, 1, 1, 0, 0, 0};
+    obytes = R;
+  };
   const int spin_mhc = env_int("SPIN_MHC_NS", 0), spin_attn = env_int("SPIN_ATTN_NS", 0);
   int per_repeat = 1;
   if (preset == "square") {
     const int D = argc > 2 ? std::atoi(argv[2]) : 4096, L = argc > 3 ? std::atoi(argv[3]) : 20;
-    p.st[p.n++] = Stage{0, 0, D, 0, 1, 1, 0, 0, 0};  // the input
-    obytes = D;
+    input(D);
     const int S = env_int("SQUARE_SPLITS", D >= 4096 ? 2 : 1);
     for (int i = 0; i < L; ++i) add("product", D, D, S, 1, 1, 0);
   } else if (preset == "attn") {
     const int N = argc > 2 ? std::atoi(argv[2]) : 8;
-    p.st[p.n++] = Stage{0, 0, 4096, 0, 1, 1, 0, 0, 0};
-    obytes = 4096;
+    input(4096);
     per_repeat = 4;
     for (int i = 0; i < N; ++i) {
       add("wq_a+wkv", 1536, 4096, env_int("WQA_SPLITS", 8), 1, 1, spin_mhc);

@@ -51,6 +51,10 @@ __host__ __device__ inline int64_t entry_offset(const Program& p, const Stage& s
 
 __host__ __device__ inline int units_of(const Stage& s) { return s.R / 64 * s.S; }
 __host__ __device__ inline int entries_of(const Stage& s) { return s.K / s.S / kEntryCols; }
+// Unit u's first input column: its row group's inputs, then its split's share of K.
+__host__ __device__ inline int unit_base(const Stage& s, int u) {
+  return u / s.S * 64 / (s.R / s.G) * s.K + u % s.S * (s.K / s.S);
+}
 __host__ __device__ inline int unit_lo(const Stage& s, int b, int nb) {
   return static_cast<int>(static_cast<int64_t>(units_of(s)) * b / nb);
 }
