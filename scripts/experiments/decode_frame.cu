@@ -25,7 +25,8 @@
 // produced it (the FP8 accumulation's error: ≤ 1e-3 of the terms' magnitude). The ceiling is one
 // flat read of all the weights. Stamps (globaltimer, every block) split the persistent form's
 // stages into phases (the table printed last). Results: bench/results/2026-12-02-cuda-40.md.
-// At run time: INFLIGHT=n (a block's copies outstanding at most), WARM=1 (a dry pass of a stage's
+// At run time: INFLIGHT=n (a block's copies outstanding at most), INFLIGHT_SPUN=n (the same for the
+// copies of a stage after a latency stage, which the producer issues while that stage runs), WARM=1 (a dry pass of a stage's
 // input code before its barrier), L2_WINDOW=n (every stage reads the same n entries: no HBM
 // stream). Builds: -DNO_FENCE (no proxy fence after B's stores: wrong in principle, its cost),
 // -DPRODUCER_SLEEP=ns (the producer polls with sleeps), -DNO_STAMPS; and, not yet run on the
@@ -292,8 +293,9 @@ __global__ void __launch_bounds__(kThreads, 1) frame_kernel(Program p, int s0, i
           use = it / slots;
         }
         if (use > 0) mbar_wait_producer(empty + slot, static_cast<uint32_t>((use - 1) & 1));
-        if (p.in_flight < slots && it >= p.in_flight) {  // copy it − in_flight has landed
-          const int64_t old = it - p.in_flight;
+        const int depth = st.spin_ns > 0 ? p.in_flight_spun : p.in_flight;
+        if (depth < slots && it >= depth) {  // copy it − depth has landed
+          const int64_t old = it - depth;
           if (kConsumerGroups == 2) {
             const int h = static_cast<int>(old % kMaxSlots);
             mbar_wait_producer(full + hist_slot[h], hist_parity[h]);
@@ -610,6 +612,7 @@ int main(int argc, char** argv) {
   }
   p.w = w, p.out = out, p.arrived = arrived, p.spun = spun;
   p.in_flight = env_int("INFLIGHT", kMaxSlots);
+  p.in_flight_spun = env_int("INFLIGHT_SPUN", p.in_flight);
   p.warm = env_int("WARM", 0);
   p.l2_window = env_int("L2_WINDOW", 0);
   const auto smem_for = [](int slots) {
@@ -645,8 +648,8 @@ int main(int argc, char** argv) {
   const double mb = wbytes / 1e6;
   std::printf(
       "%s: %d stages, %.1f MB of FP8 weights and scales, %d blocks of %d threads; latency stages: "
-      "SPIN_MHC_NS=%d SPIN_ATTN_NS=%d; copies in flight a block: INFLIGHT=%d; WARM=%d; L2_WINDOW=%d\n",
-      preset.c_str(), p.n - 1, mb, sms, kThreads, spin_mhc, spin_attn, p.in_flight, p.warm, p.l2_window);
+      "SPIN_MHC_NS=%d SPIN_ATTN_NS=%d; copies in flight a block: INFLIGHT=%d, INFLIGHT_SPUN=%d; WARM=%d; L2_WINDOW=%d\n",
+      preset.c_str(), p.n - 1, mb, sms, kThreads, spin_mhc, spin_attn, p.in_flight, p.in_flight_spun, p.warm, p.l2_window);
 
   // Correctness first: each stage from its input as produced, in both forms.
   std::vector<uint8_t> hw(wbytes);
