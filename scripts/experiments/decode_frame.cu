@@ -26,7 +26,9 @@
 // flat read of all the weights. Stamps (globaltimer, every block) split the persistent form's
 // stages into phases (the table printed last). Results: bench/results/2026-12-02-cuda-40.md.
 // At run time: INFLIGHT=n (a block's copies outstanding at most), INFLIGHT_SPUN=n (the same for the
-// copies of a stage after a latency stage, which the producer issues while that stage runs), WARM=1 (a dry pass of a stage's
+// copies of a stage after a latency stage, which the producer issues while that stage runs), L2_AHEAD=1
+// (with a stage after a latency stage's first copy, the block's entries past the ring are requested
+// into L2: `cp.async.bulk.prefetch.L2`), WARM=1 (a dry pass of a stage's
 // input code before its barrier), L2_WINDOW=n (every stage reads the same n entries: no HBM
 // stream). Builds: -DNO_FENCE (no proxy fence after B's stores: wrong in principle, its cost),
 // -DPRODUCER_SLEEP=ns (the producer polls with sleeps), -DNO_STAMPS; and, not yet run on the
@@ -307,6 +309,11 @@ __global__ void __launch_bounds__(kThreads, 1) frame_kernel(Program p, int s0, i
           hist_slot[it % kMaxSlots] = slot;
           hist_parity[it % kMaxSlots] = static_cast<uint32_t>(use & 1);
         }
+        if (e == lo && p.l2_ahead && st.spin_ns > 0)  // the share past the ring, into L2 during the latency stage
+          for (int64_t f = lo + slots; f < hi; ++f)
+            asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p.w + entry_offset(p, st, f)),
+                         "r"(kEntryBytes)
+                         : "memory");
         if (e == lo) stamp(s, 6);
         if (e == hi - 1) stamp(s, 7);
         mbar_expect(full + slot, kEntryBytes);
@@ -613,6 +620,7 @@ int main(int argc, char** argv) {
   p.w = w, p.out = out, p.arrived = arrived, p.spun = spun;
   p.in_flight = env_int("INFLIGHT", kMaxSlots);
   p.in_flight_spun = env_int("INFLIGHT_SPUN", p.in_flight);
+  p.l2_ahead = env_int("L2_AHEAD", 0);
   p.warm = env_int("WARM", 0);
   p.l2_window = env_int("L2_WINDOW", 0);
   const auto smem_for = [](int slots) {
@@ -648,8 +656,8 @@ int main(int argc, char** argv) {
   const double mb = wbytes / 1e6;
   std::printf(
       "%s: %d stages, %.1f MB of FP8 weights and scales, %d blocks of %d threads; latency stages: "
-      "SPIN_MHC_NS=%d SPIN_ATTN_NS=%d; copies in flight a block: INFLIGHT=%d, INFLIGHT_SPUN=%d; WARM=%d; L2_WINDOW=%d\n",
-      preset.c_str(), p.n - 1, mb, sms, kThreads, spin_mhc, spin_attn, p.in_flight, p.in_flight_spun, p.warm, p.l2_window);
+      "SPIN_MHC_NS=%d SPIN_ATTN_NS=%d; copies in flight a block: INFLIGHT=%d, INFLIGHT_SPUN=%d, L2_AHEAD=%d; WARM=%d; L2_WINDOW=%d\n",
+      preset.c_str(), p.n - 1, mb, sms, kThreads, spin_mhc, spin_attn, p.in_flight, p.in_flight_spun, p.l2_ahead, p.warm, p.l2_window);
 
   // Correctness first: each stage from its input as produced, in both forms.
   std::vector<uint8_t> hw(wbytes);

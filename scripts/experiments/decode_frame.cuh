@@ -42,6 +42,7 @@ struct Program {
   unsigned arrived_base, spun_base;
   int in_flight;  // at most this many of a block's copies outstanding (INFLIGHT; the ring's depth if more)
   int in_flight_spun;  // the same for a stage after a latency stage (INFLIGHT_SPUN; INFLIGHT if unset)
+  int l2_ahead;   // L2_AHEAD=1: a stage after a latency stage has its entries past the ring requested into L2
   int warm;       // WARM=1: a dry pass of the stage's input code before the barrier (instruction cache)
   int l2_window;  // L2_WINDOW=n: every stage reads entries 0 .. n − 1 over and over (L2 hits, no HBM stream)
 };

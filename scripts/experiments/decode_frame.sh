@@ -10,7 +10,8 @@
 #     3 + 8 µs (bench/results/2026-12-02-cuda-41.md, call 1).
 #   SWEEP=spun: the -DPIPE=1 -DB_BRANCHLESS=1 build with latency stages of 3 + 8 µs, at copies in
 #     flight (INFLIGHT) and copies in flight for the stages after a latency stage (INFLIGHT_SPUN):
-#     can the ring's run-ahead hide a latency stage when its copies go out deep?
+#     can the ring's run-ahead hide a latency stage when its copies go out deep, or with the rest of
+#     the stage's share requested into L2 (L2_AHEAD=1)? (2026-12-02-cuda-41.md, calls 2 and 3)
 #   OUT=/tmp/df bash scripts/experiments/decode_frame.sh
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -50,13 +51,12 @@ if [ "$SWEEP" = spun ]; then
   done <<'RUNS'
 nospin-1 INFLIGHT=1
 spin-1 INFLIGHT=1 SPIN_MHC_NS=3000 SPIN_ATTN_NS=8000
-spin-2 INFLIGHT=2 SPIN_MHC_NS=3000 SPIN_ATTN_NS=8000
-spin-5 INFLIGHT=5 SPIN_MHC_NS=3000 SPIN_ATTN_NS=8000
-spin-1-spun3 INFLIGHT=1 INFLIGHT_SPUN=3 SPIN_MHC_NS=3000 SPIN_ATTN_NS=8000
 spin-1-spun5 INFLIGHT=1 INFLIGHT_SPUN=5 SPIN_MHC_NS=3000 SPIN_ATTN_NS=8000
-spin-2-spun5 INFLIGHT=2 INFLIGHT_SPUN=5 SPIN_MHC_NS=3000 SPIN_ATTN_NS=8000
+spin-1-l2 INFLIGHT=1 L2_AHEAD=1 SPIN_MHC_NS=3000 SPIN_ATTN_NS=8000
+spin-1-spun5-l2 INFLIGHT=1 INFLIGHT_SPUN=5 L2_AHEAD=1 SPIN_MHC_NS=3000 SPIN_ATTN_NS=8000
 long-1 INFLIGHT=1 SPIN_MHC_NS=3000 SPIN_ATTN_NS=16000
 long-1-spun5 INFLIGHT=1 INFLIGHT_SPUN=5 SPIN_MHC_NS=3000 SPIN_ATTN_NS=16000
+long-1-l2 INFLIGHT=1 L2_AHEAD=1 SPIN_MHC_NS=3000 SPIN_ATTN_NS=16000
 RUNS
   cp "$TABLE" "$OUT/table.md"
   tar czf "$OUT/logs.tgz" -C "$WORK" --exclude='df-*' .
