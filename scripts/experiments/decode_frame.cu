@@ -24,16 +24,16 @@
 // one a block. Each stage's partial outputs are checked on the CPU against its input as the GPU
 // produced it (the FP8 accumulation's error: ≤ 1e-3 of the terms' magnitude). The ceiling is one
 // flat read of all the weights. Stamps (globaltimer, every block) split the persistent form's
-// stages into phases (the table printed last). Results: bench/results/2026-12-02-cuda-40.md.
+// stages into phases (the table printed last). Results: bench/results/2026-12-02-cuda-40.md to -42.md.
 // At run time: INFLIGHT=n (a block's copies outstanding at most), INFLIGHT_SPUN=n (the same for the
 // copies of a stage after a latency stage, which the producer issues while that stage runs), L2_AHEAD=1
 // (with a stage after a latency stage's first copy, the block's entries past the ring are requested
 // into L2: `cp.async.bulk.prefetch.L2`), WARM=1 (a dry pass of a stage's
 // input code before its barrier), L2_WINDOW=n (every stage reads the same n entries: no HBM
 // stream). Builds: -DNO_FENCE (no proxy fence after B's stores: wrong in principle, its cost),
-// -DPRODUCER_SLEEP=ns (the producer polls with sleeps), -DNO_STAMPS; and, not yet run on the
-// device, -DPIPE=1 (an entry's products as four chains in one group), -DB_BRANCHLESS=1 and
-// -DCONSUMER_WGS=2 (see each).
+// -DPRODUCER_SLEEP=ns (the producer polls with sleeps), -DNO_STAMPS, -DPIPE=1 (an entry's products
+// as four chains in one group), -DB_BRANCHLESS=1 and -DCONSUMER_WGS=2 (see each). Those and the
+// run-time switches measured: bench/results/2026-12-02-cuda-41.md and -42.md.
 //   nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Isrc scripts/experiments/decode_frame.cu \
 //     -o /tmp/df && /tmp/df attn 8 && /tmp/df square 4096 20
 #include <cuda_fp8.h>
