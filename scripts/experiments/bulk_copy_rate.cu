@@ -7,7 +7,7 @@
 //   hbm: every block streams its own part of a 2 GiB buffer (flushed from L2 before each run);
 //   l2:  every block cycles through a 32 MiB window from its own start (read once before the timed
 //        run, so L2 hits).
-// Results: bench/results/2026-12-02-cuda-42.md (bcr.txt there): a block saturates at 31–32 GB/s
+// Results: bench/results/2026-12-02-cuda-42.md (its call1/bcr.txt): a block saturates at 31–32 GB/s
 // from HBM (4.1 TB/s over 132 SMs) with ≥ 64 KB in flight, and at 65 GB/s from L2.
 //   nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a scripts/experiments/bulk_copy_rate.cu \
 //     -o /tmp/bcr && /tmp/bcr
